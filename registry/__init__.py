@@ -1,0 +1,33 @@
+"""MLflow Model Registry access for lead-scorer: resolve, load, register, promote, roll back.
+
+>>> from registry import Registry
+>>> reg = Registry(tracking_uri="sqlite:///mlflow.db")
+>>> model = reg.load(reg.resolve())
+"""
+
+from registry._errors import NoProductionVersion, PromotionRefused, RegistryError, RegistryUnavailable
+from registry._registry import (
+    ALIAS,
+    STAGE,
+    TAG_EVENT_TYPES,
+    TAG_PREVIOUS,
+    TAG_REFERENCE,
+    LoadedModel,
+    Registry,
+    ResolvedVersion,
+)
+
+__all__ = [
+    "ALIAS",
+    "STAGE",
+    "TAG_EVENT_TYPES",
+    "TAG_PREVIOUS",
+    "TAG_REFERENCE",
+    "LoadedModel",
+    "NoProductionVersion",
+    "PromotionRefused",
+    "Registry",
+    "RegistryError",
+    "RegistryUnavailable",
+    "ResolvedVersion",
+]

@@ -1,0 +1,346 @@
+"""The MLflow Model Registry, seen through the few operations lead-scorer needs."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, infer_signature
+
+from registry._errors import NoProductionVersion, PromotionRefused, RegistryError, RegistryUnavailable
+
+ALIAS = "production"
+STAGE = "Production"
+#: Version tags lead-scorer writes.
+TAG_PREVIOUS = "previous_production_version"
+TAG_PROMOTED_BY = "promoted_by"
+TAG_PROMOTED_AT = "promoted_at"
+TAG_ROLLED_BACK_FROM = "rolled_back_from"
+TAG_REFERENCE = "reference_deciles"
+TAG_EVENT_TYPES = "event_types"
+METRIC_TAG_PREFIX = "holdout_"
+
+How = Literal["pin", "alias", "stage"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolvedVersion:
+    """A concrete registered version: what "production" meant when the run started."""
+
+    name: str
+    version: str
+    how: How
+    run_id: str | None
+    model_id: str | None
+    source: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def reference_deciles(self) -> list[float] | None:
+        raw = self.tags.get(TAG_REFERENCE)
+        return [float(x) for x in json.loads(raw)] if raw else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadedModel:
+    """A scikit-learn pipeline with the feature columns its signature names, in order."""
+
+    resolved: ResolvedVersion
+    pipeline: Any
+    input_names: list[str]
+    timings: dict[str, float]
+
+    def predict_scores(self, features: pd.DataFrame) -> Any:
+        return self.pipeline.predict_proba(features[self.input_names])[:, 1]
+
+
+def _is_missing(exc: MlflowException) -> bool:
+    # A missing alias is INVALID_PARAMETER_VALUE on some stores, RESOURCE_DOES_NOT_EXIST on others.
+    return exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+        exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in (exc.message or "")
+    )
+
+
+def _model_id(mv: ModelVersion) -> str | None:
+    mid = getattr(mv, "model_id", None)
+    if mid:
+        return str(mid)
+    source = mv.source or ""
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+
+class Registry:
+    """Resolve, load, register, promote and roll back versions of one registered model.
+
+    >>> reg = Registry(tracking_uri="http://mlflow:5000")
+    >>> resolved = reg.resolve()           # pin → alias "production" → stage "Production"
+    >>> model = reg.load(resolved)         # downloaded once, pinned for the whole run
+    """
+
+    def __init__(self, *, tracking_uri: str, model_name: str = "lead_scoring_pipeline") -> None:
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        # The fluent API (log_model, load_model) reads the global URI; set it to ours.
+        mlflow.set_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @contextmanager
+    def _calls(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except RegistryError:
+            raise
+        except MlflowException as exc:
+            if _is_missing(exc):
+                raise
+            raise RegistryUnavailable(
+                f"MLflow refused {what}: {exc.message.splitlines()[0] if exc.message else exc}",
+                hint="check MLFLOW_TRACKING_URI and MLFLOW_TRACKING_USERNAME/PASSWORD",
+            ) from None
+        except Exception as exc:  # requests/urllib3 connection errors after MLflow's own retries
+            raise RegistryUnavailable(
+                f"cannot reach the MLflow tracking server while {what}: {type(exc).__name__}",
+                hint="check MLFLOW_TRACKING_URI and that the server is up (GET /health)",
+            ) from None
+
+    # -- resolve -------------------------------------------------------------------------------
+    def resolve(self, *, pin: str | None = None) -> ResolvedVersion:
+        """What "production" means now: an explicit pin, else alias ``production``, else stage ``Production``."""
+        name = self.model_name
+        with self._calls("resolving the production model"):
+            if pin is not None:
+                try:
+                    return self._resolved(self.client.get_model_version(name, str(pin)), "pin")
+                except MlflowException as exc:
+                    if _is_missing(exc):
+                        raise NoProductionVersion(
+                            f"version {pin} of {name} does not exist",
+                            hint="list versions with `lead-scorer registry list`",
+                        ) from None
+                    raise
+            try:
+                return self._resolved(self.client.get_model_version_by_alias(name, ALIAS), "alias")
+            except MlflowException as exc:
+                if not _is_missing(exc):
+                    raise
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    staged = self.client.get_latest_versions(name, stages=[STAGE])
+            except MlflowException as exc:
+                if not _is_missing(exc):
+                    raise
+                raise NoProductionVersion(
+                    f"no registered model named {name}",
+                    hint="train and register one: `lead-scorer train --promote`",
+                ) from None
+            if staged:
+                return self._resolved(max(staged, key=lambda mv: int(mv.version)), "stage")
+        raise NoProductionVersion(
+            f"{name} has no production version (no alias '{ALIAS}', no version in stage '{STAGE}')",
+            hint="promote one: `lead-scorer registry promote VERSION`, or pin with --model-version",
+        )
+
+    def _resolved(self, mv: ModelVersion, how: How) -> ResolvedVersion:
+        return ResolvedVersion(
+            name=mv.name,
+            version=str(mv.version),
+            how=how,
+            run_id=mv.run_id,
+            model_id=_model_id(mv),
+            source=mv.source or "",
+            tags=dict(mv.tags or {}),
+        )
+
+    # -- load ----------------------------------------------------------------------------------
+    def load(self, resolved: ResolvedVersion) -> LoadedModel:
+        """Download the version once and load its scikit-learn pipeline and signature."""
+        timings: dict[str, float] = {}
+        with self._calls(f"downloading {resolved.uri}"), tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            local = mlflow.artifacts.download_artifacts(artifact_uri=resolved.uri, dst_path=tmp)
+            timings["download_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            meta = Model.load(local)
+            if meta.signature is None:
+                raise RegistryError(
+                    f"{resolved.uri} has no signature, so its feature columns are unknown",
+                    hint="re-register it with `lead-scorer train` or `registry import-joblib`",
+                )
+            pipeline = mlflow.sklearn.load_model(local)
+            timings["load_s"] = time.perf_counter() - t0
+        if not hasattr(pipeline, "predict_proba"):
+            raise RegistryError(f"{resolved.uri} has no predict_proba", hint="register a classifier pipeline")
+        return LoadedModel(
+            resolved=resolved,
+            pipeline=pipeline,
+            input_names=list(meta.signature.inputs.input_names()),
+            timings=timings,
+        )
+
+    # -- register ------------------------------------------------------------------------------
+    def ensure_experiment(self, name: str, *, artifact_location: str | None = None) -> str:
+        """The experiment's id, creating it (with ``artifact_location`` if given) when missing."""
+        with self._calls(f"opening experiment {name}"):
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                return str(exp.experiment_id)
+            return str(self.client.create_experiment(name, artifact_location=artifact_location))
+
+    def register(
+        self,
+        pipeline: Any,
+        *,
+        example: pd.DataFrame,
+        experiment: str,
+        metrics: dict[str, float],
+        params: dict[str, Any],
+        version_tags: dict[str, str],
+        run_name: str = "train",
+        artifact_location: str | None = None,
+    ) -> ResolvedVersion:
+        """Log ``pipeline`` (skops, float64 signature, input example) and register a new version.
+
+        Holdout ``metrics`` are logged on the run and copied to version tags (``holdout_<name>``)
+        so promotion can compare versions without reading runs.
+        """
+        example = example.astype("float64")
+        proba = pipeline.predict_proba(example.head(50))[:, 1]
+        with self._calls("registering the model"):
+            exp_id = self.ensure_experiment(experiment, artifact_location=artifact_location)
+            with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+                mlflow.log_params(params)
+                mlflow.log_metrics(metrics)
+                info = mlflow.sklearn.log_model(
+                    pipeline,
+                    name="model",
+                    signature=infer_signature(example, proba),
+                    input_example=example.head(5),
+                    registered_model_name=self.model_name,
+                    serialization_format="skops",
+                )
+                version = str(info.registered_model_version)
+                mlflow.set_tag("registered_version", version)
+            tags = {f"{METRIC_TAG_PREFIX}{k}": f"{v:.6f}" for k, v in metrics.items()} | version_tags
+            tags["training_run_id"] = run.info.run_id
+            for k, v in tags.items():
+                self.client.set_model_version_tag(self.model_name, version, k, v)
+            return self._resolved(self.client.get_model_version(self.model_name, version), "pin")
+
+    # -- promote / roll back ---------------------------------------------------------------------
+    def _current(self) -> ResolvedVersion | None:
+        try:
+            return self.resolve()
+        except NoProductionVersion:
+            return None
+
+    def promote(
+        self,
+        version: str,
+        *,
+        force: bool = False,
+        actor: str | None = None,
+        metric: str = "roc_auc",
+        _rollback_from: str | None = None,
+    ) -> tuple[str | None, str]:
+        """Make ``version`` production (alias and stage); returns (previous, new).
+
+        Refuses a candidate whose holdout ``metric`` is lower than production's unless ``force``.
+        """
+        version = str(version)
+        with self._calls(f"promoting version {version}"):
+            try:
+                candidate = self._resolved(self.client.get_model_version(self.model_name, version), "pin")
+            except MlflowException as exc:
+                if _is_missing(exc):
+                    raise NoProductionVersion(
+                        f"version {version} of {self.model_name} does not exist",
+                        hint="list versions with `lead-scorer registry list`",
+                    ) from None
+                raise
+            current = self._current()
+            previous = current.version if current else None
+            if previous == version and current is not None and current.how == "alias":
+                return previous, version
+            key = f"{METRIC_TAG_PREFIX}{metric}"
+            if current is not None and not force and _rollback_from is None:
+                cur, cand = current.tags.get(key), candidate.tags.get(key)
+                if cur is not None and (cand is None or float(cand) < float(cur)):
+                    raise PromotionRefused(
+                        f"version {version} has {metric} {cand or 'unknown'} on its holdout, lower than "
+                        f"production version {previous}'s {cur}",
+                        hint="promote anyway with --force",
+                    )
+            self.client.set_registered_model_alias(self.model_name, ALIAS, version)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                self.client.transition_model_version_stage(
+                    self.model_name, version, STAGE, archive_existing_versions=True
+                )
+            stamp = {
+                TAG_PROMOTED_BY: actor or os.environ.get("USER") or "unknown",
+                TAG_PROMOTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+            if _rollback_from is not None:
+                stamp[TAG_ROLLED_BACK_FROM] = _rollback_from
+            elif previous is not None and previous != version:
+                stamp[TAG_PREVIOUS] = previous
+            for k, v in stamp.items():
+                self.client.set_model_version_tag(self.model_name, version, k, v)
+            return previous, version
+
+    def rollback(self, *, actor: str | None = None) -> tuple[str, str]:
+        """Restore the version that was production before the current one; returns (from, to)."""
+        current = self.resolve()
+        target = current.tags.get(TAG_PREVIOUS)
+        if not target:
+            raise RegistryError(
+                f"production version {current.version} records no previous production version",
+                hint="promote the version you want explicitly: `lead-scorer registry promote VERSION --force`",
+            )
+        self.promote(target, actor=actor, _rollback_from=current.version)
+        return current.version, target
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Every version, newest first, with its stage, aliases and holdout metrics."""
+        with self._calls("listing versions"):
+            try:
+                aliases = self.client.get_registered_model(self.model_name).aliases or {}
+            except MlflowException as exc:
+                if _is_missing(exc):
+                    return []
+                raise
+            by_version: dict[str, list[str]] = {}
+            for alias, v in aliases.items():
+                by_version.setdefault(str(v), []).append(alias)
+            rows = []
+            for mv in self.client.search_model_versions(f"name='{self.model_name}'"):
+                tags = dict(mv.tags or {})
+                rows.append(
+                    {
+                        "version": str(mv.version),
+                        "stage": mv.current_stage,
+                        "aliases": sorted(by_version.get(str(mv.version), [])),
+                        "roc_auc": tags.get(f"{METRIC_TAG_PREFIX}roc_auc"),
+                        "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC),
+                        "promoted_by": tags.get(TAG_PROMOTED_BY),
+                        "run_id": mv.run_id,
+                    }
+                )
+        return sorted(rows, key=lambda r: int(r["version"]), reverse=True)

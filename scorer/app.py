@@ -1,0 +1,284 @@
+"""The commands' work, with settings passed in: the CLI is a thin layer over these functions.
+
+>>> summary = run_scoring(load_settings(), progress=None)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import structlog
+
+from models import FeatureCatalog, TrainResult, UnknownFeatureError, fit_and_evaluate
+from registry import (
+    TAG_EVENT_TYPES,
+    TAG_REFERENCE,
+    NoProductionVersion,
+    Registry,
+    RegistryError,
+    ResolvedVersion,
+)
+from scorer.errors import ModelError, SettingsError
+from scorer.job import BatchReport, JobOptions, RunSummary, score_users
+from scorer.settings import Settings
+from scorer.stores import Store, open_store
+from scorer.tracking import MlflowTracker, Tracker, TrackingError
+
+__all__ = ["TrainOutcome", "run_scoring", "train_model"]
+
+log = structlog.get_logger("lead_scorer")
+
+
+def _registry(settings: Settings) -> Registry:
+    return Registry(tracking_uri=settings.require_tracking(), model_name=settings.model_name)
+
+
+def run_scoring(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    tracker: Tracker | None = None,
+    artifact_location: str | None = None,
+    on_batch: Callable[[BatchReport], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    catalog: FeatureCatalog | None = None,
+) -> RunSummary:
+    """The whole run (DESIGN.md "The run"): check store → resolve and load model → track → score."""
+    catalog = catalog or FeatureCatalog()
+    tracking_uri = settings.require_tracking()
+    store = store or open_store(settings)
+    store.check(scoring=True)
+    log.info("store_ready", store=store.kind, where=store.describe())
+
+    # 2. Resolve once, load once; the version is pinned for the whole run.
+    registry = _registry(settings)
+    try:
+        resolved = registry.resolve(pin=settings.model_version)
+        model = registry.load(resolved)
+        catalog.check(model.input_names)
+    except (NoProductionVersion, UnknownFeatureError) as exc:
+        raise ModelError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None)) from None
+    except RegistryError as exc:
+        raise ModelError(exc.message, hint=exc.hint) from None
+    log.info(
+        "model_loaded",
+        model=resolved.name,
+        version=resolved.version,
+        resolved_by=resolved.how,
+        features=len(model.input_names),
+        **{k: round(v, 3) for k, v in model.timings.items()},
+    )
+
+    # 3. One MLflow run per job run.
+    tracker = tracker or MlflowTracker(
+        tracking_uri=tracking_uri, experiment=settings.scoring_experiment, artifact_location=artifact_location
+    )
+    now = datetime.now(UTC)
+    tags = {
+        "model_name": resolved.name,
+        "model_version": resolved.version,
+        "model_resolved_by": resolved.how,
+        "model_id": resolved.model_id or "",
+        "model_run_id": resolved.run_id or "",
+        "store": store.kind,
+        "select": settings.select,
+        "dry_run": str(settings.dry_run).lower(),
+    }
+    if settings.git_commit:
+        tags["git_commit"] = settings.git_commit
+    tracker.start(
+        run_name=f"score-v{resolved.version}-{now:%Y%m%d-%H%M%S}",
+        tags=tags,
+        params={
+            "batch_size": settings.batch_size,
+            "select": settings.select,
+            "limit": settings.limit,
+            "dry_run": settings.dry_run,
+            "feature_count": len(model.input_names),
+        },
+    )
+    if on_start is not None:
+        on_start(store.count_users(select=settings.select, model_version=resolved.version))
+    options = JobOptions(
+        select=settings.select, batch_size=settings.batch_size, limit=settings.limit, dry_run=settings.dry_run
+    )
+    try:
+        summary = score_users(
+            store=store,
+            model=model,
+            options=options,
+            tracker=tracker,
+            catalog=catalog,
+            now=now,
+            on_batch=on_batch,
+            should_stop=should_stop,
+        )
+    except BaseException:
+        with contextlib.suppress(TrackingError):
+            tracker.finish(metrics={}, artifacts={}, status="FAILED")
+        raise
+    finally:
+        store.close()
+
+    # 6. Totals and distribution.
+    status = "KILLED" if summary.stopped else ("FAILED" if summary.failed_batches else "FINISHED")
+    artifacts: dict[str, Any] = {
+        "score_histogram.json": summary.stats.coarse_histogram() | {"count": summary.stats.count},
+        "run_summary.json": summary.metrics() | {"dropped": summary.dropped, "model_version": resolved.version},
+    }
+    png = _histogram_png(summary)
+    if png is not None:
+        artifacts["score_histogram.png"] = png
+    log.info("run_finished", status=status, **{k: round(v, 4) for k, v in summary.metrics().items()})
+    tracker.finish(metrics=summary.metrics(), artifacts=artifacts, status=status)  # type: ignore[arg-type]
+    return summary
+
+
+def _histogram_png(summary: RunSummary) -> bytes | None:
+    """A picture for the MLflow UI, when matplotlib is installed (it is not in the slim image)."""
+    try:
+        import io
+
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    hist = summary.stats.coarse_histogram()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(hist["edges"][:-1], hist["counts"], width=1 / len(hist["counts"]), align="edge")
+    ax.set_xlabel("lead_score")
+    ax.set_ylabel("users")
+    ax.set_title(f"model v{summary.model_version}: {summary.stats.count} users")
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainOutcome:
+    version: ResolvedVersion
+    result: TrainResult
+    event_types: list[str]
+    users: int
+    promoted: bool
+
+
+def build_training_set(
+    store: Store,
+    *,
+    as_of: datetime,
+    horizon_days: int,
+    event_types: list[str],
+    catalog: FeatureCatalog,
+    batch_size: int,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Point-in-time features (events strictly before ``as_of``) and labels (converted in the horizon).
+
+    Users who converted before ``as_of`` are left out: they are no longer leads.
+    """
+    names = catalog.feature_names(event_types=event_types)
+    since = catalog.since(as_of)
+    horizon_end = pd.Timestamp(as_of + timedelta(days=horizon_days))
+    cutoff = pd.Timestamp(as_of)
+    frames: list[pd.DataFrame] = []
+    labels: list[np.ndarray] = []
+    after = None
+    while True:
+        page = store.select_users(select="all", model_version=None, after=after, limit=batch_size, with_label=True)
+        if not len(page):
+            break
+        after = page.user_ids[-1]
+        conv = page.converted_at if page.converted_at is not None else pd.Series([pd.NaT] * len(page))
+        conv = pd.to_datetime(conv, utc=True).reset_index(drop=True)
+        eligible = (conv.isna() | (conv >= cutoff)).to_numpy()
+        vids = [v for v, ok in zip(page.visitor_ids, eligible, strict=True) if ok]
+        if not vids:
+            continue
+        read = store.read_events(vids, since=since, as_of=as_of)
+        frames.append(catalog.build(read.daily, visitor_ids=vids, as_of=as_of, names=names))
+        labels.append((conv[eligible] < horizon_end).fillna(False).to_numpy(dtype=bool))
+    if not frames:
+        return pd.DataFrame(columns=names, dtype="float64"), np.zeros(0, dtype=np.int64)
+    return pd.concat(frames, ignore_index=True), np.concatenate(labels).astype(np.int64)
+
+
+def train_model(
+    settings: Settings,
+    *,
+    as_of: datetime | None = None,
+    horizon_days: int = 30,
+    top_event_types: int = 12,
+    promote: bool = False,
+    seed: int = 0,
+    store: Store | None = None,
+    artifact_location: str | None = None,
+    catalog: FeatureCatalog | None = None,
+) -> TrainOutcome:
+    """Train on the configured database and register a new version (promote only when asked)."""
+    if horizon_days <= 0:
+        raise SettingsError("--horizon-days must be positive")
+    catalog = catalog or FeatureCatalog()
+    as_of = as_of or (datetime.now(UTC) - timedelta(days=horizon_days)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    if as_of + timedelta(days=horizon_days) > datetime.now(UTC):
+        raise SettingsError(
+            f"--as-of {as_of:%Y-%m-%d} plus {horizon_days} days ends in the future, so labels are incomplete",
+            hint="pick an --as-of at least --horizon-days ago",
+        )
+    store = store or open_store(settings)
+    store.check(scoring=False, training=True)
+    registry = _registry(settings)
+    try:
+        event_types = store.top_event_types(since=catalog.since(as_of), as_of=as_of, limit=top_event_types)
+        features, labels = build_training_set(
+            store,
+            as_of=as_of,
+            horizon_days=horizon_days,
+            event_types=event_types,
+            catalog=catalog,
+            batch_size=max(settings.batch_size, 5_000),
+        )
+    finally:
+        store.close()
+    log.info("training_set", users=len(labels), positives=int(labels.sum()), event_types=len(event_types))
+    result = fit_and_evaluate(features, labels, seed=seed)
+    version = registry.register(
+        result.pipeline,
+        example=features,
+        experiment=settings.training_experiment,
+        metrics=result.metrics,
+        params={
+            "as_of": as_of.isoformat(),
+            "horizon_days": horizon_days,
+            "top_event_types": top_event_types,
+            "users": len(labels),
+            "n_train": result.n_train,
+            "n_holdout": result.n_holdout,
+            "features": len(features.columns),
+        },
+        version_tags={
+            TAG_REFERENCE: json.dumps([round(x, 6) for x in result.reference_deciles]),
+            TAG_EVENT_TYPES: json.dumps(event_types),
+            "as_of": as_of.isoformat(),
+            "horizon_days": str(horizon_days),
+        },
+        run_name=f"train-{as_of:%Y%m%d}",
+        artifact_location=artifact_location,
+    )
+    log.info("registered", model=version.name, version=version.version, **result.metrics)
+    if promote:
+        registry.promote(version.version)
+    return TrainOutcome(version=version, result=result, event_types=event_types, users=len(labels), promoted=promote)

@@ -1,0 +1,295 @@
+"""`lead-scorer`: a thin command line over `scorer.app`; every option is a library argument."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from scorer.errors import EXIT_MODEL, EXIT_SETTINGS, EXIT_STORE, LeadScorerError
+from scorer.logs import configure_logging
+from scorer.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Score every lead with the production model from the MLflow registry and write lead_score back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+registry_app = typer.Typer(help="Model versions: list, promote, roll back.", no_args_is_help=True)
+db_app = typer.Typer(help="The SQL the job needs: print it or apply it.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+app.add_typer(db_app, name="db")
+
+EXIT_CODES_HELP = """Exit codes: 0 every selected user scored; 1 some batches failed (the others were written);
+2 invalid settings; 3 no production model or an incompatible one; 4 database unreachable, wrong key or
+missing schema; 130/143 stopped by SIGINT/SIGTERM after finishing the current batch."""
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    """Print a clear error (never a secret, never a traceback) and pick the exit code."""
+    from registry import NoProductionVersion, PromotionRefused, RegistryError, RegistryUnavailable
+
+    code = 1
+    if isinstance(exc, LeadScorerError):
+        code = exc.exit_code
+    elif isinstance(exc, NoProductionVersion):
+        code = EXIT_MODEL
+    elif isinstance(exc, RegistryUnavailable):
+        code = EXIT_STORE
+    elif isinstance(exc, PromotionRefused | RegistryError):
+        code = 1
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except LeadScorerError as exc:
+        raise _fail(exc) from None
+
+
+@app.callback()
+def _main(
+    json_logs: Annotated[
+        bool | None, typer.Option("--json-logs/--console-logs", help="Log format; default: JSON unless a terminal.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(envvar="LEAD_SCORER_LOG_LEVEL")] = "INFO",
+) -> None:
+    configure_logging(json=json_logs, level=log_level.upper())
+
+
+class _Stop:
+    """SIGTERM/SIGINT ask the job to stop after the current batch; a second signal is the default."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+    def install(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            if self.signal is not None:
+                signal.signal(signum, signal.SIG_DFL)
+                raise KeyboardInterrupt
+            self.signal = signum
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def run(
+    select: Annotated[
+        str | None,
+        typer.Option(help="unscored: NULL score; stale (default): NULL or another model version; all: everyone."),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Users per batch (default 2000).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Score at most this many users.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Score but write nothing to the database.")] = False,
+    model_version: Annotated[str | None, typer.Option(help="Pin a version instead of the production one.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="Overrides MLFLOW_TRACKING_URI.")] = None,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Default: on a terminal.")] = None,
+) -> None:
+    """Score the selected users with the production model and write lead_score (DATABASE_URL)."""
+    settings = _settings(
+        select=select,
+        batch_size=batch_size,
+        limit=limit,
+        dry_run=dry_run or None,
+        model_version=model_version,
+        mlflow_tracking_uri=tracking_uri,
+    )
+    stop = _Stop()
+    stop.install()
+    code = _run_with_progress(settings, show=sys.stderr.isatty() if progress is None else progress, stop=stop)
+    raise typer.Exit(code)
+
+
+def _run_with_progress(settings: Settings, *, show: bool, stop: Any = None, **kwargs: Any) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from scorer.app import run_scoring
+
+    bar = Progress(
+        TextColumn("scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        disable=not show,
+    )
+    task = bar.add_task("users", total=None)
+    try:
+        with bar:
+            summary = run_scoring(
+                settings,
+                on_start=lambda total: bar.update(task, total=total),
+                on_batch=lambda r: bar.advance(task, r.users),
+                should_stop=stop,
+                **kwargs,
+            )
+    except (LeadScorerError, Exception) as exc:
+        raise _fail(exc) from None
+    if summary.stopped and stop is not None and stop.signal is not None:
+        return 128 + stop.signal
+    return summary.exit_code
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def train(
+    as_of: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Cutoff date (UTC); default: horizon days ago.")
+    ] = None,
+    horizon_days: Annotated[int, typer.Option(help="Label: converted within this many days after the cutoff.")] = 30,
+    top_event_types: Annotated[int, typer.Option(help="Event types (most frequent first) the model uses.")] = 12,
+    promote: Annotated[bool, typer.Option("--promote", help="Promote the new version to production.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed of the holdout split and the model.")] = 0,
+    tracking_uri: Annotated[str | None, typer.Option(help="Overrides MLFLOW_TRACKING_URI.")] = None,
+) -> None:
+    """Train on the configured database (point in time), evaluate on a holdout, register a new version."""
+    from scorer.app import train_model
+
+    settings = _settings(mlflow_tracking_uri=tracking_uri)
+    try:
+        out = train_model(
+            settings,
+            as_of=as_of.replace(tzinfo=UTC) if as_of else None,
+            horizon_days=horizon_days,
+            top_event_types=top_event_types,
+            promote=promote,
+            seed=seed,
+        )
+    except Exception as exc:
+        raise _fail(exc) from None
+    m = out.result.metrics
+    typer.echo(
+        f"registered {out.version.name} version {out.version.version} on {out.users} users "
+        f"(ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, top-decile lift {m['top_decile_lift']:.2f})"
+        + (
+            " and promoted it to production"
+            if out.promoted
+            else f"; promote it with `lead-scorer registry promote {out.version.version}`"
+        )
+    )
+
+
+def _registry(tracking_uri: str | None) -> Any:
+    from registry import Registry
+
+    settings = _settings(mlflow_tracking_uri=tracking_uri)
+    try:
+        return Registry(tracking_uri=settings.require_tracking(), model_name=settings.model_name)
+    except LeadScorerError as exc:
+        raise _fail(exc) from None
+
+
+TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="Overrides MLFLOW_TRACKING_URI.")]
+
+
+@registry_app.command("list")
+def registry_list(tracking_uri: TrackingOpt = None) -> None:
+    """Every version with its stage, aliases and holdout ROC AUC."""
+    reg = _registry(tracking_uri)
+    try:
+        rows = reg.versions()
+    except Exception as exc:
+        raise _fail(exc) from None
+    if not rows:
+        typer.echo(f"no versions of {reg.model_name} yet: `lead-scorer train`")
+        return
+    typer.echo(f"{'version':>7}  {'aliases':<12} {'stage':<11} {'roc_auc':>8}  created              promoted_by")
+    for r in rows:
+        typer.echo(
+            f"{r['version']:>7}  {','.join(r['aliases']) or '-':<12} {r['stage'] or '-':<11} "
+            f"{r['roc_auc'] or '-':>8}  {r['created']:%Y-%m-%d %H:%M}     {r['promoted_by'] or '-'}"
+        )
+
+
+@registry_app.command("promote")
+def registry_promote(
+    version: Annotated[str, typer.Argument(help="The version to make production.")],
+    force: Annotated[bool, typer.Option("--force", help="Promote even if its holdout ROC AUC is lower.")] = False,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Point the `production` alias (and the Production stage) at VERSION; the next run uses it."""
+    reg = _registry(tracking_uri)
+    try:
+        previous, new = reg.promote(version, force=force)
+    except Exception as exc:
+        raise _fail(exc) from None
+    typer.echo(f"production is now version {new} (was {previous or 'none'})")
+
+
+@registry_app.command("rollback")
+def registry_rollback(tracking_uri: TrackingOpt = None) -> None:
+    """Restore the version that was production before the current one."""
+    reg = _registry(tracking_uri)
+    try:
+        old, new = reg.rollback()
+    except Exception as exc:
+        raise _fail(exc) from None
+    typer.echo(f"rolled back: production is now version {new} (was {old})")
+
+
+@db_app.command("sql")
+def db_sql(
+    dialect: Annotated[str, typer.Option(help="postgresql (Supabase) or sqlite.")] = "postgresql",
+) -> None:
+    """Print the SQL that adds the lead_score columns and indexes (paste into Supabase's SQL editor)."""
+    from scorer.schema import schema_sql
+
+    settings = _settings()
+    if dialect not in ("postgresql", "sqlite"):
+        raise _fail(LeadScorerError("--dialect must be postgresql or sqlite"))
+    typer.echo(schema_sql(dialect=dialect, names=settings.names()), nl=False)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply that SQL through DATABASE_URL. Applying it again is harmless."""
+    from scorer.schema import migrate
+    from scorer.stores.sql import engine_for, redact_url
+
+    settings = _settings()
+    try:
+        url = settings.require_database()
+        engine = engine_for(url)
+        done = migrate(engine, names=settings.names())
+        engine.dispose()
+    except Exception as exc:
+        raise _fail(exc) from None
+    typer.echo(f"applied {len(done)} statement(s) to {redact_url(url)}")
+
+
+@app.command(epilog="A second run reuses DIR's data and model and scores what is stale; --reset starts over.")
+def demo(
+    dir: Annotated[Path, typer.Option("--dir", help="Where the demo's databases live.")] = Path("lead-scorer-demo"),
+    users: Annotated[int, typer.Option(help="Synthetic users to generate.")] = 5_000,
+    reset: Annotated[bool, typer.Option("--reset", help="Delete DIR's data and model first.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 42,
+) -> None:
+    """Everything on a laptop: synthetic data in SQLite, a local MLflow store, train, promote, score."""
+    from scorer.demo import run_demo
+
+    try:
+        code = run_demo(dir.resolve(), users=users, reset=reset, seed=seed)
+    except Exception as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+__all__ = ["EXIT_SETTINGS", "app", "main"]

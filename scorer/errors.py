@@ -1,0 +1,62 @@
+"""The job's errors: a small typed hierarchy, each with the exit code the CLI uses and a hint.
+
+No message ever includes a secret: stores and settings redact URLs and keys before raising.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXIT_BATCH_FAILED",
+    "EXIT_MODEL",
+    "EXIT_OK",
+    "EXIT_SETTINGS",
+    "EXIT_STORE",
+    "AuthError",
+    "LeadScorerError",
+    "ModelError",
+    "SchemaError",
+    "SettingsError",
+    "StoreError",
+]
+
+EXIT_OK = 0
+EXIT_BATCH_FAILED = 1  # some batches failed; the others were written
+EXIT_SETTINGS = 2  # invalid settings or command-line usage
+EXIT_MODEL = 3  # no production model, or a model the catalog cannot serve
+EXIT_STORE = 4  # database unreachable, wrong key, missing table/column/function
+
+
+class LeadScorerError(Exception):
+    """Base class. ``hint`` says how to fix it; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+class SettingsError(LeadScorerError):
+    exit_code = EXIT_SETTINGS
+
+
+class ModelError(LeadScorerError):
+    exit_code = EXIT_MODEL
+
+
+class StoreError(LeadScorerError):
+    """A store operation failed (after retries, where retrying made sense)."""
+
+    exit_code = EXIT_STORE
+
+
+class SchemaError(StoreError):
+    """A table, column or database function the job needs is missing."""
+
+
+class AuthError(StoreError):
+    """The database refused our credentials. Never retried."""

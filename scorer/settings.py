@@ -1,0 +1,118 @@
+"""Settings, read once at the edge (the CLI) and passed in as one object.
+
+Sources, highest first: command-line flags, environment variables, a ``.env`` file.
+``DATABASE_URL`` and ``MLFLOW_TRACKING_URI`` keep their conventional names; everything
+else is ``LEAD_SCORER_<NAME>``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scorer.errors import SettingsError
+from scorer.stores.base import Names, validate_identifier
+
+__all__ = ["Settings", "load_settings"]
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEAD_SCORER_", env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "LEAD_SCORER_DATABASE_URL")
+    )
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI"))
+    git_commit: str | None = Field(
+        default=None, validation_alias=AliasChoices("LEAD_SCORER_GIT_COMMIT", "RENDER_GIT_COMMIT")
+    )
+
+    model_name: str = "lead_scoring_pipeline"
+    model_version: str | None = None  # an explicit pin; otherwise alias, then stage
+    select: Literal["unscored", "stale", "all"] = "stale"
+    batch_size: Annotated[int, Field(gt=0, le=100_000)] = 2_000
+    limit: PositiveInt | None = None
+    dry_run: bool = False
+    scoring_experiment: str = "lead-scorer/scoring"
+    training_experiment: str = "lead-scorer/training"
+
+    db_schema: str = "public"
+    users_table: str = "users"
+    events_table: str = "events"
+    user_id_column: str = "user_id"
+    visitor_id_column: str = "visitor_id"
+    converted_at_column: str = "converted_at"
+    event_type_column: str = "event_type"
+    created_at_column: str = "created_at"
+
+    @field_validator(
+        "db_schema",
+        "users_table",
+        "events_table",
+        "user_id_column",
+        "visitor_id_column",
+        "converted_at_column",
+        "event_type_column",
+        "created_at_column",
+    )
+    @classmethod
+    def _identifier(cls, v: str) -> str:
+        validate_identifier(v, what="name")
+        return v
+
+    @field_validator("model_version")
+    @classmethod
+    def _version(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip().isdigit():
+            raise ValueError("must be a registered version number such as 3")
+        return v.strip() if v else None
+
+    def names(self) -> Names:
+        return Names(
+            schema=self.db_schema,
+            users=self.users_table,
+            events=self.events_table,
+            user_id=self.user_id_column,
+            visitor_id=self.visitor_id_column,
+            converted_at=self.converted_at_column,
+            event_visitor_id=self.visitor_id_column,
+            event_type=self.event_type_column,
+            created_at=self.created_at_column,
+        )
+
+    def require_database(self) -> str:
+        if self.database_url is None or not self.database_url.get_secret_value().strip():
+            raise SettingsError(
+                "no database configured",
+                hint="set DATABASE_URL (e.g. sqlite:///leads.db or postgresql://user:pass@host:5432/postgres)",
+            )
+        return self.database_url.get_secret_value()
+
+    def require_tracking(self) -> str:
+        if not self.mlflow_tracking_uri:
+            raise SettingsError(
+                "no MLflow tracking server configured",
+                hint="set MLFLOW_TRACKING_URI (e.g. http://mlflow:5000 or sqlite:///mlflow.db)",
+            )
+        return self.mlflow_tracking_uri
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and ``.env``, with ``overrides`` (flags) on top; None means unset."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            # Never echo the offending input: it may be a secret.
+            problems.append(f"{where}: {err['msg']}")
+        raise SettingsError(
+            "invalid settings: " + "; ".join(problems),
+            hint="fix the environment variable (LEAD_SCORER_<NAME>) or flag named above",
+        ) from None

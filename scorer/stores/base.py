@@ -1,0 +1,117 @@
+"""The one interface both stores implement, and the names they read and write."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import pandas as pd
+
+from scorer.errors import SettingsError
+
+__all__ = ["EventRead", "Names", "Selection", "Store", "UserPage", "validate_identifier"]
+
+Selection = Literal["unscored", "stale", "all"]
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def validate_identifier(value: str, *, what: str) -> str:
+    """Table and column names come from settings: allow plain identifiers only (no injection)."""
+    if not _IDENT.match(value):
+        raise SettingsError(
+            f"{what} {value!r} is not a plain SQL identifier",
+            hint="use letters, digits and underscores, starting with a letter or underscore",
+        )
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Names:
+    """Table and column names of the data contract (DESIGN.md), all overridable in settings."""
+
+    schema: str = "public"
+    users: str = "users"
+    events: str = "events"
+    user_id: str = "user_id"
+    visitor_id: str = "visitor_id"
+    lead_score: str = "lead_score"
+    model_version: str = "lead_score_model_version"
+    scored_at: str = "lead_scored_at"
+    converted_at: str = "converted_at"
+    event_visitor_id: str = "visitor_id"
+    event_type: str = "event_type"
+    created_at: str = "created_at"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            validate_identifier(getattr(self, f.name), what=f"name setting {f.name}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserPage:
+    """One key page of users, ordered by ``user_id``."""
+
+    user_ids: list[Any]
+    visitor_ids: list[str | None]
+    converted_at: pd.Series | None = None  # only when asked for (training)
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventRead:
+    """A batch's events at the daily grain, and what was dropped on the way."""
+
+    daily: pd.DataFrame  # models.DAILY_COLUMNS
+    events_read: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # null_type, null_time, future
+    requests: int = 0
+
+
+class Store(Protocol):
+    """Where users and events live. The batch loop knows nothing else about a store."""
+
+    kind: str
+
+    def describe(self) -> str:
+        """Where this store points, safe to log (no secrets)."""
+        ...
+
+    def check(self, *, scoring: bool = True, training: bool = False) -> None:
+        """Raise `SchemaError`/`AuthError` early if a table, column or credential is wrong."""
+        ...
+
+    def count_users(self, *, select: Selection, model_version: str | None) -> int: ...
+
+    def select_users(
+        self,
+        *,
+        select: Selection,
+        model_version: str | None,
+        after: Any | None,
+        limit: int,
+        with_label: bool = False,
+    ) -> UserPage:
+        """The next key page: ``user_id > after`` in ``user_id`` order, at most ``limit`` users."""
+        ...
+
+    def read_events(self, visitor_ids: Sequence[str], *, since: datetime, as_of: datetime) -> EventRead:
+        """All events of ``visitor_ids`` in ``[since, as_of)``, complete, at the daily grain."""
+        ...
+
+    def write_scores(
+        self, user_ids: Sequence[Any], scores: Sequence[float], *, model_version: str, scored_at: datetime
+    ) -> int:
+        """Update existing rows only (never insert); returns how many rows were updated."""
+        ...
+
+    def top_event_types(self, *, since: datetime, as_of: datetime, limit: int) -> list[str]:
+        """The most frequent normalized event types in ``[since, as_of)``."""
+        ...
+
+    def close(self) -> None: ...
