@@ -1,0 +1,247 @@
+"""The whole run through MLflow: resolution, one tracked run per job run, rescoring on promotion, errors."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from models import make_pipeline
+from registry import Registry
+from scorer.app import run_scoring, train_model
+from scorer.cli import app
+from scorer.errors import ModelError
+from scorer.stores.sql import engine_for
+from tests.support import execute, make_product, snapshot
+
+
+def _registry(settings) -> Registry:
+    return Registry(tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)
+
+
+def _runs(settings) -> list:
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(settings.scoring_experiment)
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"]) if exp else []
+
+
+def _train(settings, mlflow_local, **kw):
+    return train_model(settings, artifact_location=mlflow_local.artifacts, **kw)
+
+
+def test_run_is_tracked_with_version_counts_and_distribution(db_url, mlflow_local):
+    make_product(db_url, users=600, seed=21)
+    settings = mlflow_local.settings(db_url, batch_size=250, git_commit="abc1234")
+    _train(settings, mlflow_local, promote=True)
+
+    summary = run_scoring(settings, artifact_location=mlflow_local.artifacts)
+
+    assert summary.exit_code == 0 and summary.users_scored == 600
+    (run,) = _runs(settings)
+    tags, metrics = run.data.tags, run.data.metrics
+    assert run.info.status == "FINISHED"
+    assert tags["model_name"] == settings.model_name and tags["model_version"] == "1"
+    assert tags["model_resolved_by"] == "alias" and tags["store"] == "sql" and tags["git_commit"] == "abc1234"
+    assert tags["model_id"].startswith("m-")
+    assert metrics["batches"] == 3 and metrics["users_selected"] == 600 and metrics["users_scored"] == 600
+    assert metrics["users_failed"] == 0 and metrics["events_read"] > 0 and metrics["users_per_s"] > 0
+    scores = snapshot(db_url)["lead_score"].to_numpy(dtype=float)
+    assert metrics["score_mean"] == pytest.approx(scores.mean(), abs=1e-9)
+    assert metrics["score_min"] == pytest.approx(scores.min()) and metrics["score_max"] == pytest.approx(scores.max())
+    for p in range(10, 100, 10):
+        assert metrics[f"score_p{p}"] == pytest.approx(np.quantile(scores, p / 100), abs=2e-3)
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "batch_users")]
+    assert steps == [1, 2, 3]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"score_histogram.json", "run_summary.json", "score_histogram.png"} <= artifacts
+    hist = json.loads(Path(client.download_artifacts(run.info.run_id, "score_histogram.json")).read_text())
+    assert sum(hist["counts"]) == 600
+
+
+def test_promoting_a_new_version_rescores_everyone_once(db_url, mlflow_local):
+    make_product(db_url, users=400, seed=22)
+    settings = mlflow_local.settings(db_url, batch_size=150)
+    _train(settings, mlflow_local, promote=True)
+    assert run_scoring(settings).users_scored == 400
+    assert run_scoring(settings).users_scored == 0  # stale: nothing changed
+
+    _train(settings, mlflow_local, seed=1, top_event_types=6)
+    _registry(settings).promote("2", force=True)
+    second = run_scoring(settings)
+
+    assert second.users_scored == 400 and second.model_version == "2"
+    assert set(snapshot(db_url)["lead_score_model_version"]) == {"2"}
+    assert run_scoring(settings).users_scored == 0
+    assert [r.data.tags["model_version"] for r in _runs(settings)] == ["1", "1", "2", "2"]
+
+
+def test_legacy_stage_promotion_is_honoured(sqlite_url, mlflow_local):
+    make_product(sqlite_url, users=200, seed=23)
+    settings = mlflow_local.settings(sqlite_url)
+    _train(settings, mlflow_local)
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client.transition_model_version_stage(settings.model_name, "1", "Production")
+    summary = run_scoring(settings)
+    assert summary.users_scored == 200
+    assert _runs(settings)[0].data.tags["model_resolved_by"] == "stage"
+
+
+def test_no_production_version_is_a_clear_error_and_writes_nothing(sqlite_url, mlflow_local):
+    make_product(sqlite_url, users=200, seed=24)
+    settings = mlflow_local.settings(sqlite_url)
+    before = snapshot(sqlite_url)
+    with pytest.raises(ModelError, match="no registered model named"):
+        run_scoring(settings)
+    _train(settings, mlflow_local)  # registered, never promoted
+    with pytest.raises(ModelError, match="no production version") as err:
+        run_scoring(settings)
+    assert "registry promote" in str(err.value)
+    assert snapshot(sqlite_url).equals(before)
+
+
+def test_model_asking_for_unknown_feature_is_refused_before_writing(sqlite_url, mlflow_local):
+    make_product(sqlite_url, users=50, seed=25)
+    settings = mlflow_local.settings(sqlite_url)
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.random((80, 2)), columns=["events_7d", "lifetime_value_eur"])
+    pipe = make_pipeline().fit(x, (x["events_7d"] > 0.5).astype(int))
+    reg = _registry(settings)
+    reg.register(
+        pipe,
+        example=x,
+        experiment=settings.training_experiment,
+        metrics={"roc_auc": 0.9},
+        params={},
+        version_tags={},
+        artifact_location=mlflow_local.artifacts,
+    )
+    reg.promote("1")
+    before = snapshot(sqlite_url)
+    with pytest.raises(ModelError, match="lifetime_value_eur"):
+        run_scoring(settings)
+    assert snapshot(sqlite_url).equals(before)
+    assert _runs(settings) == []
+
+
+def test_failed_batch_marks_the_run_failed_and_exit_nonzero(sqlite_url, mlflow_local):
+    make_product(sqlite_url, users=120, seed=26)
+    settings = mlflow_local.settings(sqlite_url, batch_size=50)
+    _train(settings, mlflow_local, promote=True)
+    execute(
+        sqlite_url,
+        "CREATE TRIGGER refuse BEFORE UPDATE OF lead_score ON users WHEN NEW.user_id = 60 "
+        "BEGIN SELECT RAISE(ABORT, 'locked'); END",
+    )
+    summary = run_scoring(settings)
+    assert summary.exit_code == 1 and summary.users_scored == 70
+    (run,) = _runs(settings)
+    assert run.info.status == "FAILED" and run.data.metrics["users_failed"] == 50
+
+
+def test_pin_wins_over_alias(sqlite_url, mlflow_local):
+    make_product(sqlite_url, users=200, seed=27)
+    settings = mlflow_local.settings(sqlite_url)
+    _train(settings, mlflow_local, promote=True)
+    _train(settings, mlflow_local, seed=3)
+    pinned = settings.model_copy(update={"model_version": "2"})
+    assert run_scoring(pinned).model_version == "2"
+    assert _runs(settings)[0].data.tags["model_resolved_by"] == "pin"
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def _cli(args: list[str], env: dict[str, str]) -> object:
+    base = {"LEAD_SCORER_LOG_LEVEL": "WARNING"}
+    return CliRunner().invoke(app, args, env=base | env, catch_exceptions=False)
+
+
+def test_cli_run_exit_codes(sqlite_url, mlflow_local):
+    make_product(sqlite_url, users=200, seed=28)
+    settings = mlflow_local.settings(sqlite_url)
+    env = {
+        "DATABASE_URL": sqlite_url,
+        "MLFLOW_TRACKING_URI": mlflow_local.tracking_uri,
+        "LEAD_SCORER_MODEL_NAME": settings.model_name,
+        "LEAD_SCORER_SCORING_EXPERIMENT": settings.scoring_experiment,
+    }
+    no_model = _cli(["run"], env)
+    assert no_model.exit_code == 3 and "no registered model" in no_model.output
+    _train(settings, mlflow_local, promote=True)
+    assert _cli(["run", "--batch-size", "40", "--dry-run"], env).exit_code == 0
+    assert snapshot(sqlite_url)["lead_score"].isna().all()
+    ok = _cli(["run", "--batch-size", "40"], env)
+    assert ok.exit_code == 0, ok.output
+    assert snapshot(sqlite_url)["lead_score"].notna().all()
+    bad = _cli(["run", "--batch-size", "0"], env)
+    assert bad.exit_code == 2 and "batch_size" in bad.output
+    assert _cli(["run", "--select", "sometimes"], env).exit_code == 2
+
+
+def test_cli_never_prints_secrets(mlflow_local):
+    secret = "s3cr3t-Pa55word"
+    env = {
+        "DATABASE_URL": f"postgresql://scorer:{secret}@127.0.0.1:1/db",
+        "MLFLOW_TRACKING_URI": mlflow_local.tracking_uri,
+    }
+    result = _cli(["run"], env)
+    assert result.exit_code == 4
+    assert secret not in result.output and "cannot connect" in result.output
+    missing = _cli(["run"], {"MLFLOW_TRACKING_URI": mlflow_local.tracking_uri, "DATABASE_URL": ""})
+    assert missing.exit_code == 2 and "DATABASE_URL" in missing.output
+
+
+def test_cli_missing_columns_names_the_sql(sqlite_url, mlflow_local):
+    make_product(sqlite_url, users=10, seed=29, with_scores=False)
+    result = _cli(["run"], {"DATABASE_URL": sqlite_url, "MLFLOW_TRACKING_URI": mlflow_local.tracking_uri})
+    assert result.exit_code == 4
+    assert "users.lead_score" in result.output and "lead-scorer db migrate" in result.output
+    migrate = _cli(["db", "migrate"], {"DATABASE_URL": sqlite_url})
+    assert migrate.exit_code == 0 and "applied 5" in migrate.output
+    again = _cli(["db", "migrate"], {"DATABASE_URL": sqlite_url})
+    assert again.exit_code == 0 and "applied 2" in again.output  # only the idempotent index statements
+
+
+def test_cli_registry_promote_refuse_and_rollback(sqlite_url, mlflow_local):
+    make_product(sqlite_url, users=300, seed=30)
+    settings = mlflow_local.settings(sqlite_url)
+    env = {"MLFLOW_TRACKING_URI": mlflow_local.tracking_uri, "LEAD_SCORER_MODEL_NAME": settings.model_name}
+    _train(settings, mlflow_local, promote=True)
+    _train(settings, mlflow_local, seed=5)
+    reg = _registry(settings)
+    client = MlflowClient(tracking_uri=mlflow_local.tracking_uri)
+    client.set_model_version_tag(settings.model_name, "2", "holdout_roc_auc", "0.100000")  # a worse candidate
+
+    refused = _cli(["registry", "promote", "2"], env)
+    assert refused.exit_code == 1 and "--force" in refused.output
+    assert reg.resolve().version == "1"
+    forced = _cli(["registry", "promote", "2", "--force"], env)
+    assert forced.exit_code == 0 and "version 2 (was 1)" in forced.output
+    listing = _cli(["registry", "list"], env)
+    assert "production" in listing.output.splitlines()[1]
+    back = _cli(["registry", "rollback"], env)
+    assert back.exit_code == 0 and reg.resolve().version == "1"
+    assert client.get_model_version(settings.model_name, "1").tags["rolled_back_from"] == "2"
+
+
+def test_db_sql_prints_idempotent_postgres_sql(pg_url):
+    result = _cli(["db", "sql"], {})
+    assert result.exit_code == 0
+    assert "ADD COLUMN IF NOT EXISTS lead_score double precision" in result.output
+    make_product(pg_url, users=5, seed=31, with_scores=False)
+    engine = engine_for(pg_url)
+    for _ in range(2):  # applying the printed script twice is harmless
+        with engine.begin() as conn:
+            conn.exec_driver_sql(result.output)
+    engine.dispose()
+    cols = execute(pg_url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'")[0]
+    assert {"lead_score", "lead_score_model_version", "lead_scored_at"} <= {c[0] for c in cols}
