@@ -1,0 +1,35 @@
+#!/bin/sh
+# How the production environment is installed: the one copy of these commands.
+# The Dockerfile's builder stage runs it, and tests/test_deploy.py runs it into a fresh venv,
+# so what the test proves (the lock has everything the job imports) is what the image gets.
+#
+#   install.sh deps VENV      create VENV, install requirements/prod.lock (hashes required, wheels only)
+#   install.sh project VENV   add the project itself (its dependencies are already there: --no-deps)
+#
+# Run it from the directory that holds pyproject.toml and requirements/. PYTHON picks the
+# interpreter that creates the venv (default: python3).
+set -eu
+
+usage() {
+    echo "usage: $0 deps|project VENV" >&2
+    exit 2
+}
+[ "$#" -eq 2 ] || usage
+phase=$1
+venv=$2
+
+case "$phase" in
+deps)
+    "${PYTHON:-python3}" -m venv "$venv"
+    "$venv/bin/python" -m pip install --no-cache-dir --disable-pip-version-check \
+        --require-hashes --only-binary=:all: -r requirements/prod.lock
+    ;;
+project)
+    "$venv/bin/python" -m pip install --no-cache-dir --disable-pip-version-check --no-deps .
+    # The job never runs pip or setuptools: leave them out of the image.
+    "$venv/bin/python" -m pip uninstall --yes --disable-pip-version-check setuptools pip
+    ;;
+*)
+    usage
+    ;;
+esac
