@@ -288,11 +288,7 @@ class Registry:
                         hint="promote anyway with --force",
                     )
             self.client.set_registered_model_alias(self.model_name, ALIAS, version)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                self.client.transition_model_version_stage(
-                    self.model_name, version, STAGE, archive_existing_versions=True
-                )
+            self._set_stage(version)
             stamp = {
                 TAG_PROMOTED_BY: actor or os.environ.get("USER") or "unknown",
                 TAG_PROMOTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
@@ -304,6 +300,19 @@ class Registry:
             for k, v in stamp.items():
                 self.client.set_model_version_tag(self.model_name, version, k, v)
             return previous, version
+
+    def _set_stage(self, version: str) -> None:
+        """Mirror the alias in the legacy stage, so either view of the UI shows production.
+
+        Others in Production are archived one by one: ``archive_existing_versions=True`` fails on a
+        PostgreSQL-backed MLflow 3.17 server (``operator does not exist: integer <> character varying``).
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            for other in self.client.get_latest_versions(self.model_name, stages=[STAGE]):
+                if str(other.version) != version:
+                    self.client.transition_model_version_stage(self.model_name, str(other.version), "Archived")
+            self.client.transition_model_version_stage(self.model_name, version, STAGE)
 
     def rollback(self, *, actor: str | None = None) -> tuple[str, str]:
         """Restore the version that was production before the current one; returns (from, to)."""

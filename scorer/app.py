@@ -23,9 +23,10 @@ from registry import (
     NoProductionVersion,
     Registry,
     RegistryError,
+    RegistryUnavailable,
     ResolvedVersion,
 )
-from scorer.errors import ModelError, SettingsError
+from scorer.errors import ModelError, ServiceUnavailable, SettingsError
 from scorer.job import BatchReport, JobOptions, RunSummary, score_users
 from scorer.settings import Settings
 from scorer.stores import Store, open_store
@@ -66,6 +67,8 @@ def run_scoring(
         catalog.check(model.input_names)
     except (NoProductionVersion, UnknownFeatureError) as exc:
         raise ModelError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None)) from None
+    except RegistryUnavailable as exc:
+        raise ServiceUnavailable(exc.message, hint=exc.hint) from None
     except RegistryError as exc:
         raise ModelError(exc.message, hint=exc.hint) from None
     log.info(

@@ -26,8 +26,8 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(db_app, name="db")
 
 EXIT_CODES_HELP = """Exit codes: 0 every selected user scored; 1 some batches failed (the others were written);
-2 invalid settings; 3 no production model or an incompatible one; 4 database unreachable, wrong key or
-missing schema; 130/143 stopped by SIGINT/SIGTERM after finishing the current batch."""
+2 invalid settings; 3 no production model or an incompatible one; 4 database or MLflow unreachable, wrong
+key or missing schema; 130/143 stopped by SIGINT/SIGTERM after finishing the current batch."""
 
 
 def _fail(exc: BaseException) -> typer.Exit:

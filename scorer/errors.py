@@ -15,6 +15,7 @@ __all__ = [
     "LeadScorerError",
     "ModelError",
     "SchemaError",
+    "ServiceUnavailable",
     "SettingsError",
     "StoreError",
 ]
@@ -23,7 +24,7 @@ EXIT_OK = 0
 EXIT_BATCH_FAILED = 1  # some batches failed; the others were written
 EXIT_SETTINGS = 2  # invalid settings or command-line usage
 EXIT_MODEL = 3  # no production model, or a model the catalog cannot serve
-EXIT_STORE = 4  # database unreachable, wrong key, missing table/column/function
+EXIT_STORE = 4  # database or MLflow unreachable, wrong key, missing table/column/function
 
 
 class LeadScorerError(Exception):
@@ -52,6 +53,10 @@ class StoreError(LeadScorerError):
     """A store operation failed (after retries, where retrying made sense)."""
 
     exit_code = EXIT_STORE
+
+
+class ServiceUnavailable(StoreError):
+    """The MLflow tracking server cannot be reached (or refused our credentials) at start."""
 
 
 class SchemaError(StoreError):

@@ -64,6 +64,19 @@ class Settings(BaseSettings):
         validate_identifier(v, what="name")
         return v
 
+    @field_validator("database_url", "mlflow_tracking_uri", "git_commit", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v: Any) -> Any:
+        # A secret left blank in a dashboard arrives as "", which means "not set", not "set to nothing".
+        if isinstance(v, str) and not v.strip():
+            return None
+        return v
+
+    @field_validator("model_version", mode="before")
+    @classmethod
+    def _blank_version(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("model_version")
     @classmethod
     def _version(cls, v: str | None) -> str | None:

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Set up the project's environment from the lock file, then run something in it.
+
+    python3 dev.py demo      # the whole job on a laptop: SQLite data, a local MLflow store
+    python3 dev.py test      # ruff, then the test suite (real PostgreSQL via pgserver, real MLflow)
+    python3 dev.py bench     # the benchmark (see benchmarks/README.md)
+
+Needs only Python >= 3.11. The environment lives in .venv and is rebuilt when the lock file changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+LOCK = ROOT / "requirements" / "dev.lock"
+
+
+def _run(*cmd: str | Path) -> None:
+    subprocess.run([str(c) for c in cmd], cwd=ROOT, check=True)
+
+
+def ensure_env() -> None:
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py runs on whatever python3 the machine has
+        sys.exit(f"lead-scorer needs Python >= 3.11 (this is {sys.version.split()[0]})")
+    python = BIN / "python"
+    if not python.exists():
+        print("creating .venv …", flush=True)
+        venv.create(VENV, with_pip=True)
+    want = hashlib.sha256(LOCK.read_bytes() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamp = VENV / ".installed-lock"
+    if stamp.exists() and stamp.read_text() == want:
+        return
+    print("installing the locked dependencies into .venv …", flush=True)
+    _run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--require-hashes", "-r", LOCK)
+    _run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "-e", ".")
+    stamp.write_text(want)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("demo", "test", "bench", "setup"):
+        print(__doc__)
+        return 2
+    command, rest = argv[0], argv[1:]
+    ensure_env()
+    env = dict(os.environ)
+    if command == "setup":
+        return 0
+    if command == "demo":
+        return subprocess.run([str(BIN / "lead-scorer"), "demo", *rest], cwd=ROOT, env=env).returncode
+    if command == "bench":
+        return subprocess.run([str(BIN / "python"), "-m", "benchmarks.run", *rest], cwd=ROOT, env=env).returncode
+    lint = subprocess.run([str(BIN / "ruff"), "check", "."], cwd=ROOT, env=env).returncode
+    if lint:
+        return lint
+    return subprocess.run([str(BIN / "python"), "-m", "pytest", *rest], cwd=ROOT, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
