@@ -97,9 +97,18 @@ def generate(
     etype = names[choice]
 
     # Intent pulls events towards the recent past; nobody acts before signing up.
-    skew = np.exp(-0.5 * intent[owner])
+    skew = np.exp(0.5 * intent[owner])
     age_days = signed_up_age[owner] * rng.random(m) ** skew
-    created = ago(age_days)
+    # Buyers evaluate before they convert: a burst of buying signals in the three weeks before.
+    burst = np.where(converted & has_events, rng.poisson(6, size=n), 0)
+    b_owner = np.repeat(np.arange(n), burst)
+    b_types = np.array(["pricing_view", "demo_request", "signup_started", "invite_sent", "page_view"], dtype=object)
+    b_type = b_types[rng.integers(0, len(b_types), size=len(b_owner))]
+    b_age = convert_age[b_owner] + rng.uniform(0.5, 21, size=len(b_owner))
+    owner = np.concatenate([owner, b_owner])
+    etype = np.concatenate([etype, b_type])
+    created = ago(np.concatenate([age_days, b_age]))
+    m = len(owner)
     events_df = pd.DataFrame({"visitor_id": visitor[owner], "event_type": etype, "created_at": created})
 
     # The mess real tables have.

@@ -1,4 +1,5 @@
-"""The project's SQL: the three ``lead_score*`` columns and the indexes the job needs.
+"""The project's SQL: the three ``lead_score*`` columns, the indexes the job needs, and (PostgreSQL)
+the two database functions the Supabase REST store calls.
 
 Printed by ``lead-scorer db sql`` (to paste into Supabase's SQL editor or a
 ``supabase/migrations`` file) and applied by ``lead-scorer db migrate``. Applying it twice
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 
 from scorer.stores.base import Names
 
-__all__ = ["migrate", "schema_sql", "statements"]
+__all__ = ["EVENTS_FUNCTION", "WRITE_FUNCTION", "migrate", "schema_sql", "statements"]
 
 
 def _index_name(*parts: str) -> str:
@@ -47,7 +48,81 @@ def statements(*, dialect: str, names: Names, existing: set[str] | None = None) 
         f"CREATE INDEX IF NOT EXISTS {_index_name(n.events, n.event_visitor_id, n.created_at, 'idx')} "
         f"ON {events} ({n.event_visitor_id}, {n.created_at});"
     )
+    if pg:
+        out += _functions(n)
     return out
+
+
+#: Database functions the Supabase REST store calls (POST /rest/v1/rpc/<name>).
+WRITE_FUNCTION = "lead_scorer_write_scores"
+EVENTS_FUNCTION = "lead_scorer_daily_events"
+
+
+def _functions(n: Names) -> list[str]:
+    """The REST path's functions. Ids travel as text and are cast to the key's real type inside, so one
+    function serves bigint, uuid and text keys and the primary key index is still used."""
+    users = f"{n.schema}.{n.users}"
+    events = f"{n.schema}.{n.events}"
+    write = f"{n.schema}.{WRITE_FUNCTION}"
+    daily = f"{n.schema}.{EVENTS_FUNCTION}"
+    write_sig = f"{write}(text[], double precision[], text, timestamptz)"
+    daily_sig = f"{daily}(text[], timestamptz, timestamptz)"
+    return [
+        f"""CREATE OR REPLACE FUNCTION {write}(
+    p_ids text[], p_scores double precision[], p_version text, p_scored_at timestamptz
+) RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = '' AS $fn$
+DECLARE
+    id_type text;
+    updated integer;
+BEGIN
+    SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = '{users}'::regclass AND a.attname = '{n.user_id}';
+    -- Update-only: rows deleted since they were read simply do not match; nothing is inserted.
+    -- (Concatenation, not format(): drivers rewrite a literal %s when the script is applied.)
+    EXECUTE 'UPDATE {users} AS u SET {n.lead_score} = v.score, {n.model_version} = $3, {n.scored_at} = $4 '
+         || 'FROM unnest($1::' || id_type || '[], $2) AS v(id, score) WHERE u.{n.user_id} = v.id'
+    USING p_ids, p_scores, p_version, p_scored_at;
+    GET DIAGNOSTICS updated = ROW_COUNT;
+    RETURN updated;
+END
+$fn$;""",
+        f"""CREATE OR REPLACE FUNCTION {daily}(
+    p_visitor_ids text[], p_since timestamptz, p_as_of timestamptz
+) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = '' AS $fn$
+    -- One JSON value per call, not a set of rows: the 1,000-row response cap never truncates it,
+    -- and a very active visitor costs one row per type and day.
+    SELECT jsonb_build_object(
+        'visitor_id', coalesce(jsonb_agg(g.visitor_id), '[]'::jsonb),
+        'event_type', coalesce(jsonb_agg(g.event_type), '[]'::jsonb),
+        'day', coalesce(jsonb_agg(g.day), '[]'::jsonb),
+        'future', coalesce(jsonb_agg(g.future), '[]'::jsonb),
+        'n', coalesce(jsonb_agg(g.n), '[]'::jsonb))
+      FROM (SELECT e.{n.event_visitor_id} AS visitor_id,
+                   lower(trim(e.{n.event_type})) AS event_type,
+                   (e.{n.created_at} AT TIME ZONE 'UTC')::date AS day,
+                   coalesce(e.{n.created_at} >= p_as_of, false) AS future,
+                   count(*) AS n
+              FROM {events} AS e
+             WHERE e.{n.event_visitor_id} = ANY (p_visitor_ids)
+               AND (e.{n.created_at} >= p_since OR e.{n.created_at} IS NULL)
+             GROUP BY 1, 2, 3, 4) AS g
+$fn$;""",
+        # Functions in an exposed schema are callable by anon by default: only the service role may.
+        f"REVOKE EXECUTE ON FUNCTION {write_sig}, {daily_sig} FROM PUBLIC;",
+        f"""DO $do$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
+        REVOKE EXECUTE ON FUNCTION {write_sig}, {daily_sig} FROM anon, authenticated;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
+        GRANT EXECUTE ON FUNCTION {write_sig}, {daily_sig} TO service_role;
+    END IF;
+END
+$do$;""",
+    ]
 
 
 def schema_sql(*, dialect: str = "postgresql", names: Names | None = None) -> str:

@@ -27,6 +27,13 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "LEAD_SCORER_DATABASE_URL")
     )
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI"))
+    supabase_url: str | None = Field(default=None, validation_alias=AliasChoices("SUPABASE_URL"))
+    supabase_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_KEY")
+    )
+    supabase_max_rows: Annotated[int, Field(gt=0)] = 1_000  # the project's db-max-rows
+    supabase_url_budget: Annotated[int, Field(ge=1_000, le=16_000)] = 6_000  # bytes per request URL
+    supabase_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     git_commit: str | None = Field(
         default=None, validation_alias=AliasChoices("LEAD_SCORER_GIT_COMMIT", "RENDER_GIT_COMMIT")
     )
@@ -64,7 +71,7 @@ class Settings(BaseSettings):
         validate_identifier(v, what="name")
         return v
 
-    @field_validator("database_url", "mlflow_tracking_uri", "git_commit", mode="before")
+    @field_validator("database_url", "mlflow_tracking_uri", "git_commit", "supabase_url", "supabase_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, v: Any) -> Any:
         # A secret left blank in a dashboard arrives as "", which means "not set", not "set to nothing".

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +17,7 @@ from sqlalchemy.engine import make_url
 @pytest.fixture(autouse=True, scope="session")
 def _no_retry_waits() -> Iterator[None]:
     # stamina's switch: retries still happen (attempt counts hold) but without sleeping.
-    stamina.set_testing(True, attempts=3)
+    stamina.set_testing(True, attempts=5)
     yield
     stamina.set_testing(False)
 
@@ -87,3 +89,56 @@ def trained(tmp_path_factory: pytest.TempPathFactory, mlflow_local):
     train_model(settings, promote=True, artifact_location=mlflow_local.artifacts)
     reg = Registry(tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)
     return settings, reg.load(reg.resolve())
+
+
+REST_KEY = "sb_secret_test-service-role-key-0123456789"
+
+
+@dataclass
+class Target:
+    """Where a behaviour test's data lives, and the store the job uses to reach it.
+
+    ``url`` is always a direct SQL URL (to arrange and inspect data); ``store()`` is what the job gets:
+    the SQL store on that URL, or the REST store through the PostgREST stand-in over the same database.
+    """
+
+    kind: str
+    url: str
+    rest: Any = None
+
+    def store(self, **kwargs: Any) -> Any:
+        from scorer.stores.rest import RestStore
+        from scorer.stores.sql import SqlStore
+
+        if self.rest is not None:
+            store = RestStore(self.rest.url, key=REST_KEY, max_rows=self.rest.max_rows, **kwargs)
+        else:
+            store = SqlStore(self.url, **kwargs)
+        store.check()
+        return store
+
+
+def _target(request: pytest.FixtureRequest, kind: str) -> Iterator[Target]:
+    if kind == "sqlite":
+        yield Target(kind, request.getfixturevalue("sqlite_url"))
+        return
+    url = request.getfixturevalue("pg_url")
+    if kind == "postgresql":
+        yield Target(kind, url)
+        return
+    from tests.postgrest_standin import PostgrestStandin
+
+    with PostgrestStandin(url, api_key=REST_KEY, max_rows=1000) as rest:
+        yield Target(kind, url, rest)
+        assert rest.errors == []
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "rest"])
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """Each behaviour test of the job runs on SQLite, PostgreSQL, and Supabase REST (over PostgreSQL)."""
+    yield from _target(request, request.param)
+
+
+@pytest.fixture(params=["postgresql", "rest"])
+def pg_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    yield from _target(request, request.param)

@@ -10,14 +10,15 @@ import numpy as np
 import sqlalchemy as sa
 
 from scorer.job import JobOptions, score_users
-from scorer.stores.sql import SqlStore, engine_for
+from scorer.stores.sql import engine_for
 from tests.support import execute, make_product, snapshot
 
 
 class Recording:
     """Wraps a real store and records what the loop asked of it (the store itself is untouched)."""
 
-    def __init__(self, inner: Any, before_write: Any = None) -> None:
+    def __init__(self, inner: Any, before_write: Any = None, *, keep_ids: bool = True) -> None:
+        self.keep_ids = keep_ids
         self.inner = inner
         self.kind = inner.kind
         self.written: list[Any] = []
@@ -43,21 +44,16 @@ class Recording:
         if self.before_write is not None:
             self.before_write(list(user_ids))
         n = self.inner.write_scores(user_ids, scores, **kw)
-        self.written.extend(user_ids)
+        if self.keep_ids:
+            self.written.extend(user_ids)
         return n
 
 
-def _store(url: str) -> SqlStore:
-    store = SqlStore(url)
-    store.check()
-    return store
-
-
-def test_keyset_pages_score_every_unscored_user_exactly_once(db_url, trained):
+def test_keyset_pages_score_every_unscored_user_exactly_once(target, trained):
     _, model = trained
-    make_product(db_url, users=1037, seed=3)
-    before = snapshot(db_url)
-    store = Recording(_store(db_url))
+    make_product(target.url, users=1037, seed=3)
+    before = snapshot(target.url)
+    store = Recording(target.store())
 
     summary = score_users(store=store, model=model, options=JobOptions(select="unscored", batch_size=100))
 
@@ -65,7 +61,7 @@ def test_keyset_pages_score_every_unscored_user_exactly_once(db_url, trained):
     assert summary.users_scored == 1037 and summary.users_failed == 0
     counts = Counter(store.written)
     assert len(counts) == 1037 and set(counts.values()) == {1}
-    after = snapshot(db_url)
+    after = snapshot(target.url)
     assert len(after) == len(before) == 1037
     assert after["lead_score"].notna().all()
     assert after["lead_score"].between(0, 1).all()
@@ -73,47 +69,47 @@ def test_keyset_pages_score_every_unscored_user_exactly_once(db_url, trained):
     untouched = [c for c in before.columns if c not in ("lead_score", "lead_score_model_version", "lead_scored_at")]
     assert after[untouched].equals(before[untouched])
     # A second run finds nothing left to do.
-    again = score_users(store=_store(db_url), model=model, options=JobOptions(select="unscored", batch_size=100))
+    again = score_users(store=target.store(), model=model, options=JobOptions(select="unscored", batch_size=100))
     assert again.users_selected == 0 and again.batches == 0
 
 
-def test_unscored_leaves_scored_users_alone_and_all_rescores_everyone(db_url, trained):
+def test_unscored_leaves_scored_users_alone_and_all_rescores_everyone(target, trained):
     _, model = trained
-    make_product(db_url, users=250, seed=4)
-    execute(db_url, "UPDATE users SET lead_score = 0.5, lead_score_model_version = 'old' WHERE user_id <= 100")
-    summary = score_users(store=_store(db_url), model=model, options=JobOptions(select="unscored", batch_size=64))
+    make_product(target.url, users=250, seed=4)
+    execute(target.url, "UPDATE users SET lead_score = 0.5, lead_score_model_version = 'old' WHERE user_id <= 100")
+    summary = score_users(store=target.store(), model=model, options=JobOptions(select="unscored", batch_size=64))
     assert summary.users_scored == 150
-    kept = execute(db_url, "SELECT count(*) FROM users WHERE lead_score = 0.5 AND lead_score_model_version = 'old'")
+    kept = execute(target.url, "SELECT count(*) FROM users WHERE lead_score = 0.5 AND lead_score_model_version = 'old'")
     assert kept[0][0][0] == 100
-    everyone = score_users(store=_store(db_url), model=model, options=JobOptions(select="all", batch_size=64))
+    everyone = score_users(store=target.store(), model=model, options=JobOptions(select="all", batch_size=64))
     assert everyone.users_scored == 250
 
 
-def test_user_deleted_between_read_and_write_is_not_inserted(db_url, trained):
+def test_user_deleted_between_read_and_write_is_not_inserted(target, trained):
     _, model = trained
-    make_product(db_url, users=120, seed=5)
+    make_product(target.url, users=120, seed=5)
     victim: list[Any] = []
 
     def delete_one(user_ids: list[Any]) -> None:
         if not victim:
             victim.append(user_ids[10])
-            execute(db_url, "DELETE FROM users WHERE user_id = :u", params={"u": user_ids[10]})
+            execute(target.url, "DELETE FROM users WHERE user_id = :u", params={"u": user_ids[10]})
 
-    store = Recording(_store(db_url), before_write=delete_one)
+    store = Recording(target.store(), before_write=delete_one)
     summary = score_users(store=store, model=model, options=JobOptions(select="unscored", batch_size=50))
 
-    after = snapshot(db_url)
+    after = snapshot(target.url)
     assert len(after) == 119  # the users table has NOT NULL email/signed_up_at: an upsert would have failed
     assert str(victim[0]) not in set(after["user_id"])
     assert after["lead_score"].notna().all()
     assert summary.users_scored == 119 and summary.users_vanished == 1 and summary.exit_code == 0
 
 
-def test_messy_events_are_dropped_and_counted_never_nan(db_url, trained):
+def test_messy_events_are_dropped_and_counted_never_nan(target, trained):
     _, model = trained
-    make_product(db_url, users=40, seed=6, events_per_user=3)
+    make_product(target.url, users=40, seed=6, events_per_user=3)
     execute(
-        db_url,
+        target.url,
         "DELETE FROM events",
         "UPDATE users SET visitor_id = NULL WHERE user_id = 1",  # no visitor → zero activity
         "UPDATE users SET visitor_id = 'quiet' WHERE user_id = 2",  # a visitor with no events
@@ -128,7 +124,7 @@ def test_messy_events_are_dropped_and_counted_never_nan(db_url, trained):
         ("messy", "never_seen_in_training", "CURRENT"),
         ("messy", "  PRICING_View ", "CURRENT"),
     ]
-    engine = engine_for(db_url)
+    engine = engine_for(target.url)
     events = sa.Table("events", sa.MetaData(), autoload_with=engine)
     stamp = {
         "CURRENT": datetime.now(UTC) - timedelta(days=2),
@@ -141,19 +137,19 @@ def test_messy_events_are_dropped_and_counted_never_nan(db_url, trained):
         )
     engine.dispose()
 
-    summary = score_users(store=_store(db_url), model=model, options=JobOptions(select="unscored", batch_size=10))
+    summary = score_users(store=target.store(), model=model, options=JobOptions(select="unscored", batch_size=10))
 
-    after = snapshot(db_url)
+    after = snapshot(target.url)
     assert after["lead_score"].notna().all() and np.isfinite(after["lead_score"].to_numpy(dtype=float)).all()
     assert summary.dropped == {"null_type": 2, "null_time": 1, "future": 1}
     assert summary.events_read == len(rows)
     assert summary.users_scored == 40
 
 
-def test_failed_batch_is_counted_the_rest_written_and_a_rerun_resumes(db_url, trained):
+def test_failed_batch_is_counted_the_rest_written_and_a_rerun_resumes(target, trained):
     _, model = trained
-    make_product(db_url, users=300, seed=8)
-    if db_url.startswith("sqlite"):
+    make_product(target.url, users=300, seed=8)
+    if target.url.startswith("sqlite"):
         trigger = [
             "CREATE TRIGGER refuse_150 BEFORE UPDATE OF lead_score ON users WHEN NEW.user_id = 150 "
             "BEGIN SELECT RAISE(ABORT, 'user 150 is locked'); END"
@@ -166,54 +162,54 @@ def test_failed_batch_is_counted_the_rest_written_and_a_rerun_resumes(db_url, tr
             "CREATE TRIGGER refuse_150 BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION refuse_150()",
         ]
         drop = "DROP TRIGGER refuse_150 ON users"
-    execute(db_url, *trigger)
+    execute(target.url, *trigger)
 
-    first = score_users(store=_store(db_url), model=model, options=JobOptions(select="stale", batch_size=100))
+    first = score_users(store=target.store(), model=model, options=JobOptions(select="stale", batch_size=100))
 
     assert first.exit_code == 1 and first.failed_batches == 1 and first.batches == 3
     assert first.users_scored == 200 and first.users_failed == 100
-    unscored = execute(db_url, "SELECT min(user_id), max(user_id), count(*) FROM users WHERE lead_score IS NULL")
+    unscored = execute(target.url, "SELECT min(user_id), max(user_id), count(*) FROM users WHERE lead_score IS NULL")
     assert tuple(unscored[0][0]) == (101, 200, 100)  # nothing half-written: the whole batch rolled back
 
-    execute(db_url, drop)
-    store = Recording(_store(db_url))
+    execute(target.url, drop)
+    store = Recording(target.store())
     second = score_users(store=store, model=model, options=JobOptions(select="stale", batch_size=100))
     assert second.exit_code == 0 and second.users_scored == 100  # only the failed batch is redone
     assert sorted(store.written) == list(range(101, 201))
 
 
-def test_text_and_uuid_ids_page_by_key(pg_url, trained):
+def test_text_and_uuid_ids_page_by_key(pg_target, trained):
     import uuid
 
     _, model = trained
     ids = [str(uuid.UUID(int=i * 7919 + 13)) for i in range(1, 231)]
-    make_product(pg_url, users=230, seed=9, id_type=sa.Uuid, user_ids=ids)
-    summary = score_users(store=_store(pg_url), model=model, options=JobOptions(select="unscored", batch_size=64))
+    make_product(pg_target.url, users=230, seed=9, id_type=sa.Uuid, user_ids=ids)
+    summary = score_users(store=pg_target.store(), model=model, options=JobOptions(select="unscored", batch_size=64))
     assert summary.users_scored == 230 and summary.batches == 4
-    assert snapshot(pg_url)["lead_score"].notna().all()
+    assert snapshot(pg_target.url)["lead_score"].notna().all()
 
 
-def test_text_ids_with_awkward_characters(db_url, trained):
+def test_text_ids_with_awkward_characters(target, trained):
     _, model = trained
     ids = [f'acct,{i}"(x)' if i % 2 else f"user {i:04d}" for i in range(1, 131)]
-    make_product(db_url, users=130, seed=10, id_type=sa.Text, user_ids=ids)
-    store = Recording(_store(db_url))
+    make_product(target.url, users=130, seed=10, id_type=sa.Text, user_ids=ids)
+    store = Recording(target.store())
     summary = score_users(store=store, model=model, options=JobOptions(select="unscored", batch_size=40))
     assert summary.users_scored == 130 and sorted(store.written) == sorted(ids)
 
 
-def test_dry_run_writes_nothing(db_url, trained):
+def test_dry_run_writes_nothing(target, trained):
     _, model = trained
-    make_product(db_url, users=80, seed=11)
-    before = snapshot(db_url)
-    summary = score_users(store=_store(db_url), model=model, options=JobOptions(dry_run=True, batch_size=30))
+    make_product(target.url, users=80, seed=11)
+    before = snapshot(target.url)
+    summary = score_users(store=target.store(), model=model, options=JobOptions(dry_run=True, batch_size=30))
     assert summary.users_scored == 80 and summary.stats.count == 80
-    assert snapshot(db_url).equals(before)
+    assert snapshot(target.url).equals(before)
 
 
-def test_limit_caps_the_users_selected(db_url, trained):
+def test_limit_caps_the_users_selected(target, trained):
     _, model = trained
-    make_product(db_url, users=100, seed=12)
-    summary = score_users(store=_store(db_url), model=model, options=JobOptions(limit=45, batch_size=20))
+    make_product(target.url, users=100, seed=12)
+    summary = score_users(store=target.store(), model=model, options=JobOptions(limit=45, batch_size=20))
     assert summary.users_selected == 45 and summary.batches == 3
-    assert int(snapshot(db_url)["lead_score"].notna().sum()) == 45
+    assert int(snapshot(target.url)["lead_score"].notna().sum()) == 45

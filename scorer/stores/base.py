@@ -12,7 +12,16 @@ import pandas as pd
 
 from scorer.errors import SettingsError
 
-__all__ = ["EventRead", "Names", "Selection", "Store", "UserPage", "validate_identifier"]
+__all__ = [
+    "EventRead",
+    "Names",
+    "Selection",
+    "Store",
+    "UserPage",
+    "empty_daily",
+    "split_dropped",
+    "validate_identifier",
+]
 
 Selection = Literal["unscored", "stale", "all"]
 
@@ -115,3 +124,26 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def empty_daily() -> pd.DataFrame:
+    return pd.DataFrame({"visitor_id": [], "event_type": [], "day": [], "n": []})
+
+
+def split_dropped(frame: pd.DataFrame, *, requests: int = 0) -> EventRead:
+    """From aggregated rows (visitor_id, event_type, day, future, n): drop and count events with no
+    type, no time, or a time at/after ``as_of``; keep the rest at the daily grain."""
+    if frame.empty:
+        return EventRead(daily=empty_daily(), requests=requests)
+    frame = frame.assign(n=frame["n"].astype("int64"), future=frame["future"].fillna(False).astype(bool))
+    no_type = frame["event_type"].isna() | (frame["event_type"] == "")
+    no_time = frame["day"].isna() & ~no_type
+    future = frame["future"] & ~no_type & ~no_time
+    dropped = {
+        "null_type": int(frame.loc[no_type, "n"].sum()),
+        "null_time": int(frame.loc[no_time, "n"].sum()),
+        "future": int(frame.loc[future, "n"].sum()),
+    }
+    keep = ~(no_type | no_time | future)
+    good = frame.loc[keep, ["visitor_id", "event_type", "day", "n"]].reset_index(drop=True)
+    return EventRead(daily=good, events_read=int(frame["n"].sum()), dropped=dropped, requests=requests)

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import make_url
 
 from scorer.errors import AuthError, SchemaError, SettingsError, StoreError
-from scorer.stores.base import EventRead, Names, Selection, UserPage
+from scorer.stores.base import EventRead, Names, Selection, UserPage, empty_daily, split_dropped
 
 __all__ = ["SqlStore", "engine_for", "redact_url"]
 
@@ -211,9 +211,8 @@ class SqlStore:
         n = self.names
         e = self.events.c
         vids = sorted({v for v in visitor_ids if v is not None})
-        empty = pd.DataFrame({"visitor_id": [], "event_type": [], "day": [], "n": []})
         if not vids:
-            return EventRead(daily=empty)
+            return EventRead(daily=empty_daily())
         created, day = self._created()
         etype = sa.func.lower(sa.func.trim(e[n.event_type])).label("event_type")
         future = sa.case((created >= self._bound_time(as_of), 1), else_=0).label("future")
@@ -232,7 +231,7 @@ class SqlStore:
             self.statements += 1
             rows = conn.execute(q).all()
         frame = pd.DataFrame(rows, columns=["visitor_id", "event_type", "day", "future", "n"])
-        return _split_dropped(frame, empty)
+        return split_dropped(frame)
 
     @_retrying
     def top_event_types(self, *, since: datetime, as_of: datetime, limit: int) -> list[str]:
@@ -292,20 +291,3 @@ class SqlStore:
             )
             params = [{"b_uid": uid, "b_score": float(s)} for uid, s in zip(user_ids, scores, strict=True)]
             return int(conn.execute(stmt, params).rowcount)
-
-
-def _split_dropped(frame: pd.DataFrame, empty: pd.DataFrame) -> EventRead:
-    """Drop (and count) events with no type, no time, or a time at/after ``as_of``."""
-    if frame.empty:
-        return EventRead(daily=empty)
-    frame["n"] = frame["n"].astype("int64")
-    no_type = frame["event_type"].isna() | (frame["event_type"] == "")
-    no_time = frame["day"].isna() & ~no_type
-    future = (frame["future"] == 1) & ~no_type & ~no_time
-    dropped = {
-        "null_type": int(frame.loc[no_type, "n"].sum()),
-        "null_time": int(frame.loc[no_time, "n"].sum()),
-        "future": int(frame.loc[future, "n"].sum()),
-    }
-    good = frame.loc[~(no_type | no_time | future), ["visitor_id", "event_type", "day", "n"]].reset_index(drop=True)
-    return EventRead(daily=good, events_read=int(frame["n"].sum()), dropped=dropped)

@@ -1,0 +1,358 @@
+"""The Supabase REST store: PostgREST through ``supabase-py``, complete under Supabase's real limits.
+
+- Users are read by key pages (``user_id > last``, ordered), each request at most the server's row cap;
+  a page shorter than asked for ends the selection only when the server returned fewer than the cap.
+- Events come from ``lead_scorer_daily_events`` (project SQL): one POST per batch, ids in the body,
+  aggregated per visitor, type and day, returned as one JSON value that the row cap never truncates.
+  Without it, raw events are read with ``in.(…)`` chunks sized by encoded URL length, every chunk paged
+  until complete and checked against an exact count.
+- Scores are written by ``lead_scorer_write_scores`` (project SQL): one POST per batch, update-only.
+- Transient failures are retried with exponential backoff and jitter, bounded in attempts and time;
+  a wrong key stops at once.
+
+>>> store = RestStore("https://abc.supabase.co", key=os.environ["SUPABASE_SERVICE_ROLE_KEY"])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import pandas as pd
+import stamina
+import structlog
+from postgrest.exceptions import APIError
+from supabase import ClientOptions, create_client
+
+from scorer.errors import AuthError, SchemaError, StoreError
+from scorer.schema import EVENTS_FUNCTION, WRITE_FUNCTION
+from scorer.stores.base import EventRead, Names, Selection, UserPage, empty_daily, split_dropped
+
+__all__ = ["RestStore", "is_transient"]
+
+log = structlog.get_logger("lead_scorer.rest")
+T = TypeVar("T")
+
+_TRANSIENT_STATUS = {"408", "429", "502", "503", "504", "520", "521", "522", "523", "524", "530", "540", "544"}
+_TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003"}
+_APPLY_HINT = "apply the project's SQL: paste the output of `lead-scorer db sql` into Supabase's SQL editor"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Network errors and the statuses Supabase asks clients to retry (gently)."""
+    if isinstance(exc, httpx.TransportError):
+        return True
+    if isinstance(exc, APIError):
+        code = str(exc.code) if exc.code is not None else ""
+        return code in _TRANSIENT_STATUS or code in _TRANSIENT_CODES
+    return False
+
+
+def _is_auth(exc: APIError) -> bool:
+    message = (exc.message or "").lower()
+    return exc.code in (None, "401", "PGRST301", "PGRST302") and ("api key" in message or "jwt" in message)
+
+
+class RestStore:
+    """Users and events behind Supabase's Data API (PostgREST)."""
+
+    kind = "rest"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key: str,
+        names: Names | None = None,
+        max_rows: int = 1_000,
+        url_budget: int = 6_000,
+        timeout_s: float = 30.0,
+        retry_attempts: int = 6,
+        retry_timeout_s: float = 120.0,
+    ) -> None:
+        self.names = names or Names()
+        self.url = url.rstrip("/")
+        self.max_rows = max_rows
+        self.url_budget = url_budget
+        self.requests = 0
+        self.retries = 0
+        self.fast_events: bool | None = None  # decided by check()
+        # Our own retry policy replaces the client's (GET-only, fixed waits, unlogged).
+        options = ClientOptions(
+            schema=self.names.schema,
+            postgrest_client_timeout=httpx.Timeout(timeout_s),  # a bare number would be int()-truncated
+            postgrest_client_retry=False,
+        )
+        self._client = create_client(self.url, key, options=options)
+        self._pg = self._client.postgrest
+        self._pg.session.event_hooks["request"].append(self._count)
+        self._retry = stamina.retry(
+            on=self._should_retry, attempts=retry_attempts, timeout=retry_timeout_s, wait_initial=0.5, wait_max=10.0
+        )
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def _count(self, _request: httpx.Request) -> None:
+        self.requests += 1
+
+    def _should_retry(self, exc: Exception) -> bool:
+        if is_transient(exc):
+            self.retries += 1
+            log.warning("rest_retry", error=_describe(exc), retries=self.retries)
+            return True
+        return False
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one request with retries; translate what is left into the job's errors."""
+        try:
+            return self._retry(fn)()
+        except APIError as exc:
+            raise self._translate(exc, what) from None
+        except httpx.TransportError as exc:
+            raise StoreError(
+                f"Supabase at {self.url} did not answer while {what}: {type(exc).__name__}",
+                hint="check SUPABASE_URL and that the project is not paused",
+            ) from None
+
+    def _translate(self, exc: APIError, what: str) -> StoreError:
+        n = self.names
+        if _is_auth(exc):
+            return AuthError(
+                f"Supabase rejected the API key ({exc.message})",
+                hint="check SUPABASE_SERVICE_ROLE_KEY: the service_role key of the project at SUPABASE_URL "
+                "(Supabase: Project Settings → API)",
+            )
+        code = str(exc.code or "")
+        if code in ("PGRST205", "42P01"):
+            return SchemaError(f"a table is missing while {what}: {exc.message}", hint="check LEAD_SCORER_*_TABLE")
+        if code in ("42703", "PGRST204"):
+            hint = (
+                _APPLY_HINT
+                if n.lead_score in (exc.message or "") or "lead_score" in (exc.message or "")
+                else ("check the LEAD_SCORER_*_COLUMN settings")
+            )
+            return SchemaError(f"a column is missing while {what}: {exc.message}", hint=hint)
+        if code == "PGRST202":
+            return SchemaError(f"a database function is missing while {what}: {exc.message}", hint=_APPLY_HINT)
+        if code == "42501":
+            return AuthError(
+                f"permission denied while {what}: {exc.message}",
+                hint="use the service_role key (SUPABASE_SERVICE_ROLE_KEY), not the anon key",
+            )
+        return StoreError(f"Supabase refused {what}: {_describe(exc)}")
+
+    # -- housekeeping ------------------------------------------------------------------------------
+    def describe(self) -> str:
+        return f"supabase {self.url}"
+
+    def close(self) -> None:
+        self._pg.session.close()
+
+    def check(self, *, scoring: bool = True, training: bool = False) -> None:
+        """One small request per thing the job needs; the first one also proves the key."""
+        n = self.names
+        cols = [n.user_id, n.visitor_id] + ([n.lead_score, n.model_version, n.scored_at] if scoring else [])
+        if training:
+            cols.append(n.converted_at)
+        self._call(f"reading {n.users}", lambda: self._pg.from_(n.users).select(",".join(cols)).limit(1).execute())
+        ecols = ",".join([n.event_visitor_id, n.event_type, n.created_at])
+        self._call(f"reading {n.events}", lambda: self._pg.from_(n.events).select(ecols).limit(1).execute())
+        if scoring:
+            # An empty write proves the function exists (PGRST202 otherwise) and changes nothing.
+            self._call(
+                f"calling {WRITE_FUNCTION}",
+                lambda: self._pg.rpc(
+                    WRITE_FUNCTION, {"p_ids": [], "p_scores": [], "p_version": "check", "p_scored_at": None}
+                ).execute(),
+            )
+        try:
+            self._pg.rpc(EVENTS_FUNCTION, {"p_visitor_ids": [], "p_since": None, "p_as_of": None}).execute()
+            self.fast_events = True
+        except APIError as exc:
+            if exc.code != "PGRST202":
+                raise self._translate(exc, f"calling {EVENTS_FUNCTION}") from None
+            self.fast_events = False
+            log.warning("rest_slow_events", hint=f"{EVENTS_FUNCTION} is missing; {_APPLY_HINT} for the fast path")
+
+    # -- reads -------------------------------------------------------------------------------------
+    def _filtered(self, query: Any, select: Selection, model_version: str | None) -> Any:
+        n = self.names
+        if select == "unscored":
+            return query.is_(n.lead_score, "null")
+        if select == "stale":
+            version = _or_value(model_version or "")
+            return query.or_(f"{n.lead_score}.is.null,{n.model_version}.is.null,{n.model_version}.neq.{version}")
+        return query
+
+    def count_users(self, *, select: Selection, model_version: str | None) -> int:
+        n = self.names
+        res = self._call(
+            "counting users",
+            lambda: self._filtered(
+                self._pg.from_(n.users).select(n.user_id, count="exact", head=True), select, model_version
+            ).execute(),
+        )
+        return int(res.count or 0)
+
+    def select_users(
+        self,
+        *,
+        select: Selection,
+        model_version: str | None,
+        after: Any | None,
+        limit: int,
+        with_label: bool = False,
+    ) -> UserPage:
+        n = self.names
+        cols = [n.user_id, n.visitor_id] + ([n.converted_at] if with_label else [])
+        rows: list[dict[str, Any]] = []
+        last = after
+        while len(rows) < limit:
+            want = min(limit - len(rows), self.max_rows)
+
+            def page(last: Any = last, want: int = want) -> Any:
+                q = self._pg.from_(n.users).select(",".join(cols))
+                q = self._filtered(q, select, model_version)
+                if last is not None:
+                    q = q.gt(n.user_id, str(last))
+                return q.order(n.user_id).limit(want).execute()
+
+            got = self._call("reading users", page).data
+            rows.extend(got)
+            if len(got) < want:  # the server had no more (a cap below ours also lands here: see check)
+                break
+            last = got[-1][n.user_id]
+        converted = None
+        if with_label:
+            converted = pd.to_datetime(
+                pd.Series([r.get(n.converted_at) for r in rows], dtype=object), utc=True, format="ISO8601"
+            )
+        return UserPage(
+            user_ids=[r[n.user_id] for r in rows],
+            visitor_ids=[r[n.visitor_id] for r in rows],
+            converted_at=converted,
+        )
+
+    def read_events(self, visitor_ids: Sequence[str], *, since: datetime, as_of: datetime) -> EventRead:
+        vids = sorted({v for v in visitor_ids if v is not None})
+        before = self.requests
+        if not vids:
+            return EventRead(daily=empty_daily())
+        if self.fast_events is None:
+            self.check(scoring=False)
+        if self.fast_events:
+            doc = self._call(
+                "reading daily events",
+                lambda: self._pg.rpc(
+                    EVENTS_FUNCTION,
+                    {"p_visitor_ids": vids, "p_since": since.isoformat(), "p_as_of": as_of.isoformat()},
+                ).execute(),
+            ).data
+            frame = pd.DataFrame(doc or {"visitor_id": [], "event_type": [], "day": [], "future": [], "n": []})
+        else:
+            frame = self._raw_events(vids, since=since, as_of=as_of)
+        return split_dropped(frame, requests=self.requests - before)
+
+    def _raw_events(self, vids: list[str], *, since: datetime, as_of: datetime) -> pd.DataFrame:
+        """Raw rows, aggregated here: every ``in.(…)`` chunk paged until its exact count is reached."""
+        n = self.names
+        parts = []
+        for chunk in self._chunks(vids):
+            rows: list[dict[str, Any]] = []
+            total: int | None = None
+            while total is None or len(rows) < total:
+
+                def page(start: int = len(rows), chunk: list[str] = chunk) -> Any:
+                    # Offset paging is safe here: the set does not shrink as we read (we never write
+                    # events), and the order is total over the selected columns.
+                    q = (
+                        self._pg.from_(n.events)
+                        .select(f"{n.event_visitor_id},{n.event_type},{n.created_at}", count="exact")
+                        .in_(n.event_visitor_id, chunk)
+                        .or_(f"{n.created_at}.gte.{_or_value(since.isoformat())},{n.created_at}.is.null")
+                        .order(n.event_visitor_id)
+                        .order(n.created_at, nullsfirst=True)
+                        .order(n.event_type, nullsfirst=True)
+                    )
+                    return q.range(start, start + self.max_rows - 1).execute()
+
+                res = self._call("reading events", page)
+                total = int(res.count or 0)
+                if not res.data and len(rows) < total:
+                    raise StoreError(f"events changed while being read ({len(rows)} of {total})")
+                rows.extend(res.data)
+            parts.append(pd.DataFrame(rows, columns=[n.event_visitor_id, n.event_type, n.created_at]))
+        raw = pd.concat(parts, ignore_index=True)
+        created = pd.to_datetime(raw[n.created_at], utc=True, format="ISO8601")
+        raw = pd.DataFrame(
+            {
+                "visitor_id": raw[n.event_visitor_id],
+                "event_type": raw[n.event_type].str.strip().str.lower(),
+                "day": created.dt.strftime("%Y-%m-%d").where(created.notna()),
+                "future": (created >= pd.Timestamp(as_of)).fillna(False),
+            }
+        )
+        return raw.groupby(["visitor_id", "event_type", "day", "future"], dropna=False).size().reset_index(name="n")
+
+    def _chunks(self, values: list[str]) -> list[list[str]]:
+        """Split ``values`` so that each ``in.(…)`` list stays within the URL budget once encoded."""
+        base = len(self.url) + 300  # path, select, order, the created_at filter
+        chunks: list[list[str]] = []
+        current: list[str] = []
+        size = base
+        for v in values:
+            cost = len(quote(_in_element(v), safe="")) + 3
+            if current and size + cost > self.url_budget:
+                chunks.append(current)
+                current, size = [], base
+            current.append(v)
+            size += cost
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def top_event_types(self, *, since: datetime, as_of: datetime, limit: int) -> list[str]:
+        raise StoreError(
+            "training reads every event, which the REST API is not made for",
+            hint="train with DATABASE_URL set to a direct connection string (Supabase: Connect → Session pooler)",
+        )
+
+    # -- writes ------------------------------------------------------------------------------------
+    def write_scores(
+        self, user_ids: Sequence[Any], scores: Sequence[float], *, model_version: str, scored_at: datetime
+    ) -> int:
+        if not len(user_ids):
+            return 0
+        values = [float(s) for s in scores]
+        if not all(math.isfinite(s) for s in values):
+            raise ValueError("refusing to send a non-finite score")
+        params = {
+            "p_ids": [str(u) for u in user_ids],
+            "p_scores": values,
+            "p_version": model_version,
+            "p_scored_at": scored_at.isoformat(),
+        }
+        # Retrying the write is safe: the same scores for the same ids, update-only.
+        res = self._call("writing scores", lambda: self._pg.rpc(WRITE_FUNCTION, params).execute())
+        return int(res.data or 0)
+
+
+def _in_element(value: str) -> str:
+    """How the client writes one ``in.(…)`` element: quoted only when it contains ``,:()"\\``."""
+    if any(c in value for c in ',:()"\\'):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+def _or_value(value: str) -> str:
+    """A value inside ``or=(…)``: quoted the same way, since commas and parentheses are syntax there."""
+    return _in_element(value)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, APIError):
+        return f"{exc.code or 'no code'}: {(exc.message or exc.details or '')[:200]}"
+    return type(exc).__name__
