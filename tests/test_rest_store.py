@@ -1,0 +1,222 @@
+"""The Supabase REST store under Supabase's real limits, through the PostgREST stand-in."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from models import FeatureCatalog
+from scorer.cli import app
+from scorer.errors import AuthError, SchemaError
+from scorer.job import JobOptions, score_users
+from scorer.stores.rest import RestStore
+from scorer.stores.sql import SqlStore, engine_for
+from tests.conftest import REST_KEY
+from tests.postgrest_standin import PostgrestStandin
+from tests.support import execute, make_product, snapshot
+from tests.test_job import Recording
+
+
+@pytest.fixture
+def rest(pg_url):
+    with PostgrestStandin(pg_url, api_key=REST_KEY, max_rows=1000, max_url_bytes=8192) as server:
+        yield server
+        assert server.errors == []
+
+
+def _heavy_visitors(url: str, visitors: list[str], per_visitor: int) -> None:
+    """``per_visitor`` events each, spread over 120 days and several types, generated in SQL."""
+    execute(
+        url,
+        "INSERT INTO events (visitor_id, event_type, created_at) "
+        "SELECT v, (ARRAY['page_view','pricing_view','Docs_View ','demo_request'])[1 + i % 4], "
+        "now() - make_interval(days => i % 120, mins => i) "
+        "FROM unnest(CAST(:v AS text[])) AS v, generate_series(1, :n) AS i",
+        params={"v": visitors, "n": per_visitor},
+    )
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["aggregated-rpc", "raw-events"])
+def test_complete_reads_past_the_row_cap_match_the_sql_store(pg_url, rest, trained, fast):
+    _, model = trained
+    data = make_product(pg_url, users=1037, seed=41)
+    heavy = [v for v in data.users["visitor_id"].dropna()[:12]]
+    _heavy_visitors(pg_url, heavy, 1500)  # 18,000 events among 12 users of the first batch
+    if not fast:
+        execute(pg_url, "DROP FUNCTION lead_scorer_daily_events")
+    store = RestStore(rest.url, key=REST_KEY, max_rows=1000)
+    store.check()
+    assert store.fast_events is fast
+    sql = SqlStore(pg_url)
+    sql.check()
+
+    # The same features as the SQL store, batch by batch, for the heaviest batch.
+    cat = FeatureCatalog()
+    as_of = datetime.now(UTC)
+    page = sql.select_users(select="all", model_version=None, after=None, limit=100)
+    a = store.read_events(page.visitor_ids, since=cat.since(as_of), as_of=as_of)
+    b = sql.read_events(page.visitor_ids, since=cat.since(as_of), as_of=as_of)
+    assert a.events_read == b.events_read >= 18_000 and a.dropped == b.dropped
+    fa = cat.build(a.daily, visitor_ids=page.visitor_ids, as_of=as_of, names=model.input_names)
+    fb = cat.build(b.daily, visitor_ids=page.visitor_ids, as_of=as_of, names=model.input_names)
+    pd.testing.assert_frame_equal(fa, fb)
+
+    recording = Recording(store)
+    summary = score_users(store=recording, model=model, options=JobOptions(select="unscored", batch_size=100))
+    assert summary.batches == 11 and summary.users_scored == 1037 and summary.exit_code == 0
+    assert set(Counter(recording.written).values()) == {1} and len(recording.written) == 1037
+    after = snapshot(pg_url)
+    assert len(after) == 1037 and after["lead_score"].notna().all()
+    assert max(r.target_bytes for r in rest.requests) <= 6_000  # the URL budget, well under the 8 KB limit
+    assert all(r.status != 414 for r in rest.requests)
+
+
+def test_requests_per_thousand_users_stay_low_whatever_the_events(pg_url, rest, trained):
+    _, model = trained
+    make_product(pg_url, users=3000, seed=42, events_per_user=40)
+    store = RestStore(rest.url, key=REST_KEY, max_rows=1000)
+    store.check()
+    rest.reset()
+    summary = score_users(store=store, model=model, options=JobOptions(select="all", batch_size=2000))
+    assert summary.users_scored == 3000
+    per_thousand = len(rest.requests) / 3
+    assert per_thousand <= 4, [(r.method, r.path) for r in rest.requests]
+
+
+def test_url_budget_splits_awkward_text_ids_on_the_raw_path(pg_url, rest, trained):
+    _, model = trained
+    ids = [f'acct,{i}"(x):\\' + "y" * 40 for i in range(600)]
+    make_product(pg_url, users=600, seed=43, id_type=sa.Text, user_ids=ids)
+    execute(pg_url, "UPDATE users SET visitor_id = user_id", "UPDATE events SET visitor_id = NULL")
+    execute(
+        pg_url,
+        "INSERT INTO events (visitor_id, event_type, created_at) "
+        "SELECT user_id, 'pricing_view', now() - interval '1 day' FROM users",
+        "DROP FUNCTION lead_scorer_daily_events",
+    )
+    store = RestStore(rest.url, key=REST_KEY, max_rows=1000, url_budget=4000)
+    store.check()
+    summary = score_users(store=store, model=model, options=JobOptions(select="unscored", batch_size=600))
+    assert summary.users_scored == 600 and summary.events_read == 600
+    assert max(r.target_bytes for r in rest.requests) <= 4000
+    assert sum(1 for r in rest.requests if r.path.endswith("/events")) > 2  # the batch was split
+
+
+def test_three_503s_then_success_is_retried_and_logged(pg_url, rest, trained, capsys):
+    _, model = trained
+    make_product(pg_url, users=150, seed=44)
+    store = RestStore(rest.url, key=REST_KEY)
+    store.check()
+    rest.fail_next(3, status=503)
+    summary = score_users(store=store, model=model, options=JobOptions(select="unscored", batch_size=100))
+    assert summary.exit_code == 0 and summary.users_scored == 150
+    assert store.retries == 3
+    assert capsys.readouterr().out.count("rest_retry") == 3
+
+
+def test_520_storm_fails_that_batch_only_and_writes_nothing_half(pg_url, rest, trained):
+    _, model = trained
+    make_product(pg_url, users=300, seed=45)
+    store = RestStore(rest.url, key=REST_KEY)
+    store.check()
+    batches = []
+
+    def storm_on_second_batch(visitor_ids):
+        batches.append(len(visitor_ids))
+        if len(batches) == 2:
+            rest.fail_next(5, status=520)  # every attempt of the retry budget (5 in tests) fails
+
+    class Storm(Recording):
+        def read_events(self, visitor_ids, **kw):
+            storm_on_second_batch(visitor_ids)
+            return super().read_events(visitor_ids, **kw)
+
+    summary = score_users(store=Storm(store), model=model, options=JobOptions(select="stale", batch_size=100))
+    assert summary.exit_code == 1 and summary.failed_batches == 1 and summary.batches == 3
+    unscored = execute(pg_url, "SELECT min(user_id), max(user_id), count(*) FROM users WHERE lead_score IS NULL")
+    assert tuple(unscored[0][0]) == (101, 200, 100)
+
+
+def test_a_dropped_connection_mid_write_is_retried_safely(pg_url, rest, trained):
+    _, model = trained
+    make_product(pg_url, users=80, seed=46)
+    store = RestStore(rest.url, key=REST_KEY)
+    store.check()
+    before = len(snapshot(pg_url))
+
+    class DropWrite(Recording):
+        def write_scores(self, user_ids, scores, **kw):
+            rest.drop_next(1, after_executing=True)  # the write commits, the answer is lost
+            return super().write_scores(user_ids, scores, **kw)
+
+    summary = score_users(store=DropWrite(store), model=model, options=JobOptions(select="unscored", batch_size=80))
+    after = snapshot(pg_url)
+    assert summary.exit_code == 0 and len(after) == before and after["lead_score"].notna().all()
+
+
+def test_wrong_key_stops_at_once_with_a_clear_message(pg_url, rest):
+    make_product(pg_url, users=20, seed=47)
+    wrong = "sb_secret_this-is-not-the-key-4242"
+    started = time.monotonic()
+    with pytest.raises(AuthError, match="SUPABASE_SERVICE_ROLE_KEY") as err:
+        RestStore(rest.url, key=wrong).check()
+    assert time.monotonic() - started < 5 and len(rest.requests) == 1  # no retry
+    assert "Invalid API key" in str(err.value) and wrong not in str(err.value)
+
+    result = CliRunner().invoke(
+        app,
+        ["run"],
+        env={
+            "SUPABASE_URL": rest.url,
+            "SUPABASE_SERVICE_ROLE_KEY": wrong,
+            "MLFLOW_TRACKING_URI": "sqlite:///x.db",
+            "DATABASE_URL": "",
+            "LEAD_SCORER_LOG_LEVEL": "WARNING",
+        },
+    )
+    assert result.exit_code == 4 and "Invalid API key" in result.output and wrong not in result.output
+    assert snapshot(pg_url)["lead_score"].isna().all()
+
+
+def test_missing_function_and_column_are_named(pg_url, rest):
+    make_product(pg_url, users=20, seed=48)
+    execute(pg_url, "DROP FUNCTION lead_scorer_write_scores")
+    with pytest.raises(SchemaError, match="lead-scorer db sql"):
+        RestStore(rest.url, key=REST_KEY).check()
+    execute(pg_url, "ALTER TABLE users DROP COLUMN lead_scored_at")
+    with pytest.raises(SchemaError, match="lead_scored_at"):
+        RestStore(rest.url, key=REST_KEY).check()
+
+
+def test_both_stores_configured_is_an_error():
+    result = CliRunner().invoke(
+        app,
+        ["run"],
+        env={
+            "SUPABASE_URL": "https://x.supabase.co",
+            "SUPABASE_KEY": "k",
+            "DATABASE_URL": "sqlite:///x.db",
+            "MLFLOW_TRACKING_URI": "sqlite:///m.db",
+            "LEAD_SCORER_LOG_LEVEL": "WARNING",
+        },
+    )
+    assert result.exit_code == 2 and "both DATABASE_URL and SUPABASE_URL" in result.output
+
+
+def test_the_store_never_inserts(pg_url, rest):
+    """The write function is update-only: ids that do not exist are not created."""
+    make_product(pg_url, users=10, seed=49)
+    store = RestStore(rest.url, key=REST_KEY)
+    store.check()
+    n = store.write_scores([3, 999_999], [0.25, 0.5], model_version="7", scored_at=datetime.now(UTC))
+    assert n == 1 and len(snapshot(pg_url)) == 10
+    engine = engine_for(pg_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT lead_score FROM users WHERE user_id = 3")).scalar_one() == 0.25
+    engine.dispose()
