@@ -8,6 +8,7 @@
 from registry._errors import NoProductionVersion, PromotionRefused, RegistryError, RegistryUnavailable
 from registry._registry import (
     ALIAS,
+    DEFAULT_TRUSTED_TYPES,
     STAGE,
     TAG_EVENT_TYPES,
     TAG_PREVIOUS,
@@ -19,6 +20,7 @@ from registry._registry import (
 
 __all__ = [
     "ALIAS",
+    "DEFAULT_TRUSTED_TYPES",
     "STAGE",
     "TAG_EVENT_TYPES",
     "TAG_PREVIOUS",

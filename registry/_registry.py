@@ -35,6 +35,9 @@ METRIC_TAG_PREFIX = "holdout_"
 
 How = Literal["pin", "alias", "stage"]
 
+#: Types a skops model may ask to trust that the job accepts by default (tree models).
+DEFAULT_TRUSTED_TYPES: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ResolvedVersion:
@@ -70,6 +73,32 @@ class LoadedModel:
         return self.pipeline.predict_proba(features[self.input_names])[:, 1]
 
 
+def _check_safe(
+    resolved: ResolvedVersion, meta: Model, *, allow_pickle: bool, trusted_types: tuple[str, ...]
+) -> None:
+    flavor = (meta.flavors or {}).get("sklearn")
+    if flavor is None:
+        raise RegistryError(
+            f"{resolved.uri} is not a scikit-learn model", hint="register the pipeline with mlflow.sklearn"
+        )
+    fmt = flavor.get("serialization_format")
+    if fmt != "skops":
+        if not allow_pickle:
+            raise RegistryError(
+                f"{resolved.uri} is serialized with {fmt}, and loading a pickle runs whatever code it contains",
+                hint="re-register it in the skops format (`lead-scorer registry import-joblib PATH --trust`), "
+                "or, if you trust it, set LEAD_SCORER_ALLOW_PICKLE=true",
+            )
+        return
+    asked = set(flavor.get("skops_trusted_types") or [])
+    extra = sorted(asked - set(trusted_types))
+    if extra:
+        raise RegistryError(
+            f"{resolved.uri} asks to trust types the job does not allow: {', '.join(extra)}",
+            hint="add them to LEAD_SCORER_SKOPS_TRUSTED_TYPES if you trust them",
+        )
+
+
 def _is_missing(exc: MlflowException) -> bool:
     # A missing alias is INVALID_PARAMETER_VALUE on some stores, RESOURCE_DOES_NOT_EXIST on others.
     return exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
@@ -99,6 +128,29 @@ class Registry:
         # The fluent API (log_model, load_model) reads the global URI; set it to ours.
         mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def ping(self, *, timeout_s: float = 10.0) -> None:
+        """Fail fast when an HTTP tracking server is down, instead of after MLflow's long retries."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return
+        import urllib.error
+        import urllib.request
+
+        url = self.tracking_uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+                if resp.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):  # /health answered: the server is up, credentials are checked later
+                return
+            reason = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            reason = type(getattr(exc, "reason", exc)).__name__
+        raise RegistryUnavailable(
+            f"cannot reach the MLflow tracking server ({reason} from /health)",
+            hint="check MLFLOW_TRACKING_URI and that the server is up",
+        )
 
     @contextmanager
     def _calls(self, what: str) -> Iterator[None]:
@@ -169,8 +221,18 @@ class Registry:
         )
 
     # -- load ----------------------------------------------------------------------------------
-    def load(self, resolved: ResolvedVersion) -> LoadedModel:
-        """Download the version once and load its scikit-learn pipeline and signature."""
+    def load(
+        self,
+        resolved: ResolvedVersion,
+        *,
+        allow_pickle: bool = False,
+        trusted_types: tuple[str, ...] = DEFAULT_TRUSTED_TYPES,
+    ) -> LoadedModel:
+        """Download the version once and load its scikit-learn pipeline and signature.
+
+        Only skops-serialized versions load, and only if every type they ask to trust is in
+        ``trusted_types``; a pickle runs code when loaded, so it needs ``allow_pickle=True``.
+        """
         timings: dict[str, float] = {}
         with self._calls(f"downloading {resolved.uri}"), tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
@@ -183,6 +245,7 @@ class Registry:
                     f"{resolved.uri} has no signature, so its feature columns are unknown",
                     hint="re-register it with `lead-scorer train` or `registry import-joblib`",
                 )
+            _check_safe(resolved, meta, allow_pickle=allow_pickle, trusted_types=trusted_types)
             pipeline = mlflow.sklearn.load_model(local)
             timings["load_s"] = time.perf_counter() - t0
         if not hasattr(pipeline, "predict_proba"):
@@ -214,6 +277,7 @@ class Registry:
         version_tags: dict[str, str],
         run_name: str = "train",
         artifact_location: str | None = None,
+        skops_trusted_types: list[str] | None = None,
     ) -> ResolvedVersion:
         """Log ``pipeline`` (skops, float64 signature, input example) and register a new version.
 
@@ -234,6 +298,7 @@ class Registry:
                     input_example=example.head(5),
                     registered_model_name=self.model_name,
                     serialization_format="skops",
+                    skops_trusted_types=skops_trusted_types,
                 )
                 version = str(info.registered_model_version)
                 mlflow.set_tag("registered_version", version)

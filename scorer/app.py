@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,7 @@ from scorer.settings import Settings
 from scorer.stores import Store, open_store
 from scorer.tracking import MlflowTracker, Tracker, TrackingError
 
-__all__ = ["TrainOutcome", "run_scoring", "train_model"]
+__all__ = ["TrainOutcome", "import_joblib", "run_scoring", "train_model"]
 
 log = structlog.get_logger("lead_scorer")
 
@@ -62,8 +64,13 @@ def run_scoring(
     # 2. Resolve once, load once; the version is pinned for the whole run.
     registry = _registry(settings)
     try:
+        t0 = time.perf_counter()
+        registry.ping()
         resolved = registry.resolve(pin=settings.model_version)
-        model = registry.load(resolved)
+        resolve_s = time.perf_counter() - t0
+        model = registry.load(
+            resolved, allow_pickle=settings.allow_pickle, trusted_types=tuple(settings.skops_trusted_types)
+        )
         catalog.check(model.input_names)
     except (NoProductionVersion, UnknownFeatureError) as exc:
         raise ModelError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None)) from None
@@ -77,12 +84,16 @@ def run_scoring(
         version=resolved.version,
         resolved_by=resolved.how,
         features=len(model.input_names),
+        resolve_s=round(resolve_s, 3),
         **{k: round(v, 3) for k, v in model.timings.items()},
     )
 
     # 3. One MLflow run per job run.
     tracker = tracker or MlflowTracker(
-        tracking_uri=tracking_uri, experiment=settings.scoring_experiment, artifact_location=artifact_location
+        tracking_uri=tracking_uri,
+        experiment=settings.scoring_experiment,
+        artifact_location=artifact_location,
+        run_id=settings.mlflow_run_id,
     )
     now = datetime.now(UTC)
     tags = {
@@ -107,6 +118,7 @@ def run_scoring(
             "dry_run": settings.dry_run,
             "feature_count": len(model.input_names),
         },
+        model_id=resolved.model_id,
     )
     if on_start is not None:
         on_start(store.count_users(select=settings.select, model_version=resolved.version))
@@ -131,18 +143,41 @@ def run_scoring(
     finally:
         store.close()
 
-    # 6. Totals and distribution.
+    # 6. Totals, distribution, drift, tiers.
     status = "KILLED" if summary.stopped else ("FAILED" if summary.failed_batches else "FINISHED")
+    metrics = summary.metrics() | _drift_and_tiers(summary, settings, resolved, tracker)
     artifacts: dict[str, Any] = {
         "score_histogram.json": summary.stats.coarse_histogram() | {"count": summary.stats.count},
-        "run_summary.json": summary.metrics() | {"dropped": summary.dropped, "model_version": resolved.version},
+        "run_summary.json": metrics | {"dropped": summary.dropped, "model_version": resolved.version},
     }
     png = _histogram_png(summary)
     if png is not None:
         artifacts["score_histogram.png"] = png
-    log.info("run_finished", status=status, **{k: round(v, 4) for k, v in summary.metrics().items()})
-    tracker.finish(metrics=summary.metrics(), artifacts=artifacts, status=status)  # type: ignore[arg-type]
+    log.info("run_finished", status=status, **{k: round(v, 4) for k, v in metrics.items()})
+    try:
+        tracker.finish(metrics=metrics, artifacts=artifacts, status=status)  # type: ignore[arg-type]
+    except TrackingError as exc:
+        # The scores are written; only the record is lost. The run_finished line above is the record.
+        summary.tracking_lost = True
+        log.error("run_record_lost", error=str(exc), hint="the run_finished log line holds the run's summary")
     return summary
+
+
+def _drift_and_tiers(
+    summary: RunSummary, settings: Settings, resolved: ResolvedVersion, tracker: Tracker
+) -> dict[str, float]:
+    """PSI against the training holdout and the previous run; share of users per tier."""
+    stats = summary.stats
+    hot = stats.share_at_least(settings.hot_threshold)
+    warm = stats.share_at_least(settings.warm_threshold) - hot
+    out = {"tier_hot_share": hot, "tier_warm_share": warm, "tier_cold_share": (1.0 - hot - warm) if stats.count else 0}
+    reference = resolved.reference_deciles()
+    if reference and stats.count:
+        out["score_psi_reference"] = stats.psi(reference)
+    previous = tracker.previous_deciles()
+    if previous and stats.count:
+        out["score_psi_previous"] = stats.psi(previous)
+    return out
 
 
 def _histogram_png(summary: RunSummary) -> bytes | None:
@@ -285,3 +320,54 @@ def train_model(
     if promote:
         registry.promote(version.version)
     return TrainOutcome(version=version, result=result, event_types=event_types, users=len(labels), promoted=promote)
+
+
+def import_joblib(
+    settings: Settings,
+    path: Path,
+    *,
+    trust: bool = False,
+    catalog: FeatureCatalog | None = None,
+    artifact_location: str | None = None,
+) -> ResolvedVersion:
+    """Register a legacy joblib pipeline (like the original ``lead_scoring_pipeline_v1.joblib``) as a new
+    version, re-saved in the skops format. Loading a pickle runs its code, so ``trust`` must be given."""
+    if not trust:
+        raise SettingsError(
+            f"refusing to load {path.name}: loading a joblib/pickle file runs any code it contains",
+            hint="pass --trust only for a file you made yourself or got from someone you trust",
+        )
+    if not path.is_file():
+        raise SettingsError(f"{path} is not a file")
+    import joblib
+    import skops.io as sio
+
+    catalog = catalog or FeatureCatalog()
+    pipeline = joblib.load(path)
+    if not hasattr(pipeline, "predict_proba"):
+        raise ModelError(f"{path.name} holds a {type(pipeline).__name__}, which has no predict_proba")
+    names = [str(n) for n in getattr(pipeline, "feature_names_in_", [])]
+    if not names:
+        raise ModelError(
+            f"{path.name} does not record its feature names, so the catalog cannot feed it",
+            hint="fit the pipeline on a pandas DataFrame whose columns are catalog feature names",
+        )
+    try:
+        catalog.check(names)
+    except UnknownFeatureError as exc:
+        raise ModelError(str(exc)) from None
+    example = pd.DataFrame(np.zeros((5, len(names))), columns=names)
+    untrusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
+    version = _registry(settings).register(
+        pipeline,
+        example=example,
+        experiment=settings.training_experiment,
+        metrics={},
+        params={"imported_from": path.name},
+        version_tags={"imported_from": path.name},
+        run_name=f"import-{path.stem}",
+        artifact_location=artifact_location,
+        skops_trusted_types=untrusted or None,
+    )
+    log.info("imported", model=version.name, version=version.version, features=len(names), trusted_types=untrusted)
+    return version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from datetime import UTC, datetime
@@ -27,7 +28,8 @@ app.add_typer(db_app, name="db")
 
 EXIT_CODES_HELP = """Exit codes: 0 every selected user scored; 1 some batches failed (the others were written);
 2 invalid settings; 3 no production model or an incompatible one; 4 database or MLflow unreachable, wrong
-key or missing schema; 130/143 stopped by SIGINT/SIGTERM after finishing the current batch."""
+key or missing schema; 5 every score written but the MLflow run record could not be saved; 130/143 stopped
+by SIGINT/SIGTERM after finishing the current batch."""
 
 
 def _fail(exc: BaseException) -> typer.Exit:
@@ -62,6 +64,14 @@ def _main(
     log_level: Annotated[str, typer.Option(envvar="LEAD_SCORER_LOG_LEVEL")] = "INFO",
 ) -> None:
     configure_logging(json=json_logs, level=log_level.upper())
+    # MLflow's client retries 7 times by default (~4 minutes against a dead server). Bound it unless the
+    # operator chose otherwise, so an unreachable server fails in seconds, not minutes.
+    for name, value in (
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30"),
+    ):
+        os.environ.setdefault(name, value)
 
 
 class _Stop:
@@ -236,6 +246,26 @@ def registry_rollback(tracking_uri: TrackingOpt = None) -> None:
     except Exception as exc:
         raise _fail(exc) from None
     typer.echo(f"rolled back: production is now version {new} (was {old})")
+
+
+@registry_app.command("import-joblib")
+def registry_import_joblib(
+    path: Annotated[Path, typer.Argument(help="A scikit-learn pipeline saved with joblib.")],
+    trust: Annotated[bool, typer.Option("--trust", help="I trust this file: loading a pickle runs its code.")] = False,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Register a legacy joblib pipeline as a new version, re-saved in the safe skops format."""
+    from scorer.app import import_joblib
+
+    settings = _settings(mlflow_tracking_uri=tracking_uri)
+    try:
+        version = import_joblib(settings, path, trust=trust)
+    except Exception as exc:
+        raise _fail(exc) from None
+    typer.echo(
+        f"registered {path.name} as {version.name} version {version.version} (skops); "
+        f"promote it with `lead-scorer registry promote {version.version} --force` (it has no holdout metrics)"
+    )
 
 
 @db_app.command("sql")

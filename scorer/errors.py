@@ -11,6 +11,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_SETTINGS",
     "EXIT_STORE",
+    "EXIT_TRACKING",
     "AuthError",
     "LeadScorerError",
     "ModelError",
@@ -25,6 +26,7 @@ EXIT_BATCH_FAILED = 1  # some batches failed; the others were written
 EXIT_SETTINGS = 2  # invalid settings or command-line usage
 EXIT_MODEL = 3  # no production model, or a model the catalog cannot serve
 EXIT_STORE = 4  # database or MLflow unreachable, wrong key, missing table/column/function
+EXIT_TRACKING = 5  # every score written, but the MLflow run record could not be saved (summary in the logs)
 
 
 class LeadScorerError(Exception):

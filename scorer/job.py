@@ -18,7 +18,7 @@ import structlog
 
 from models import FeatureCatalog
 from registry import LoadedModel
-from scorer.errors import EXIT_BATCH_FAILED, EXIT_OK, AuthError, SchemaError
+from scorer.errors import EXIT_BATCH_FAILED, EXIT_OK, EXIT_TRACKING, AuthError, SchemaError
 from scorer.stats import ScoreStats
 from scorer.stores.base import Selection, Store
 from scorer.tracking import NullTracker, Tracker
@@ -63,11 +63,14 @@ class RunSummary:
     dropped: dict[str, int] = field(default_factory=lambda: {"null_type": 0, "null_time": 0, "future": 0})
     duration_s: float = 0.0
     stopped: bool = False
+    tracking_lost: bool = False  # the MLflow run record could not be saved
     stats: ScoreStats = field(default_factory=ScoreStats)
 
     @property
     def exit_code(self) -> int:
-        return EXIT_BATCH_FAILED if self.failed_batches else EXIT_OK
+        if self.failed_batches:
+            return EXIT_BATCH_FAILED
+        return EXIT_TRACKING if self.tracking_lost else EXIT_OK
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {

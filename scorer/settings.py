@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from registry import DEFAULT_TRUSTED_TYPES
 from scorer.errors import SettingsError
 from scorer.stores.base import Names, validate_identifier
 
@@ -44,6 +45,11 @@ class Settings(BaseSettings):
     batch_size: Annotated[int, Field(gt=0, le=100_000)] = 2_000
     limit: PositiveInt | None = None
     dry_run: bool = False
+    allow_pickle: bool = False  # load pickle-serialized model versions (runs their code)
+    skops_trusted_types: list[str] = Field(default_factory=lambda: list(DEFAULT_TRUSTED_TYPES))
+    hot_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+    warm_threshold: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    mlflow_run_id: str | None = Field(default=None, validation_alias=AliasChoices("MLFLOW_RUN_ID"))
     scoring_experiment: str = "lead-scorer/scoring"
     training_experiment: str = "lead-scorer/training"
 
@@ -71,7 +77,15 @@ class Settings(BaseSettings):
         validate_identifier(v, what="name")
         return v
 
-    @field_validator("database_url", "mlflow_tracking_uri", "git_commit", "supabase_url", "supabase_key", mode="before")
+    @field_validator(
+        "database_url",
+        "mlflow_tracking_uri",
+        "git_commit",
+        "supabase_url",
+        "supabase_key",
+        "mlflow_run_id",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, v: Any) -> Any:
         # A secret left blank in a dashboard arrives as "", which means "not set", not "set to nothing".
@@ -90,6 +104,14 @@ class Settings(BaseSettings):
         if v is not None and not v.strip().isdigit():
             raise ValueError("must be a registered version number such as 3")
         return v.strip() if v else None
+
+    @field_validator("warm_threshold")
+    @classmethod
+    def _tiers(cls, v: float, info: Any) -> float:
+        hot = info.data.get("hot_threshold")
+        if hot is not None and v >= hot:
+            raise ValueError("must be below hot_threshold")
+        return v
 
     def names(self) -> Names:
         return Names(

@@ -59,6 +59,24 @@ class ScoreStats:
         value = (i + frac) / BINS
         return float(min(max(value, self.minimum), self.maximum))
 
+    def share_below(self, x: float) -> float:
+        """Share of scores below ``x``, interpolated inside its histogram bin."""
+        if not self.count:
+            return 0.0
+        pos = min(max(x, 0.0), 1.0) * BINS
+        i = min(int(pos), BINS - 1)
+        below = self.hist[:i].sum() + self.hist[i] * (pos - i)
+        return float(below / self.count)
+
+    def psi(self, decile_edges: list[float]) -> float:
+        """Population stability index against a reference whose deciles are ``decile_edges`` (10 % each)."""
+        if not self.count or len(decile_edges) != 9:
+            return 0.0
+        cum = [0.0, *(self.share_below(e) for e in decile_edges), 1.0]
+        actual = np.clip(np.diff(cum), 1e-4, None)
+        expected = np.full(10, 0.1)
+        return float(np.sum((actual - expected) * np.log(actual / expected)))
+
     def share_at_least(self, threshold: float) -> float:
         if not self.count:
             return 0.0

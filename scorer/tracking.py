@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import stamina
 import structlog
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import LoggedModelInput, Metric, Param, RunTag
 
 __all__ = ["MlflowTracker", "NullTracker", "Tracker", "TrackingError"]
 
@@ -31,7 +32,10 @@ class TrackingError(Exception):
 class Tracker(Protocol):
     run_id: str | None
 
-    def start(self, *, run_name: str, tags: dict[str, str], params: dict[str, Any]) -> None: ...
+    def start(
+        self, *, run_name: str, tags: dict[str, str], params: dict[str, Any], model_id: str | None = None
+    ) -> None: ...
+    def previous_deciles(self) -> list[float] | None: ...
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None: ...
     def finish(self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status) -> None: ...
 
@@ -41,7 +45,12 @@ class NullTracker:
 
     run_id: str | None = None
 
-    def start(self, *, run_name: str, tags: dict[str, str], params: dict[str, Any]) -> None:
+    def start(
+        self, *, run_name: str, tags: dict[str, str], params: dict[str, Any], model_id: str | None = None
+    ) -> None:
+        return None
+
+    def previous_deciles(self) -> list[float] | None:
         return None
 
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None:
@@ -52,24 +61,78 @@ class NullTracker:
 
 
 class MlflowTracker:
-    """Records a run through `MlflowClient`, with explicit ids rather than the fluent globals."""
+    """Records a run through `MlflowClient`, with explicit ids rather than the fluent globals.
 
-    def __init__(self, *, tracking_uri: str, experiment: str, artifact_location: str | None = None) -> None:
+    ``run_id`` adopts a run created by someone else (``mlflow run`` exports ``MLFLOW_RUN_ID``).
+    """
+
+    def __init__(
+        self,
+        *,
+        tracking_uri: str,
+        experiment: str,
+        artifact_location: str | None = None,
+        run_id: str | None = None,
+        finish_attempts: int = 3,
+    ) -> None:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment = experiment
         self.artifact_location = artifact_location
         self.run_id: str | None = None
+        self._adopt = run_id
+        self._experiment_id: str | None = None
+        self._model_id: str | None = None
+        self._finish_attempts = finish_attempts
 
-    def start(self, *, run_name: str, tags: dict[str, str], params: dict[str, Any]) -> None:
-        exp = self.client.get_experiment_by_name(self.experiment)
-        exp_id = (
-            exp.experiment_id
-            if exp is not None
-            else self.client.create_experiment(self.experiment, artifact_location=self.artifact_location)
-        )
-        run = self.client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
-        self.run_id = run.info.run_id
+    def start(
+        self, *, run_name: str, tags: dict[str, str], params: dict[str, Any], model_id: str | None = None
+    ) -> None:
+        str_tags = {k: str(v) for k, v in tags.items()}
+        if self._adopt:
+            run = self.client.get_run(self._adopt)
+            self.run_id = run.info.run_id
+            self._experiment_id = run.info.experiment_id
+            self.client.set_tag(self.run_id, "mlflow.runName", run_name)
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in str_tags.items()])
+        else:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            self._experiment_id = (
+                exp.experiment_id
+                if exp is not None
+                else self.client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+            )
+            run = self.client.create_run(self._experiment_id, run_name=run_name, tags=str_tags)
+            self.run_id = run.info.run_id
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        if model_id:
+            # MLflow 3 links the run to the model: the version page ("Source model") leads to its scoring runs.
+            self._model_id = model_id
+            try:
+                self.client.log_inputs(self.run_id, models=[LoggedModelInput(model_id)])
+            except Exception as exc:  # an older server without logged models: the tags still say which
+                log.warning("model_link_not_recorded", error=type(exc).__name__)
+
+    def previous_deciles(self) -> list[float] | None:
+        """The score deciles of the last finished run in this experiment, for drift between runs."""
+        if self._experiment_id is None:
+            return None
+        try:
+            runs = self.client.search_runs(
+                [self._experiment_id],
+                filter_string="attributes.status = 'FINISHED' and metrics.users_scored > 0",
+                order_by=["attributes.start_time DESC"],
+                max_results=5,
+            )
+        except Exception as exc:
+            log.warning("previous_run_not_read", error=type(exc).__name__)
+            return None
+        for run in runs:
+            if run.info.run_id == self.run_id:
+                continue
+            m = run.data.metrics
+            if all(f"score_p{p}" in m for p in range(10, 100, 10)):
+                return [m[f"score_p{p}"] for p in range(10, 100, 10)]
+        return None
 
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None:
         if self.run_id is None:
@@ -81,11 +144,19 @@ class MlflowTracker:
             log.warning("batch_metrics_not_recorded", step=step, error=type(exc).__name__)
 
     def finish(self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status) -> None:
+        """Totals, artifacts and the final status; retried, then `TrackingError` if it cannot be saved."""
         if self.run_id is None:
             return
+        run_id = self.run_id
         now = int(time.time() * 1000)
-        try:
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        if self._model_id:
+            batch += [Metric(k, float(v), now, 0, model_id=self._model_id, run_id=run_id) for k, v in metrics.items()]
+
+        @stamina.retry(on=Exception, attempts=self._finish_attempts, timeout=60.0)
+        def save() -> None:
+            for i in range(0, len(batch), 500):  # MLflow takes at most 1,000 metrics per call
+                self.client.log_batch(run_id, metrics=batch[i : i + 500])
             with tempfile.TemporaryDirectory() as tmp:
                 for name, content in artifacts.items():
                     path = Path(tmp) / name
@@ -94,7 +165,10 @@ class MlflowTracker:
                     else:
                         path.write_text(json.dumps(content, indent=2, default=str))
                 if artifacts:
-                    self.client.log_artifacts(self.run_id, tmp)
-            self.client.set_terminated(self.run_id, status=status)
+                    self.client.log_artifacts(run_id, tmp)
+            self.client.set_terminated(run_id, status=status)
+
+        try:
+            save()
         except Exception as exc:
-            raise TrackingError(f"the MLflow run {self.run_id} could not be completed: {exc}") from exc
+            raise TrackingError(f"the MLflow run {run_id} could not be completed: {type(exc).__name__}") from exc

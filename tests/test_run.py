@@ -55,7 +55,9 @@ def test_run_is_tracked_with_version_counts_and_distribution(db_url, mlflow_loca
     assert metrics["score_mean"] == pytest.approx(scores.mean(), abs=1e-9)
     assert metrics["score_min"] == pytest.approx(scores.min()) and metrics["score_max"] == pytest.approx(scores.max())
     for p in range(10, 100, 10):
-        assert metrics[f"score_p{p}"] == pytest.approx(np.quantile(scores, p / 100), abs=2e-3)
+        # From a 1,000-bin histogram: within a bin of the order statistics around the rank.
+        lo, hi = np.quantile(scores, p / 100, method="lower"), np.quantile(scores, p / 100, method="higher")
+        assert lo - 1e-3 <= metrics[f"score_p{p}"] <= hi + 1e-3
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "batch_users")]
     assert steps == [1, 2, 3]
