@@ -1,0 +1,207 @@
+"""SIGTERM/SIGINT on a real `lead-scorer run` process: the current batch finishes and is written, no new batch
+starts, the MLflow run ends KILLED, the exit code is 128+signal, and the next run resumes where it stopped.
+
+The signal is sent as soon as the first `"event": "batch"` log line arrives on the child's stdout (a pipe, so the
+logs are JSON lines); nothing here waits on a sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.support import make_product, snapshot
+
+USERS = 4_000
+BATCH = 50
+TIMEOUT = 120  # seconds for any single wait: a broken handler fails the test instead of hanging it
+LEAD_SCORER = str(Path(sys.executable).parent / "lead-scorer")
+
+
+class Job:
+    """A `lead-scorer run` child process whose stdout lines are read by a thread into a queue."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [LEAD_SCORER, "run", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            text=True,
+            bufsize=1,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stdout: list[str] = []
+        self.stderr = ""
+        self._out = threading.Thread(target=self._pump_stdout, daemon=True)
+        self._err = threading.Thread(target=self._pump_stderr, daemon=True)
+        self._out.start()
+        self._err.start()
+
+    def _pump_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _pump_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        self.stderr = self.proc.stderr.read()
+
+    def next_event(self) -> dict[str, Any] | None:
+        """The next JSON log line (non-JSON lines are kept but skipped); None at end of stdout."""
+        while True:
+            try:
+                line = self.lines.get(timeout=TIMEOUT)
+            except queue.Empty:
+                self.kill()
+                pytest.fail(f"no log line within {TIMEOUT}s; stdout so far:\n{''.join(self.stdout)}")
+            if line is None:
+                return None
+            self.stdout.append(line)
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                return event
+
+    def wait_for(self, name: str) -> dict[str, Any]:
+        while (event := self.next_event()) is not None:
+            if event.get("event") == name:
+                return event
+        self.finish()
+        pytest.fail(f"stdout ended without an {name!r} event (exit {self.proc.returncode}):\n{self.output()}")
+
+    def finish(self) -> int:
+        """Read stdout to its end and wait for the exit code, both bounded."""
+        while self.next_event() is not None:
+            pass
+        try:
+            code = self.proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"lead-scorer did not exit within {TIMEOUT}s:\n{self.output()}")
+        self._out.join(timeout=TIMEOUT)
+        self._err.join(timeout=TIMEOUT)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=TIMEOUT)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = []
+        for line in self.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and event.get("event") == name:
+                out.append(event)
+        return out
+
+    def output(self) -> str:
+        return f"--- stdout\n{''.join(self.stdout)}--- stderr\n{self.stderr}"
+
+
+def _env(database_url: str, settings: Any, experiment: str) -> dict[str, str]:
+    """The parent's environment without any lead-scorer configuration, plus this test's."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LEAD_SCORER_", "MLFLOW_", "SUPABASE_", "RENDER_")) and k != "DATABASE_URL"
+    }
+    return base | {
+        "DATABASE_URL": database_url,
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "LEAD_SCORER_MODEL_NAME": settings.model_name,
+        "LEAD_SCORER_SCORING_EXPERIMENT": experiment,
+        "LEAD_SCORER_LOG_LEVEL": "INFO",
+    }
+
+
+def _users(url: str) -> Any:
+    frame = snapshot(url)
+    frame["user_id"] = frame["user_id"].astype(int)
+    return frame.sort_values("user_id").reset_index(drop=True)
+
+
+def _runs(client: MlflowClient, experiment: str) -> list[Any]:
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_between_batches_and_next_run_resumes(trained, tmp_path: Path, signum: int) -> None:
+    settings, _model = trained
+    url = f"sqlite:///{tmp_path / 'leads.db'}"
+    make_product(url, users=USERS, seed=11, events_per_user=12.0)
+    experiment = f"scoring-signals-{uuid.uuid4().hex[:8]}"
+    env = _env(url, settings, experiment)
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+
+    # 1. Signal right after the first batch is logged.
+    job = Job(["--batch-size", str(BATCH)], env, cwd=tmp_path)
+    first = job.wait_for("batch")
+    assert first["batch"] == 1
+    job.proc.send_signal(signum)
+    code = job.finish()
+    assert code == 128 + signum, job.output()
+
+    batches = job.events("batch")
+    assert [b["batch"] for b in batches] == list(range(1, len(batches) + 1)), job.output()
+    assert all(b["users"] == BATCH and b["scored"] == BATCH for b in batches), job.output()
+    assert job.events("batch_failed") == [], job.output()
+    assert len(job.events("stop_requested")) == 1, job.output()
+    finished = job.events("run_finished")
+    assert len(finished) == 1 and finished[0]["status"] == "KILLED", job.output()
+
+    # Every logged batch is written in full, in key order, and nothing else is.
+    written = len(batches) * BATCH
+    users = _users(url)
+    scored = users[users["lead_score"].notna()]
+    assert 0 < written < USERS, f"the job finished before the signal was handled; make batches slower\n{job.output()}"
+    assert len(scored) == written
+    assert scored["user_id"].tolist() == users["user_id"].tolist()[:written]
+    assert scored["lead_score_model_version"].notna().all() and scored["lead_scored_at"].notna().all()
+
+    # The MLflow run ended KILLED and counts what was written.
+    runs = _runs(client, experiment)
+    assert len(runs) == 1
+    killed = runs[0]
+    assert killed.info.status == "KILLED"
+    assert killed.data.metrics["users_scored"] == written
+    assert killed.data.metrics["batches"] == len(batches)
+
+    # 2. The next run scores exactly the users left, and leaves the first run's scores alone.
+    again = Job(["--batch-size", str(BATCH)], env, cwd=tmp_path)
+    assert again.finish() == 0, again.output()
+    assert sum(b["scored"] for b in again.events("batch")) == USERS - written, again.output()
+    after = _users(url)
+    assert after["lead_score"].notna().all()
+    assert after.iloc[:written].equals(users.iloc[:written])
+    rescored = after.iloc[written:]
+    assert (rescored["lead_scored_at"] != after.iloc[0]["lead_scored_at"]).all()
+
+    runs = _runs(client, experiment)
+    assert len(runs) == 2
+    resumed = next(r for r in runs if r.info.run_id != killed.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.metrics["users_scored"] == USERS - written
+    assert resumed.data.metrics["users_selected"] == USERS - written
