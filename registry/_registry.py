@@ -356,7 +356,7 @@ class Registry:
             self._set_stage(version)
             stamp = {
                 TAG_PROMOTED_BY: actor or os.environ.get("USER") or "unknown",
-                TAG_PROMOTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+                TAG_PROMOTED_AT: datetime.now(UTC).isoformat(timespec="milliseconds"),
             }
             if _rollback_from is not None:
                 stamp[TAG_ROLLED_BACK_FROM] = _rollback_from
@@ -382,7 +382,13 @@ class Registry:
     def rollback(self, *, actor: str | None = None) -> tuple[str, str]:
         """Restore the version that was production before the current one; returns (from, to)."""
         current = self.resolve()
-        target = current.tags.get(TAG_PREVIOUS)
+        last = self._last_promoted(besides=current.version)
+        ours = current.tags.get(TAG_PROMOTED_AT)
+        if last is not None and (ours is None or ours < last[0]):
+            # Production was moved outside lead-scorer (the MLflow UI writes no tags): undo that move.
+            target: str | None = last[1]
+        else:
+            target = current.tags.get(TAG_PREVIOUS) or (last[1] if last else None)
         if not target:
             raise RegistryError(
                 f"production version {current.version} records no previous production version",
@@ -390,6 +396,19 @@ class Registry:
             )
         self.promote(target, actor=actor, _rollback_from=current.version)
         return current.version, target
+
+    def _last_promoted(self, *, besides: str) -> tuple[str, str] | None:
+        """(promoted_at, version) of the version lead-scorer promoted most recently, other than ``besides``."""
+        with self._calls("listing versions"):
+            promoted = [
+                (mv.tags[TAG_PROMOTED_AT], int(mv.version))
+                for mv in self.client.search_model_versions(f"name='{self.model_name}'")
+                if (mv.tags or {}).get(TAG_PROMOTED_AT) and str(mv.version) != besides
+            ]
+        if not promoted:
+            return None
+        at, version = max(promoted)
+        return at, str(version)
 
     def versions(self) -> list[dict[str, Any]]:
         """Every version, newest first, with its stage, aliases and holdout metrics."""

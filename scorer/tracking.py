@@ -83,6 +83,8 @@ class MlflowTracker:
         self._experiment_id: str | None = None
         self._model_id: str | None = None
         self._finish_attempts = finish_attempts
+        # Set after the first failed call: a lost server must not cost MLflow's retries on every batch.
+        self._degraded = False
 
     def start(
         self, *, run_name: str, tags: dict[str, str], params: dict[str, Any], model_id: str | None = None
@@ -103,7 +105,10 @@ class MlflowTracker:
             )
             run = self.client.create_run(self._experiment_id, run_name=run_name, tags=str_tags)
             self.run_id = run.info.run_id
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        taken = run.data.params if self._adopt else {}
+        # `mlflow run` already logged its parameters (as typed, e.g. limit=""); MLflow refuses to change a
+        # parameter's value, so keep those and add the rest.
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items() if k not in taken])
         if model_id:
             # MLflow 3 links the run to the model: the version page ("Source model") leads to its scoring runs.
             self._model_id = model_id
@@ -114,7 +119,7 @@ class MlflowTracker:
 
     def previous_deciles(self) -> list[float] | None:
         """The score deciles of the last finished run in this experiment, for drift between runs."""
-        if self._experiment_id is None:
+        if self._experiment_id is None or self._degraded:
             return None
         try:
             runs = self.client.search_runs(
@@ -124,6 +129,7 @@ class MlflowTracker:
                 max_results=5,
             )
         except Exception as exc:
+            self._degraded = True
             log.warning("previous_run_not_read", error=type(exc).__name__)
             return None
         for run in runs:
@@ -135,13 +141,19 @@ class MlflowTracker:
         return None
 
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None:
-        if self.run_id is None:
+        if self.run_id is None or self._degraded:
             return
         now = int(time.time() * 1000)
         try:
             self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
         except Exception as exc:  # a lost batch metric must not stop the scoring
-            log.warning("batch_metrics_not_recorded", step=step, error=type(exc).__name__)
+            self._degraded = True
+            log.warning(
+                "batch_metrics_paused",
+                step=step,
+                error=type(exc).__name__,
+                hint="per-batch metrics stop for this run; the totals are still saved (retried) at the end",
+            )
 
     def finish(self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status) -> None:
         """Totals, artifacts and the final status; retried, then `TrackingError` if it cannot be saved."""

@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["ADMIN_PASSWORD", "ADMIN_USERNAME", "MlflowServerError", "start_mlflow_server"]
+__all__ = ["ADMIN_PASSWORD", "ADMIN_USERNAME", "MlflowServerError", "ServerURL", "start_mlflow_server"]
 
 #: The basic-auth admin account of a server started with ``auth=True``.
 ADMIN_USERNAME = "admin"
@@ -31,6 +31,18 @@ _START_TIMEOUT_S = 90.0
 _POLL_INTERVAL_S = 0.1
 _STOP_TIMEOUT_S = 15.0
 _PORT_ATTEMPTS = 3
+
+
+class ServerURL(str):
+    """The server's URL, which can also kill the server (a crash, for tests of a lost server)."""
+
+    proc: subprocess.Popen[bytes]
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers at once, the way a crashed host loses them."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=_STOP_TIMEOUT_S)
 
 
 class MlflowServerError(RuntimeError):
@@ -99,7 +111,7 @@ def _tail(log: Path, lines: int = 30) -> str:
 
 
 @contextlib.contextmanager
-def start_mlflow_server(root: Path, *, auth: bool = False, workers: int = 1) -> Iterator[str]:
+def start_mlflow_server(root: Path, *, auth: bool = False, workers: int = 1) -> Iterator[ServerURL]:
     """Start ``mlflow server`` with its stores under ``root``; yield its ``http://127.0.0.1:PORT`` URL.
 
     Readiness is ``GET /health`` answering 200, polled until a bounded deadline; an early exit (e.g. the
@@ -152,7 +164,9 @@ def start_mlflow_server(root: Path, *, auth: bool = False, workers: int = 1) -> 
                 if "already in use" in last_error:
                     continue
                 raise MlflowServerError(last_error)
-            yield url
+            served = ServerURL(url)
+            served.proc = proc
+            yield served
             return
         finally:
             _stop(proc)
