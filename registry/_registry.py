@@ -73,9 +73,7 @@ class LoadedModel:
         return self.pipeline.predict_proba(features[self.input_names])[:, 1]
 
 
-def _check_safe(
-    resolved: ResolvedVersion, meta: Model, *, allow_pickle: bool, trusted_types: tuple[str, ...]
-) -> None:
+def _check_safe(resolved: ResolvedVersion, meta: Model, *, allow_pickle: bool, trusted_types: tuple[str, ...]) -> None:
     flavor = (meta.flavors or {}).get("sklearn")
     if flavor is None:
         raise RegistryError(

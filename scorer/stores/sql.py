@@ -229,7 +229,8 @@ class SqlStore:
         )
         with self.engine.connect() as conn:
             self.statements += 1
-            rows = conn.execute(q).all()
+            # Plain tuples: pandas probes each SQLAlchemy Row for namedtuple fields, ~20 µs a row.
+            rows = [tuple(r) for r in conn.execute(q)]
         frame = pd.DataFrame(rows, columns=["visitor_id", "event_type", "day", "future", "n"])
         return split_dropped(frame)
 
