@@ -20,6 +20,7 @@ import structlog
 
 from models import FeatureCatalog, TrainResult, UnknownFeatureError, fit_and_evaluate
 from registry import (
+    DEFAULT_TRUSTED_TYPES,
     TAG_EVENT_TYPES,
     TAG_REFERENCE,
     NoProductionVersion,
@@ -69,7 +70,9 @@ def run_scoring(
         resolved = registry.resolve(pin=settings.model_version)
         resolve_s = time.perf_counter() - t0
         model = registry.load(
-            resolved, allow_pickle=settings.allow_pickle, trusted_types=tuple(settings.skops_trusted_types)
+            resolved,
+            allow_pickle=settings.allow_pickle,
+            trusted_types=(*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types),
         )
         catalog.check(model.input_names)
     except (NoProductionVersion, UnknownFeatureError) as exc:

@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from registry import DEFAULT_TRUSTED_TYPES
 from scorer.errors import SettingsError
 from scorer.stores.base import Names, validate_identifier
 
@@ -46,7 +45,8 @@ class Settings(BaseSettings):
     limit: PositiveInt | None = None
     dry_run: bool = False
     allow_pickle: bool = False  # load pickle-serialized model versions (runs their code)
-    skops_trusted_types: list[str] = Field(default_factory=lambda: list(DEFAULT_TRUSTED_TYPES))
+    # Types a skops model may ask to trust, on top of the registry's defaults (sklearn's tree internals).
+    skops_trusted_types: list[str] = Field(default_factory=list)
     hot_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
     warm_threshold: Annotated[float, Field(ge=0, lt=1)] = 0.2
     mlflow_run_id: str | None = Field(default=None, validation_alias=AliasChoices("MLFLOW_RUN_ID"))
