@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,7 @@ from models import FeatureCatalog
 from registry import LoadedModel
 from scorer.errors import EXIT_BATCH_FAILED, EXIT_OK, EXIT_TRACKING, AuthError, SchemaError
 from scorer.stats import ScoreStats
-from scorer.stores.base import Selection, Store
+from scorer.stores.base import EventRead, Selection, Store, UserPage, empty_daily
 from scorer.tracking import NullTracker, Tracker
 
 __all__ = ["BatchReport", "JobOptions", "RunSummary", "ScoreValueError", "score_users"]
@@ -96,6 +97,29 @@ def _check_scores(scores: np.ndarray) -> np.ndarray:
     return scores
 
 
+_Read = tuple[UserPage, EventRead | Exception]
+
+
+def _read(
+    store: Store,
+    options: JobOptions,
+    version: str,
+    after: Any | None,
+    limit: int,
+    since: datetime,
+    as_of: datetime,
+) -> _Read:
+    """One batch's key page and its events. A failed page read raises (fatal); a failed event read is
+    returned in place of the events, so that batch is counted as failed and the loop goes on."""
+    page = store.select_users(select=options.select, model_version=version, after=after, limit=limit)
+    if not len(page):
+        return page, EventRead(daily=empty_daily())
+    try:
+        return page, store.read_events(page.visitor_ids, since=since, as_of=as_of)
+    except Exception as exc:
+        return page, exc
+
+
 def score_users(
     *,
     store: Store,
@@ -120,69 +144,93 @@ def score_users(
     version = model.resolved.version
     summary = RunSummary(model_version=version)
     started = time.perf_counter()
-    after: Any | None = None
     step = 0
 
-    while options.limit is None or summary.users_selected < options.limit:
-        if should_stop is not None and should_stop():
-            summary.stopped = True
-            log.warning("stop_requested", after_batches=step)
-            break
+    # Batch n+1 is read (its key page, then its events) by one worker thread while batch n's features and
+    # scores are computed, so the database works on the read while this process computes. The write of
+    # batch n waits for that read: the store never has two requests in flight, so a transient failure hits
+    # the request it hits and SQLite never waits on its own reader. Pages are disjoint key ranges
+    # (user_id > the last key), so reading ahead neither sees nor misses a write. A stop request or a fatal
+    # error drops the batch read ahead: it is never written.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lead-scorer-read")
+
+    def read_ahead(after: Any | None) -> Future[_Read] | None:
         want = options.batch_size
         if options.limit is not None:
             want = min(want, options.limit - summary.users_selected)
-        # 4. The next key page. Failing here is fatal: without it there is no next key.
-        page = store.select_users(select=options.select, model_version=version, after=after, limit=want)
-        if not len(page):
-            break
-        after = page.user_ids[-1]
-        step += 1
-        t0 = time.perf_counter()
-        summary.users_selected += len(page)
-        scored = events = 0
-        error: str | None = None
-        try:
-            # 5. Events, complete → features → scores → checked → one update-only write.
-            read = store.read_events(page.visitor_ids, since=since, as_of=as_of)
-            events = read.events_read
-            features = catalog.build(read.daily, visitor_ids=page.visitor_ids, as_of=as_of, names=model.input_names)
-            scores = _check_scores(model.predict_scores(features))
-            if not options.dry_run:
-                scored = store.write_scores(page.user_ids, scores, model_version=version, scored_at=as_of)
-                summary.users_vanished += len(page) - scored
+        if want <= 0:
+            return None
+        return pool.submit(_read, store, options, version, after, want, since, as_of)
+
+    pending = read_ahead(None)
+    try:
+        while pending is not None:
+            if should_stop is not None and should_stop():
+                summary.stopped = True
+                log.warning("stop_requested", after_batches=step)
+                break
+            t0 = time.perf_counter()
+            # 4. The next key page. Failing here is fatal: without it there is no next key.
+            page, read = pending.result()
+            pending = None
+            if not len(page):
+                break
+            step += 1
+            summary.users_selected += len(page)
+            pending = read_ahead(page.user_ids[-1])
+            scored = events = 0
+            error: str | None = None
+            try:
+                # 5. Events, complete → features → scores → checked → one update-only write.
+                if isinstance(read, Exception):
+                    raise read
+                events = read.events_read
+                features = catalog.build(read.daily, visitor_ids=page.visitor_ids, as_of=as_of, names=model.input_names)
+                scores = _check_scores(model.predict_scores(features))
+                if not options.dry_run:
+                    if pending is not None:
+                        wait([pending])
+                    scored = store.write_scores(page.user_ids, scores, model_version=version, scored_at=as_of)
+                    summary.users_vanished += len(page) - scored
+                else:
+                    scored = len(page)
+                summary.stats.add(scores)
+                for k, v in read.dropped.items():
+                    summary.dropped[k] = summary.dropped.get(k, 0) + v
+            except (AuthError, SchemaError):
+                raise
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                summary.failed_batches += 1
+                summary.users_failed += len(page)
+                scored = 0
+            seconds = time.perf_counter() - t0
+            summary.batches = step
+            summary.users_scored += scored
+            summary.events_read += events
+            report = BatchReport(step=step, users=len(page), scored=scored, events=events, seconds=seconds, error=error)
+            if error:
+                log.error("batch_failed", batch=step, users=len(page), error=error, first_user=str(page.user_ids[0]))
             else:
-                scored = len(page)
-            summary.stats.add(scores)
-            for k, v in read.dropped.items():
-                summary.dropped[k] = summary.dropped.get(k, 0) + v
-        except (AuthError, SchemaError):
-            raise
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-            summary.failed_batches += 1
-            summary.users_failed += len(page)
-            scored = 0
-        seconds = time.perf_counter() - t0
-        summary.batches = step
-        summary.users_scored += scored
-        summary.events_read += events
-        report = BatchReport(step=step, users=len(page), scored=scored, events=events, seconds=seconds, error=error)
-        if error:
-            log.error("batch_failed", batch=step, users=len(page), error=error, first_user=str(page.user_ids[0]))
-        else:
-            log.info("batch", batch=step, users=len(page), scored=scored, events=events, ms=round(seconds * 1000, 1))
-        tracker.log_batch(
-            step=step,
-            metrics={
-                "batch_users": len(page),
-                "batch_scored": scored,
-                "batch_events": events,
-                "batch_seconds": seconds,
-                "batch_failed": 1.0 if error else 0.0,
-            },
-        )
-        if on_batch is not None:
-            on_batch(report)
+                log.info(
+                    "batch", batch=step, users=len(page), scored=scored, events=events, ms=round(seconds * 1000, 1)
+                )
+            tracker.log_batch(
+                step=step,
+                metrics={
+                    "batch_users": len(page),
+                    "batch_scored": scored,
+                    "batch_events": events,
+                    "batch_seconds": seconds,
+                    "batch_failed": 1.0 if error else 0.0,
+                },
+            )
+            if on_batch is not None:
+                on_batch(report)
+    finally:
+        if pending is not None:
+            pending.cancel()
+        pool.shutdown(wait=True)
 
     summary.duration_s = time.perf_counter() - started
     return summary
