@@ -13,9 +13,11 @@ from registry._registry import (
     TAG_EVENT_TYPES,
     TAG_PREVIOUS,
     TAG_REFERENCE,
+    TAG_TRUSTED_TYPES,
     LoadedModel,
     Registry,
     ResolvedVersion,
+    redact,
 )
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "TAG_EVENT_TYPES",
     "TAG_PREVIOUS",
     "TAG_REFERENCE",
+    "TAG_TRUSTED_TYPES",
     "LoadedModel",
     "NoProductionVersion",
     "PromotionRefused",
@@ -32,4 +35,5 @@ __all__ = [
     "RegistryError",
     "RegistryUnavailable",
     "ResolvedVersion",
+    "redact",
 ]

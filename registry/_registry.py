@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,9 +32,22 @@ TAG_PROMOTED_AT = "promoted_at"
 TAG_ROLLED_BACK_FROM = "rolled_back_from"
 TAG_REFERENCE = "reference_deciles"
 TAG_EVENT_TYPES = "event_types"
+TAG_TRUSTED_TYPES = "skops_trusted_types"
 METRIC_TAG_PREFIX = "holdout_"
 
+#: Registered-model tag: the version lead-scorer last made production (alias and stage together), so a later
+#: move of only one of them in the MLflow UI can be told apart from the other.
+TAG_LAST_PROMOTED = "lead_scorer.production"
+
 How = Literal["pin", "alias", "stage"]
+
+_USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``http://user:password@host`` → ``http://***@host``: MLflow's errors quote the URL they called."""
+    return _USERINFO.sub("***@", text)
+
 
 #: Types a skops model may ask to trust that the job accepts by default (tree models).
 DEFAULT_TRUSTED_TYPES: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
@@ -73,8 +87,21 @@ class LoadedModel:
         return self.pipeline.predict_proba(features[self.input_names])[:, 1]
 
 
-def _check_safe(resolved: ResolvedVersion, meta: Model, *, allow_pickle: bool, trusted_types: tuple[str, ...]) -> None:
-    flavor = (meta.flavors or {}).get("sklearn")
+def _check_loadable(
+    resolved: ResolvedVersion,
+    flavors: dict[str, Any] | None,
+    signature: Any,
+    *,
+    allow_pickle: bool,
+    trusted_types: tuple[str, ...],
+) -> None:
+    """Refuse, before loading anything, a version the job cannot or must not load."""
+    if signature is None:
+        raise RegistryError(
+            f"{resolved.uri} has no signature, so its feature columns are unknown",
+            hint="re-register it with `lead-scorer train` or `registry import-joblib`",
+        )
+    flavor = (flavors or {}).get("sklearn")
     if flavor is None:
         raise RegistryError(
             f"{resolved.uri} is not a scikit-learn model", hint="register the pipeline with mlflow.sklearn"
@@ -131,20 +158,25 @@ class Registry:
         """Fail fast when an HTTP tracking server is down, instead of after MLflow's long retries."""
         if not self.tracking_uri.startswith(("http://", "https://")):
             return
-        import urllib.error
-        import urllib.request
+        from mlflow.utils.rest_utils import http_request
 
-        url = self.tracking_uri.rstrip("/") + "/health"
+        # MLflow's own client: the same credentials, TLS settings (MLFLOW_TRACKING_INSECURE_TLS,
+        # _SERVER_CERT_PATH) and proxies as every later call, but no retries and a short timeout.
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-                if resp.status == 200:
-                    return
-        except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403):  # /health answered: the server is up, credentials are checked later
+            resp = http_request(
+                self.client._tracking_client.store.get_host_creds(),
+                "/health",
+                "GET",
+                max_retries=0,
+                timeout=timeout_s,
+                raise_on_status=False,
+            )
+        except Exception as exc:
+            reason = type(exc.__cause__ or exc).__name__
+        else:
+            if resp.status_code < 500:  # 200, or 401/403: the server answered; credentials are checked later
                 return
-            reason = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            reason = type(getattr(exc, "reason", exc)).__name__
+            reason = f"HTTP {resp.status_code}"
         raise RegistryUnavailable(
             f"cannot reach the MLflow tracking server ({reason} from /health)",
             hint="check MLFLOW_TRACKING_URI and that the server is up",
@@ -159,11 +191,20 @@ class Registry:
         except MlflowException as exc:
             if _is_missing(exc):
                 raise
-            raise RegistryUnavailable(
-                f"MLflow refused {what}: {exc.message.splitlines()[0] if exc.message else exc}",
-                hint="check MLFLOW_TRACKING_URI and MLFLOW_TRACKING_USERNAME/PASSWORD",
-            ) from None
-        except Exception as exc:  # requests/urllib3 connection errors after MLflow's own retries
+            first = redact(exc.message.splitlines()[0] if exc.message else str(exc))
+            status = exc.get_http_status_code()
+            if status in (401, 403):
+                raise RegistryUnavailable(
+                    f"MLflow refused {what}: {first}",
+                    hint="check MLFLOW_TRACKING_USERNAME/PASSWORD and that user's permissions",
+                ) from None
+            if "API request to" in first:  # connection errors, after MLflow's own retries
+                raise RegistryUnavailable(
+                    f"cannot reach the MLflow tracking server while {what}: {first}",
+                    hint="check MLFLOW_TRACKING_URI and that the server is up (GET /health)",
+                ) from None
+            raise RegistryError(f"MLflow refused {what}: {first}", hint="the message above is MLflow's own") from None
+        except OSError as exc:  # requests/urllib3 connection errors
             raise RegistryUnavailable(
                 f"cannot reach the MLflow tracking server while {what}: {type(exc).__name__}",
                 hint="check MLFLOW_TRACKING_URI and that the server is up (GET /health)",
@@ -185,14 +226,7 @@ class Registry:
                         ) from None
                     raise
             try:
-                return self._resolved(self.client.get_model_version_by_alias(name, ALIAS), "alias")
-            except MlflowException as exc:
-                if not _is_missing(exc):
-                    raise
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", FutureWarning)
-                    staged = self.client.get_latest_versions(name, stages=[STAGE])
+                model = self.client.get_registered_model(name)
             except MlflowException as exc:
                 if not _is_missing(exc):
                     raise
@@ -200,8 +234,21 @@ class Registry:
                     f"no registered model named {name}",
                     hint="train and register one: `lead-scorer train --promote`",
                 ) from None
-            if staged:
-                return self._resolved(max(staged, key=lambda mv: int(mv.version)), "stage")
+            aliased = (model.aliases or {}).get(ALIAS)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                staged = self.client.get_latest_versions(name, stages=[STAGE])
+            stage_mv = max(staged, key=lambda mv: int(mv.version)) if staged else None
+            staged_version = str(stage_mv.version) if stage_mv is not None else None
+            ours = (model.tags or {}).get(TAG_LAST_PROMOTED)
+            if stage_mv is not None and (
+                aliased is None or (staged_version != str(aliased) and str(aliased) == ours != staged_version)
+            ):
+                # No alias, or the alias is where lead-scorer left it and only the stage moved: a promotion
+                # made in the UI's legacy stage view.
+                return self._resolved(stage_mv, "stage")
+            if aliased is not None:
+                return self._resolved(self.client.get_model_version(name, str(aliased)), "alias")
         raise NoProductionVersion(
             f"{name} has no production version (no alias '{ALIAS}', no version in stage '{STAGE}')",
             hint="promote one: `lead-scorer registry promote VERSION`, or pin with --model-version",
@@ -232,19 +279,24 @@ class Registry:
         ``trusted_types``; a pickle runs code when loaded, so it needs ``allow_pickle=True``.
         """
         timings: dict[str, float] = {}
-        with self._calls(f"downloading {resolved.uri}"), tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            local = mlflow.artifacts.download_artifacts(artifact_uri=resolved.uri, dst_path=tmp)
+            with self._calls(f"downloading {resolved.uri}"):
+                local = mlflow.artifacts.download_artifacts(artifact_uri=resolved.uri, dst_path=tmp)
             timings["download_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             meta = Model.load(local)
-            if meta.signature is None:
+            _check_loadable(
+                resolved, meta.flavors, meta.signature, allow_pickle=allow_pickle, trusted_types=trusted_types
+            )
+            try:
+                pipeline = mlflow.sklearn.load_model(local)
+            except Exception as exc:  # a local problem (library versions, a broken file), not the server
                 raise RegistryError(
-                    f"{resolved.uri} has no signature, so its feature columns are unknown",
-                    hint="re-register it with `lead-scorer train` or `registry import-joblib`",
-                )
-            _check_safe(resolved, meta, allow_pickle=allow_pickle, trusted_types=trusted_types)
-            pipeline = mlflow.sklearn.load_model(local)
+                    f"{resolved.uri} could not be loaded: {type(exc).__name__}: {redact(str(exc))[:300]}",
+                    hint="the job's scikit-learn/skops must be able to read what training saved; "
+                    "retrain, or pin a version that loads (--model-version)",
+                ) from None
             timings["load_s"] = time.perf_counter() - t0
         if not hasattr(pipeline, "predict_proba"):
             raise RegistryError(f"{resolved.uri} has no predict_proba", hint="register a classifier pipeline")
@@ -287,7 +339,10 @@ class Registry:
         with self._calls("registering the model"):
             exp_id = self.ensure_experiment(experiment, artifact_location=artifact_location)
             with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
-                mlflow.log_params(params)
+                # Under `mlflow run` this is that run (MLFLOW_RUN_ID), which already holds the entry point's
+                # parameters as typed; MLflow refuses to change a parameter, so keep those.
+                taken = self.client.get_run(run.info.run_id).data.params
+                mlflow.log_params({k: v for k, v in params.items() if k not in taken})
                 mlflow.log_metrics(metrics)
                 info = mlflow.sklearn.log_model(
                     pipeline,
@@ -320,11 +375,19 @@ class Registry:
         force: bool = False,
         actor: str | None = None,
         metric: str = "roc_auc",
+        allow_pickle: bool = False,
+        trusted_types: tuple[str, ...] = DEFAULT_TRUSTED_TYPES,
+        check_inputs: Callable[[list[str]], None] | None = None,
         _rollback_from: str | None = None,
     ) -> tuple[str | None, str]:
         """Make ``version`` production (alias and stage); returns (previous, new).
 
-        Refuses a candidate whose holdout ``metric`` is lower than production's unless ``force``.
+        Unless ``force``, refuses a candidate whose holdout ``metric`` is lower than production's, and one
+        the job would refuse to load (a pickle, untrusted types, or inputs ``check_inputs`` rejects), so a
+        promotion cannot break the next run.
+
+        >>> Registry(tracking_uri="http://mlflow:5000").promote("4", actor="ana")
+        ('3', '4')
         """
         version = str(version)
         with self._calls(f"promoting version {version}"):
@@ -350,10 +413,27 @@ class Registry:
                         f"production version {previous}'s {cur}",
                         hint="promote anyway with --force",
                     )
+            if not force:
+                info = mlflow.models.get_model_info(candidate.uri)
+                try:
+                    _check_loadable(
+                        candidate, info.flavors, info.signature, allow_pickle=allow_pickle, trusted_types=trusted_types
+                    )
+                    if check_inputs is not None:
+                        check_inputs(list(info.signature.inputs.input_names()))
+                except RegistryError as exc:
+                    raise PromotionRefused(
+                        f"version {version} would not load in the job: {exc.message}",
+                        hint=f"{exc.hint}; or promote anyway with --force" if exc.hint else "promote with --force",
+                    ) from None
             self.client.set_registered_model_alias(self.model_name, ALIAS, version)
             self._set_stage(version)
+            self.client.set_registered_model_tag(self.model_name, TAG_LAST_PROMOTED, version)
             stamp = {
-                TAG_PROMOTED_BY: actor or os.environ.get("USER") or "unknown",
+                TAG_PROMOTED_BY: actor
+                or os.environ.get("MLFLOW_TRACKING_USERNAME")
+                or os.environ.get("USER")
+                or "unknown",
                 TAG_PROMOTED_AT: datetime.now(UTC).isoformat(timespec="milliseconds"),
             }
             if _rollback_from is not None:
@@ -392,7 +472,8 @@ class Registry:
                 f"production version {current.version} records no previous production version",
                 hint="promote the version you want explicitly: `lead-scorer registry promote VERSION --force`",
             )
-        self.promote(target, actor=actor, _rollback_from=current.version)
+        # It was production before: the holdout and load checks were made when it was promoted.
+        self.promote(target, actor=actor, force=True, _rollback_from=current.version)
         return current.version, target
 
     def _last_promoted(self, *, besides: str) -> tuple[str, str] | None:

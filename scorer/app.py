@@ -23,11 +23,14 @@ from registry import (
     DEFAULT_TRUSTED_TYPES,
     TAG_EVENT_TYPES,
     TAG_REFERENCE,
+    TAG_TRUSTED_TYPES,
     NoProductionVersion,
+    PromotionRefused,
     Registry,
     RegistryError,
     RegistryUnavailable,
     ResolvedVersion,
+    redact,
 )
 from scorer.errors import ModelError, ServiceUnavailable, SettingsError
 from scorer.job import BatchReport, JobOptions, RunSummary, score_users
@@ -111,18 +114,26 @@ def run_scoring(
     }
     if settings.git_commit:
         tags["git_commit"] = settings.git_commit
-    tracker.start(
-        run_name=f"score-v{resolved.version}-{now:%Y%m%d-%H%M%S}",
-        tags=tags,
-        params={
-            "batch_size": settings.batch_size,
-            "select": settings.select,
-            "limit": settings.limit,
-            "dry_run": settings.dry_run,
-            "feature_count": len(model.input_names),
-        },
-        model_id=resolved.model_id,
-    )
+    try:
+        tracker.start(
+            run_name=f"score-v{resolved.version}-{now:%Y%m%d-%H%M%S}",
+            tags=tags,
+            params={
+                "batch_size": settings.batch_size,
+                "select": settings.select,
+                "limit": settings.limit,
+                "dry_run": settings.dry_run,
+                "feature_count": len(model.input_names),
+            },
+            model_id=resolved.model_id,
+        )
+    except Exception as exc:  # nothing is written yet: stop rather than score without a record
+        store.close()
+        raise ServiceUnavailable(
+            f"could not open the MLflow run: {type(exc).__name__}: {redact(str(exc)).splitlines()[0][:300]}",
+            hint="check the MLflow server, and that MLFLOW_TRACKING_USERNAME may create runs in "
+            f"the experiment {settings.scoring_experiment!r}",
+        ) from None
     if on_start is not None:
         on_start(store.count_users(select=settings.select, model_version=resolved.version))
     options = JobOptions(
@@ -321,7 +332,17 @@ def train_model(
     )
     log.info("registered", model=version.name, version=version.version, **result.metrics)
     if promote:
-        registry.promote(version.version)
+        try:
+            registry.promote(
+                version.version,
+                allow_pickle=settings.allow_pickle,
+                trusted_types=(*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types),
+            )
+        except PromotionRefused as exc:
+            raise PromotionRefused(
+                f"registered version {version.version}, but did not promote it: {exc.message}",
+                hint=f"promote it anyway with `lead-scorer registry promote {version.version} --force`",
+            ) from None
     return TrainOutcome(version=version, result=result, event_types=event_types, users=len(labels), promoted=promote)
 
 
@@ -367,7 +388,7 @@ def import_joblib(
         experiment=settings.training_experiment,
         metrics={},
         params={"imported_from": path.name},
-        version_tags={"imported_from": path.name},
+        version_tags={"imported_from": path.name, TAG_TRUSTED_TYPES: json.dumps(untrusted)},
         run_name=f"import-{path.stem}",
         artifact_location=artifact_location,
         skops_trusted_types=untrusted or None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -225,13 +226,40 @@ def registry_list(tracking_uri: TrackingOpt = None) -> None:
 @registry_app.command("promote")
 def registry_promote(
     version: Annotated[str, typer.Argument(help="The version to make production.")],
-    force: Annotated[bool, typer.Option("--force", help="Promote even if its holdout ROC AUC is lower.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if its holdout ROC AUC is lower or the job would refuse it.")
+    ] = False,
+    actor: Annotated[
+        str | None, typer.Option(help="Recorded as promoted_by; default: MLFLOW_TRACKING_USERNAME, then $USER.")
+    ] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Point the `production` alias (and the Production stage) at VERSION; the next run uses it."""
+    """Point the `production` alias (and the Production stage) at VERSION; the next run uses it.
+
+    Refused (unless --force) when VERSION's holdout ROC AUC is lower than production's, or when the job could
+    not load it: a pickle, types outside the skops allowlist, or features the catalog cannot build.
+    """
+    from models import FeatureCatalog, UnknownFeatureError
+    from registry import DEFAULT_TRUSTED_TYPES, PromotionRefused
+
     reg = _registry(tracking_uri)
+    settings = _settings(mlflow_tracking_uri=tracking_uri)
+
+    def buildable(names: list[str]) -> None:
+        try:
+            FeatureCatalog().check(names)
+        except UnknownFeatureError as exc:
+            raise PromotionRefused(str(exc), hint="promote anyway with --force") from None
+
     try:
-        previous, new = reg.promote(version, force=force)
+        previous, new = reg.promote(
+            version,
+            force=force,
+            actor=actor,
+            allow_pickle=settings.allow_pickle,
+            trusted_types=(*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types),
+            check_inputs=buildable,
+        )
     except Exception as exc:
         raise _fail(exc) from None
     typer.echo(f"production is now version {new} (was {previous or 'none'})")
@@ -266,6 +294,15 @@ def registry_import_joblib(
         f"registered {path.name} as {version.name} version {version.version} (skops); "
         f"promote it with `lead-scorer registry promote {version.version} --force` (it has no holdout metrics)"
     )
+    from registry import DEFAULT_TRUSTED_TYPES, TAG_TRUSTED_TYPES
+
+    asked = json.loads(version.tags.get(TAG_TRUSTED_TYPES) or "[]")
+    extra = sorted(set(asked) - {*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types})
+    if extra:
+        typer.echo(
+            f"note: it asks to trust types outside the job's allowlist; the job loads it only with "
+            f"LEAD_SCORER_SKOPS_TRUSTED_TYPES='{json.dumps(extra)}'"
+        )
 
 
 @db_app.command("sql")

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -41,7 +42,7 @@ class Tracker(Protocol):
 
 
 class NullTracker:
-    """Tracking turned off (``--no-track``): nothing is recorded."""
+    """Records nothing: for library callers and tests that want the batch loop without MLflow."""
 
     run_id: str | None = None
 
@@ -137,6 +138,9 @@ class MlflowTracker:
                 continue
             m = run.data.metrics
             if all(f"score_p{p}" in m for p in range(10, 100, 10)):
+                if self.run_id is not None:
+                    with contextlib.suppress(Exception):  # which run is the baseline, for whoever reads the PSI
+                        self.client.set_tag(self.run_id, "score_psi_previous_run", run.info.run_id)
                 return [m[f"score_p{p}"] for p in range(10, 100, 10)]
         return None
 
@@ -165,10 +169,16 @@ class MlflowTracker:
         if self._model_id:
             batch += [Metric(k, float(v), now, 0, model_id=self._model_id, run_id=run_id) for k, v in metrics.items()]
 
-        @stamina.retry(on=Exception, attempts=self._finish_attempts, timeout=60.0)
-        def save() -> None:
+        retry = stamina.retry(on=Exception, attempts=self._finish_attempts, timeout=60.0)
+
+        @retry
+        def save_metrics() -> None:
+            # Logging the same (key, value, timestamp, step) again is idempotent, so a retry is safe.
             for i in range(0, len(batch), 500):  # MLflow takes at most 1,000 metrics per call
                 self.client.log_batch(run_id, metrics=batch[i : i + 500])
+
+        @retry
+        def save_artifacts() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 for name, content in artifacts.items():
                     path = Path(tmp) / name
@@ -176,11 +186,22 @@ class MlflowTracker:
                         path.write_bytes(content)
                     else:
                         path.write_text(json.dumps(content, indent=2, default=str))
-                if artifacts:
-                    self.client.log_artifacts(run_id, tmp)
+                self.client.log_artifacts(run_id, tmp)
+
+        @retry
+        def terminate() -> None:
             self.client.set_terminated(run_id, status=status)
 
-        try:
-            save()
-        except Exception as exc:
-            raise TrackingError(f"the MLflow run {run_id} could not be completed: {type(exc).__name__}") from exc
+        lost: list[str] = []
+        for step in (save_metrics, save_artifacts, terminate):
+            if step is save_artifacts and (not artifacts or lost):
+                continue  # nothing to upload, or the server is gone: don't spend another retry budget
+            try:
+                step()
+            except Exception as exc:
+                # Artifacts can fail on their own (an artifact store the job cannot write); the status must
+                # still be set, so every step is tried.
+                log.warning("run_record_step_failed", step=step.__name__, error=type(exc).__name__)
+                lost.append(step.__name__)
+        if "save_metrics" in lost or "terminate" in lost:
+            raise TrackingError(f"the MLflow run {run_id} could not be completed ({', '.join(lost)} failed)")

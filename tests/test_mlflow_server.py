@@ -6,6 +6,7 @@ start their own. Each test uses its own model name and experiments, so none sees
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -30,9 +31,10 @@ from scorer.app import run_scoring, train_model
 from scorer.cli import app
 from scorer.errors import ModelError
 from scorer.mlproject import ParameterError, to_argv
+from scorer.stats import ScoreStats
 from tests.jobproc import LEAD_SCORER, Job, job_env
 from tests.mlflow_server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerURL, start_mlflow_server
-from tests.support import Mlflow, make_product, snapshot
+from tests.support import Mlflow, execute, make_product, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,31 +75,56 @@ def _versions_in_table(url: str) -> set[str]:
 def test_promote_ui_alias_move_and_rollback_each_reach_the_next_run(server, sqlite_url):
     make_product(sqlite_url, users=500, seed=41)
     settings = _settings(server, sqlite_url, batch_size=200)
-    train_model(settings)
-    promoted = _cli(["registry", "promote", "1"], settings)
-    assert promoted.exit_code == 0 and "production is now version 1 (was none)" in promoted.output
-    first = run_scoring(settings)
-
-    # Someone trains version 2 and moves the alias in the MLflow UI (the same call the UI makes).
-    train_model(settings, seed=1, top_event_types=8)
     client = MlflowClient(tracking_uri=server)
-    client.set_registered_model_alias(settings.model_name, "production", "2")
-    second = run_scoring(settings)
+    train_model(settings)
+    promoted = _cli(["registry", "promote", "1", "--actor", "ana"], settings)
+    assert promoted.exit_code == 0 and "production is now version 1 (was none)" in promoted.output
+    summaries = [run_scoring(settings)]
+
+    train_model(settings, seed=1, top_event_types=8)
+    client.set_model_version_tag(settings.model_name, "2", "holdout_roc_auc", "0.999999")  # a better candidate
+    assert _cli(["registry", "promote", "2"], settings).exit_code == 0
+    summaries.append(run_scoring(settings))
     assert _versions_in_table(sqlite_url) == {"2"}
 
-    back = _cli(["registry", "rollback"], settings)
-    assert back.exit_code == 0 and "production is now version 1 (was 2)" in back.output
-    third = run_scoring(settings)
-    assert _versions_in_table(sqlite_url) == {"1"}
+    # Someone trains version 3 and moves the alias in the MLflow UI (the same call the UI makes).
+    train_model(settings, seed=2, top_event_types=6)
+    client.set_registered_model_alias(settings.model_name, "production", "3")
+    summaries.append(run_scoring(settings))
+    assert _versions_in_table(sqlite_url) == {"3"}
 
-    assert [s.users_scored for s in (first, second, third)] == [500, 500, 500]
+    # Rolling back undoes the UI's move: version 2, which lead-scorer promoted last, not version 1.
+    back = _cli(["registry", "rollback"], settings)
+    assert back.exit_code == 0 and "production is now version 2 (was 3)" in back.output, back.output
+    summaries.append(run_scoring(settings))
+    assert _versions_in_table(sqlite_url) == {"2"}
+
+    assert [s.users_scored for s in summaries] == [500, 500, 500, 500]
     runs = _runs(settings)
-    assert [r.data.tags["model_version"] for r in runs] == ["1", "2", "1"]
-    assert [r.data.metrics["users_scored"] for r in runs] == [500, 500, 500]
+    assert [r.data.tags["model_version"] for r in runs] == ["1", "2", "3", "2"]
+    assert [r.data.metrics["users_scored"] for r in runs] == [500, 500, 500, 500]
     assert {r.data.tags["model_resolved_by"] for r in runs} == {"alias"}
     assert {r.info.status for r in runs} == {"FINISHED"}
     v1 = client.get_model_version(settings.model_name, "1").tags
-    assert v1["rolled_back_from"] == "2" and v1["promoted_by"] and v1["promoted_at"]
+    v2 = client.get_model_version(settings.model_name, "2").tags
+    assert v1["promoted_by"] == "ana" and v1["promoted_at"]
+    assert v2["previous_production_version"] == "1" and v2["rolled_back_from"] == "3"
+
+
+def test_a_stage_moved_in_the_ui_after_a_promotion_is_honoured(server, sqlite_url):
+    make_product(sqlite_url, users=150, seed=52)
+    settings = _settings(server, sqlite_url)
+    train_model(settings, promote=True)  # alias and stage on version 1
+    train_model(settings, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        MlflowClient(tracking_uri=server).transition_model_version_stage(
+            settings.model_name, "2", "Production", archive_existing_versions=False
+        )
+    summary = run_scoring(settings)
+    assert summary.model_version == "2" and summary.users_scored == 150
+    assert _runs(settings)[0].data.tags["model_resolved_by"] == "stage"
+    assert _versions_in_table(sqlite_url) == {"2"}
 
 
 def test_runs_link_to_their_model_and_log_drift_and_tiers(server, sqlite_url):
@@ -106,6 +133,8 @@ def test_runs_link_to_their_model_and_log_drift_and_tiers(server, sqlite_url):
     outcome = train_model(settings, promote=True)
     assert outcome.version.source.startswith("models:/m-")
     run_scoring(settings)
+    # Half the visitors go quiet: the next run's scores shift, and the PSI against the first run says so.
+    execute(sqlite_url, "DELETE FROM events WHERE visitor_id IN (SELECT visitor_id FROM users WHERE user_id % 2 = 0)")
     run_scoring(settings.model_copy(update={"select": "all"}))
 
     first, second = _runs(settings)
@@ -123,9 +152,13 @@ def test_runs_link_to_their_model_and_log_drift_and_tiers(server, sqlite_url):
     assert m["tier_warm_share"] == pytest.approx(((scores >= 0.3) & (scores < 0.6)).mean())
     assert m["tier_hot_share"] + m["tier_warm_share"] + m["tier_cold_share"] == pytest.approx(1.0)
     assert "score_psi_reference" in first.data.metrics and "score_psi_previous" not in first.data.metrics
-    # The same users, the same model: the second run's scores do not drift from the first's.
-    assert 0 <= m["score_psi_previous"] < 0.01
-    assert m["score_psi_reference"] >= 0
+    stats = ScoreStats()
+    stats.add(scores)
+    first_deciles = [first.data.metrics[f"score_p{p}"] for p in range(10, 100, 10)]
+    assert m["score_psi_previous"] == pytest.approx(stats.psi(first_deciles)) and m["score_psi_previous"] > 0.05
+    assert second.data.tags["score_psi_previous_run"] == first.info.run_id
+    reference = json.loads(client.get_model_version(settings.model_name, "1").tags["reference_deciles"])
+    assert m["score_psi_reference"] == pytest.approx(stats.psi(reference))
 
 
 def test_lower_holdout_auc_is_refused_unless_forced(server, sqlite_url):
@@ -212,11 +245,41 @@ def test_import_joblib_needs_trust_then_registers_a_skops_version_the_job_uses(s
     )
     assert "serialization_format: skops" in (Path(model_dir) / "MLmodel").read_text()
 
+    # The skops copy predicts exactly what the joblib original does.
+    probe = pd.DataFrame(np.random.default_rng(5).poisson(4, (50, len(names))).astype(float), columns=names)
+    copy = registry.load(registry.resolve(pin="1"))
+    np.testing.assert_array_equal(copy.predict_scores(probe), joblib.load(legacy).predict_proba(probe)[:, 1])
+
     assert _cli(["registry", "promote", "1", "--force"], settings).exit_code == 0
     summary = run_scoring(settings)  # the default: skops only, and it loads
     assert summary.users_scored == 200 and summary.model_version == "1"
-    expected = joblib.load(legacy).predict_proba(pd.DataFrame(np.zeros((1, len(names))), columns=names))[0, 1]
-    assert 0 < expected < 1
+
+
+def test_a_model_asking_to_trust_more_types_loads_only_when_allowed(server, sqlite_url, tmp_path):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import make_pipeline as sk_pipeline
+
+    make_product(sqlite_url, users=120, seed=53)
+    settings = _settings(server, sqlite_url)
+    names = FeatureCatalog().feature_names(event_types=["pricing_view"])
+    rng = np.random.default_rng(2)
+    x = pd.DataFrame(rng.poisson(3, (300, len(names))).astype(float), columns=names)
+    pipe = sk_pipeline(HistGradientBoostingClassifier(max_iter=5)).fit(x, x[names[0]] > 3)
+    joblib.dump(pipe, tmp_path / "hgb.joblib")
+
+    imported = _cli(["registry", "import-joblib", str(tmp_path / "hgb.joblib"), "--trust"], settings)
+    assert imported.exit_code == 0 and "LEAD_SCORER_SKOPS_TRUSTED_TYPES='[" in imported.output
+    extra = json.loads(imported.output.split("LEAD_SCORER_SKOPS_TRUSTED_TYPES='")[1].split("'")[0])
+    refused = _cli(["registry", "promote", "1"], settings)
+    assert refused.exit_code == 1 and "asks to trust types" in refused.output
+    assert _cli(["registry", "promote", "1", "--force"], settings).exit_code == 0
+
+    before = snapshot(sqlite_url)
+    with pytest.raises(ModelError, match="asks to trust types the job does not allow"):
+        run_scoring(settings)
+    assert snapshot(sqlite_url).equals(before)
+    allowed = run_scoring(settings.model_copy(update={"skops_trusted_types": extra}))
+    assert allowed.users_scored == 120
 
 
 def test_import_joblib_refuses_what_the_job_cannot_use(server, tmp_path):
@@ -250,7 +313,9 @@ def test_pickled_versions_load_only_when_the_operator_allows_it(server, sqlite_u
             registered_model_name=settings.model_name,
             serialization_format="cloudpickle",
         )
-    Registry(tracking_uri=server, model_name=settings.model_name).promote("1")
+    refused_promotion = _cli(["registry", "promote", "1"], settings)
+    assert refused_promotion.exit_code == 1 and "would not load in the job" in refused_promotion.output
+    Registry(tracking_uri=server, model_name=settings.model_name).promote("1", force=True)
     before = snapshot(sqlite_url)
 
     with pytest.raises(ModelError, match="cloudpickle") as refused:
@@ -342,6 +407,8 @@ def test_server_lost_mid_run_still_writes_every_score_and_exits_5(tmp_path, sqli
         code = job.finish()
 
     assert code == 5, job.output()
+    (loaded,) = job.events("model_loaded")  # one resolve, one download, one load, each timed
+    assert {"resolve_s", "download_s", "load_s"} <= loaded.keys()
     assert job.events("batch_metrics_paused"), f"the server was not lost mid-run\n{job.output()}"
     assert sum(b["scored"] for b in job.events("batch")) == users
     (finished,) = job.events("run_finished")
@@ -383,13 +450,15 @@ def test_mlproject_parameters_are_validated_by_the_command():
             to_argv(entry, [bad])
 
 
-def _mlflow_run(server: str, settings: Any, experiment: str, *params: str) -> subprocess.CompletedProcess[str]:
+def _mlflow_run(
+    server: str, settings: Any, experiment: str, *params: str, entry: str = "score"
+) -> subprocess.CompletedProcess[str]:
     env = job_env(settings.database_url.get_secret_value(), settings, settings.scoring_experiment) | {
         "MLFLOW_TRACKING_URI": server,
         # `python` in the MLproject's command is this environment's.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
-    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "score", "--env-manager", "local"]
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry, "--env-manager", "local"]
     cmd += ["--experiment-name", experiment]
     for p in params:
         cmd += ["-P", p]
@@ -420,3 +489,19 @@ def test_mlflow_run_score_logs_into_the_run_mlflow_created(server, sqlite_url):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "batch_users")] == [1, 2, 3]
     assert snapshot(sqlite_url)["lead_score"].notna().all()
     assert _runs(settings) == []  # nothing went to the default scoring experiment
+
+
+def test_mlflow_run_train_registers_from_the_run_mlflow_created(server, sqlite_url):
+    make_product(sqlite_url, users=400, seed=54)
+    settings = _settings(server, sqlite_url)
+    experiment = f"mlproject-train-{uuid.uuid4().hex[:8]}"
+
+    done = _mlflow_run(server, settings, experiment, "promote=true", "top_event_types=8", entry="train")
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri=server)
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert run.data.tags["mlflow.project.entryPoint"] == "train" and run.info.status == "FINISHED"
+    assert run.data.params["top_event_types"] == "8" and "roc_auc" in run.data.metrics
+    registry = Registry(tracking_uri=server, model_name=settings.model_name)
+    production = registry.resolve()
+    assert production.version == "1" and production.run_id == run.info.run_id
