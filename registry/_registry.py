@@ -124,6 +124,20 @@ def _check_loadable(
         )
 
 
+def _why(message: str, *, timeout_s: float) -> str | None:
+    """The cause in a few words, from the long text requests/urllib3 produce."""
+    for needle, reason in (
+        ("refused", "connection refused"),
+        ("timed out", f"no answer within {timeout_s:.0f} s"),
+        ("Failed to resolve", "unknown host name"),
+        ("not known", "unknown host name"),
+        ("SSL", "TLS error; see MLFLOW_TRACKING_SERVER_CERT_PATH or MLFLOW_TRACKING_INSECURE_TLS"),
+    ):
+        if needle in message:
+            return reason
+    return None
+
+
 def _is_missing(exc: MlflowException) -> bool:
     # A missing alias is INVALID_PARAMETER_VALUE on some stores, RESOURCE_DOES_NOT_EXIST on others.
     return exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
@@ -172,13 +186,13 @@ class Registry:
                 raise_on_status=False,
             )
         except Exception as exc:
-            reason = type(exc.__cause__ or exc).__name__
+            reason = _why(str(exc), timeout_s=timeout_s) or type(exc).__name__
         else:
             if resp.status_code < 500:  # 200, or 401/403: the server answered; credentials are checked later
                 return
             reason = f"HTTP {resp.status_code}"
         raise RegistryUnavailable(
-            f"cannot reach the MLflow tracking server ({reason} from /health)",
+            f"cannot reach the MLflow tracking server: {reason} (GET /health)",
             hint="check MLFLOW_TRACKING_URI and that the server is up",
         )
 

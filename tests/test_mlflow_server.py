@@ -372,13 +372,14 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize("kind", ["refused", "silent"])
+@pytest.mark.parametrize("kind", ["refused", "silent", "refused-with-password-in-url"])
 def test_unreachable_server_fails_fast_and_writes_nothing(kind, request, sqlite_url, mlflow_local):
     make_product(sqlite_url, users=100, seed=49)
-    port = _closed_port() if kind == "refused" else request.getfixturevalue("silent_port")
+    port = request.getfixturevalue("silent_port") if kind == "silent" else _closed_port()
+    userinfo = "scorer:hunter2-in-url@" if "password" in kind else ""
     settings = mlflow_local.settings(sqlite_url)
     env = job_env(sqlite_url, settings, settings.scoring_experiment) | {
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"
+        "MLFLOW_TRACKING_URI": f"http://{userinfo}127.0.0.1:{port}"
     }
     before = snapshot(sqlite_url)
     started = time.monotonic()
@@ -387,6 +388,7 @@ def test_unreachable_server_fails_fast_and_writes_nothing(kind, request, sqlite_
     assert result.returncode == 4, result.stderr
     assert "cannot reach the MLflow tracking server" in result.stderr and "MLFLOW_TRACKING_URI" in result.stderr
     assert elapsed < 30, f"took {elapsed:.1f}s to give up"
+    assert "hunter2" not in result.stdout + result.stderr
     assert snapshot(sqlite_url).equals(before)
 
 
