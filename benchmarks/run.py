@@ -1,0 +1,516 @@
+"""The benchmark: the job against the original loop and the floor, on PostgreSQL and SQLite.
+
+    python3 dev.py bench [--sizes 10000,100000,1000000] [--backends postgresql,sqlite] [--repeat 3]
+
+For each backend and size: build synthetic data in the database, train and promote a model (once
+per size, on the first backend: the data come from one generator; a local MLflow store in a temporary
+folder), export it for the benchmark's own programs, then run
+each method ``--repeat`` times with the scores reset in between and report medians:
+
+(a) ``naive``: the seed's loop made correct (`benchmarks.methods.naive`);
+(b) ``floor``: one aggregate read, one predict_proba, one bulk write (`benchmarks.methods.floor`);
+(c) ``job``: ``lead-scorer run --select all`` with its defaults (`benchmarks.counted`, the real CLI).
+
+Each run is a fresh subprocess, waited for alone, so its peak RSS (``ru_maxrss`` from ``wait4``) and
+its wall time (start to exit, imports and model load included) are its own. The scores (b) and (a)
+write are compared with the job's. On PostgreSQL the job also runs through the Supabase REST store
+against the PostgREST stand-in (20 ms per request, 1,000-row cap). The table is printed and written
+to ``benchmarks/results/latest.md`` (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from benchmarks import data
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "latest.md"
+REST_KEY = "sb_secret_bench-service-role-key-0123456789"
+REST_LATENCY_S = 0.020
+REST_MAX_ROWS = 1000
+SCORE_TOLERANCE = 1e-9  # same features, same model: only floating-point summation order may differ
+LABELS = {"naive": "(a) original loop", "floor": "(b) floor", "job": "(c) lead-scorer run", "rest": "(c) via REST"}
+# Variables of the caller that would change what the subprocesses do.
+_SCRUB = ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_SERVICE_ROLE_KEY", "MLFLOW_TRACKING_URI")
+
+
+@dataclass
+class Proc:
+    """One subprocess: wall seconds from start to exit, peak RSS in MiB, its result file."""
+
+    wall_s: float
+    rss_mib: float
+    out: dict[str, Any]
+    log: Path
+
+
+@dataclass
+class Measure:
+    backend: str
+    users: int
+    method: str
+    runs: list[Proc] = field(default_factory=list)
+    max_abs_diff: float | None = None  # vs the job's scores
+    unscored: int | None = None
+    note: str = ""
+
+    def median(self, key: str) -> float:
+        values = [self._get(p, key) for p in self.runs]
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else float("nan")
+
+    @staticmethod
+    def _get(p: Proc, key: str) -> float | None:
+        if key == "wall_s":
+            return p.wall_s
+        if key == "rss_mib":
+            return p.rss_mib
+        v = p.out.get(key)
+        return None if v is None else float(v)
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor() or "unknown"
+    try:
+        mem = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+        mem_gib = f"{int(mem.split()[1]) / 1024**2:.0f} GiB"
+    except (OSError, StopIteration):
+        mem_gib = "?"
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu": model,
+        "memory": mem_gib,
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+    }
+
+
+def run_proc(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, result: Path | None) -> Proc:
+    """Run ``cmd`` alone and wait for it with ``wait4``: the rusage is this child's, not all children's."""
+    t0 = time.perf_counter()
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{' '.join(cmd[:5])} … exited {proc.returncode}; log {log}:\n{tail}")
+    out = json.loads(result.read_text()) if result is not None and result.exists() else {}
+    # Linux reports ru_maxrss in KiB.
+    return Proc(wall_s=wall, rss_mib=usage.ru_maxrss / 1024, out=out, log=log)
+
+
+def _run_finished(log: Path) -> dict[str, Any]:
+    """The job's own summary: the ``run_finished`` JSON log line."""
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if '"run_finished"' in line:
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                return {}
+    return {}
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
+        self.artifacts = (work / "artifacts").as_uri()
+        self.measures: list[Measure] = []
+        self.training: list[dict[str, Any]] = []
+        self.models: dict[int, tuple[str, Path]] = {}  # users -> (registered model name, exported model)
+        self.builds: list[dict[str, Any]] = []
+        self.pg_server: Any = None
+        self.pg_admin_url: str | None = None
+        self.base_env = {k: v for k, v in os.environ.items() if k not in _SCRUB and not k.startswith("LEAD_SCORER_")}
+        self.base_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        self.base_env["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        self._seq = 0
+
+    # -- databases -------------------------------------------------------------------------------
+    def pg_url(self, name: str) -> str:
+        if self.pg_admin_url is None:
+            given = os.environ.get("TEST_DATABASE_URL")
+            if given:
+                self.pg_admin_url = given
+            else:
+                import pgserver
+
+                self.pg_server = pgserver.get_server(str(self.work / "pgdata"), cleanup_mode="stop")
+                self.pg_admin_url = self.pg_server.get_uri()
+        admin = sa.create_engine(
+            make_url(self.pg_admin_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+        )
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        admin.dispose()
+        return (
+            make_url(self.pg_admin_url)
+            .set(drivername="postgresql+psycopg", database=name)
+            .render_as_string(hide_password=False)
+        )
+
+    def drop(self, backend: str, url: str) -> None:
+        if self.args.keep:
+            return
+        if backend == "postgresql":
+            admin = sa.create_engine(
+                make_url(self.pg_admin_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+            )
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+            admin.dispose()
+        else:
+            path = Path(make_url(url).database or "")
+            for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                p.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.pg_server is not None:
+            self.pg_server.cleanup()
+
+    # -- subprocesses ------------------------------------------------------------------------------
+    def _paths(self, tag: str) -> tuple[Path, Path]:
+        self._seq += 1
+        stem = self.work / "logs" / f"{self._seq:03d}-{tag}"
+        stem.parent.mkdir(exist_ok=True)
+        return stem.with_suffix(".log"), stem.with_suffix(".json")
+
+    def method(self, name: str, url: str, model_dir: Path) -> Proc:
+        log, result = self._paths(name)
+        cmd = [sys.executable, "-m", "benchmarks.methods", name, "--url", url, "--model", str(model_dir)]
+        return run_proc([*cmd, "--result", str(result)], env=self.base_env, cwd=self.work, log=log, result=result)
+
+    def job(self, env: dict[str, str], tag: str = "job") -> Proc:
+        log, result = self._paths(tag)
+        env = self.base_env | env | {"BENCH_STATS": str(result)}
+        cmd = [sys.executable, "-m", "benchmarks.counted", "--json-logs", "run", "--select", "all", "--no-progress"]
+        proc = run_proc(cmd, env=env, cwd=self.work, log=log, result=result)
+        finished = _run_finished(log)
+        proc.out["users"] = finished.get("users_scored")
+        proc.out["loop_s"] = finished.get("duration_s")
+        return proc
+
+    def train(self, url: str, model_name: str) -> tuple[str, Proc]:
+        log, result = self._paths("train")
+        cmd = [sys.executable, "-m", "benchmarks.methods", "train", "--url", url, "--tracking-uri", self.tracking_uri]
+        cmd += ["--model-name", model_name, "--artifacts", self.artifacts, "--result", str(result)]
+        proc = run_proc(cmd, env=self.base_env, cwd=self.work, log=log, result=result)
+        return str(proc.out["version"]), proc
+
+    def export_model(self, model_name: str, version: str, dest: Path) -> Path:
+        """Promote the version, then save its pipeline with joblib for (a) and (b), as the seed kept it."""
+        import joblib
+
+        from registry import Registry
+
+        reg = Registry(tracking_uri=self.tracking_uri, model_name=model_name)
+        reg.promote(version)
+        # The job's MLflow run goes to the default experiment: keep its artifacts in the work folder.
+        reg.ensure_experiment("lead-scorer/scoring", artifact_location=self.artifacts)
+        loaded = reg.load(reg.resolve())
+        dest.mkdir(parents=True, exist_ok=True)
+        joblib.dump(loaded.pipeline, dest / "model.joblib")
+        (dest / "model.json").write_text(json.dumps({"input_names": loaded.input_names, "version": version}))
+        return dest
+
+    # -- one backend at one size ---------------------------------------------------------------------
+    def one(self, backend: str, users: int) -> None:
+        a = self.args
+        say(f"== {backend} {users:,} users")
+        url = (
+            self.pg_url(f"bench_{users}_{uuid.uuid4().hex[:8]}")
+            if backend == "postgresql"
+            else f"sqlite:///{self.work / f'bench_{users}.db'}"
+        )
+        built = data.build(url, users)
+        self.builds.append({"backend": backend, **built})
+        say(f"   data: {built['users']:,} users, {built['events']:,} events in {built['seconds']:.1f} s")
+
+        if users in self.models:
+            # Both backends hold data from the same generator: the version trained on the first one serves
+            # the second, so training (minutes at 1M users) runs once per size.
+            model_name, model_dir = self.models[users]
+        else:
+            model_name = f"bench_{users}_{uuid.uuid4().hex[:6]}"
+            version, trained = self.train(url, model_name)
+            self.training.append(
+                {
+                    "backend": backend,
+                    "users": users,
+                    "wall_s": trained.wall_s,
+                    "rss_mib": trained.rss_mib,
+                    "train_users": trained.out.get("users"),
+                    "roc_auc": trained.out.get("roc_auc"),
+                }
+            )
+            say(f"   train: {trained.wall_s:.1f} s, peak RSS {trained.rss_mib:.0f} MiB, version {version}")
+            model_dir = self.export_model(model_name, version, self.work / f"model_{users}")
+            self.models[users] = (model_name, model_dir)
+
+        methods = ["naive"] if users <= a.naive_max else []
+        methods += ["floor", "job"]
+        measures = {m: Measure(backend, users, m) for m in methods}
+        scores: dict[str, np.ndarray] = {}
+        job_env = {"DATABASE_URL": url, "LEAD_SCORER_MODEL_NAME": model_name}
+        repeat = a.repeat if users < a.large or a.large_repeat is None else a.large_repeat
+        for r in range(repeat):
+            for m in methods:
+                data.reset_scores(url)
+                proc = self.job(job_env) if m == "job" else self.method(m, url, model_dir)
+                measures[m].runs.append(proc)
+                say(f"   {m} #{r + 1}: {proc.wall_s:.2f} s, peak RSS {proc.rss_mib:.0f} MiB")
+                if r == repeat - 1:
+                    scores[m], measures[m].unscored = data.read_scores(url)
+        for m in methods:
+            if m != "job":
+                measures[m].max_abs_diff = float(np.nanmax(np.abs(scores[m] - scores["job"])))
+        if "naive" not in methods:
+            skipped = Measure(backend, users, "naive", note=f"skipped above {a.naive_max:,} users (--naive-max)")
+            self.measures.append(skipped)
+        self.measures.extend(measures[m] for m in methods)
+
+        if backend == "postgresql" and users == a.rest_size:
+            self.measures.append(self.rest(url, model_name, users, scores["job"]))
+        self.drop(backend, url)
+
+    def rest(self, url: str, model_name: str, users: int, job_scores: np.ndarray) -> Measure:
+        """The job through the Supabase REST store, against the PostgREST stand-in over the same database."""
+        from tests.postgrest_standin import PostgrestStandin
+
+        measure = Measure("postgresql", users, "rest", note=f"{REST_LATENCY_S * 1000:.0f} ms/request")
+        with PostgrestStandin(url, api_key=REST_KEY, max_rows=REST_MAX_ROWS) as server:
+            server.latency = REST_LATENCY_S
+            env = {
+                "SUPABASE_URL": server.url,
+                "SUPABASE_SERVICE_ROLE_KEY": REST_KEY,
+                "LEAD_SCORER_MODEL_NAME": model_name,
+            }
+            for r in range(self.args.repeat):
+                data.reset_scores(url)
+                server.reset()
+                proc = self.job(env, tag="rest")
+                proc.out["statements"] = len(server.requests)
+                measure.runs.append(proc)
+                say(f"   rest #{r + 1}: {proc.wall_s:.2f} s, {len(server.requests)} HTTP requests")
+            if server.errors:
+                raise RuntimeError(f"the PostgREST stand-in failed: {server.errors[0]}")
+        got, measure.unscored = data.read_scores(url)
+        measure.max_abs_diff = float(np.nanmax(np.abs(got - job_scores)))
+        return measure
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _f(x: float | None, digits: int = 2) -> str:
+    if x is None or x != x:  # NaN
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
+    m = machine()
+    lines = [
+        "# Benchmark: lead-scorer against the original loop and the floor",
+        "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `python3 dev.py bench "
+        f"--sizes {args.sizes} --backends {args.backends} --repeat {args.repeat}"
+        + (f" --large-repeat {args.large_repeat}" if args.large_repeat is not None else "")
+        + "` "
+        f"({(time.perf_counter() - started) / 60:.0f} min in all).",
+        "",
+        f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory']} RAM, {m['os']}, Python {m['python']}. "
+        "Shared with other work while it ran, so times are noisy; each figure is the median of the runs "
+        "counted in the *runs* column.",
+        "",
+        "Each run is a fresh process; *wall s* is from its start to its exit (imports, model load and, for the "
+        "job, MLflow tracking included); *loop s* is the scoring alone (after the model is loaded). "
+        "*statements / 1k users* counts SQL statements sent to the data database (an executemany of N rows "
+        "counts N), or HTTP requests for the REST row. *peak RSS* is the process's `ru_maxrss`. "
+        "*max |Δ| vs job* compares every user's written score with the job's.",
+        "",
+        "| backend | users | method | runs | wall s | loop s | users/s | statements / 1k users | peak RSS MiB "
+        "| max abs Δ vs job |",
+        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for x in bench.measures:
+        if not x.runs:
+            lines.append(f"| {x.backend} | {x.users:,} | {LABELS[x.method]} | 0 | {x.note} | | | | | |")
+            continue
+        wall = x.median("wall_s")
+        n = x.median("users") or x.users
+        per_k = x.median("statements") / n * 1000 if n else float("nan")
+        diff = "-" if x.max_abs_diff is None else f"{x.max_abs_diff:.1e}"
+        if x.unscored:
+            diff += f" ({x.unscored} unscored!)"
+        label = LABELS[x.method] + (f" ({x.note})" if x.note else "")
+        lines.append(
+            f"| {x.backend} | {x.users:,} | {label} | {len(x.runs)} | {_f(wall)} | {_f(x.median('loop_s'))} "
+            f"| {_f(n / wall, 0)} "
+            f"| {_f(per_k, 1)} | {_f(x.median('rss_mib'), 0)} | {diff} |"
+        )
+    lines += [
+        "",
+        "Ratios of median wall times. *(a)/(c)*: how many times faster the job is than the original loop "
+        "(higher is better); *(c)/(b)*: how many times the floor's time the job takes (1.0 is the floor).",
+        "",
+        "| backend | users | (a)/(c): job is N times faster | (c)/(b): job / floor | on loop s: (a)/(c), (c)/(b) |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    by = {(x.backend, x.users, x.method): x for x in bench.measures}
+    for backend in args.backends.split(","):
+        for users in sorted({x.users for x in bench.measures if x.backend == backend}):
+            job, floor, naive = (by.get((backend, users, k)) for k in ("job", "floor", "naive"))
+            if job is None or floor is None:
+                continue
+            has_naive = naive is not None and naive.runs
+            ac = naive.median("wall_s") / job.median("wall_s") if has_naive else None
+            cb = job.median("wall_s") / floor.median("wall_s")
+            ac_loop = naive.median("loop_s") / job.median("loop_s") if has_naive else None
+            cb_loop = job.median("loop_s") / floor.median("loop_s")
+            lines.append(
+                f"| {backend} | {users:,} | {_f(ac, 1) if ac else 'not run'} | {_f(cb)} "
+                f"| {_f(ac_loop, 1) if ac_loop else '-'}, {_f(cb_loop)} |"
+            )
+    jobs = [x for x in bench.measures if x.method == "job" and x.runs]
+    if jobs:
+        lines += [
+            "",
+            "The job across sizes (default batch size): peak RSS against the smallest size, time per user.",
+            "",
+        ]
+        lines += [
+            "| backend | users | peak RSS MiB | RSS vs smallest | wall s | µs per user (loop) |",
+            "|---|--:|--:|--:|--:|--:|",
+        ]
+        for backend in args.backends.split(","):
+            mine = sorted((x for x in jobs if x.backend == backend), key=lambda x: x.users)
+            if not mine:
+                continue
+            base = mine[0].median("rss_mib")
+            for x in mine:
+                lines.append(
+                    f"| {backend} | {x.users:,} | {_f(x.median('rss_mib'), 0)} "
+                    f"| {(x.median('rss_mib') / base - 1) * 100:+.1f} % | {_f(x.median('wall_s'))} "
+                    f"| {_f(x.median('loop_s') / x.users * 1e6, 1)} |"
+                )
+    if bench.training:
+        lines += [
+            "",
+            "Training (`lead-scorer train`'s `train_model`, once per size on the first backend, not repeated).",
+            "",
+        ]
+        lines += ["| backend | users | wall s | peak RSS MiB | training users | ROC AUC |", "|---|--:|--:|--:|--:|--:|"]
+        for t in bench.training:
+            lines.append(
+                f"| {t['backend']} | {t['users']:,} | {_f(t['wall_s'], 1)} | {_f(t['rss_mib'], 0)} "
+                f"| {t.get('train_users') or 0:,} | {_f(t.get('roc_auc'), 3)} |"
+            )
+    if bench.builds:
+        lines += [
+            "",
+            "Data: "
+            + "; ".join(
+                f"{b['backend']} {b['users']:,} users / {b['events']:,} events built in {b['seconds']:.0f} s"
+                for b in bench.builds
+            )
+            + ".",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python3 dev.py bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="10000,100000,1000000", help="users per dataset, comma-separated")
+    p.add_argument("--backends", default="postgresql,sqlite", help="postgresql, sqlite or both")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each method (the median is reported)")
+    p.add_argument("--naive-max", type=int, default=100_000, help="skip (a) above this many users (it is slow)")
+    p.add_argument(
+        "--rest-size",
+        type=int,
+        default=None,
+        help="PostgreSQL size for the REST row (0: none; default: the largest size up to 100,000)",
+    )
+    p.add_argument("--large", type=int, default=1_000_000, help="sizes from this many users up are 'large'")
+    p.add_argument(
+        "--large-repeat", type=int, default=None, help="runs of each method at large sizes (default --repeat)"
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the markdown table goes")
+    p.add_argument("--workdir", type=Path, default=None, help="keep databases, logs and MLflow here")
+    p.add_argument("--keep", action="store_true", help="keep each size's database")
+    a = p.parse_args(argv)
+    sizes = [int(s.replace("_", "")) for s in a.sizes.split(",") if s]
+    if a.rest_size is None:
+        a.rest_size = max((s for s in sizes if s <= 100_000), default=0)
+    a.size_list = sizes
+    for b in a.backends.split(","):
+        if b not in ("postgresql", "sqlite"):
+            p.error(f"unknown backend {b!r}")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    # SIGTERM unwinds like Ctrl-C, so the PostgreSQL server this started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.perf_counter()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="lead-scorer-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args, work.resolve())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for backend in args.backends.split(","):
+            for users in args.size_list:
+                bench.one(backend, users)
+                args.out.write_text(report(bench, started, args))  # what is measured so far survives a stop
+    finally:
+        bench.close()
+    text = report(bench, started, args)
+    print()
+    print(text)
+    args.out.write_text(text)
+    say(f"written to {args.out}")
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    unequal = [x for x in bench.measures if (x.max_abs_diff or 0.0) > SCORE_TOLERANCE or x.unscored]
+    for x in unequal:
+        say(
+            f"error: {x.backend} {x.users:,} {LABELS[x.method]}: scores differ from the job's by {x.max_abs_diff}"
+            f" ({x.unscored} users unscored)"
+        )
+    return 1 if unequal else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
