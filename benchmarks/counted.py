@@ -18,6 +18,18 @@ import time
 T_START = time.perf_counter()
 
 
+def peak_rss_mib() -> float | None:
+    """This process's own peak RSS (``VmHWM``). Not ``ru_maxrss`` from ``wait4``: on Linux that also counts
+    the parent's memory at ``fork``, so every child of a large benchmark process looked as large as it."""
+    try:
+        for line in open("/proc/self/status"):  # noqa: SIM115 - a short read of a proc file
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 def _install() -> dict[str, float]:
     import sqlalchemy as sa
     from sqlalchemy.engine import make_url
@@ -43,6 +55,7 @@ def main() -> None:
     def _dump() -> None:
         if out:
             stats["process_s"] = time.perf_counter() - T_START
+            stats["peak_rss_mib"] = peak_rss_mib() or 0.0
             with open(out, "w") as fh:
                 json.dump(stats, fh)
 

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from benchmarks.counted import peak_rss_mib
 from models import FeatureCatalog
 from scorer.stores.sql import engine_for
 
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         out = floor(a.url, a.model)
     else:
         out = train(a.url, a.tracking_uri, a.model_name, a.artifacts)
-    a.result.write_text(json.dumps(out))
+    a.result.write_text(json.dumps(out | {"peak_rss_mib": peak_rss_mib()}))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ each method ``--repeat`` times with the scores reset in between and report media
 (b) ``floor``: one aggregate read, one predict_proba, one bulk write (`benchmarks.methods.floor`);
 (c) ``job``: ``lead-scorer run --select all`` with its defaults (`benchmarks.counted`, the real CLI).
 
-Each run is a fresh subprocess, waited for alone, so its peak RSS (``ru_maxrss`` from ``wait4``) and
-its wall time (start to exit, imports and model load included) are its own. The scores (b) and (a)
+Each run is a fresh subprocess, waited for alone, so its peak RSS (its own ``VmHWM``, which it reports
+at exit) and its wall time (start to exit, imports and model load included) are its own. The scores (b) and (a)
 write are compared with the job's. On PostgreSQL the job also runs through the Supabase REST store
 against the PostgREST stand-in (20 ms per request, 1,000-row cap). The table is printed and written
 to ``benchmarks/results/latest.md`` (``--out``).
@@ -123,8 +123,10 @@ def run_proc(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, resul
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{' '.join(cmd[:5])} … exited {proc.returncode}; log {log}:\n{tail}")
     out = json.loads(result.read_text()) if result is not None and result.exists() else {}
-    # Linux reports ru_maxrss in KiB.
-    return Proc(wall_s=wall, rss_mib=usage.ru_maxrss / 1024, out=out, log=log)
+    # The child's own VmHWM when it reports it: ru_maxrss (KiB on Linux) also counts this process's memory
+    # at fork, so it is only an upper bound.
+    rss = out.get("peak_rss_mib") or usage.ru_maxrss / 1024
+    return Proc(wall_s=wall, rss_mib=float(rss), out=out, log=log)
 
 
 def _run_finished(log: Path) -> dict[str, Any]:
@@ -357,7 +359,7 @@ def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
         "Each run is a fresh process; *wall s* is from its start to its exit (imports, model load and, for the "
         "job, MLflow tracking included); *loop s* is the scoring alone (after the model is loaded). "
         "*statements / 1k users* counts SQL statements sent to the data database (an executemany of N rows "
-        "counts N), or HTTP requests for the REST row. *peak RSS* is the process's `ru_maxrss`. "
+        "counts N), or HTTP requests for the REST row. *peak RSS* is the process's own `VmHWM`, read by it at exit. "
         "*max |Δ| vs job* compares every user's written score with the job's.",
         "",
         "| backend | users | method | runs | wall s | loop s | users/s | statements / 1k users | peak RSS MiB "
