@@ -257,34 +257,35 @@ class RestStore:
         return split_dropped(frame, requests=self.requests - before)
 
     def _raw_events(self, vids: list[str], *, since: datetime, as_of: datetime) -> pd.DataFrame:
-        """Raw rows, aggregated here: every ``in.(…)`` chunk paged until its exact count is reached."""
+        """Raw rows, aggregated here: every ``in.(…)`` chunk read completely, in pages of the row cap.
+
+        Events carry no key, so pages go by offset, which is only sound over a set that holds still. The
+        product keeps inserting events while we read, so the rows are bounded by ``created_at < as_of``
+        (new events land after it), and the exact count is checked on every page: if it moved (a backdated
+        insert, a retention delete), the chunk is read again. Events at or after ``as_of`` are only counted
+        (one count request per chunk), to report them as dropped.
+        """
         n = self.names
+        window = (
+            f"and({n.created_at}.gte.{_or_value(since.isoformat())},{n.created_at}.lt.{_or_value(as_of.isoformat())}),"
+            f"{n.created_at}.is.null"
+        )
         parts = []
+        future = 0
         for chunk in self._chunks(vids):
-            rows: list[dict[str, Any]] = []
-            total: int | None = None
-            while total is None or len(rows) < total:
-
-                def page(start: int = len(rows), chunk: list[str] = chunk) -> Any:
-                    # Offset paging is safe here: the set does not shrink as we read (we never write
-                    # events), and the order is total over the selected columns.
-                    q = (
-                        self._pg.from_(n.events)
-                        .select(f"{n.event_visitor_id},{n.event_type},{n.created_at}", count="exact")
-                        .in_(n.event_visitor_id, chunk)
-                        .or_(f"{n.created_at}.gte.{_or_value(since.isoformat())},{n.created_at}.is.null")
-                        .order(n.event_visitor_id)
-                        .order(n.created_at, nullsfirst=True)
-                        .order(n.event_type, nullsfirst=True)
-                    )
-                    return q.range(start, start + self.max_rows - 1).execute()
-
-                res = self._call("reading events", page)
-                total = int(res.count or 0)
-                if not res.data and len(rows) < total:
-                    raise StoreError(f"events changed while being read ({len(rows)} of {total})")
-                rows.extend(res.data)
-            parts.append(pd.DataFrame(rows, columns=[n.event_visitor_id, n.event_type, n.created_at]))
+            parts.append(self._read_chunk(chunk, window))
+            counted = self._call(
+                "counting future events",
+                lambda chunk=chunk: (
+                    self._pg.from_(n.events)
+                    .select(n.event_visitor_id, count="exact", head=True)
+                    .in_(n.event_visitor_id, chunk)
+                    .gte(n.created_at, as_of.isoformat())
+                    .not_.is_(n.event_type, "null")
+                    .execute()
+                ),
+            )
+            future += int(counted.count or 0)
         raw = pd.concat(parts, ignore_index=True)
         created = pd.to_datetime(raw[n.created_at], utc=True, format="ISO8601")
         raw = pd.DataFrame(
@@ -292,10 +293,52 @@ class RestStore:
                 "visitor_id": raw[n.event_visitor_id],
                 "event_type": raw[n.event_type].str.strip().str.lower(),
                 "day": created.dt.strftime("%Y-%m-%d").where(created.notna()),
-                "future": (created >= pd.Timestamp(as_of)).fillna(False),
+                "future": False,
             }
         )
-        return raw.groupby(["visitor_id", "event_type", "day", "future"], dropna=False).size().reset_index(name="n")
+        daily = raw.groupby(["visitor_id", "event_type", "day", "future"], dropna=False).size().reset_index(name="n")
+        if future:
+            # Counted, never read: split_dropped reports them as "future" and keeps none of them.
+            extra = {"visitor_id": None, "event_type": "future", "day": as_of.date().isoformat(), "future": True}
+            daily = pd.concat([daily, pd.DataFrame([extra | {"n": future}])], ignore_index=True)
+        return daily
+
+    def _read_chunk(self, chunk: list[str], window: str, *, attempts: int = 3) -> pd.DataFrame:
+        n = self.names
+        columns = [n.event_visitor_id, n.event_type, n.created_at]
+        for _ in range(attempts):
+            rows: list[dict[str, Any]] = []
+            total: int | None = None
+            while total is None or len(rows) < total:
+
+                def page(start: int = len(rows)) -> Any:
+                    # A total order over the selected columns, so pages of a still set neither overlap nor skip.
+                    return (
+                        self._pg.from_(n.events)
+                        .select(",".join(columns), count="exact")
+                        .in_(n.event_visitor_id, chunk)
+                        .or_(window)
+                        .order(n.event_visitor_id)
+                        .order(n.created_at, nullsfirst=True)
+                        .order(n.event_type, nullsfirst=True)
+                        .range(start, start + self.max_rows - 1)
+                        .execute()
+                    )
+
+                res = self._call("reading events", page)
+                count = int(res.count or 0)
+                if total is not None and count != total:
+                    break  # the set moved under the offsets: start this chunk again
+                total = count
+                if not res.data and len(rows) < total:
+                    break
+                rows.extend(res.data)
+            else:
+                return pd.DataFrame(rows, columns=columns)
+        raise StoreError(
+            f"events of {len(chunk)} visitor(s) kept changing while being read ({attempts} attempts)",
+            hint="this batch is skipped and stays stale; the next run reads it again",
+        )
 
     def _chunks(self, values: list[str]) -> list[list[str]]:
         """Split ``values`` so that each ``in.(…)`` list stays within the URL budget once encoded."""
