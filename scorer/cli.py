@@ -191,10 +191,10 @@ def train(
     )
 
 
-def _registry(tracking_uri: str | None) -> Any:
+def _registry(tracking_uri: str | None, settings: Settings | None = None) -> Any:
     from registry import Registry
 
-    settings = _settings(mlflow_tracking_uri=tracking_uri)
+    settings = settings or _settings(mlflow_tracking_uri=tracking_uri)
     try:
         return Registry(tracking_uri=settings.require_tracking(), model_name=settings.model_name)
     except LeadScorerError as exc:
@@ -242,8 +242,8 @@ def registry_promote(
     from models import FeatureCatalog, UnknownFeatureError
     from registry import DEFAULT_TRUSTED_TYPES, PromotionRefused
 
-    reg = _registry(tracking_uri)
     settings = _settings(mlflow_tracking_uri=tracking_uri)
+    reg = _registry(tracking_uri, settings)
 
     def buildable(names: list[str]) -> None:
         try:
