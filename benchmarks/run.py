@@ -21,6 +21,7 @@ to ``benchmarks/results/latest.md`` (``--out``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -156,6 +157,18 @@ class Bench:
         self.base_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         self.base_env["MLFLOW_TRACKING_URI"] = self.tracking_uri
         self._seq = 0
+        self._servers = contextlib.ExitStack()
+        self._job_tracking_uri: str | None = None
+
+    def job_tracking_uri(self) -> str:
+        """An ``mlflow server`` over the benchmark's MLflow store, started once: the job reaches its
+        tracking server over HTTP in production, and a SQLite file opened in the job's own process would
+        charge it for MLflow's schema check (about a second) that a deployment never pays."""
+        if self._job_tracking_uri is None:
+            from tests.mlflow_server import start_mlflow_server
+
+            self._job_tracking_uri = str(self._servers.enter_context(start_mlflow_server(self.work)))
+        return self._job_tracking_uri
 
     # -- databases -------------------------------------------------------------------------------
     def pg_url(self, name: str) -> str:
@@ -197,6 +210,7 @@ class Bench:
                 p.unlink(missing_ok=True)
 
     def close(self) -> None:
+        self._servers.close()
         if self.pg_server is not None:
             self.pg_server.cleanup()
 
@@ -214,7 +228,7 @@ class Bench:
 
     def job(self, env: dict[str, str], tag: str = "job") -> Proc:
         log, result = self._paths(tag)
-        env = self.base_env | env | {"BENCH_STATS": str(result)}
+        env = self.base_env | {"MLFLOW_TRACKING_URI": self.job_tracking_uri()} | env | {"BENCH_STATS": str(result)}
         cmd = [sys.executable, "-m", "benchmarks.counted", "--json-logs", "run", "--select", "all", "--no-progress"]
         proc = run_proc(cmd, env=env, cwd=self.work, log=log, result=result)
         finished = _run_finished(log)

@@ -15,15 +15,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
 __all__ = [
     "DAILY_COLUMNS",
+    "DailyGrain",
     "FeatureCatalog",
     "UnknownFeatureError",
+    "day_number",
     "normalize_event_type",
     "slugify",
 ]
@@ -32,6 +34,7 @@ __all__ = [
 DAILY_COLUMNS = ("visitor_id", "event_type", "day", "n")
 
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
+_EPOCH = date(1970, 1, 1)
 _EVT_RE = re.compile(r"^evt_(?P<slug>[a-z0-9_]+)_(?P<window>\d+)d$")
 
 
@@ -118,78 +121,158 @@ class FeatureCatalog:
         columns `DAILY_COLUMNS`; ``day`` is a date (UTC). A None visitor, or one with no
         rows, gets the zero-activity row. Never produces NaN.
         """
+        return self.features(DailyGrain.from_frame(daily), visitor_ids=visitor_ids, as_of=as_of, names=names)
+
+    def features(
+        self,
+        grain: DailyGrain,
+        *,
+        visitor_ids: Sequence[str | None],
+        as_of: datetime,
+        names: Sequence[str],
+    ) -> pd.DataFrame:
+        """`build`, from the arrays of a `DailyGrain` (what the stores hand over)."""
         self.check(names)
         never = float(self.lookback_days + 1)
-        vindex = pd.Index(pd.unique(pd.array([v for v in visitor_ids if v is not None], dtype=object)))
-        n_vis = len(vindex)
+        n_vis = len(grain.visitors)
         cols: dict[str, np.ndarray] = {}
 
-        daily = daily[daily["visitor_id"].notna() & daily["event_type"].notna() & daily["day"].notna()]
-        vcode = vindex.get_indexer(daily["visitor_id"].to_numpy(dtype=object))
-        keep = vcode >= 0
-        vcode = vcode[keep]
         # "Age 0" is the most recent (possibly partial) day before as_of, for a midnight
         # training cutoff and a mid-day scoring run alike.
-        last_day = np.datetime64((as_of - timedelta(microseconds=1)).date(), "D")
-        days = pd.to_datetime(daily["day"].to_numpy()[keep]).to_numpy().astype("datetime64[D]")
-        age = (last_day - days).astype(np.int64)
-        n = daily["n"].to_numpy()[keep].astype(np.float64)
-        types = daily["event_type"].to_numpy(dtype=object)[keep]
-        in_range = (age >= 0) & (age <= self.lookback_days)
-        vcode, age, n, types = vcode[in_range], age[in_range], n[in_range], types[in_range]
-
-        def per_visitor(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-            return np.bincount(vcode[mask], weights=None if weights is None else weights[mask], minlength=n_vis)
+        age = day_number((as_of - timedelta(microseconds=1)).date()) - grain.day
+        keep = (age >= 0) & (age <= self.lookback_days)
+        vcode, age, n, types = grain.visitor[keep], age[keep], grain.n[keep], grain.event_type[keep]
 
         for w in (*self.windows, self.lookback_days):
-            cols[f"events_{w}d"] = per_visitor(age < w, n).astype(np.float64)
+            m = age < w
+            cols[f"events_{w}d"] = np.bincount(vcode[m], weights=n[m], minlength=n_vis).astype(np.float64)
 
-        day_key = pd.DataFrame({"v": vcode, "a": age}).drop_duplicates()
-        dv, da = day_key["v"].to_numpy(), day_key["a"].to_numpy()
+        # A visitor may have several rows per day (one per type): count distinct (visitor, day).
+        span = self.lookback_days + 1
+        vday = np.unique(vcode * span + age)
+        dv, da = vday // span, vday % span
         for w in self.windows:
             cols[f"active_days_{w}d"] = np.bincount(dv[da < w], minlength=n_vis).astype(np.float64)
 
-        tcode_all, _ = pd.factorize(types)
-        type_key = pd.DataFrame({"v": vcode, "t": tcode_all, "a": age})
+        tcode, tnames = pd.factorize(types)
+        n_types = max(len(tnames), 1)
+        vtype = vcode * n_types + tcode
         for w in self.windows[1:]:
-            sub = type_key[type_key["a"] < w].drop_duplicates(["v", "t"])
-            cols[f"distinct_types_{w}d"] = np.bincount(sub["v"].to_numpy(), minlength=n_vis).astype(np.float64)
+            seen = np.unique(vtype[age < w])
+            cols[f"distinct_types_{w}d"] = np.bincount(seen // n_types, minlength=n_vis).astype(np.float64)
 
         last = np.full(n_vis, never)
         first = np.full(n_vis, never)
         if len(vcode):
-            np.minimum.at(last, vcode, age.astype(np.float64))
+            fage = age.astype(np.float64)
+            np.minimum.at(last, vcode, fage)
             first_seen = np.full(n_vis, -1.0)
-            np.maximum.at(first_seen, vcode, age.astype(np.float64))
+            np.maximum.at(first_seen, vcode, fage)
             first = np.where(first_seen >= 0, first_seen, never)
         cols["days_since_last_event"] = last
         cols["days_since_first_event"] = first
 
         wanted_slugs = self.type_slugs(names)
         if wanted_slugs:
-            uniq_types, inverse = (
-                np.unique(types.astype(str), return_inverse=True)
-                if len(types)
-                else (
-                    np.array([], dtype=str),
-                    np.array([], dtype=np.int64),
-                )
-            )
             slug_pos = {s: i for i, s in enumerate(wanted_slugs)}
             # Types unseen in training map to -1 and are ignored.
-            type_to_slot = np.array([slug_pos.get(slugify(t), -1) for t in uniq_types], dtype=np.int64)
-            slot = type_to_slot[inverse] if len(types) else np.array([], dtype=np.int64)
+            type_to_slot = np.array([slug_pos.get(slugify(str(t)), -1) for t in tnames], dtype=np.int64)
+            slot = type_to_slot[tcode] if len(tcode) else np.empty(0, dtype=np.int64)
+            n_slots = len(wanted_slugs)
             for w in self.windows:
                 m = (slot >= 0) & (age < w)
-                flat = np.bincount(
-                    vcode[m] * len(wanted_slugs) + slot[m], weights=n[m], minlength=n_vis * len(wanted_slugs)
-                ).reshape(n_vis, len(wanted_slugs))
+                flat = np.bincount(vcode[m] * n_slots + slot[m], weights=n[m], minlength=n_vis * n_slots)
+                flat = flat.reshape(n_vis, n_slots)
                 for s, i in slug_pos.items():
                     cols[f"evt_{s}_{w}d"] = flat[:, i]
 
         # Row n_vis is the zero-activity row, for None visitors and visitors with no events.
-        user_pos = vindex.get_indexer(pd.Index(list(visitor_ids), dtype=object))
-        user_pos = np.where(user_pos >= 0, user_pos, n_vis)
-        empty = {name: (never if name.startswith("days_since") else 0.0) for name in cols}
-        out = {name: np.append(cols[name], empty[name])[user_pos].astype(np.float64, copy=False) for name in names}
-        return pd.DataFrame(out, columns=list(names))
+        table = np.empty((n_vis + 1, len(names)), dtype=np.float64)
+        for j, name in enumerate(names):
+            table[:n_vis, j] = cols[name]
+            table[n_vis, j] = never if name.startswith("days_since") else 0.0
+        position = {v: i for i, v in enumerate(grain.visitors)}
+        user_pos = np.fromiter(
+            (position.get(v, n_vis) if isinstance(v, str) else n_vis for v in visitor_ids),
+            dtype=np.int64,
+            count=len(visitor_ids),
+        )
+        return pd.DataFrame(table[user_pos], columns=list(names))
+
+
+def day_number(day: date) -> int:
+    """A UTC day as the number of days since 1970-01-01 (what `DailyGrain.day` holds)."""
+    return (day - _EPOCH).days
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class DailyGrain:
+    """Events at the daily grain, as arrays: row i is ``n[i]`` events of type ``event_type[i]`` that
+    visitor ``visitors[visitor[i]]`` had on UTC day ``day[i]`` (days since 1970-01-01).
+
+    Stores build it straight from their rows, so a batch never goes through a per-row DataFrame:
+
+    >>> grain = DailyGrain.from_frame(pd.DataFrame({"visitor_id": ["v1"], "event_type": ["page_view"],
+    ...                                             "day": [date(2026, 6, 1)], "n": [3]}))
+    """
+
+    visitors: Sequence[str]  # distinct visitor ids; ``visitor`` indexes this
+    visitor: np.ndarray  # int64
+    event_type: np.ndarray  # object: normalized type names
+    day: np.ndarray  # int64
+    n: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return len(self.visitor)
+
+    @classmethod
+    def empty(cls) -> DailyGrain:
+        return cls(
+            visitors=[],
+            visitor=np.empty(0, dtype=np.int64),
+            event_type=np.empty(0, dtype=object),
+            day=np.empty(0, dtype=np.int64),
+            n=np.empty(0, dtype=np.float64),
+        )
+
+    @classmethod
+    def from_arrays(
+        cls, *, visitor_id: np.ndarray, event_type: np.ndarray, day: np.ndarray, n: np.ndarray
+    ) -> DailyGrain:
+        """From parallel arrays (visitor ids as objects, ``day`` as day numbers); rows must be complete."""
+        codes, uniques = pd.factorize(visitor_id)
+        return cls(
+            visitors=list(uniques),
+            visitor=codes.astype(np.int64, copy=False),
+            event_type=np.asarray(event_type, dtype=object),
+            day=np.asarray(day, dtype=np.int64),
+            n=np.asarray(n, dtype=np.float64),
+        )
+
+    @classmethod
+    def from_frame(cls, daily: pd.DataFrame) -> DailyGrain:
+        """From a frame with `DAILY_COLUMNS` (``day`` a date or ISO string); incomplete rows are dropped."""
+        daily = daily[daily["visitor_id"].notna() & daily["event_type"].notna() & daily["day"].notna()]
+        if daily.empty:
+            return cls.empty()
+        days = pd.to_datetime(daily["day"].to_numpy()).to_numpy().astype("datetime64[D]").astype(np.int64)
+        return cls.from_arrays(
+            visitor_id=daily["visitor_id"].to_numpy(dtype=object),
+            event_type=daily["event_type"].to_numpy(dtype=object),
+            day=days,
+            n=daily["n"].to_numpy(dtype=np.float64),
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """The rows as a frame with `DAILY_COLUMNS` (``day`` as a date): for reading, not for speed."""
+        visitors = np.asarray(list(self.visitors) or [None], dtype=object)
+        days = (np.datetime64("1970-01-01", "D") + self.day.astype("timedelta64[D]")).astype(object)
+        return pd.DataFrame(
+            {
+                "visitor_id": visitors[self.visitor] if len(self) else np.empty(0, dtype=object),
+                "event_type": self.event_type,
+                "day": days,
+                "n": self.n.astype(np.int64),
+            },
+            columns=list(DAILY_COLUMNS),
+        )

@@ -164,9 +164,9 @@ def run_scoring(
         "score_histogram.json": summary.stats.coarse_histogram() | {"count": summary.stats.count},
         "run_summary.json": metrics | {"dropped": summary.dropped, "model_version": resolved.version},
     }
-    png = _histogram_png(summary)
-    if png is not None:
-        artifacts["score_histogram.png"] = png
+    artifacts["score_histogram.svg"] = summary.stats.histogram_svg(
+        title=f"model v{resolved.version}: {summary.stats.count:,} users scored"
+    )
     log.info("run_finished", status=status, **{k: round(v, 4) for k, v in metrics.items()})
     try:
         tracker.finish(metrics=metrics, artifacts=artifacts, status=status)  # type: ignore[arg-type]
@@ -192,30 +192,6 @@ def _drift_and_tiers(
     if previous and stats.count:
         out["score_psi_previous"] = stats.psi(previous)
     return out
-
-
-def _histogram_png(summary: RunSummary) -> bytes | None:
-    """A picture for the MLflow UI, when matplotlib is installed (it is not in the slim image)."""
-    try:
-        import io
-
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    hist = summary.stats.coarse_histogram()
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar(hist["edges"][:-1], hist["counts"], width=1 / len(hist["counts"]), align="edge")
-    ax.set_xlabel("lead_score")
-    ax.set_ylabel("users")
-    ax.set_title(f"model v{summary.model_version}: {summary.stats.count} users")
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,7 +235,7 @@ def build_training_set(
         if not vids:
             continue
         read = store.read_events(vids, since=since, as_of=as_of)
-        frames.append(catalog.build(read.daily, visitor_ids=vids, as_of=as_of, names=names))
+        frames.append(catalog.features(read.grain, visitor_ids=vids, as_of=as_of, names=names))
         labels.append((conv[eligible] < horizon_end).fillna(False).to_numpy(dtype=bool))
     if not frames:
         return pd.DataFrame(columns=names, dtype="float64"), np.zeros(0, dtype=np.int64)

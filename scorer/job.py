@@ -21,7 +21,7 @@ from models import FeatureCatalog
 from registry import LoadedModel
 from scorer.errors import EXIT_BATCH_FAILED, EXIT_OK, EXIT_TRACKING, AuthError, SchemaError
 from scorer.stats import ScoreStats
-from scorer.stores.base import EventRead, Selection, Store, UserPage, empty_daily
+from scorer.stores.base import EventRead, Selection, Store, UserPage
 from scorer.tracking import NullTracker, Tracker
 
 __all__ = ["BatchReport", "JobOptions", "RunSummary", "ScoreValueError", "score_users"]
@@ -113,7 +113,7 @@ def _read(
     returned in place of the events, so that batch is counted as failed and the loop goes on."""
     page = store.select_users(select=options.select, model_version=version, after=after, limit=limit)
     if not len(page):
-        return page, EventRead(daily=empty_daily())
+        return page, EventRead()
     try:
         return page, store.read_events(page.visitor_ids, since=since, as_of=as_of)
     except Exception as exc:
@@ -147,11 +147,12 @@ def score_users(
     step = 0
 
     # Batch n+1 is read (its key page, then its events) by one worker thread while batch n's features and
-    # scores are computed, so the database works on the read while this process computes. The write of
-    # batch n waits for that read: the store never has two requests in flight, so a transient failure hits
-    # the request it hits and SQLite never waits on its own reader. Pages are disjoint key ranges
-    # (user_id > the last key), so reading ahead neither sees nor misses a write. A stop request or a fatal
-    # error drops the batch read ahead: it is never written.
+    # scores are computed, so the database works on the read while this process computes. On a store
+    # that says it is `concurrent` (PostgreSQL), the write of batch n runs beside that read, on its own
+    # connection; on the others (SQLite, REST) it waits for the read, so the store never has two requests
+    # in flight: a transient failure hits the request it hits and SQLite never waits on its own reader.
+    # Pages are disjoint key ranges (user_id > the last key), so reading ahead neither sees nor misses a
+    # write. A stop request or a fatal error drops the batch read ahead: it is never written.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lead-scorer-read")
 
     def read_ahead(after: Any | None) -> Future[_Read] | None:
@@ -185,10 +186,12 @@ def score_users(
                 if isinstance(read, Exception):
                     raise read
                 events = read.events_read
-                features = catalog.build(read.daily, visitor_ids=page.visitor_ids, as_of=as_of, names=model.input_names)
+                features = catalog.features(
+                    read.grain, visitor_ids=page.visitor_ids, as_of=as_of, names=model.input_names
+                )
                 scores = _check_scores(model.predict_scores(features))
                 if not options.dry_run:
-                    if pending is not None:
+                    if pending is not None and not getattr(store, "concurrent", False):
                         wait([pending])
                     scored = store.write_scores(page.user_ids, scores, model_version=version, scored_at=as_of)
                     summary.users_vanished += len(page) - scored

@@ -96,3 +96,49 @@ class ScoreStats:
     def coarse_histogram(self, bins: int = 20) -> dict[str, list[float] | list[int]]:
         counts = self.hist.reshape(bins, BINS // bins).sum(axis=1)
         return {"edges": [i / bins for i in range(bins + 1)], "counts": [int(c) for c in counts]}
+
+    def histogram_svg(self, *, title: str, bins: int = 20) -> str:
+        """The coarse histogram as a small SVG bar chart, which the MLflow UI shows as an image.
+
+        Written by hand rather than with matplotlib: the image has no plotting library, and
+        importing one cost the job more than a second.
+
+        >>> svg = stats.histogram_svg(title="model v3: 120,000 users")
+        """
+        counts = self.coarse_histogram(bins)["counts"]
+        width, height, left, bottom, top = 600, 300, 60, 40, 30
+        plot_w, plot_h = width - left - 20, height - top - bottom
+        peak = max(max(counts), 1)  # type: ignore[type-var]
+        bar_w = plot_w / bins
+        parts = [
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+            f'<rect width="{width}" height="{height}" fill="white"/>',
+            f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{_xml(title)}</text>',
+        ]
+        for i, c in enumerate(counts):
+            h = plot_h * int(c) / peak
+            x = left + i * bar_w
+            parts.append(
+                f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w - 1:.1f}" height="{h:.1f}" '
+                f'fill="#1f77b4"><title>{i / bins:.2f} to {(i + 1) / bins:.2f}: {int(c):,} users</title></rect>'
+            )
+        axis_y = top + plot_h
+        parts.append(f'<line x1="{left}" y1="{axis_y}" x2="{left + plot_w}" y2="{axis_y}" stroke="black"/>')
+        parts.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{axis_y}" stroke="black"/>')
+        for tick in range(0, 11, 2):
+            x = left + plot_w * tick / 10
+            parts.append(f'<text x="{x:.1f}" y="{axis_y + 16}" text-anchor="middle">{tick / 10:.1f}</text>')
+        parts.append(f'<text x="{left - 6}" y="{top + 4}" text-anchor="end">{peak:,}</text>')
+        parts.append(f'<text x="{left - 6}" y="{axis_y}" text-anchor="end">0</text>')
+        parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">lead_score</text>')
+        parts.append(
+            f'<text x="14" y="{top + plot_h / 2}" text-anchor="middle" '
+            f'transform="rotate(-90 14 {top + plot_h / 2})">users</text>'
+        )
+        parts.append("</svg>")
+        return "\n".join(parts)
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

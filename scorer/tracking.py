@@ -12,6 +12,7 @@ import contextlib
 import json
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -86,6 +87,9 @@ class MlflowTracker:
         self._finish_attempts = finish_attempts
         # Set after the first failed call: a lost server must not cost MLflow's retries on every batch.
         self._degraded = False
+        # Per-batch metrics go out from one background thread, in order, so a slow tracking server never
+        # holds up the scoring; `_drain` waits for them before anything reads or closes the run.
+        self._sender: ThreadPoolExecutor | None = None
 
     def start(
         self, *, run_name: str, tags: dict[str, str], params: dict[str, Any], model_id: str | None = None
@@ -120,6 +124,7 @@ class MlflowTracker:
 
     def previous_deciles(self) -> list[float] | None:
         """The score deciles of the last finished run in this experiment, for drift between runs."""
+        self._drain()
         if self._experiment_id is None or self._degraded:
             return None
         try:
@@ -148,8 +153,21 @@ class MlflowTracker:
         if self.run_id is None or self._degraded:
             return
         now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lead-scorer-metrics")
+        self._sender.submit(self._send_batch, self.run_id, step, batch)
+
+    def _drain(self) -> None:
+        if self._sender is not None:
+            self._sender.shutdown(wait=True)
+            self._sender = None
+
+    def _send_batch(self, run_id: str, step: int, batch: list[Metric]) -> None:
+        if self._degraded:
+            return
         try:
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+            self.client.log_batch(run_id, metrics=batch)
         except Exception as exc:  # a lost batch metric must not stop the scoring
             self._degraded = True
             log.warning(
@@ -161,6 +179,7 @@ class MlflowTracker:
 
     def finish(self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status) -> None:
         """Totals, artifacts and the final status; retried, then `TrackingError` if it cannot be saved."""
+        self._drain()
         if self.run_id is None:
             return
         run_id = self.run_id
@@ -184,6 +203,8 @@ class MlflowTracker:
                     path = Path(tmp) / name
                     if isinstance(content, bytes):
                         path.write_bytes(content)
+                    elif isinstance(content, str):
+                        path.write_text(content, encoding="utf-8")
                     else:
                         path.write_text(json.dumps(content, indent=2, default=str))
                 self.client.log_artifacts(run_id, tmp)

@@ -62,7 +62,9 @@ def test_run_is_tracked_with_version_counts_and_distribution(db_url, mlflow_loca
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "batch_users")]
     assert steps == [1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"score_histogram.json", "run_summary.json", "score_histogram.png"} <= artifacts
+    assert {"score_histogram.json", "run_summary.json", "score_histogram.svg"} <= artifacts
+    svg = Path(client.download_artifacts(run.info.run_id, "score_histogram.svg")).read_text()
+    assert svg.startswith("<svg") and "600 users scored" in svg and svg.count("<rect") == 21
     hist = json.loads(Path(client.download_artifacts(run.info.run_id, "score_histogram.json")).read_text())
     assert sum(hist["counts"]) == 600
 

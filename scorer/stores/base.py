@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 
 import pandas as pd
 
+from models import DailyGrain
 from scorer.errors import SettingsError
 
 __all__ = [
@@ -18,7 +19,6 @@ __all__ = [
     "Selection",
     "Store",
     "UserPage",
-    "empty_daily",
     "split_dropped",
     "validate_identifier",
 ]
@@ -76,16 +76,23 @@ class UserPage:
 class EventRead:
     """A batch's events at the daily grain, and what was dropped on the way."""
 
-    daily: pd.DataFrame  # models.DAILY_COLUMNS
+    grain: DailyGrain = field(default_factory=DailyGrain.empty)
     events_read: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # null_type, null_time, future
     requests: int = 0
+
+    @property
+    def daily(self) -> pd.DataFrame:
+        """The kept rows as a frame with `models.DAILY_COLUMNS`, for reading and tests."""
+        return self.grain.to_frame()
 
 
 class Store(Protocol):
     """Where users and events live. The batch loop knows nothing else about a store."""
 
     kind: str
+    #: Whether a write may run while the next batch is being read (on another connection).
+    concurrent: bool
 
     def describe(self) -> str:
         """Where this store points, safe to log (no secrets)."""
@@ -126,15 +133,11 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def empty_daily() -> pd.DataFrame:
-    return pd.DataFrame({"visitor_id": [], "event_type": [], "day": [], "n": []})
-
-
 def split_dropped(frame: pd.DataFrame, *, requests: int = 0) -> EventRead:
     """From aggregated rows (visitor_id, event_type, day, future, n): drop and count events with no
     type, no time, or a time at/after ``as_of``; keep the rest at the daily grain."""
     if frame.empty:
-        return EventRead(daily=empty_daily(), requests=requests)
+        return EventRead(requests=requests)
     frame = frame.assign(n=frame["n"].astype("int64"), future=frame["future"].fillna(False).astype(bool))
     no_type = frame["event_type"].isna() | (frame["event_type"] == "")
     no_time = frame["day"].isna() & ~no_type
@@ -146,4 +149,6 @@ def split_dropped(frame: pd.DataFrame, *, requests: int = 0) -> EventRead:
     }
     keep = ~(no_type | no_time | future)
     good = frame.loc[keep, ["visitor_id", "event_type", "day", "n"]].reset_index(drop=True)
-    return EventRead(daily=good, events_read=int(frame["n"].sum()), dropped=dropped, requests=requests)
+    return EventRead(
+        grain=DailyGrain.from_frame(good), events_read=int(frame["n"].sum()), dropped=dropped, requests=requests
+    )

@@ -30,7 +30,7 @@ from supabase import ClientOptions, create_client
 
 from scorer.errors import AuthError, SchemaError, StoreError
 from scorer.schema import EVENTS_FUNCTION, WRITE_FUNCTION
-from scorer.stores.base import EventRead, Names, Selection, UserPage, empty_daily, split_dropped
+from scorer.stores.base import EventRead, Names, Selection, UserPage, split_dropped
 
 __all__ = ["RestStore", "is_transient"]
 
@@ -61,6 +61,7 @@ class RestStore:
     """Users and events behind Supabase's Data API (PostgREST)."""
 
     kind = "rest"
+    concurrent = False  # one request at a time: a retried failure is the request it hit
 
     def __init__(
         self,
@@ -240,7 +241,7 @@ class RestStore:
         vids = sorted({v for v in visitor_ids if v is not None})
         before = self.requests
         if not vids:
-            return EventRead(daily=empty_daily())
+            return EventRead()
         if self.fast_events is None:
             self.check(scoring=False)
         if self.fast_events:
