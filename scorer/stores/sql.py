@@ -290,17 +290,24 @@ class SqlStore:
         with self.engine.begin() as conn:
             self.statements += 1
             if self._pg:
+                ids = sa.cast(sa.bindparam("ids", list(user_ids)), pg.ARRAY(self._id_type))  # type: ignore[arg-type]
                 v = (
                     sa.func.unnest(
-                        sa.cast(sa.bindparam("ids", list(user_ids)), pg.ARRAY(self._id_type)),  # type: ignore[arg-type]
-                        sa.cast(sa.bindparam("scores", [float(s) for s in scores]), pg.ARRAY(sa.Float(53))),
+                        ids, sa.cast(sa.bindparam("scores", [float(s) for s in scores]), pg.ARRAY(sa.Float(53)))
                     )
                     .table_valued("uid", "score")
                     .render_derived(name="v")
                 )
+                # The ids' own smallest and largest key, in the database's order: without this range
+                # PostgreSQL joins a batch against a scan of the whole table (it cannot tell that 2,000
+                # ids are one key page), twice the time at 100,000 users and growing with the table.
+                # ORDER BY … LIMIT 1 rather than min(): there is no min(uuid) before PostgreSQL 16.
+                key = sa.func.unnest(ids).column_valued("k")
+                lowest = sa.select(key).order_by(key).limit(1).scalar_subquery()
+                highest = sa.select(key).order_by(key.desc()).limit(1).scalar_subquery()
                 stmt = (
                     sa.update(self.users)
-                    .where(u[n.user_id] == v.c.uid)
+                    .where(u[n.user_id] == v.c.uid, u[n.user_id] >= lowest, u[n.user_id] <= highest)
                     .values({n.lead_score: v.c.score, n.model_version: model_version, n.scored_at: scored_at})
                 )
                 return int(conn.execute(stmt).rowcount)
