@@ -191,11 +191,29 @@ def test_text_and_uuid_ids_page_by_key(pg_target, trained):
 
 def test_text_ids_with_awkward_characters(target, trained):
     _, model = trained
-    ids = [f'acct,{i}"(x)' if i % 2 else f"user {i:04d}" for i in range(1, 131)]
+    ids = [f'acct,{i}"(x)\\{{y}}' if i % 2 else f"user {i:04d}" for i in range(1, 131)]
     make_product(target.url, users=130, seed=10, id_type=sa.Text, user_ids=ids)
     store = Recording(target.store())
     summary = score_users(store=store, model=model, options=JobOptions(select="unscored", batch_size=40))
     assert summary.users_scored == 130 and sorted(store.written) == sorted(ids)
+
+
+def test_visitor_ids_with_awkward_characters_find_their_events(target, trained):
+    """Ids travel inside one array literal on PostgreSQL: quotes, backslashes, braces and commas in a
+    visitor id must still find that visitor's events, so the scores do not change when ids do."""
+    _, model = trained
+    make_product(target.url, users=150, seed=12)
+    options = JobOptions(select="all", batch_size=50)
+    assert score_users(store=target.store(), model=model, options=options).users_scored == 150
+    before = snapshot(target.url)
+    awkward = """'a\\"{' || visitor_id || '}", NULL' """
+    execute(target.url, f"UPDATE users SET visitor_id = {awkward}", f"UPDATE events SET visitor_id = {awkward}")
+    execute(target.url, "UPDATE users SET lead_score = NULL")
+    summary = score_users(store=target.store(), model=model, options=options)
+    after = snapshot(target.url)
+    assert summary.users_scored == 150 and summary.events_read > 0
+    assert after["visitor_id"].dropna().str.startswith('a\\"{').all()
+    np.testing.assert_allclose(after["lead_score"], before["lead_score"], rtol=0, atol=1e-12)
 
 
 def test_dry_run_writes_nothing(target, trained):

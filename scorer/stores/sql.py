@@ -62,6 +62,17 @@ def engine_for(url: str) -> sa.Engine:
     return sa.create_engine(parsed, pool_pre_ping=True)
 
 
+def _pg_array(name: str, values: Sequence[Any], item_type: Any) -> sa.ColumnElement[Any]:
+    """A list bound as one PostgreSQL array literal (text), cast to ``item_type[]`` in the statement.
+
+    psycopg adapts a list element by element in Python (regular expressions per element), which was
+    a sixth of the job's Python time; joining the literal here costs a fraction of that. Every element
+    is double-quoted with backslash and quote escaped, the array input syntax's own quoting.
+    """
+    literal = "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+    return sa.cast(sa.bindparam(name, literal, type_=sa.Text), pg.ARRAY(item_type))
+
+
 def _retrying(fn: Any) -> Any:
     """Transient connection errors are retried with backoff and jitter, bounded in attempts and time."""
     return stamina.retry(on=_TRANSIENT, attempts=4, timeout=60.0, wait_initial=0.5, wait_max=8.0)(fn)
@@ -224,7 +235,7 @@ class SqlStore:
         etype = sa.func.lower(sa.func.trim(e[n.event_type])).label("event_type")
         future = (created >= self._bound_time(as_of)).label("future")
         if self._pg:
-            in_batch = e[n.event_visitor_id] == sa.func.any(sa.bindparam("vids", vids, type_=pg.ARRAY(sa.Text)))
+            in_batch = e[n.event_visitor_id] == sa.func.any(_pg_array("vids", vids, sa.Text()))
         else:
             in_batch = e[n.event_visitor_id].in_(sa.bindparam("vids", vids, expanding=True))
         q = (
@@ -290,11 +301,9 @@ class SqlStore:
         with self.engine.begin() as conn:
             self.statements += 1
             if self._pg:
-                ids = sa.cast(sa.bindparam("ids", list(user_ids)), pg.ARRAY(self._id_type))  # type: ignore[arg-type]
+                ids = _pg_array("ids", user_ids, self._id_type)
                 v = (
-                    sa.func.unnest(
-                        ids, sa.cast(sa.bindparam("scores", [float(s) for s in scores]), pg.ARRAY(sa.Float(53)))
-                    )
+                    sa.func.unnest(ids, _pg_array("scores", [repr(float(s)) for s in scores], sa.Float(53)))
                     .table_valued("uid", "score")
                     .render_derived(name="v")
                 )
