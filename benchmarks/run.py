@@ -374,7 +374,8 @@ def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
         "job, MLflow tracking included); *loop s* is the scoring alone (after the model is loaded). "
         "*statements / 1k users* counts SQL statements sent to the data database (an executemany of N rows "
         "counts N), or HTTP requests for the REST row. *peak RSS* is the process's own `VmHWM`, read by it at exit. "
-        "*max |Δ| vs job* compares every user's written score with the job's.",
+        "*max |Δ| vs job* compares every user's written score with the job's. The job records its run in an "
+        "`mlflow server` on loopback (SQLite behind it), as a deployment reaches its tracking server over HTTP.",
         "",
         "| backend | users | method | runs | wall s | loop s | users/s | statements / 1k users | peak RSS MiB "
         "| max abs Δ vs job |",
