@@ -166,7 +166,7 @@ def score_users(
     # Pages are disjoint key ranges (user_id > the last key), so reading ahead neither sees nor misses a
     # write. A stop request or a fatal error drops the batch read ahead: it is never written.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lead-scorer-read")
-    concurrent = bool(getattr(store, "concurrent", False))
+    concurrent = store.concurrent
     slices = (
         ThreadPoolExecutor(max_workers=_READ_SLICES, thread_name_prefix="lead-scorer-events") if concurrent else None
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+import numpy as np
 import pandas as pd
 
 from models import DailyGrain
@@ -20,6 +21,7 @@ __all__ = [
     "Store",
     "UserPage",
     "split_dropped",
+    "split_dropped_frame",
     "validate_identifier",
 ]
 
@@ -147,22 +149,48 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def split_dropped(frame: pd.DataFrame, *, requests: int = 0) -> EventRead:
-    """From aggregated rows (visitor_id, event_type, day, future, n): drop and count events with no
-    type, no time, or a time at/after ``as_of``; keep the rest at the daily grain."""
-    if frame.empty:
+def split_dropped(
+    *,
+    visitor_id: np.ndarray,
+    event_type: np.ndarray,
+    day: np.ndarray,
+    future: np.ndarray,
+    n: np.ndarray,
+    requests: int = 0,
+) -> EventRead:
+    """From aggregated rows as object arrays (visitor id, normalized type, UTC day number or None, at or
+    after ``as_of``, count): drop and count events with no type, no time, or a time at/after ``as_of``;
+    keep the rest at the daily grain."""
+    if not len(n):
         return EventRead(requests=requests)
-    frame = frame.assign(n=frame["n"].astype("int64"), future=frame["future"].fillna(False).astype(bool))
-    no_type = frame["event_type"].isna() | (frame["event_type"] == "")
-    no_time = frame["day"].isna() & ~no_type
-    future = frame["future"] & ~no_type & ~no_time
+    counts = np.asarray(n, dtype=np.int64)
+    no_type = (event_type == None) | (event_type == "")  # noqa: E711 - elementwise on an object array
+    no_time = (day == None) & ~no_type  # noqa: E711
+    late = (future == True) & ~no_type & ~no_time  # noqa: E712
+    keep = ~(no_type | no_time | late) & (visitor_id != None)  # noqa: E711
+    grain = DailyGrain.from_arrays(
+        visitor_id=visitor_id[keep],
+        event_type=event_type[keep],
+        day=day[keep].astype(np.int64),
+        n=counts[keep].astype(np.float64),
+    )
     dropped = {
-        "null_type": int(frame.loc[no_type, "n"].sum()),
-        "null_time": int(frame.loc[no_time, "n"].sum()),
-        "future": int(frame.loc[future, "n"].sum()),
+        "null_type": int(counts[no_type].sum()),
+        "null_time": int(counts[no_time].sum()),
+        "future": int(counts[late].sum()),
     }
-    keep = ~(no_type | no_time | future)
-    good = frame.loc[keep, ["visitor_id", "event_type", "day", "n"]].reset_index(drop=True)
-    return EventRead(
-        grain=DailyGrain.from_frame(good), events_read=int(frame["n"].sum()), dropped=dropped, requests=requests
+    return EventRead(grain=grain, events_read=int(counts.sum()), dropped=dropped, requests=requests)
+
+
+def split_dropped_frame(frame: pd.DataFrame, *, requests: int = 0) -> EventRead:
+    """`split_dropped` for a frame (visitor_id, event_type, day as a date or ISO string, future, n)."""
+    days = pd.to_datetime(frame["day"].to_numpy()).to_numpy().astype("datetime64[D]")
+    day = np.where(np.isnat(days), None, days.astype(np.int64)).astype(object)
+    return split_dropped(
+        visitor_id=frame["visitor_id"].to_numpy(dtype=object),
+        event_type=frame["event_type"].to_numpy(dtype=object, na_value=None),
+        day=day,
+        future=frame["future"].fillna(False).to_numpy(dtype=object),
+        n=frame["n"].to_numpy(),
+        requests=requests,
     )

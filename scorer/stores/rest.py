@@ -30,7 +30,7 @@ from supabase import ClientOptions, create_client
 
 from scorer.errors import AuthError, SchemaError, StoreError
 from scorer.schema import EVENTS_FUNCTION, WRITE_FUNCTION
-from scorer.stores.base import EventRead, Names, Selection, UserPage, split_dropped
+from scorer.stores.base import EventRead, Names, Selection, UserPage, split_dropped_frame
 
 __all__ = ["RestStore", "is_transient"]
 
@@ -255,7 +255,7 @@ class RestStore:
             frame = pd.DataFrame(doc or {"visitor_id": [], "event_type": [], "day": [], "future": [], "n": []})
         else:
             frame = self._raw_events(vids, since=since, as_of=as_of)
-        return split_dropped(frame, requests=self.requests - before)
+        return split_dropped_frame(frame, requests=self.requests - before)
 
     def _raw_events(self, vids: list[str], *, since: datetime, as_of: datetime) -> pd.DataFrame:
         """Raw rows, aggregated here: every ``in.(…)`` chunk read completely, in pages of the row cap.
@@ -299,7 +299,7 @@ class RestStore:
         )
         daily = raw.groupby(["visitor_id", "event_type", "day", "future"], dropna=False).size().reset_index(name="n")
         if future:
-            # Counted, never read: split_dropped reports them as "future" and keeps none of them.
+            # Counted, never read: split_dropped_frame reports them as "future" and keeps none of them.
             extra = {"visitor_id": None, "event_type": "future", "day": as_of.date().isoformat(), "future": True}
             daily = pd.concat([daily, pd.DataFrame([extra | {"n": future}])], ignore_index=True)
         return daily

@@ -20,9 +20,8 @@ import stamina
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import make_url
 
-from models import DailyGrain
 from scorer.errors import AuthError, SchemaError, SettingsError, StoreError
-from scorer.stores.base import EventRead, Names, Selection, UserPage
+from scorer.stores.base import EventRead, Names, Selection, UserPage, split_dropped
 
 __all__ = ["SqlStore", "engine_for", "redact_url"]
 
@@ -251,24 +250,8 @@ class SqlStore:
         if not result:
             return EventRead()
         # One column at a time (zip(*rows) over 40,000 rows costs four times as much).
-        visitor, types, days, is_future, n_a = (np.array([r[i] for r in result], dtype=object) for i in range(5))
-        n_a = n_a.astype(np.int64)
-        no_type = (types == None) | (types == "")  # noqa: E711 - elementwise on an object array
-        no_time = (days == None) & ~no_type  # noqa: E711
-        future_a = (is_future == True) & ~no_type & ~no_time  # noqa: E712
-        keep = ~(no_type | no_time | future_a)
-        dropped = {
-            "null_type": int(n_a[no_type].sum()),
-            "null_time": int(n_a[no_time].sum()),
-            "future": int(n_a[future_a].sum()),
-        }
-        grain = DailyGrain.from_arrays(
-            visitor_id=visitor[keep],
-            event_type=types[keep],
-            day=days[keep].astype(np.int64),
-            n=n_a[keep].astype(np.float64),
-        )
-        return EventRead(grain=grain, events_read=int(n_a.sum()), dropped=dropped)
+        visitor, types, days, is_future, counts = (np.array([r[i] for r in result], dtype=object) for i in range(5))
+        return split_dropped(visitor_id=visitor, event_type=types, day=days, future=is_future, n=counts)
 
     @_retrying
     def top_event_types(self, *, since: datetime, as_of: datetime, limit: int) -> list[str]:
