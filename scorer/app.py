@@ -24,6 +24,7 @@ from registry import (
     TAG_EVENT_TYPES,
     TAG_REFERENCE,
     TAG_TRUSTED_TYPES,
+    LoadedModel,
     NoProductionVersion,
     PromotionRefused,
     Registry,
@@ -62,37 +63,13 @@ def run_scoring(
     catalog = catalog or FeatureCatalog()
     tracking_uri = settings.require_tracking()
     store = store or open_store(settings)
-    store.check(scoring=True)
-    log.info("store_ready", store=store.kind, where=store.describe())
-
-    # 2. Resolve once, load once; the version is pinned for the whole run.
-    registry = _registry(settings)
     try:
-        t0 = time.perf_counter()
-        registry.ping()
-        resolved = registry.resolve(pin=settings.model_version)
-        resolve_s = time.perf_counter() - t0
-        model = registry.load(
-            resolved,
-            allow_pickle=settings.allow_pickle,
-            trusted_types=(*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types),
-        )
-        catalog.check(model.input_names)
-    except (NoProductionVersion, UnknownFeatureError) as exc:
-        raise ModelError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None)) from None
-    except RegistryUnavailable as exc:
-        raise ServiceUnavailable(exc.message, hint=exc.hint) from None
-    except RegistryError as exc:
-        raise ModelError(exc.message, hint=exc.hint) from None
-    log.info(
-        "model_loaded",
-        model=resolved.name,
-        version=resolved.version,
-        resolved_by=resolved.how,
-        features=len(model.input_names),
-        resolve_s=round(resolve_s, 3),
-        **{k: round(v, 3) for k, v in model.timings.items()},
-    )
+        store.check(scoring=True)
+        log.info("store_ready", store=store.kind, where=store.describe())
+        resolved, model = _resolve_and_load(settings, catalog)
+    except BaseException:
+        store.close()  # a run that stops before scoring leaves no connection behind
+        raise
 
     # 3. One MLflow run per job run.
     tracker = tracker or MlflowTracker(
@@ -175,6 +152,38 @@ def run_scoring(
         summary.tracking_lost = True
         log.error("run_record_lost", error=str(exc), hint="the run_finished log line holds the run's summary")
     return summary
+
+
+def _resolve_and_load(settings: Settings, catalog: FeatureCatalog) -> tuple[ResolvedVersion, LoadedModel]:
+    """2. Resolve once, load once; the version is pinned for the whole run."""
+    registry = _registry(settings)
+    try:
+        t0 = time.perf_counter()
+        registry.ping()
+        resolved = registry.resolve(pin=settings.model_version)
+        resolve_s = time.perf_counter() - t0
+        model = registry.load(
+            resolved,
+            allow_pickle=settings.allow_pickle,
+            trusted_types=(*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types),
+        )
+        catalog.check(model.input_names)
+    except (NoProductionVersion, UnknownFeatureError) as exc:
+        raise ModelError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None)) from None
+    except RegistryUnavailable as exc:
+        raise ServiceUnavailable(exc.message, hint=exc.hint) from None
+    except RegistryError as exc:
+        raise ModelError(exc.message, hint=exc.hint) from None
+    log.info(
+        "model_loaded",
+        model=resolved.name,
+        version=resolved.version,
+        resolved_by=resolved.how,
+        features=len(model.input_names),
+        resolve_s=round(resolve_s, 3),
+        **{k: round(v, 3) for k, v in model.timings.items()},
+    )
+    return resolved, model
 
 
 def _drift_and_tiers(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from models import FeatureCatalog
 from scorer.cli import app
-from scorer.errors import AuthError, SchemaError
+from scorer.errors import AuthError, SchemaError, StoreError
 from scorer.job import JobOptions, score_users
 from scorer.stores.rest import RestStore
 from scorer.stores.sql import SqlStore, engine_for
@@ -222,47 +222,81 @@ def test_the_store_never_inserts(pg_url, rest):
     engine.dispose()
 
 
-def test_raw_reads_stay_exact_while_the_product_inserts_events(pg_url, rest, trained):
-    """Offset pages over a set that moves would repeat or skip rows: a backdated insert (sorting before the
-    page just read) and live traffic (after the run's start) arrive between the pages of one chunk, and the
-    daily grain and the features still equal the SQL store's."""
+def test_raw_reads_take_each_event_once_while_the_product_writes(pg_url, rest, trained):
+    """Events have no key, and offset pages over a table that moves repeat or skip rows: an insert behind the
+    reader shifts every later offset by one, and a delete ahead of it keeps the count the same, so a count
+    check does not see it. The raw path reads by visitor, then by time, with no offsets; here a heavy
+    visitor's first page ends inside a run of 600 identical rows. Every event that exists for the whole read
+    is taken exactly once, the insert behind the reader waits for the next run, and live traffic lands after
+    ``as_of``."""
     _, model = trained
     data = make_product(pg_url, users=50, seed=43)
-    first = sorted(data.users["visitor_id"].dropna())[0]
-    _heavy_visitors(pg_url, [first], 2_500)
-    execute(pg_url, "DROP FUNCTION lead_scorer_daily_events")
-    insert = "INSERT INTO events (visitor_id, event_type, created_at) VALUES"
+    heavy = sorted(data.users["visitor_id"].dropna())[0]
+    execute(
+        pg_url,
+        "INSERT INTO events (visitor_id, event_type, created_at) "
+        "SELECT :v, 'page_view', now() - interval '150 days' + make_interval(mins => i) FROM generate_series(1, 700) i "
+        "UNION ALL SELECT :v, 'pricing_view', now() - interval '60 days' FROM generate_series(1, 600) "
+        "UNION ALL SELECT :v, 'docs_view', now() - interval '30 days' + make_interval(mins => i) "
+        "FROM generate_series(1, 700) i",
+        "DROP FUNCTION lead_scorer_daily_events",
+        params={"v": heavy},
+    )
     as_of = datetime.now(UTC)
     pages = 0
 
-    class LiveTraffic(RestStore):
+    class LiveProduct(RestStore):
         def _call(self, what, fn):
             nonlocal pages
             result = super()._call(what, fn)
             if what == "reading events" and self.fast_events is not None:  # not the schema probe
                 pages += 1
-                if pages == 1:  # the oldest event of the first visitor: every later offset shifts by one
-                    execute(pg_url, f"{insert} (:v, 'pricing_view', now() - interval '170 days')", params={"v": first})
-                if pages == 2:  # live traffic: lands after as_of
-                    execute(pg_url, f"{insert} (:v, 'page_view', now())", params={"v": first})
+                if pages == 1:
+                    execute(
+                        pg_url,
+                        "INSERT INTO events (visitor_id, event_type, created_at) "
+                        "VALUES (:v, 'backdated', now() - interval '170 days'), (:v, 'page_view', now())",
+                        "DELETE FROM events WHERE ctid = (SELECT ctid FROM events WHERE visitor_id = :v "
+                        "AND event_type = 'docs_view' ORDER BY created_at DESC LIMIT 1)",
+                        params={"v": heavy},
+                    )
             return result
 
-    store = LiveTraffic(rest.url, key=REST_KEY, max_rows=1000)
+    store = LiveProduct(rest.url, key=REST_KEY, max_rows=1000)
     store.check()
     assert store.fast_events is False
     cat = FeatureCatalog()
-    vids = [v if isinstance(v, str) else None for v in data.users["visitor_id"]]  # NaN → no visitor
-    a = store.read_events(vids, since=cat.since(as_of), as_of=as_of)
+    a = store.read_events([heavy], since=cat.since(as_of), as_of=as_of)
+    assert pages == 3  # 2,000+ rows in three answers: none read twice
+    execute(pg_url, "DELETE FROM events WHERE event_type = 'backdated'")  # it came in behind the reader
     sql = SqlStore(pg_url)
     sql.check()
-    b = sql.read_events(vids, since=cat.since(as_of), as_of=as_of)
-    assert pages > 3  # the chunk was read again once its count moved
-    assert a.events_read == b.events_read and a.dropped == b.dropped
+    b = sql.read_events([heavy], since=cat.since(as_of), as_of=as_of)
+    assert a.events_read == b.events_read and a.dropped == b.dropped and a.dropped["future"] >= 1
 
     def grain(daily: pd.DataFrame) -> list[tuple[str, ...]]:
         return sorted(map(tuple, daily[["visitor_id", "event_type", "day", "n"]].astype(str).to_numpy()))
 
-    assert grain(a.daily) == grain(b.daily)  # no row read twice, none skipped
-    fa = cat.build(a.daily, visitor_ids=vids, as_of=as_of, names=model.input_names)
-    fb = cat.build(b.daily, visitor_ids=vids, as_of=as_of, names=model.input_names)
+    assert grain(a.daily) == grain(b.daily)  # the identical rows counted 600 times, not 599 or 601
+    fa = cat.build(a.daily, visitor_ids=[heavy], as_of=as_of, names=model.input_names)
+    fb = cat.build(b.daily, visitor_ids=[heavy], as_of=as_of, names=model.input_names)
     pd.testing.assert_frame_equal(fa, fb)
+
+
+def test_more_identical_events_than_one_answer_holds_fail_the_read_clearly(pg_url, trained):
+    data = make_product(pg_url, users=5, seed=50)
+    heavy = data.users["visitor_id"].dropna().iloc[0]
+    execute(
+        pg_url,
+        "INSERT INTO events (visitor_id, event_type, created_at) "
+        "SELECT :v, 'page_view', now() - interval '3 days' FROM generate_series(1, 60)",
+        "DROP FUNCTION lead_scorer_daily_events",
+        params={"v": heavy},
+    )
+    with PostgrestStandin(pg_url, api_key=REST_KEY, max_rows=50) as small:
+        store = RestStore(small.url, key=REST_KEY, max_rows=50)
+        store.check()
+        as_of = datetime.now(UTC)
+        with pytest.raises(StoreError, match="share one timestamp") as err:
+            store.read_events([heavy], since=as_of - timedelta(days=30), as_of=as_of)
+    assert "lead-scorer db sql" in (err.value.hint or "")

@@ -112,6 +112,14 @@ def test_no_production_version_is_a_clear_error_and_writes_nothing(sqlite_url, m
     assert snapshot(sqlite_url).equals(before)
 
 
+def test_a_run_that_stops_before_scoring_leaves_no_connection_open(pg_url, mlflow_local):
+    make_product(pg_url, users=20, seed=26)
+    with pytest.raises(ModelError, match="no registered model named"):
+        run_scoring(mlflow_local.settings(pg_url))
+    others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    assert execute(pg_url, others)[0][0][0] == 0
+
+
 def test_model_asking_for_unknown_feature_is_refused_before_writing(sqlite_url, mlflow_local):
     make_product(sqlite_url, users=50, seed=25)
     settings = mlflow_local.settings(sqlite_url)

@@ -4,8 +4,8 @@
   a page shorter than asked for ends the selection only when the server returned fewer than the cap.
 - Events come from ``lead_scorer_daily_events`` (project SQL): one POST per batch, ids in the body,
   aggregated per visitor, type and day, returned as one JSON value that the row cap never truncates.
-  Without it, raw events are read with ``in.(…)`` chunks sized by encoded URL length, every chunk paged
-  until complete and checked against an exact count.
+  Without it, raw events are read with ``in.(…)`` chunks sized by encoded URL length, each chunk by keyset
+  on visitor and then time (events have no key, and offsets skip or repeat rows of a table that moves).
 - Scores are written by ``lead_scorer_write_scores`` (project SQL): one POST per batch, update-only.
 - Transient failures are retried with exponential backoff and jitter, bounded in attempts and time;
   a wrong key stops at once.
@@ -258,13 +258,11 @@ class RestStore:
         return split_dropped_frame(frame, requests=self.requests - before)
 
     def _raw_events(self, vids: list[str], *, since: datetime, as_of: datetime) -> pd.DataFrame:
-        """Raw rows, aggregated here: every ``in.(…)`` chunk read completely, in pages of the row cap.
+        """Raw rows, aggregated here: every ``in.(…)`` chunk read completely, a complete slice per request.
 
-        Events carry no key, so pages go by offset, which is only sound over a set that holds still. The
-        product keeps inserting events while we read, so the rows are bounded by ``created_at < as_of``
-        (new events land after it), and the exact count is checked on every page: if it moved (a backdated
-        insert, a retention delete), the chunk is read again. Events at or after ``as_of`` are only counted
-        (one count request per chunk), to report them as dropped.
+        The rows are bounded by ``created_at < as_of`` so that events the product inserts while we read land
+        outside the window. Events at or after ``as_of`` are only counted (one count request per chunk), to
+        report them as dropped.
         """
         n = self.names
         window = (
@@ -274,7 +272,7 @@ class RestStore:
         parts = []
         future = 0
         for chunk in self._chunks(vids):
-            parts.append(self._read_chunk(chunk, window))
+            parts.append(self._read_chunk(chunk, window=window, as_of=as_of.isoformat()))
             counted = self._call(
                 "counting future events",
                 lambda chunk=chunk: (
@@ -304,42 +302,70 @@ class RestStore:
             daily = pd.concat([daily, pd.DataFrame([extra | {"n": future}])], ignore_index=True)
         return daily
 
-    def _read_chunk(self, chunk: list[str], window: str, *, attempts: int = 3) -> pd.DataFrame:
+    def _read_chunk(self, chunk: list[str], *, window: str, as_of: str) -> pd.DataFrame:
+        """Every event of ``chunk`` in the window, each request a complete slice: no offsets.
+
+        Events have no key, so a page at an offset of a set that moves under the reader (a retention delete,
+        a backdated insert) repeats or skips rows. Instead each request reads the first rows, up to the cap,
+        of ``(visitor, created_at, type)`` order, in one statement, and keeps only what it holds whole: every
+        visitor but the page's last is complete. The rest is asked for again without the finished visitors.
+        A visitor with more events than a page holds is read by time: everything before the page's last
+        timestamp is complete, and the next request starts at that timestamp. So every event that exists for
+        the whole read is read exactly once; one inserted behind the reader is left for the next run.
+        """
         n = self.names
         columns = [n.event_visitor_id, n.event_type, n.created_at]
-        for _ in range(attempts):
-            rows: list[dict[str, Any]] = []
-            total: int | None = None
-            while total is None or len(rows) < total:
 
-                def page(start: int = len(rows)) -> Any:
-                    # A total order over the selected columns, so pages of a still set neither overlap nor skip.
-                    return (
-                        self._pg.from_(n.events)
-                        .select(",".join(columns), count="exact")
-                        .in_(n.event_visitor_id, chunk)
-                        .or_(window)
-                        .order(n.event_visitor_id)
-                        .order(n.created_at, nullsfirst=True)
-                        .order(n.event_type, nullsfirst=True)
-                        .range(start, start + self.max_rows - 1)
-                        .execute()
+        def first_rows(visitors: list[str], start: str | None) -> tuple[list[dict[str, Any]], bool]:
+            query = (
+                self._pg.from_(n.events)
+                .select(",".join(columns), count="exact")
+                .in_(n.event_visitor_id, visitors)
+                .order(n.event_visitor_id)
+                .order(n.created_at, nullsfirst=True)
+                .order(n.event_type, nullsfirst=True)
+                .limit(self.max_rows)
+            )
+            query = query.or_(window) if start is None else query.gte(n.created_at, start).lt(n.created_at, as_of)
+            res = self._call("reading events", query.execute)
+            rows: list[dict[str, Any]] = res.data or []
+            complete = int(res.count or 0) <= len(rows)  # the page and its count come from one statement
+            if not complete and not rows:
+                raise StoreError(
+                    "the events API answered an incomplete read with no rows",
+                    hint="check that the API's row limit (db-max-rows) is above 0",
+                )
+            return rows, complete
+
+        kept: list[dict[str, Any]] = []
+        pending = list(chunk)  # visitors none of whose events are read yet
+        while pending:
+            rows, complete = first_rows(pending, None)
+            if complete:
+                kept.extend(rows)
+                break
+            last = rows[-1][n.event_visitor_id]
+            whole = [r for r in rows if r[n.event_visitor_id] != last]
+            kept.extend(whole)  # a visitor's rows are contiguous: all but the page's last visitor are complete
+            done = {r[n.event_visitor_id] for r in whole}
+            if done:
+                pending = [v for v in pending if v not in done]
+                continue
+            # The page is one visitor's: read that visitor alone, by time, then go on with the others.
+            pending = [v for v in pending if v != last]
+            while not complete:
+                stamp = rows[-1][n.created_at]
+                first = next(i for i, r in enumerate(rows) if r[n.created_at] == stamp)
+                if stamp is None or first == 0:
+                    raise StoreError(
+                        f"{len(rows)} or more events of one visitor share one timestamp, more than one API "
+                        "answer holds",
+                        hint="install lead_scorer_daily_events (`lead-scorer db sql`), which reads them aggregated",
                     )
-
-                res = self._call("reading events", page)
-                count = int(res.count or 0)
-                if total is not None and count != total:
-                    break  # the set moved under the offsets: start this chunk again
-                total = count
-                if not res.data and len(rows) < total:
-                    break
-                rows.extend(res.data)
-            else:
-                return pd.DataFrame(rows, columns=columns)
-        raise StoreError(
-            f"events of {len(chunk)} visitor(s) kept changing while being read ({attempts} attempts)",
-            hint="this batch is skipped and stays stale; the next run reads it again",
-        )
+                kept.extend(rows[:first])  # everything before the page's last timestamp
+                rows, complete = first_rows([last], stamp)
+            kept.extend(rows)
+        return pd.DataFrame(kept, columns=columns)
 
     def _chunks(self, values: list[str]) -> list[list[str]]:
         """Split ``values`` so that each ``in.(…)`` list stays within the URL budget once encoded."""
