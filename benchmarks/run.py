@@ -49,7 +49,13 @@ REST_KEY = "sb_secret_bench-service-role-key-0123456789"
 REST_LATENCY_S = 0.020
 REST_MAX_ROWS = 1000
 SCORE_TOLERANCE = 1e-9  # same features, same model: only floating-point summation order may differ
-LABELS = {"naive": "(a) original loop", "floor": "(b) floor", "job": "(c) lead-scorer run", "rest": "(c) via REST"}
+LABELS = {
+    "naive": "(a) original loop",
+    "floor": "(b) floor",
+    "job": "(c) lead-scorer run",
+    "rest": "(c) via REST",
+    "fixed": "(c) fixed cost: `run --limit 1`",
+}
 # Variables of the caller that would change what the subprocesses do.
 _SCRUB = ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_SERVICE_ROLE_KEY", "MLFLOW_TRACKING_URI")
 
@@ -226,10 +232,11 @@ class Bench:
         cmd = [sys.executable, "-m", "benchmarks.methods", name, "--url", url, "--model", str(model_dir)]
         return run_proc([*cmd, "--result", str(result)], env=self.base_env, cwd=self.work, log=log, result=result)
 
-    def job(self, env: dict[str, str], tag: str = "job") -> Proc:
+    def job(self, env: dict[str, str], tag: str = "job", extra: tuple[str, ...] = ()) -> Proc:
         log, result = self._paths(tag)
         env = self.base_env | {"MLFLOW_TRACKING_URI": self.job_tracking_uri()} | env | {"BENCH_STATS": str(result)}
         cmd = [sys.executable, "-m", "benchmarks.counted", "--json-logs", "run", "--select", "all", "--no-progress"]
+        cmd += extra
         proc = run_proc(cmd, env=env, cwd=self.work, log=log, result=result)
         finished = _run_finished(log)
         proc.out["users"] = finished.get("users_scored")
@@ -314,10 +321,21 @@ class Bench:
             skipped = Measure(backend, users, "naive", note=f"skipped above {a.naive_max:,} users (--naive-max)")
             self.measures.append(skipped)
         self.measures.extend(measures[m] for m in methods)
+        self.measures.append(self.fixed(backend, job_env, users, repeat))
 
         if backend == "postgresql" and users == a.rest_size:
             self.measures.append(self.rest(url, model_name, users, scores["job"]))
         self.drop(backend, url)
+
+    def fixed(self, backend: str, env: dict[str, str], users: int, repeat: int) -> Measure:
+        """What the job costs around its batches (start-up, model load, the MLflow run, exit): the same
+        command scoring one user. No job can be more than (a) / this times faster than (a)."""
+        measure = Measure(backend, users, "fixed", note="one user, dry run")
+        for r in range(repeat):
+            proc = self.job(env, tag="fixed", extra=("--limit", "1", "--dry-run"))
+            measure.runs.append(proc)
+            say(f"   fixed #{r + 1}: {proc.wall_s:.2f} s")
+        return measure
 
     def rest(self, url: str, model_name: str, users: int, job_scores: np.ndarray) -> Measure:
         """The job through the Supabase REST store, against the PostgREST stand-in over the same database."""
@@ -392,6 +410,12 @@ def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
         if x.unscored:
             diff += f" ({x.unscored} unscored!)"
         label = LABELS[x.method] + (f" ({x.note})" if x.note else "")
+        if x.method == "fixed":  # one user: per-user figures would say nothing
+            lines.append(
+                f"| {x.backend} | {x.users:,} | {label} | {len(x.runs)} | {_f(wall)} | - | - | - "
+                f"| {_f(x.median('rss_mib'), 0)} | - |"
+            )
+            continue
         lines.append(
             f"| {x.backend} | {x.users:,} | {label} | {len(x.runs)} | {_f(wall)} | {_f(x.median('loop_s'))} "
             f"| {_f(n / wall, 0)} "
@@ -400,15 +424,17 @@ def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
     lines += [
         "",
         "Ratios of median wall times. *(a)/(c)*: how many times faster the job is than the original loop "
-        "(higher is better); *(c)/(b)*: how many times the floor's time the job takes (1.0 is the floor).",
+        "(higher is better); *(c)/(b)*: how many times the floor's time the job takes (1.0 is the floor); "
+        "*(a)/fixed*: the most (a)/(c) could be if the batches took no time at all.",
         "",
-        "| backend | users | (a)/(c): job is N times faster | (c)/(b): job / floor | on loop s: (a)/(c), (c)/(b) |",
-        "|---|--:|--:|--:|--:|",
+        "| backend | users | (a)/(c): job is N times faster | (c)/(b): job / floor | on loop s: (a)/(c), (c)/(b) "
+        "| (a)/fixed |",
+        "|---|--:|--:|--:|--:|--:|",
     ]
     by = {(x.backend, x.users, x.method): x for x in bench.measures}
     for backend in args.backends.split(","):
         for users in sorted({x.users for x in bench.measures if x.backend == backend}):
-            job, floor, naive = (by.get((backend, users, k)) for k in ("job", "floor", "naive"))
+            job, floor, naive, fixed = (by.get((backend, users, k)) for k in ("job", "floor", "naive", "fixed"))
             if job is None or floor is None:
                 continue
             has_naive = naive is not None and naive.runs
@@ -416,9 +442,10 @@ def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
             cb = job.median("wall_s") / floor.median("wall_s")
             ac_loop = naive.median("loop_s") / job.median("loop_s") if has_naive else None
             cb_loop = job.median("loop_s") / floor.median("loop_s")
+            bound = naive.median("wall_s") / fixed.median("wall_s") if has_naive and fixed and fixed.runs else None
             lines.append(
                 f"| {backend} | {users:,} | {_f(ac, 1) if ac else 'not run'} | {_f(cb)} "
-                f"| {_f(ac_loop, 1) if ac_loop else '-'}, {_f(cb_loop)} |"
+                f"| {_f(ac_loop, 1) if ac_loop else '-'}, {_f(cb_loop)} | {_f(bound, 1) if bound else '-'} |"
             )
     jobs = [x for x in bench.measures if x.method == "job" and x.runs]
     if jobs:

@@ -24,5 +24,8 @@ def test_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path, pg_server_url, monke
     for label in ("(a) original loop", "(b) floor", "(c) lead-scorer run"):
         assert f"| postgresql | 200 | {label} | 1 |" in text, text
     assert "| postgresql | 200 | (c) via REST (20 ms/request) | 1 |" in text, text
+    assert "| postgresql | 200 | (c) fixed cost: `run --limit 1` (one user, dry run) | 1 |" in text, text
+    ratios = re.search(r"\| postgresql \| 200 \| ([\d.]+) \| [\d.]+ \| [\d.]+, [\d.]+ \| ([\d.]+) \|", text)
+    assert ratios and float(ratios[2]) > 0, text  # (a)/fixed: what no job with this start-up can beat
     diffs = [float(d) for d in re.findall(r"\| (\d\.\de[+-]\d\d) \|", text)]
     assert len(diffs) == 3 and max(diffs) <= run.SCORE_TOLERANCE, text  # (a), (b), REST
