@@ -104,19 +104,21 @@ def run_scoring(
             },
             model_id=resolved.model_id,
         )
-    except Exception as exc:  # nothing is written yet: stop rather than score without a record
+    except BaseException as exc:  # nothing is written yet: stop rather than score without a record
         store.close()
+        if not isinstance(exc, Exception):
+            raise
         raise ServiceUnavailable(
             f"could not open the MLflow run: {type(exc).__name__}: {redact(str(exc)).splitlines()[0][:300]}",
             hint="check the MLflow server, and that MLFLOW_TRACKING_USERNAME may create runs in "
             f"the experiment {settings.scoring_experiment!r}",
         ) from None
-    if on_start is not None:
-        on_start(store.count_users(select=settings.select, model_version=resolved.version))
     options = JobOptions(
         select=settings.select, batch_size=settings.batch_size, limit=settings.limit, dry_run=settings.dry_run
     )
     try:
+        if on_start is not None:
+            on_start(store.count_users(select=settings.select, model_version=resolved.version))
         summary = score_users(
             store=store,
             model=model,

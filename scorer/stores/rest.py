@@ -272,7 +272,7 @@ class RestStore:
         parts = []
         future = 0
         for chunk in self._chunks(vids):
-            parts.append(self._read_chunk(chunk, window=window, as_of=as_of.isoformat()))
+            parts.append(self._read_chunk(chunk, window=window, since=since.isoformat(), as_of=as_of.isoformat()))
             counted = self._call(
                 "counting future events",
                 lambda chunk=chunk: (
@@ -293,41 +293,49 @@ class RestStore:
                 "event_type": raw[n.event_type].str.strip().str.lower(),
                 "day": created.dt.strftime("%Y-%m-%d").where(created.notna()),
                 "future": False,
+                "n": raw["n"],
             }
         )
-        daily = raw.groupby(["visitor_id", "event_type", "day", "future"], dropna=False).size().reset_index(name="n")
+        daily = raw.groupby(["visitor_id", "event_type", "day", "future"], dropna=False)["n"].sum().reset_index()
         if future:
             # Counted, never read: split_dropped_frame reports them as "future" and keeps none of them.
             extra = {"visitor_id": None, "event_type": "future", "day": as_of.date().isoformat(), "future": True}
             daily = pd.concat([daily, pd.DataFrame([extra | {"n": future}])], ignore_index=True)
         return daily
 
-    def _read_chunk(self, chunk: list[str], *, window: str, as_of: str) -> pd.DataFrame:
-        """Every event of ``chunk`` in the window, each request a complete slice: no offsets.
+    def _read_chunk(self, chunk: list[str], *, window: str, since: str, as_of: str) -> pd.DataFrame:
+        """Every event of ``chunk`` in the window, one row per event or per run of identical events (``n``).
 
-        Events have no key, so a page at an offset of a set that moves under the reader (a retention delete,
-        a backdated insert) repeats or skips rows. Instead each request reads the first rows, up to the cap,
-        of ``(visitor, created_at, type)`` order, in one statement, and keeps only what it holds whole: every
-        visitor but the page's last is complete. The rest is asked for again without the finished visitors.
-        A visitor with more events than a page holds is read by time: everything before the page's last
-        timestamp is complete, and the next request starts at that timestamp. So every event that exists for
-        the whole read is read exactly once; one inserted behind the reader is left for the next run.
+        Events have no key, and a page at an offset of a table that moves under the reader (a retention
+        delete, a backdated insert) repeats or skips rows. So no request uses an offset: each reads the first
+        rows, up to the cap, of ``(visitor, created_at, type)`` order in one statement, with its exact count,
+        and keeps only what it holds whole.
+
+        - Every visitor but the page's last is complete; the rest is asked for again without them.
+        - A visitor with more events than a page holds is read alone, by time: everything before the page's
+          last timestamp is complete, and the next request starts at that timestamp.
+        - A page that is all one timestamp (a backfill, or events without a time) is read by type within
+          it, and a run of identical events (same visitor, time and type) is counted instead of read.
+
+        So an event that exists for the whole read is taken exactly once, and one inserted behind the
+        reader is left for the next run.
         """
         n = self.names
-        columns = [n.event_visitor_id, n.event_type, n.created_at]
+        vis, typ, at = n.event_visitor_id, n.event_type, n.created_at
+        kept: list[dict[str, Any]] = []
+        runs: list[dict[str, Any]] = []  # identical events, counted: visitor, type, time, n
 
-        def first_rows(visitors: list[str], start: str | None) -> tuple[list[dict[str, Any]], bool]:
+        def read(visitors: list[str], where: Callable[[Any], Any]) -> tuple[list[dict[str, Any]], bool]:
             query = (
                 self._pg.from_(n.events)
-                .select(",".join(columns), count="exact")
-                .in_(n.event_visitor_id, visitors)
-                .order(n.event_visitor_id)
-                .order(n.created_at, nullsfirst=True)
-                .order(n.event_type, nullsfirst=True)
+                .select(f"{vis},{typ},{at}", count="exact")
+                .in_(vis, visitors)
+                .order(vis)
+                .order(at, nullsfirst=True)
+                .order(typ, nullsfirst=True)
                 .limit(self.max_rows)
             )
-            query = query.or_(window) if start is None else query.gte(n.created_at, start).lt(n.created_at, as_of)
-            res = self._call("reading events", query.execute)
+            res = self._call("reading events", where(query).execute)
             rows: list[dict[str, Any]] = res.data or []
             complete = int(res.count or 0) <= len(rows)  # the page and its count come from one statement
             if not complete and not rows:
@@ -337,35 +345,72 @@ class RestStore:
                 )
             return rows, complete
 
-        kept: list[dict[str, Any]] = []
-        pending = list(chunk)  # visitors none of whose events are read yet
+        def count(where: Callable[[Any], Any]) -> int:
+            query = self._pg.from_(n.events).select(vis, count="exact", head=True)
+            return int(self._call("counting events", where(query).execute).count or 0)
+
+        def by_type(vid: str, stamp: str | None) -> None:
+            """Every event of one visitor at one timestamp (or without one), type by type."""
+            after: object = _FIRST  # types sort NULL first; None: past the NULL types
+
+            def where(q: Any) -> Any:
+                q = _is(q, at, stamp)
+                if after is _FIRST:
+                    return q
+                return q.not_.is_(typ, "null") if after is None else q.gt(typ, after)
+
+            while True:
+                rows, complete = read([vid], where)
+                if complete:
+                    kept.extend(rows)
+                    return
+                last = rows[-1][typ]
+                kept.extend(r for r in rows if r[typ] != last)
+                same = count(lambda q, t=last: _is(_is(q.eq(vis, vid), at, stamp), typ, t))
+                runs.append({vis: vid, typ: last, at: stamp, "n": same})
+                after = last
+
+        def by_time(vid: str, rows: list[dict[str, Any]]) -> None:
+            """The rest of one visitor's events, given a first page that did not hold them all."""
+            complete = False
+            while not complete:
+                stamp = rows[-1][at]
+                first = next(i for i, r in enumerate(rows) if r[at] == stamp)
+                if first == 0:  # the whole page is one timestamp, or has none (NULL times sort first)
+                    by_type(vid, stamp)
+                    if stamp is None:
+                        where = lambda q: q.gte(at, since).lt(at, as_of)  # noqa: E731
+                    else:
+                        where = lambda q, s=stamp: q.gt(at, s).lt(at, as_of)  # noqa: E731
+                else:
+                    kept.extend(rows[:first])
+                    where = lambda q, s=stamp: q.gte(at, s).lt(at, as_of)  # noqa: E731
+                rows, complete = read([vid], where)
+            kept.extend(rows)
+
+        pending = list(chunk)
         while pending:
-            rows, complete = first_rows(pending, None)
+            rows, complete = read(pending, lambda q: q.or_(window))
             if complete:
                 kept.extend(rows)
                 break
-            last = rows[-1][n.event_visitor_id]
-            whole = [r for r in rows if r[n.event_visitor_id] != last]
-            kept.extend(whole)  # a visitor's rows are contiguous: all but the page's last visitor are complete
-            done = {r[n.event_visitor_id] for r in whole}
-            if done:
-                pending = [v for v in pending if v not in done]
+            last = rows[-1][vis]
+            whole = [r for r in rows if r[vis] != last]  # a visitor's rows are contiguous: these are complete
+            left = [v for v in pending if v not in {r[vis] for r in whole} and v != last]
+            if last not in pending or (whole and len(left) == len(pending) - 1):
+                raise StoreError(
+                    f"the events API returned visitor id {last!r} in a form it was not asked for",
+                    hint=f"{n.events}.{vis} and {n.users}.{n.visitor_id} must hold the same text: if one is "
+                    "uuid or citext, install lead_scorer_daily_events (`lead-scorer db sql`)",
+                )
+            kept.extend(whole)
+            if whole:
+                pending = [*left, last]
                 continue
-            # The page is one visitor's: read that visitor alone, by time, then go on with the others.
-            pending = [v for v in pending if v != last]
-            while not complete:
-                stamp = rows[-1][n.created_at]
-                first = next(i for i, r in enumerate(rows) if r[n.created_at] == stamp)
-                if stamp is None or first == 0:
-                    raise StoreError(
-                        f"{len(rows)} or more events of one visitor share one timestamp, more than one API "
-                        "answer holds",
-                        hint="install lead_scorer_daily_events (`lead-scorer db sql`), which reads them aggregated",
-                    )
-                kept.extend(rows[:first])  # everything before the page's last timestamp
-                rows, complete = first_rows([last], stamp)
-            kept.extend(rows)
-        return pd.DataFrame(kept, columns=columns)
+            pending = left
+            by_time(last, rows)
+        frame = pd.DataFrame(kept, columns=[vis, typ, at]).assign(n=1)
+        return pd.concat([frame, pd.DataFrame(runs, columns=[vis, typ, at, "n"])], ignore_index=True)
 
     def _chunks(self, values: list[str]) -> list[list[str]]:
         """Split ``values`` so that each ``in.(…)`` list stays within the URL budget once encoded."""
@@ -408,6 +453,14 @@ class RestStore:
         # Retrying the write is safe: the same scores for the same ids, update-only.
         res = self._call("writing scores", lambda: self._pg.rpc(WRITE_FUNCTION, params).execute())
         return int(res.data or 0)
+
+
+_FIRST = object()
+
+
+def _is(query: Any, column: str, value: str | None) -> Any:
+    """``column = value``, or ``column IS NULL`` for None."""
+    return query.is_(column, "null") if value is None else query.eq(column, value)
 
 
 def _in_element(value: str) -> str:
