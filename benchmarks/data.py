@@ -26,11 +26,18 @@ GENERAL = ["page_view", "docs_view", "email_open", "feature_used", "webinar_join
 BUYING = ["pricing_view", "demo_request", "signup_started", "invite_sent", "Pricing View "]
 
 
-def _hash(i: str, salt: int, *, pg: bool) -> str:
-    """A deterministic uniform [0, 1) from an integer column, the same in PostgreSQL and SQLite."""
+def _hash(i: str, salt: int, *, pg: bool, mult: int = 2654435761) -> str:
+    """A deterministic uniform [0, 1) from an integer column, the same in PostgreSQL and SQLite. Different
+    multipliers give unrelated values; different salts alone only shift them."""
     if pg:  # psycopg reads a bare % as a placeholder
-        return f"(mod({i} * 2654435761 + {salt}, 1000003) / 1000003.0)"
-    return f"((({i} * 2654435761 + {salt}) % 1000003) / 1000003.0)"
+        return f"(mod(({i})::bigint * {mult} + {salt}, 1000003) / 1000003.0)"
+    return f"(((({i}) * {mult} + {salt}) % 1000003) / 1000003.0)"
+
+
+# Who signs up when and converts is a hash of the user id, not random(): the number of conversions in a
+# training horizon is then the same on every run and every server (a small dataset near the threshold of
+# five positives would otherwise fail training now and then).
+_SIGNUP, _CONVERTS, _CONVERTED = (29, 69069), (53, 1103515245), (71, 22695477)
 
 
 def _sql_array(values: list[str]) -> str:
@@ -40,6 +47,7 @@ def _sql_array(values: list[str]) -> str:
 def _pg_statements(users: int) -> list[str]:
     intent = _hash("i", 17, pg=True)
     no_vis = _hash("i", 91, pg=True)
+    signup, converts, converted = (_hash("i", salt, pg=True, mult=m) for salt, m in (_SIGNUP, _CONVERTS, _CONVERTED))
     vis = "'v' || lpad(to_hex(i), 8, '0')"
     general, buying = _sql_array(GENERAL), _sql_array(BUYING)
     return [
@@ -47,8 +55,8 @@ def _pg_statements(users: int) -> list[str]:
 SELECT i,
        CASE WHEN {no_vis} < 0.04 THEN NULL ELSE {vis} END,
        'user' || i || '@example.com',
-       now() - (1 + 149 * random()) * interval '1 day',
-       CASE WHEN random() < 0.02 + 0.3 * {intent} * {intent} THEN now() - 90 * random() * interval '1 day' END
+       now() - (1 + 149 * {signup}) * interval '1 day',
+       CASE WHEN {converts} < 0.02 + 0.3 * {intent} * {intent} THEN now() - 90 * {converted} * interval '1 day' END
   FROM generate_series(1, {users}) AS i""",
         f"""INSERT INTO events (visitor_id, event_type, created_at)
 SELECT {vis},
@@ -70,6 +78,7 @@ SELECT {vis},
 def _sqlite_statements(users: int) -> list[str]:
     intent = _hash("i", 17, pg=False)
     no_vis = _hash("i", 91, pg=False)
+    signup, converts, converted = (_hash("i", salt, pg=False, mult=m) for salt, m in (_SIGNUP, _CONVERTS, _CONVERTED))
     vis = "'v' || printf('%08x', i)"
     rnd = "(random() / 18446744073709551616.0 + 0.5)"
 
@@ -84,8 +93,8 @@ INSERT INTO users (user_id, visitor_id, email, signed_up_at, converted_at)
 SELECT i,
        CASE WHEN {no_vis} < 0.04 THEN NULL ELSE {vis} END,
        'user' || i || '@example.com',
-       {ts.format(sign="-", days=f"1 + 149 * {rnd}")},
-       CASE WHEN {rnd} < 0.02 + 0.3 * {intent} * {intent} THEN {ts.format(sign="-", days=f"90 * {rnd}")} END
+       {ts.format(sign="-", days=f"1 + 149 * {signup}")},
+       CASE WHEN {converts} < 0.02 + 0.3 * {intent} * {intent} THEN {ts.format(sign="-", days=f"90 * {converted}")} END
   FROM n""",
         f"""WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {users}),
 k(j) AS (SELECT 1 UNION ALL SELECT j + 1 FROM k WHERE j < {2 * EVENTS_PER_USER}),
