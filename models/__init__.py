@@ -15,6 +15,7 @@ from models.catalog import (
     FeatureCatalog,
     UnknownFeatureError,
     day_number,
+    day_numbers,
     normalize_event_type,
     slugify,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "TrainingError",
     "UnknownFeatureError",
     "day_number",
+    "day_numbers",
     "decile_edges",
     "fit_and_evaluate",
     "generate",

@@ -26,6 +26,7 @@ __all__ = [
     "FeatureCatalog",
     "UnknownFeatureError",
     "day_number",
+    "day_numbers",
     "normalize_event_type",
     "slugify",
 ]
@@ -216,6 +217,12 @@ def day_number(day: date) -> int:
     return (day - _EPOCH).days
 
 
+def day_numbers(values: Sequence[object] | np.ndarray) -> np.ndarray:
+    """Dates or ISO date strings as `day_number`s, in an object array with None where a value is missing."""
+    days = pd.to_datetime(np.asarray(values, dtype=object)).to_numpy().astype("datetime64[D]")
+    return np.where(np.isnat(days), None, days.astype(np.int64)).astype(object)
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class DailyGrain:
     """Events at the daily grain, as arrays: row i is ``n[i]`` events of type ``event_type[i]`` that
@@ -281,11 +288,10 @@ class DailyGrain:
         daily = daily[daily["visitor_id"].notna() & daily["event_type"].notna() & daily["day"].notna()]
         if daily.empty:
             return cls.empty()
-        days = pd.to_datetime(daily["day"].to_numpy()).to_numpy().astype("datetime64[D]").astype(np.int64)
         return cls.from_arrays(
             visitor_id=daily["visitor_id"].to_numpy(dtype=object),
             event_type=daily["event_type"].to_numpy(dtype=object),
-            day=days,
+            day=day_numbers(daily["day"].to_numpy()).astype(np.int64),
             n=daily["n"].to_numpy(dtype=np.float64),
         )
 

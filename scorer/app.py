@@ -67,52 +67,18 @@ def run_scoring(
         store.check(scoring=True)
         log.info("store_ready", store=store.kind, where=store.describe())
         resolved, model = _resolve_and_load(settings, catalog)
+        # 3. One MLflow run per job run.
+        tracker = tracker or MlflowTracker(
+            tracking_uri=tracking_uri,
+            experiment=settings.scoring_experiment,
+            artifact_location=artifact_location,
+            run_id=settings.mlflow_run_id,
+        )
+        now = datetime.now(UTC)
+        _open_run(tracker, settings, resolved, model, store_kind=store.kind, now=now)
     except BaseException:
         store.close()  # a run that stops before scoring leaves no connection behind
         raise
-
-    # 3. One MLflow run per job run.
-    tracker = tracker or MlflowTracker(
-        tracking_uri=tracking_uri,
-        experiment=settings.scoring_experiment,
-        artifact_location=artifact_location,
-        run_id=settings.mlflow_run_id,
-    )
-    now = datetime.now(UTC)
-    tags = {
-        "model_name": resolved.name,
-        "model_version": resolved.version,
-        "model_resolved_by": resolved.how,
-        "model_id": resolved.model_id or "",
-        "model_run_id": resolved.run_id or "",
-        "store": store.kind,
-        "select": settings.select,
-        "dry_run": str(settings.dry_run).lower(),
-    }
-    if settings.git_commit:
-        tags["git_commit"] = settings.git_commit
-    try:
-        tracker.start(
-            run_name=f"score-v{resolved.version}-{now:%Y%m%d-%H%M%S}",
-            tags=tags,
-            params={
-                "batch_size": settings.batch_size,
-                "select": settings.select,
-                "limit": settings.limit,
-                "dry_run": settings.dry_run,
-                "feature_count": len(model.input_names),
-            },
-            model_id=resolved.model_id,
-        )
-    except BaseException as exc:  # nothing is written yet: stop rather than score without a record
-        store.close()
-        if not isinstance(exc, Exception):
-            raise
-        raise ServiceUnavailable(
-            f"could not open the MLflow run: {type(exc).__name__}: {redact(str(exc)).splitlines()[0][:300]}",
-            hint="check the MLflow server, and that MLFLOW_TRACKING_USERNAME may create runs in "
-            f"the experiment {settings.scoring_experiment!r}",
-        ) from None
     options = JobOptions(
         select=settings.select, batch_size=settings.batch_size, limit=settings.limit, dry_run=settings.dry_run
     )
@@ -186,6 +152,49 @@ def _resolve_and_load(settings: Settings, catalog: FeatureCatalog) -> tuple[Reso
         **{k: round(v, 3) for k, v in model.timings.items()},
     )
     return resolved, model
+
+
+def _open_run(
+    tracker: Tracker,
+    settings: Settings,
+    resolved: ResolvedVersion,
+    model: LoadedModel,
+    *,
+    store_kind: str,
+    now: datetime,
+) -> None:
+    """The run's MLflow record, before anything is written: no record, no scoring."""
+    tags = {
+        "model_name": resolved.name,
+        "model_version": resolved.version,
+        "model_resolved_by": resolved.how,
+        "model_id": resolved.model_id or "",
+        "model_run_id": resolved.run_id or "",
+        "store": store_kind,
+        "select": settings.select,
+        "dry_run": str(settings.dry_run).lower(),
+    }
+    if settings.git_commit:
+        tags["git_commit"] = settings.git_commit
+    try:
+        tracker.start(
+            run_name=f"score-v{resolved.version}-{now:%Y%m%d-%H%M%S}",
+            tags=tags,
+            params={
+                "batch_size": settings.batch_size,
+                "select": settings.select,
+                "limit": settings.limit,
+                "dry_run": settings.dry_run,
+                "feature_count": len(model.input_names),
+            },
+            model_id=resolved.model_id,
+        )
+    except Exception as exc:
+        raise ServiceUnavailable(
+            f"could not open the MLflow run: {type(exc).__name__}: {redact(str(exc)).splitlines()[0][:300]}",
+            hint="check the MLflow server, and that MLFLOW_TRACKING_USERNAME may create runs in "
+            f"the experiment {settings.scoring_experiment!r}",
+        ) from None
 
 
 def _drift_and_tiers(

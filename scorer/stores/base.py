@@ -11,7 +11,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from models import DailyGrain
+from models import DailyGrain, day_numbers
 from scorer.errors import SettingsError
 
 __all__ = [
@@ -184,12 +184,10 @@ def split_dropped(
 
 def split_dropped_frame(frame: pd.DataFrame, *, requests: int = 0) -> EventRead:
     """`split_dropped` for a frame (visitor_id, event_type, day as a date or ISO string, future, n)."""
-    days = pd.to_datetime(frame["day"].to_numpy()).to_numpy().astype("datetime64[D]")
-    day = np.where(np.isnat(days), None, days.astype(np.int64)).astype(object)
     return split_dropped(
         visitor_id=frame["visitor_id"].to_numpy(dtype=object),
         event_type=frame["event_type"].to_numpy(dtype=object, na_value=None),
-        day=day,
+        day=day_numbers(frame["day"].to_numpy()),
         future=frame["future"].fillna(False).to_numpy(dtype=object),
         n=frame["n"].to_numpy(),
         requests=requests,

@@ -265,14 +265,10 @@ class RestStore:
         report them as dropped.
         """
         n = self.names
-        window = (
-            f"and({n.created_at}.gte.{_or_value(since.isoformat())},{n.created_at}.lt.{_or_value(as_of.isoformat())}),"
-            f"{n.created_at}.is.null"
-        )
         parts = []
         future = 0
         for chunk in self._chunks(vids):
-            parts.append(self._read_chunk(chunk, window=window, since=since.isoformat(), as_of=as_of.isoformat()))
+            parts.append(self._read_chunk(chunk, since=since.isoformat(), as_of=as_of.isoformat()))
             counted = self._call(
                 "counting future events",
                 lambda chunk=chunk: (
@@ -303,7 +299,7 @@ class RestStore:
             daily = pd.concat([daily, pd.DataFrame([extra | {"n": future}])], ignore_index=True)
         return daily
 
-    def _read_chunk(self, chunk: list[str], *, window: str, since: str, as_of: str) -> pd.DataFrame:
+    def _read_chunk(self, chunk: list[str], *, since: str, as_of: str) -> pd.DataFrame:
         """Every event of ``chunk`` in the window, one row per event or per run of identical events (``n``).
 
         Events have no key, and a page at an offset of a table that moves under the reader (a retention
@@ -312,85 +308,19 @@ class RestStore:
         and keeps only what it holds whole.
 
         - Every visitor but the page's last is complete; the rest is asked for again without them.
-        - A visitor with more events than a page holds is read alone, by time: everything before the page's
-          last timestamp is complete, and the next request starts at that timestamp.
-        - A page that is all one timestamp (a backfill, or events without a time) is read by type within
-          it, and a run of identical events (same visitor, time and type) is counted instead of read.
+        - A visitor with more events than a page holds is read alone, by time (`_visitor_by_time`).
+        - A page that is all one timestamp is read by type within it (`_visitor_at`).
 
         So an event that exists for the whole read is taken exactly once, and one inserted behind the
         reader is left for the next run.
         """
-        n = self.names
-        vis, typ, at = n.event_visitor_id, n.event_type, n.created_at
+        vis, at = self.names.event_visitor_id, self.names.created_at
+        window = f"and({at}.gte.{_or_value(since)},{at}.lt.{_or_value(as_of)}),{at}.is.null"
         kept: list[dict[str, Any]] = []
-        runs: list[dict[str, Any]] = []  # identical events, counted: visitor, type, time, n
-
-        def read(visitors: list[str], where: Callable[[Any], Any]) -> tuple[list[dict[str, Any]], bool]:
-            query = (
-                self._pg.from_(n.events)
-                .select(f"{vis},{typ},{at}", count="exact")
-                .in_(vis, visitors)
-                .order(vis)
-                .order(at, nullsfirst=True)
-                .order(typ, nullsfirst=True)
-                .limit(self.max_rows)
-            )
-            res = self._call("reading events", where(query).execute)
-            rows: list[dict[str, Any]] = res.data or []
-            complete = int(res.count or 0) <= len(rows)  # the page and its count come from one statement
-            if not complete and not rows:
-                raise StoreError(
-                    "the events API answered an incomplete read with no rows",
-                    hint="check that the API's row limit (db-max-rows) is above 0",
-                )
-            return rows, complete
-
-        def count(where: Callable[[Any], Any]) -> int:
-            query = self._pg.from_(n.events).select(vis, count="exact", head=True)
-            return int(self._call("counting events", where(query).execute).count or 0)
-
-        def by_type(vid: str, stamp: str | None) -> None:
-            """Every event of one visitor at one timestamp (or without one), type by type."""
-            after: object = _FIRST  # types sort NULL first; None: past the NULL types
-
-            def where(q: Any) -> Any:
-                q = _is(q, at, stamp)
-                if after is _FIRST:
-                    return q
-                return q.not_.is_(typ, "null") if after is None else q.gt(typ, after)
-
-            while True:
-                rows, complete = read([vid], where)
-                if complete:
-                    kept.extend(rows)
-                    return
-                last = rows[-1][typ]
-                kept.extend(r for r in rows if r[typ] != last)
-                same = count(lambda q, t=last: _is(_is(q.eq(vis, vid), at, stamp), typ, t))
-                runs.append({vis: vid, typ: last, at: stamp, "n": same})
-                after = last
-
-        def by_time(vid: str, rows: list[dict[str, Any]]) -> None:
-            """The rest of one visitor's events, given a first page that did not hold them all."""
-            complete = False
-            while not complete:
-                stamp = rows[-1][at]
-                first = next(i for i, r in enumerate(rows) if r[at] == stamp)
-                if first == 0:  # the whole page is one timestamp, or has none (NULL times sort first)
-                    by_type(vid, stamp)
-                    if stamp is None:
-                        where = lambda q: q.gte(at, since).lt(at, as_of)  # noqa: E731
-                    else:
-                        where = lambda q, s=stamp: q.gt(at, s).lt(at, as_of)  # noqa: E731
-                else:
-                    kept.extend(rows[:first])
-                    where = lambda q, s=stamp: q.gte(at, s).lt(at, as_of)  # noqa: E731
-                rows, complete = read([vid], where)
-            kept.extend(rows)
-
+        runs: list[dict[str, Any]] = []
         pending = list(chunk)
         while pending:
-            rows, complete = read(pending, lambda q: q.or_(window))
+            rows, complete = self._first_rows(pending, lambda q: q.or_(window))
             if complete:
                 kept.extend(rows)
                 break
@@ -400,17 +330,96 @@ class RestStore:
             if last not in pending or (whole and len(left) == len(pending) - 1):
                 raise StoreError(
                     f"the events API returned visitor id {last!r} in a form it was not asked for",
-                    hint=f"{n.events}.{vis} and {n.users}.{n.visitor_id} must hold the same text: if one is "
-                    "uuid or citext, install lead_scorer_daily_events (`lead-scorer db sql`)",
+                    hint=f"{self.names.events}.{vis} and {self.names.users}.{self.names.visitor_id} must hold "
+                    "the same text: if one is uuid or citext, install lead_scorer_daily_events (`lead-scorer db sql`)",
                 )
             kept.extend(whole)
             if whole:
                 pending = [*left, last]
                 continue
             pending = left
-            by_time(last, rows)
-        frame = pd.DataFrame(kept, columns=[vis, typ, at]).assign(n=1)
-        return pd.concat([frame, pd.DataFrame(runs, columns=[vis, typ, at, "n"])], ignore_index=True)
+            self._visitor_by_time(last, rows, since=since, as_of=as_of, kept=kept, runs=runs)
+        columns = [vis, self.names.event_type, at]
+        frame = pd.DataFrame(kept, columns=columns).assign(n=1)
+        return pd.concat([frame, pd.DataFrame(runs, columns=[*columns, "n"])], ignore_index=True)
+
+    def _first_rows(self, visitors: list[str], where: Callable[[Any], Any]) -> tuple[list[dict[str, Any]], bool]:
+        """The first rows (up to the cap) of these visitors' events in reading order, and whether that is all."""
+        n = self.names
+        query = (
+            self._pg.from_(n.events)
+            .select(f"{n.event_visitor_id},{n.event_type},{n.created_at}", count="exact")
+            .in_(n.event_visitor_id, visitors)
+            .order(n.event_visitor_id)
+            .order(n.created_at, nullsfirst=True)
+            .order(n.event_type, nullsfirst=True)
+            .limit(self.max_rows)
+        )
+        res = self._call("reading events", where(query).execute)
+        rows: list[dict[str, Any]] = res.data or []
+        complete = int(res.count or 0) <= len(rows)  # the page and its count come from one statement
+        if not complete and not rows:
+            raise StoreError(
+                "the events API answered an incomplete read with no rows",
+                hint="check that the API's row limit (db-max-rows) is above 0",
+            )
+        return rows, complete
+
+    def _visitor_by_time(
+        self,
+        vid: str,
+        rows: list[dict[str, Any]],
+        *,
+        since: str,
+        as_of: str,
+        kept: list[dict[str, Any]],
+        runs: list[dict[str, Any]],
+    ) -> None:
+        """The rest of one visitor's events, from a first page that did not hold them all: everything before
+        the page's last timestamp is complete, and the next request starts at that timestamp."""
+        at = self.names.created_at
+        complete = False
+        while not complete:
+            stamp = rows[-1][at]
+            first = next(i for i, r in enumerate(rows) if r[at] == stamp)
+            if first == 0:  # the whole page is one timestamp, or has none (NULL times sort first)
+                self._visitor_at(vid, stamp, kept=kept, runs=runs)
+                start, inclusive = (since, True) if stamp is None else (stamp, False)
+            else:
+                kept.extend(rows[:first])
+                start, inclusive = stamp, True
+            rows, complete = self._first_rows(
+                [vid], lambda q, s=start, i=inclusive: (q.gte(at, s) if i else q.gt(at, s)).lt(at, as_of)
+            )
+        kept.extend(rows)
+
+    def _visitor_at(
+        self, vid: str, stamp: str | None, *, kept: list[dict[str, Any]], runs: list[dict[str, Any]]
+    ) -> None:
+        """One visitor's events at one timestamp (a backfill), or without one, type by type; a run of
+        identical events (same visitor, time and type) is counted, not read."""
+        n = self.names
+        typ, at = n.event_type, n.created_at
+        after: object = _FIRST  # types sort NULL first; None: past the NULL types
+
+        def where(q: Any) -> Any:
+            q = _is(q, at, stamp)
+            if after is _FIRST:
+                return q
+            return q.not_.is_(typ, "null") if after is None else q.gt(typ, after)
+
+        while True:
+            rows, complete = self._first_rows([vid], where)
+            if complete:
+                kept.extend(rows)
+                return
+            last = rows[-1][typ]
+            kept.extend(r for r in rows if r[typ] != last)
+            query = self._pg.from_(n.events).select(n.event_visitor_id, count="exact", head=True)
+            query = _is(_is(query.eq(n.event_visitor_id, vid), at, stamp), typ, last)
+            same = int(self._call("counting events", query.execute).count or 0)
+            runs.append({n.event_visitor_id: vid, typ: last, at: stamp, "n": same})
+            after = last
 
     def _chunks(self, values: list[str]) -> list[list[str]]:
         """Split ``values`` so that each ``in.(…)`` list stays within the URL budget once encoded."""

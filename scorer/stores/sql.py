@@ -247,8 +247,6 @@ class SqlStore:
             # The driver's plain tuples, turned into columns at once: a SQLAlchemy Row or a DataFrame
             # per batch of ~40,000 daily rows was most of a batch's time.
             result = conn.execute(q).cursor.fetchall()
-        if not result:
-            return EventRead()
         # One column at a time (zip(*rows) over 40,000 rows costs four times as much).
         visitor, types, days, is_future, counts = (np.array([r[i] for r in result], dtype=object) for i in range(5))
         return split_dropped(visitor_id=visitor, event_type=types, day=days, future=is_future, n=counts)
