@@ -1,7 +1,8 @@
-"""The lead-scoring model: feature catalog, pipeline, training and evaluation, synthetic data.
+"""The lead-scoring model: feature catalog, pipeline, training and evaluation, reasons, synthetic data.
 
-The catalog is imported eagerly; training and the synthetic generator (scikit-learn, about a second and
-a half of imports) only when first used, so the stores and ``lead-scorer --help`` stay light.
+The catalog and the reasons (numpy only) are imported eagerly; training and the synthetic generator
+(scikit-learn, about a second and a half of imports) only when first used, so the stores and
+``lead-scorer --help`` stay light.
 """
 
 from __future__ import annotations
@@ -19,37 +20,57 @@ from models.catalog import (
     normalize_event_type,
     slugify,
 )
+from models.reasons import Reason, contributions, describe, top_reasons
 
 if TYPE_CHECKING:
     from models.synthetic import SyntheticData, generate
-    from models.training import TrainingError, TrainResult, decile_edges, fit_and_evaluate, make_pipeline
+    from models.training import (
+        TrainingError,
+        TrainResult,
+        choose_c,
+        decile_edges,
+        expected_calibration_error,
+        fit_and_evaluate,
+        make_pipeline,
+        reliability_table,
+    )
 
 _LAZY = {
     "SyntheticData": "models.synthetic",
     "generate": "models.synthetic",
     "TrainingError": "models.training",
     "TrainResult": "models.training",
+    "choose_c": "models.training",
     "decile_edges": "models.training",
+    "expected_calibration_error": "models.training",
     "fit_and_evaluate": "models.training",
     "make_pipeline": "models.training",
+    "reliability_table": "models.training",
 }
 
 __all__ = [
     "DAILY_COLUMNS",
     "DailyGrain",
     "FeatureCatalog",
+    "Reason",
     "SyntheticData",
     "TrainResult",
     "TrainingError",
     "UnknownFeatureError",
+    "choose_c",
+    "contributions",
     "day_number",
     "day_numbers",
     "decile_edges",
+    "describe",
+    "expected_calibration_error",
     "fit_and_evaluate",
     "generate",
     "make_pipeline",
     "normalize_event_type",
+    "reliability_table",
     "slugify",
+    "top_reasons",
 ]
 
 

@@ -104,9 +104,20 @@ class FeatureCatalog:
         return sorted({m["slug"] for n in names if (m := _EVT_RE.match(n))})
 
     # -- computation ---------------------------------------------------------------------------
+    @property
+    def reach(self) -> timedelta:
+        """How far back an event can still move a feature: the lookback, plus the partial day."""
+        return timedelta(days=self.lookback_days + 1)
+
     def since(self, as_of: datetime) -> datetime:
         """The oldest event time any feature looks at."""
-        return as_of - timedelta(days=self.lookback_days + 1)
+        return as_of - self.reach
+
+    def day_start(self, as_of: datetime) -> datetime:
+        """The start of ``as_of``'s feature day (the day of age 0). Features computed at any time after it,
+        up to ``as_of``, differ only by the events in between; at or before it, the windows sat elsewhere."""
+        day = (as_of - timedelta(microseconds=1)).date()
+        return datetime(day.year, day.month, day.day, tzinfo=as_of.tzinfo)
 
     def build(
         self,

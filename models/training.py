@@ -1,8 +1,8 @@
 """The lead-scoring pipeline, its fit on a holdout split, and the metrics a promotion is judged by.
 
 >>> result = fit_and_evaluate(features, labels, seed=7)
->>> result.metrics["roc_auc"]
-0.81
+>>> result.metrics["roc_auc"], result.metrics["ece"]
+(0.83, 0.014)
 """
 
 from __future__ import annotations
@@ -12,33 +12,134 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-from sklearn.model_selection import train_test_split
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-__all__ = ["TrainResult", "TrainingError", "decile_edges", "fit_and_evaluate", "make_pipeline"]
+__all__ = [
+    "TrainResult",
+    "TrainingError",
+    "choose_c",
+    "decile_edges",
+    "expected_calibration_error",
+    "fit_and_evaluate",
+    "make_pipeline",
+    "reliability_table",
+]
 
 
 class TrainingError(ValueError):
     """The data cannot train a meaningful model (too few rows, a single class)."""
 
 
-def make_pipeline(*, seed: int = 0) -> Pipeline:
+#: Inverse regularization strengths `fit_and_evaluate` chooses from (LogisticRegression's ``C``).
+C_GRID: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+# Above this many training rows the choice of C is made on a stratified sample: with that much data the
+# choice hardly matters, and 30 cross-validation fits on a million rows would dominate training time.
+_C_SEARCH_ROWS = 50_000
+
+
+def make_pipeline(*, seed: int = 0, C: float = 1.0) -> Pipeline:
     """Log-scaled counts → standardized → logistic regression; every step serializes with skops
-    without extra trusted types, and ``predict_proba`` is fast enough for millions of rows."""
+    without extra trusted types, and ``predict_proba`` is fast enough for millions of rows.
+
+    >>> make_pipeline(seed=7, C=0.1).fit(features, labels).predict_proba(features)[:, 1]
+    """
     return Pipeline(
         [
             ("log1p", FunctionTransformer(np.log1p, feature_names_out="one-to-one")),
             ("scale", StandardScaler()),
-            ("model", LogisticRegression(max_iter=2000, random_state=seed)),
+            ("model", LogisticRegression(C=C, max_iter=2000, random_state=seed)),
         ]
     )
+
+
+def choose_c(x: pd.DataFrame, y: np.ndarray, *, seed: int = 0, grid: tuple[float, ...] = C_GRID) -> float:
+    """The ``C`` of ``grid`` whose out-of-fold scores have the lowest log loss (stratified 5-fold).
+
+    Scikit-learn's default C=1 overfits the few hundred converters of a typical training set: on synthetic
+    data its holdout scores were too extreme (calibration slope 0.74-0.93 instead of 1); the chosen C
+    (mostly 0.01) brought the slope to about 1 and did not hurt the ranking on average.
+
+    >>> choose_c(x_train, y_train, seed=7)
+    0.01
+    """
+    y = np.asarray(y, dtype=np.int64)
+    if len(y) > _C_SEARCH_ROWS:
+        x, _, y, _ = train_test_split(x, y, train_size=_C_SEARCH_ROWS, random_state=seed, stratify=y)
+    # Every fold must see both classes; with very few converters there is nothing to choose from.
+    folds = min(5, int(y.sum()), int(len(y) - y.sum()))
+    if folds < 2 or len(grid) == 1:
+        return grid[-1]
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    losses = [
+        log_loss(
+            y, cross_val_predict(make_pipeline(seed=seed, C=c), x, y, cv=cv, method="predict_proba"), labels=[0, 1]
+        )
+        for c in grid
+    ]
+    return grid[int(np.argmin(losses))]
 
 
 def decile_edges(scores: np.ndarray) -> list[float]:
     """The 10th…90th percentiles of ``scores``: the reference distribution kept for drift checks."""
     return [float(x) for x in np.quantile(scores, np.linspace(0.1, 0.9, 9))]
+
+
+def reliability_table(y: np.ndarray, p: np.ndarray, *, bins: int = 10) -> list[dict[str, float]]:
+    """Predicted against observed conversion rate in equal-count bins of the score (deciles by default).
+
+    Bin ``i`` holds the users ranked ``i/bins`` to ``(i+1)/bins`` by score. Users with the same score
+    share one bin (the one their middle rank falls in), so the table does not depend on row order; a bin
+    left empty that way (a tie larger than a bin, e.g. every zero-activity user) is omitted.
+
+    >>> reliability_table(np.array([0, 1, 1, 1]), np.array([0.125, 0.375, 0.625, 0.875]), bins=2)
+    [{'bin': 0, 'count': 2, 'mean_predicted': 0.25, 'observed_rate': 0.5},
+     {'bin': 1, 'count': 2, 'mean_predicted': 0.75, 'observed_rate': 1.0}]
+    """
+    y = np.asarray(y, dtype=np.float64).ravel()
+    p = np.asarray(p, dtype=np.float64).ravel()
+    if len(y) != len(p):
+        raise ValueError(f"{len(y)} labels but {len(p)} scores")
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, not {bins}")
+    n = len(p)
+    if n == 0:
+        return []
+    order = np.argsort(p, kind="stable")
+    s = p[order]
+    middle = (np.searchsorted(s, s, side="left") + np.searchsorted(s, s, side="right") - 1) // 2
+    which = np.empty(n, dtype=np.int64)
+    which[order] = middle * bins // n
+    count = np.bincount(which, minlength=bins)
+    predicted = np.bincount(which, weights=p, minlength=bins)
+    observed = np.bincount(which, weights=y, minlength=bins)
+    return [
+        {
+            "bin": i,
+            "count": int(count[i]),
+            "mean_predicted": float(predicted[i] / count[i]),
+            "observed_rate": float(observed[i] / count[i]),
+        }
+        for i in range(bins)
+        if count[i]
+    ]
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, *, bins: int = 10) -> float:
+    """How far, on average over users, the score is from the observed rate: the count-weighted mean of
+    ``|observed_rate - mean_predicted|`` over the bins of `reliability_table`.
+
+    >>> expected_calibration_error(np.array([0, 1, 1, 1]), np.array([0.125, 0.375, 0.625, 0.875]), bins=2)
+    0.25
+    """
+    table = reliability_table(y, p, bins=bins)
+    if not table:
+        raise ValueError("no scores to measure calibration on")
+    total = sum(row["count"] for row in table)
+    return float(sum(row["count"] * abs(row["observed_rate"] - row["mean_predicted"]) for row in table) / total)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +150,7 @@ class TrainResult:
     n_train: int
     n_holdout: int
     feature_names: list[str] = field(default_factory=list)
+    reliability: list[dict[str, float]] = field(default_factory=list)  # `reliability_table` of the holdout
 
 
 def _ranking_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -71,7 +173,11 @@ def fit_and_evaluate(
     holdout_fraction: float = 0.25,
     seed: int = 0,
 ) -> TrainResult:
-    """Fit on a stratified split and evaluate on the holdout (ROC AUC, PR AUC, Brier, lift, capture)."""
+    """Fit on a stratified split and evaluate on the holdout: ROC AUC, PR AUC, Brier, lift, capture, and
+    calibration (``ece``, ``share_at_0_or_1``: scores shown as 0.000 or 1.000, plus ``reliability``).
+
+    The regularization is chosen by cross-validation on the training split (`choose_c`).
+    """
     y = np.asarray(labels, dtype=np.int64)
     if len(y) < 50:
         raise TrainingError(f"only {len(y)} eligible users; need at least 50 to train")
@@ -83,7 +189,7 @@ def fit_and_evaluate(
         )
     x = features.astype(np.float64)
     x_train, x_hold, y_train, y_hold = train_test_split(x, y, test_size=holdout_fraction, random_state=seed, stratify=y)
-    pipeline = make_pipeline(seed=seed)
+    pipeline = make_pipeline(seed=seed, C=choose_c(x_train, y_train, seed=seed))
     pipeline.fit(x_train, y_train)
     p = pipeline.predict_proba(x_hold)[:, 1]
     metrics = {
@@ -92,6 +198,9 @@ def fit_and_evaluate(
         "brier": float(brier_score_loss(y_hold, p)),
         **_ranking_metrics(y_hold, p),
         "positive_rate": float(y.mean()),
+        "ece": expected_calibration_error(y_hold, p),
+        # What a reader of 3-decimal scores sees as "certain not to" / "certain to" convert.
+        "share_at_0_or_1": float(np.mean((p < 0.0005) | (p >= 0.9995))),
     }
     return TrainResult(
         pipeline=pipeline,
@@ -100,4 +209,5 @@ def fit_and_evaluate(
         n_train=len(y_train),
         n_holdout=len(y_hold),
         feature_names=list(x.columns),
+        reliability=reliability_table(y_hold, p),
     )

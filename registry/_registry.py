@@ -69,6 +69,13 @@ class ResolvedVersion:
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
 
+    @property
+    def identity(self) -> str:
+        """What a written score records as its model: the version number, then the logged model (or run) it
+        came from, so version 1 of another registry is not mistaken for this one: ``"3/m-0a1b…"``."""
+        origin = self.model_id or self.run_id
+        return f"{self.version}/{origin}" if origin else self.version
+
     def reference_deciles(self) -> list[float] | None:
         raw = self.tags.get(TAG_REFERENCE)
         return [float(x) for x in json.loads(raw)] if raw else None

@@ -19,6 +19,7 @@ import pandas as pd
 import structlog
 
 from models import FeatureCatalog, TrainResult, UnknownFeatureError, fit_and_evaluate
+from models.reasons import Reason, top_reasons
 from registry import (
     DEFAULT_TRUSTED_TYPES,
     TAG_EVENT_TYPES,
@@ -34,12 +35,13 @@ from registry import (
     redact,
 )
 from scorer.errors import ModelError, ServiceUnavailable, SettingsError
-from scorer.job import BatchReport, JobOptions, RunSummary, score_users
+from scorer.job import BatchReport, JobOptions, RunSummary, score_users, selector_for
 from scorer.settings import Settings
 from scorer.stores import Store, open_store
+from scorer.stores.base import Selector
 from scorer.tracking import MlflowTracker, Tracker, TrackingError
 
-__all__ = ["TrainOutcome", "import_joblib", "run_scoring", "train_model"]
+__all__ = ["Explanation", "TrainOutcome", "explain_user", "import_joblib", "job_options", "run_scoring", "train_model"]
 
 log = structlog.get_logger("lead_scorer")
 
@@ -79,12 +81,12 @@ def run_scoring(
     except BaseException:
         store.close()  # a run that stops before scoring leaves no connection behind
         raise
-    options = JobOptions(
-        select=settings.select, batch_size=settings.batch_size, limit=settings.limit, dry_run=settings.dry_run
-    )
+    options = job_options(settings)
     try:
+        # 4. Who is stale, by the catalog's windows and the checkpoint earlier runs of this model left.
+        selector = selector_for(store, options=options, model=resolved.identity, catalog=catalog, as_of=now)
         if on_start is not None:
-            on_start(store.count_users(select=settings.select, model_version=resolved.version))
+            on_start(store.count_users(selector))
         summary = score_users(
             store=store,
             model=model,
@@ -94,6 +96,7 @@ def run_scoring(
             now=now,
             on_batch=on_batch,
             should_stop=should_stop,
+            selector=selector,
         )
     except BaseException:
         with contextlib.suppress(TrackingError):
@@ -106,11 +109,13 @@ def run_scoring(
     status = "KILLED" if summary.stopped else ("FAILED" if summary.failed_batches else "FINISHED")
     metrics = summary.metrics() | _drift_and_tiers(summary, settings, resolved, tracker)
     artifacts: dict[str, Any] = {
-        "score_histogram.json": summary.stats.coarse_histogram() | {"count": summary.stats.count},
+        "score_histogram.json": summary.distribution.coarse_histogram() | {"count": summary.distribution.count},
         "run_summary.json": metrics | {"dropped": summary.dropped, "model_version": resolved.version},
     }
-    artifacts["score_histogram.svg"] = summary.stats.histogram_svg(
-        title=f"model v{resolved.version}: {summary.stats.count:,} users scored"
+    dist = summary.distribution
+    who = "open leads" if options.leads_only else "users"
+    artifacts["score_histogram.svg"] = dist.histogram_svg(
+        title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} changed in this run)"
     )
     log.info("run_finished", status=status, **{k: round(v, 4) for k, v in metrics.items()})
     try:
@@ -120,6 +125,19 @@ def run_scoring(
         summary.tracking_lost = True
         log.error("run_record_lost", error=str(exc), hint="the run_finished log line holds the run's summary")
     return summary
+
+
+def job_options(settings: Settings) -> JobOptions:
+    """The batch loop's options, from settings (the CLI's edge)."""
+    return JobOptions(
+        select=settings.select,
+        batch_size=settings.batch_size,
+        limit=settings.limit,
+        dry_run=settings.dry_run,
+        tolerance=settings.score_tolerance,
+        leads_only=settings.population == "leads",
+        history=settings.history,
+    )
 
 
 def _resolve_and_load(settings: Settings, catalog: FeatureCatalog) -> tuple[ResolvedVersion, LoadedModel]:
@@ -167,6 +185,7 @@ def _open_run(
     tags = {
         "model_name": resolved.name,
         "model_version": resolved.version,
+        "model_identity": resolved.identity,
         "model_resolved_by": resolved.how,
         "model_id": resolved.model_id or "",
         "model_run_id": resolved.run_id or "",
@@ -186,6 +205,9 @@ def _open_run(
                 "limit": settings.limit,
                 "dry_run": settings.dry_run,
                 "feature_count": len(model.input_names),
+                "score_tolerance": settings.score_tolerance,
+                "population": settings.population,
+                "history": settings.history,
             },
             model_id=resolved.model_id,
         )
@@ -201,7 +223,7 @@ def _drift_and_tiers(
     summary: RunSummary, settings: Settings, resolved: ResolvedVersion, tracker: Tracker
 ) -> dict[str, float]:
     """PSI against the training holdout and the previous run; share of users per tier."""
-    stats = summary.stats
+    stats = summary.distribution
     hot = stats.share_at_least(settings.hot_threshold)
     warm = stats.share_at_least(settings.warm_threshold) - hot
     out = {"tier_hot_share": hot, "tier_warm_share": warm, "tier_cold_share": (1.0 - hot - warm) if stats.count else 0}
@@ -212,6 +234,59 @@ def _drift_and_tiers(
     if previous and stats.count:
         out["score_psi_previous"] = stats.psi(previous)
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Explanation:
+    """One user's score from the live data, and why."""
+
+    user_id: Any
+    visitor_id: str | None
+    model: ResolvedVersion
+    score: float
+    stored_score: float | None
+    stored_model: str | None
+    reasons: list[Reason] | None  # None: the model gives no reasons
+    features: dict[str, float]
+
+
+def explain_user(
+    settings: Settings, user_id: str, *, store: Store | None = None, catalog: FeatureCatalog | None = None
+) -> Explanation:
+    """Score one user now with the production model (nothing is written) and say why.
+
+    >>> explain_user(load_settings(), "1947").reasons[0].text
+    '8 pricing views in the last 7 days'
+    """
+    catalog = catalog or FeatureCatalog()
+    store = store or open_store(settings)
+    try:
+        store.check(scoring=False)
+        resolved, model = _resolve_and_load(settings, catalog)
+        page = store.find_users([user_id])
+        if not len(page):
+            raise SettingsError(
+                f"no user with {settings.user_id_column} = {user_id!r} in {settings.users_table}",
+                hint="give the user's id as stored in the users table",
+            )
+        as_of = datetime.now(UTC)
+        read = store.read_events(page.visitor_ids, since=catalog.since(as_of), as_of=as_of)
+    finally:
+        store.close()
+    features = catalog.features(read.grain, visitor_ids=page.visitor_ids, as_of=as_of, names=model.input_names)
+    score = float(model.predict_scores(features)[0])
+    reasons = top_reasons(model.pipeline, features[model.input_names], top=3, catalog=catalog)
+    stored = page.scores[0] if page.scores is not None else float("nan")
+    return Explanation(
+        user_id=page.user_ids[0],
+        visitor_id=page.visitor_ids[0],
+        model=resolved,
+        score=score,
+        stored_score=None if np.isnan(stored) else float(stored),
+        stored_model=page.models[0] if page.models else None,
+        reasons=reasons[0] if reasons is not None else None,
+        features={k: float(v) for k, v in features.iloc[0].items()},
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,7 +319,9 @@ def build_training_set(
     labels: list[np.ndarray] = []
     after = None
     while True:
-        page = store.select_users(select="all", model_version=None, after=after, limit=batch_size, with_label=True)
+        page = store.select_users(
+            Selector(select="all", leads_only=False), after=after, limit=batch_size, with_label=True
+        )
         if not len(page):
             break
         after = page.user_ids[-1]

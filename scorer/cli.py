@@ -75,6 +75,9 @@ def _main(
         os.environ.setdefault(name, value)
 
 
+TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="Overrides MLFLOW_TRACKING_URI.")]
+
+
 class _Stop:
     """SIGTERM/SIGINT ask the job to stop after the current batch; a second signal is the default."""
 
@@ -99,7 +102,14 @@ class _Stop:
 def run(
     select: Annotated[
         str | None,
-        typer.Option(help="unscored: NULL score; stale (default): NULL or another model version; all: everyone."),
+        typer.Option(
+            help="stale (default): no score, another model, or new events / a new day since it was scored; "
+            "unscored: no score; all: everyone."
+        ),
+    ] = None,
+    population: Annotated[
+        str | None,
+        typer.Option(help="leads (default): open leads only (no converted_at); everyone: customers too."),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Users per batch (default 2000).")] = None,
     limit: Annotated[int | None, typer.Option(help="Score at most this many users.")] = None,
@@ -111,6 +121,7 @@ def run(
     """Score the selected users with the production model and write lead_score (DATABASE_URL)."""
     settings = _settings(
         select=select,
+        population=population,
         batch_size=batch_size,
         limit=limit,
         dry_run=dry_run or None,
@@ -141,7 +152,7 @@ def _run_with_progress(settings: Settings, *, show: bool, stop: Any = None, **kw
         with bar:
             summary = run_scoring(
                 settings,
-                on_start=lambda total: bar.update(task, total=total),
+                on_start=(lambda total: bar.update(task, total=total)) if show else None,
                 on_batch=lambda r: bar.advance(task, r.users),
                 should_stop=stop,
                 **kwargs,
@@ -151,6 +162,38 @@ def _run_with_progress(settings: Settings, *, show: bool, stop: Any = None, **kw
     if summary.stopped and stop is not None and stop.signal is not None:
         return 128 + stop.signal
     return summary.exit_code
+
+
+@app.command()
+def explain(
+    user_id: Annotated[str, typer.Argument(help="The user's id, as stored in the users table.")],
+    model_version: Annotated[str | None, typer.Option(help="Pin a version instead of the production one.")] = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Score one user from the live data with the production model and say why (nothing is written)."""
+    from scorer.app import explain_user
+
+    settings = _settings(model_version=model_version, mlflow_tracking_uri=tracking_uri)
+    try:
+        out = explain_user(settings, user_id)
+    except Exception as exc:
+        raise _fail(exc) from None
+    stored = "none" if out.stored_score is None else f"{out.stored_score:.4f} (model {out.stored_model})"
+    typer.echo(f"user {out.user_id} (visitor {out.visitor_id or 'none'})")
+    typer.echo(f"  score now   {out.score:.4f}  with {out.model.name} v{out.model.version}")
+    typer.echo(f"  stored      {stored}")
+    if out.reasons is None:
+        typer.echo("  reasons     this model does not break its score down into reasons")
+    elif not out.reasons:
+        typer.echo("  reasons     nothing stands out: the score is close to the model's baseline")
+    else:
+        typer.echo("  reasons")
+        for r in out.reasons:
+            typer.echo(f"    {'+' if r.effect > 0 else '-'} {r.text}  ({r.effect:+.2f} log-odds)")
+    typer.echo("  features")
+    width = max(len(k) for k in out.features)
+    for k, v in out.features.items():
+        typer.echo(f"    {k:<{width}}  {v:g}")
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -199,9 +242,6 @@ def _registry(tracking_uri: str | None, settings: Settings | None = None) -> Any
         return Registry(tracking_uri=settings.require_tracking(), model_name=settings.model_name)
     except LeadScorerError as exc:
         raise _fail(exc) from None
-
-
-TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="Overrides MLFLOW_TRACKING_URI.")]
 
 
 @registry_app.command("list")

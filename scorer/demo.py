@@ -3,6 +3,7 @@ promoted model, and a scoring run. Also the loader the tests use to fill a real 
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -121,13 +122,15 @@ def build_demo(paths: DemoPaths, *, users: int, seed: int = 42) -> dict[str, int
 
 
 def _score_table(paths: DemoPaths) -> tuple[list[int], list[tuple[Any, ...]], int]:
+    """Open leads per score decile, the top ten open leads with their reasons, and how many are unscored."""
     engine = sa.create_engine(paths.database_url)
+    leads = "converted_at IS NULL"
     try:
         with engine.connect() as conn:
             counts = [
                 int(
                     conn.execute(
-                        sa.text("SELECT count(*) FROM users WHERE lead_score >= :lo AND lead_score < :hi"),
+                        sa.text(f"SELECT count(*) FROM users WHERE {leads} AND lead_score >= :lo AND lead_score < :hi"),
                         {"lo": i / 10, "hi": (i + 1) / 10 if i < 9 else 1.01},
                     ).scalar_one()
                 )
@@ -135,14 +138,22 @@ def _score_table(paths: DemoPaths) -> tuple[list[int], list[tuple[Any, ...]], in
             ]
             top = conn.execute(
                 sa.text(
-                    "SELECT user_id, email, lead_score, lead_score_model_version FROM users "
-                    "WHERE lead_score IS NOT NULL ORDER BY lead_score DESC, user_id LIMIT 10"
+                    "SELECT user_id, email, lead_score, lead_score_model_version, lead_score_reasons FROM users "
+                    f"WHERE {leads} AND lead_score IS NOT NULL ORDER BY lead_score DESC, user_id LIMIT 10"
                 )
             ).all()
-            unscored = int(conn.execute(sa.text("SELECT count(*) FROM users WHERE lead_score IS NULL")).scalar_one())
+            unscored = int(
+                conn.execute(sa.text(f"SELECT count(*) FROM users WHERE {leads} AND lead_score IS NULL")).scalar_one()
+            )
     finally:
         engine.dispose()
     return counts, [tuple(r) for r in top], unscored
+
+
+def _reasons_text(raw: str | None) -> str:
+    if not raw:
+        return ""
+    return "; ".join(r["reason"] for r in json.loads(raw))
 
 
 def run_demo(root: Path, *, users: int = 5_000, reset: bool = False, seed: int = 42) -> int:
@@ -177,17 +188,23 @@ def run_demo(root: Path, *, users: int = 5_000, reset: bool = False, seed: int =
     counts, top, unscored = _score_table(paths)
     typer.echo("")
     typer.echo(
-        f"scored {summary.users_scored:,} users with model v{summary.model_version} in {summary.batches} batch(es), "
-        f"{summary.duration_s:.1f}s ({summary.events_read:,} events read; "
-        f"{sum(summary.dropped.values())} bad events dropped); {unscored} users still unscored"
+        f"selected {summary.users_selected:,} open leads (new, changed since their last score, or a new day), "
+        f"rescored {summary.users_scored:,} with model v{summary.model_version} in {summary.batches} batch(es), "
+        f"{summary.duration_s:.1f}s: {summary.users_changed:,} scores written, {summary.users_unchanged:,} unchanged "
+        f"({summary.events_read:,} events read; {sum(summary.dropped.values())} bad events dropped); "
+        f"{unscored} open leads still unscored"
     )
-    typer.echo("score distribution (all users):")
+    if summary.users_selected == 0:
+        typer.echo("nothing to do: no open lead has new events or a new day since its score")
+    typer.echo("score distribution (open leads):")
     peak = max(counts) or 1
     for i, c in enumerate(counts):
         typer.echo(f"  {i / 10:.1f}-{(i + 1) / 10:.1f} {'#' * round(40 * c / peak):<40} {c:,}")
-    typer.echo("top leads:")
-    for uid, email, score, version in top:
-        typer.echo(f"  user {uid:<6} {email:<24} {score:.3f}  (model v{version})")
+    typer.echo("top open leads, and why:")
+    for uid, email, score, version, reasons in top:
+        typer.echo(f"  user {uid:<6} {email:<24} {score:.3f}  (model v{str(version).split('/')[0]})")
+        if reasons:
+            typer.echo(f"      {_reasons_text(reasons)}")
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     typer.echo("")
     typer.echo("open the runs and the model registry in the MLflow UI:")

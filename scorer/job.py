@@ -1,4 +1,4 @@
-"""The batch loop, step 4 to 6 of the run in DESIGN.md.
+"""The batch loop, steps 4 to 6 of the run (docs/architecture.md).
 
 >>> summary = score_users(store=store, model=model, options=JobOptions(select="stale"))
 >>> summary.exit_code
@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -18,13 +19,23 @@ import numpy as np
 import structlog
 
 from models import FeatureCatalog
+from models.reasons import top_reasons
 from registry import LoadedModel
 from scorer.errors import EXIT_BATCH_FAILED, EXIT_OK, EXIT_TRACKING, AuthError, SchemaError
-from scorer.stats import ScoreStats
-from scorer.stores.base import EventRead, Selection, Store, UserPage
+from scorer.stats import BINS, ScoreStats
+from scorer.stores.base import EventRead, Freshness, ScoreWrite, Selection, Selector, Store, UserPage
 from scorer.tracking import NullTracker, Tracker
 
-__all__ = ["BatchReport", "JobOptions", "RunSummary", "ScoreValueError", "score_users"]
+__all__ = [
+    "BatchReport",
+    "JobOptions",
+    "RunSummary",
+    "ScoreValueError",
+    "checkpoint_key",
+    "freshness",
+    "score_users",
+    "selector_for",
+]
 
 log = structlog.get_logger("lead_scorer.job")
 
@@ -39,6 +50,14 @@ class JobOptions:
     batch_size: int = 2_000
     limit: int | None = None
     dry_run: bool = False
+    #: A rescored user whose score moved less than this (same model) is not rewritten.
+    tolerance: float = 0.001
+    #: Open leads only (no ``converted_at``, when the column exists): a customer keeps its last score.
+    leads_only: bool = True
+    #: Append every changed score to the history table, in the same transaction as the update.
+    history: bool = False
+    #: Write each changed score's top reasons (when the store has the column and the model gives them).
+    reasons: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,7 +76,9 @@ class RunSummary:
     batches: int = 0
     failed_batches: int = 0
     users_selected: int = 0
-    users_scored: int = 0
+    users_scored: int = 0  # rescored: features read, score computed and checked
+    users_changed: int = 0  # ... and written, because it moved by the tolerance or more (or was new)
+    users_unchanged: int = 0  # ... and left as it was
     users_failed: int = 0
     users_vanished: int = 0  # deleted between selection and write
     events_read: int = 0
@@ -65,7 +86,12 @@ class RunSummary:
     duration_s: float = 0.0
     stopped: bool = False
     tracking_lost: bool = False  # the MLflow run record could not be saved
-    stats: ScoreStats = field(default_factory=ScoreStats)
+    stats: ScoreStats = field(default_factory=ScoreStats)  # this run's scores
+    #: Every current score of the population after the run (open leads by default), which is what the
+    #: model's reference deciles describe; None when the store cannot tell.
+    population: ScoreStats | None = None
+    reasons: bool = False  # the model gave reasons and they were written
+    complete: bool = False  # every user was checked: the checkpoint says so
 
     @property
     def exit_code(self) -> int:
@@ -79,6 +105,9 @@ class RunSummary:
             "failed_batches": self.failed_batches,
             "users_selected": self.users_selected,
             "users_scored": self.users_scored,
+            "users_rescored": self.users_scored,
+            "users_changed": self.users_changed,
+            "users_unchanged": self.users_unchanged,
             "users_failed": self.users_failed,
             "users_vanished": self.users_vanished,
             "events_read": self.events_read,
@@ -86,7 +115,12 @@ class RunSummary:
             "users_per_s": self.users_scored / self.duration_s if self.duration_s > 0 else 0.0,
         }
         out |= {f"events_dropped_{k}": v for k, v in self.dropped.items()}
-        return out | self.stats.summary()
+        return out | self.distribution.summary()
+
+    @property
+    def distribution(self) -> ScoreStats:
+        """What the run's distribution, drift and tiers describe: the population, else this run's scores."""
+        return self.population if self.population is not None else self.stats
 
 
 def _check_scores(scores: np.ndarray) -> np.ndarray:
@@ -104,8 +138,7 @@ _READ_SLICES = 2
 
 def _read(
     store: Store,
-    options: JobOptions,
-    version: str,
+    selector: Selector,
     after: Any | None,
     limit: int,
     since: datetime,
@@ -114,7 +147,7 @@ def _read(
 ) -> _Read:
     """One batch's key page and its events. A failed page read raises (fatal); a failed event read is
     returned in place of the events, so that batch is counted as failed and the loop goes on."""
-    page = store.select_users(select=options.select, model_version=version, after=after, limit=limit)
+    page = store.select_users(selector, after=after, limit=limit)
     if not len(page):
         return page, EventRead()
     try:
@@ -131,6 +164,50 @@ def _read(
         return page, exc
 
 
+def checkpoint_key(model: str, *, leads_only: bool) -> str:
+    """The checkpoint row of one model over one population (a run over everyone checks customers too)."""
+    return f"{model}|{'leads' if leads_only else 'everyone'}"
+
+
+def freshness(store: Store, *, model: str, catalog: FeatureCatalog, as_of: datetime, leads_only: bool) -> Freshness:
+    """Step 4's rule for this run: the catalog says how far back an event matters, the store's checkpoint
+    how far earlier runs of this model got."""
+    key = checkpoint_key(model, leads_only=leads_only)
+    return Freshness(
+        model=model,
+        as_of=as_of,
+        day_start=catalog.day_start(as_of),
+        reach=catalog.reach,
+        checkpoint=store.read_checkpoint(key),
+        key=key,
+    )
+
+
+def selector_for(
+    store: Store, *, options: JobOptions, model: str, catalog: FeatureCatalog, as_of: datetime
+) -> Selector:
+    leads_only = options.leads_only and store.has_converted
+    fresh = freshness(store, model=model, catalog=catalog, as_of=as_of, leads_only=leads_only)
+    return Selector(select=options.select, leads_only=leads_only, freshness=fresh)
+
+
+def _changed(page: UserPage, scores: np.ndarray, *, model: str, tolerance: float) -> np.ndarray:
+    """Which users' scores must be written: new, from another model, or moved by ``tolerance`` or more."""
+    if page.scores is None or page.models is None:
+        return np.ones(len(scores), dtype=bool)
+    old = page.scores
+    other_model = np.fromiter((m != model for m in page.models), dtype=bool, count=len(page))
+    return np.isnan(old) | other_model | (np.abs(scores - np.nan_to_num(old)) >= tolerance)
+
+
+def _reasons_json(model: LoadedModel, features: Any, catalog: FeatureCatalog) -> list[str | None] | None:
+    """Each user's top three reasons as JSON text, or None when the model gives none."""
+    reasons = top_reasons(model.pipeline, features[model.input_names], top=3, catalog=catalog)
+    if reasons is None:
+        return None
+    return [json.dumps([{"reason": r.text, "effect": r.effect} for r in row], ensure_ascii=False) for row in reasons]
+
+
 def score_users(
     *,
     store: Store,
@@ -141,8 +218,9 @@ def score_users(
     now: datetime | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    selector: Selector | None = None,
 ) -> RunSummary:
-    """Score the selected users batch by batch and write each batch once, update-only.
+    """Score the selected users batch by batch and write what changed, update-only.
 
     A batch that fails (after the store's retries) is counted and skipped; the loop goes on.
     Missing schema or refused credentials stop the run. ``should_stop`` is checked between
@@ -152,8 +230,14 @@ def score_users(
     tracker = tracker or NullTracker()
     as_of = now or datetime.now(UTC)
     since = catalog.since(as_of)
-    version = model.resolved.version
-    summary = RunSummary(model_version=version)
+    identity = model.resolved.identity
+    selector = selector or selector_for(store, options=options, model=identity, catalog=catalog, as_of=as_of)
+    summary = RunSummary(model_version=model.resolved.version)
+    # The checkpoint moves only for runs that check every selected user (not `unscored`, not a dry run) and
+    # only over an unbroken prefix of written batches: a user past a failed batch is not known to be done.
+    moves_checkpoint = options.select != "unscored" and not options.dry_run and selector.freshness is not None
+    checkpoint = selector.freshness.key if selector.freshness is not None else None
+    want_reasons = options.reasons and store.has_reasons
     started = time.perf_counter()
     step = 0
 
@@ -170,16 +254,20 @@ def score_users(
     slices = (
         ThreadPoolExecutor(max_workers=_READ_SLICES, thread_name_prefix="lead-scorer-events") if concurrent else None
     )
+    limited = False
 
     def read_ahead(after: Any | None) -> Future[_Read] | None:
+        nonlocal limited
         want = options.batch_size
         if options.limit is not None:
             want = min(want, options.limit - summary.users_selected)
         if want <= 0:
+            limited = True
             return None
-        return pool.submit(_read, store, options, version, after, want, since, as_of, slices)
+        return pool.submit(_read, store, selector, after, want, since, as_of, slices)
 
     pending = read_ahead(None)
+    exhausted = False
     try:
         while pending is not None:
             if should_stop is not None and should_stop():
@@ -191,14 +279,15 @@ def score_users(
             page, read = pending.result()
             pending = None
             if not len(page):
+                exhausted = True
                 break
             step += 1
             summary.users_selected += len(page)
             pending = read_ahead(page.user_ids[-1])
-            scored = events = 0
+            scored = events = changed_n = 0
             error: str | None = None
             try:
-                # 5. Events, complete → features → scores → checked → one update-only write.
+                # 5. Events, complete → features → scores → checked → reasons → one write of what changed.
                 if isinstance(read, Exception):
                     raise read
                 events = read.events_read
@@ -206,13 +295,34 @@ def score_users(
                     read.grain, visitor_ids=page.visitor_ids, as_of=as_of, names=model.input_names
                 )
                 scores = _check_scores(model.predict_scores(features))
+                changed = _changed(page, scores, model=identity, tolerance=options.tolerance)
+                changed_n = int(changed.sum())
+                vanished = 0
                 if not options.dry_run:
+                    reasons = None
+                    if want_reasons and changed_n:
+                        reasons = _reasons_json(model, features[changed], catalog)
+                        summary.reasons = summary.reasons or reasons is not None
+                    ids = [uid for uid, c in zip(page.user_ids, changed, strict=True) if c]
+                    write = ScoreWrite(
+                        user_ids=ids,
+                        scores=scores[changed],
+                        model=identity,
+                        scored_at=as_of,
+                        reasons=reasons,
+                        history=options.history,
+                        checkpoint_key=checkpoint if moves_checkpoint and not summary.failed_batches else None,
+                        through=page.user_ids[-1],
+                    )
                     if pending is not None and not concurrent:
                         wait([pending])
-                    scored = store.write_scores(page.user_ids, scores, model_version=version, scored_at=as_of)
-                    summary.users_vanished += len(page) - scored
-                else:
-                    scored = len(page)
+                    if ids or write.checkpoint_key is not None:
+                        vanished = len(ids) - store.write_scores(write)
+                    summary.users_vanished += vanished
+                    changed_n -= vanished  # deleted between read and write: neither scored nor changed
+                scored = len(page) - vanished
+                summary.users_changed += changed_n
+                summary.users_unchanged += len(page) - changed_n
                 summary.stats.add(scores)
                 for k, v in read.dropped.items():
                     summary.dropped[k] = summary.dropped.get(k, 0) + v
@@ -222,7 +332,7 @@ def score_users(
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
                 summary.failed_batches += 1
                 summary.users_failed += len(page)
-                scored = 0
+                scored = changed_n = 0
             seconds = time.perf_counter() - t0
             summary.batches = step
             summary.users_scored += scored
@@ -232,13 +342,20 @@ def score_users(
                 log.error("batch_failed", batch=step, users=len(page), error=error, first_user=str(page.user_ids[0]))
             else:
                 log.info(
-                    "batch", batch=step, users=len(page), scored=scored, events=events, ms=round(seconds * 1000, 1)
+                    "batch",
+                    batch=step,
+                    users=len(page),
+                    scored=scored,
+                    changed=changed_n,
+                    events=events,
+                    ms=round(seconds * 1000, 1),
                 )
             tracker.log_batch(
                 step=step,
                 metrics={
                     "batch_users": len(page),
                     "batch_scored": scored,
+                    "batch_changed": changed_n,
                     "batch_events": events,
                     "batch_seconds": seconds,
                     "batch_failed": 1.0 if error else 0.0,
@@ -253,5 +370,19 @@ def score_users(
         if slices is not None:
             slices.shutdown(wait=True)
 
+    # 6. Finish: a run that checked everyone says so in the checkpoint, then the population's distribution.
+    if moves_checkpoint and exhausted and not limited and not summary.failed_batches and not summary.stopped:
+        store.write_scores(
+            ScoreWrite(
+                user_ids=[], scores=[], model=identity, scored_at=as_of, checkpoint_key=checkpoint, complete=True
+            )
+        )
+        summary.complete = True
+    if not options.dry_run:
+        counts = store.score_histogram(leads_only=selector.leads_only, bins=BINS)
+        if counts is None:
+            log.warning("population_unknown", hint="the distribution and drift describe this run's scores only")
+        else:
+            summary.population = ScoreStats.from_histogram(counts)
     summary.duration_s = time.perf_counter() - started
     return summary

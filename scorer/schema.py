@@ -1,5 +1,5 @@
-"""The project's SQL: the three ``lead_score*`` columns, the indexes the job needs, and (PostgreSQL)
-the two database functions the Supabase REST store calls.
+"""The project's SQL: the ``lead_score*`` columns, the indexes the job needs, the job's own checkpoint and
+(optional) history tables, and (PostgreSQL) the database functions the Supabase REST store calls.
 
 Printed by ``lead-scorer db sql`` (to paste into Supabase's SQL editor or a
 ``supabase/migrations`` file) and applied by ``lead-scorer db migrate``. Applying it twice
@@ -12,7 +12,15 @@ import sqlalchemy as sa
 
 from scorer.stores.base import Names
 
-__all__ = ["EVENTS_FUNCTION", "WRITE_FUNCTION", "migrate", "schema_sql", "statements"]
+__all__ = [
+    "EVENTS_FUNCTION",
+    "HISTOGRAM_FUNCTION",
+    "SELECT_FUNCTION",
+    "WRITE_FUNCTION",
+    "migrate",
+    "schema_sql",
+    "statements",
+]
 
 
 def _index_name(*parts: str) -> str:
@@ -29,10 +37,13 @@ def statements(*, dialect: str, names: Names, existing: set[str] | None = None) 
     pg = dialect == "postgresql"
     users = f"{n.schema}.{n.users}" if pg else n.users
     events = f"{n.schema}.{n.events}" if pg else n.events
+    history = f"{n.schema}.{n.history}" if pg else n.history
+    checkpoints = f"{n.schema}.{n.checkpoints}" if pg else n.checkpoints
     types = {
         n.lead_score: "double precision" if pg else "REAL",
         n.model_version: "text" if pg else "TEXT",
         n.scored_at: "timestamptz" if pg else "TEXT",
+        n.reasons: "jsonb" if pg else "TEXT",
     }
     out = []
     for col, typ in types.items():
@@ -48,6 +59,37 @@ def statements(*, dialect: str, names: Names, existing: set[str] | None = None) 
         f"CREATE INDEX IF NOT EXISTS {_index_name(n.events, n.event_visitor_id, n.created_at, 'idx')} "
         f"ON {events} ({n.event_visitor_id}, {n.created_at});"
     )
+    # How far each model's runs got (`stores.base.Checkpoint`): one row per model and population.
+    ts = "timestamptz" if pg else "TEXT"
+    out.append(
+        f"CREATE TABLE IF NOT EXISTS {checkpoints} (key text PRIMARY KEY, complete_as_of {ts}, "
+        f"partial_as_of {ts}, partial_through text, updated_at {ts} NOT NULL);"
+    )
+    if pg:
+        # The history's user_id has the users key's own type (bigint, uuid or text), read from the catalog.
+        out.append(
+            f"""DO $do$
+DECLARE
+    id_type text;
+BEGIN
+{_ID_TYPE.format(users=users, col=n.user_id)}
+    EXECUTE 'CREATE TABLE IF NOT EXISTS {history} ({n.user_id} ' || id_type || ' NOT NULL, '
+         || 'scored_at timestamptz NOT NULL, score double precision NOT NULL, model_version text NOT NULL)';
+END
+$do$;"""
+        )
+        # Only the service role (which bypasses row level security) reads or writes the job's own tables.
+        out.append(f"ALTER TABLE {checkpoints} ENABLE ROW LEVEL SECURITY;")
+        out.append(f"ALTER TABLE {history} ENABLE ROW LEVEL SECURITY;")
+    else:
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {history} ({n.user_id} NOT NULL, scored_at TEXT NOT NULL, "
+            "score REAL NOT NULL, model_version TEXT NOT NULL);"
+        )
+    out.append(
+        f"CREATE INDEX IF NOT EXISTS {_index_name(n.history, n.user_id, 'scored_at', 'idx')} "
+        f"ON {history} ({n.user_id}, scored_at);"
+    )
     if pg:
         out += _functions(n)
     return out
@@ -56,6 +98,12 @@ def statements(*, dialect: str, names: Names, existing: set[str] | None = None) 
 #: Database functions the Supabase REST store calls (POST /rest/v1/rpc/<name>).
 WRITE_FUNCTION = "lead_scorer_write_scores"
 EVENTS_FUNCTION = "lead_scorer_daily_events"
+SELECT_FUNCTION = "lead_scorer_stale_users"
+HISTOGRAM_FUNCTION = "lead_scorer_score_histogram"
+
+_ID_TYPE = """    SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = '{users}'::regclass AND a.attname = '{col}';"""
 
 
 def _functions(n: Names) -> list[str]:
@@ -63,32 +111,128 @@ def _functions(n: Names) -> list[str]:
     function serves bigint, uuid and text keys and the primary key index is still used."""
     users = f"{n.schema}.{n.users}"
     events = f"{n.schema}.{n.events}"
+    history = f"{n.schema}.{n.history}"
+    checkpoints = f"{n.schema}.{n.checkpoints}"
     write = f"{n.schema}.{WRITE_FUNCTION}"
     daily = f"{n.schema}.{EVENTS_FUNCTION}"
-    write_sig = f"{write}(text[], double precision[], text, timestamptz)"
+    stale = f"{n.schema}.{SELECT_FUNCTION}"
+    hist = f"{n.schema}.{HISTOGRAM_FUNCTION}"
+    write_sig = f"{write}(text[], double precision[], text, timestamptz, text[], boolean, text, text, boolean)"
     daily_sig = f"{daily}(text[], timestamptz, timestamptz)"
+    stale_sig = (
+        f"{stale}(text, integer, text, timestamptz, timestamptz, integer, timestamptz, timestamptz, text, boolean)"
+    )
+    hist_sig = f"{hist}(integer, boolean)"
+    sigs = f"{write_sig}, {daily_sig}, {stale_sig}, {hist_sig}"
+    id_type = _ID_TYPE.format(users=users, col=n.user_id)
+    no_reasons = "array_fill(NULL::text, ARRAY[cardinality(p_ids)])"
     return [
+        # The write function before reasons, history and checkpoints: replaced, not overloaded.
+        f"DROP FUNCTION IF EXISTS {write}(text[], double precision[], text, timestamptz);",
         f"""CREATE OR REPLACE FUNCTION {write}(
-    p_ids text[], p_scores double precision[], p_version text, p_scored_at timestamptz
+    p_ids text[], p_scores double precision[], p_version text, p_scored_at timestamptz,
+    p_reasons text[] DEFAULT NULL, p_history boolean DEFAULT false,
+    p_checkpoint text DEFAULT NULL, p_through text DEFAULT NULL, p_complete boolean DEFAULT false
 ) RETURNS integer
 LANGUAGE plpgsql VOLATILE SET search_path = '' AS $fn$
 DECLARE
     id_type text;
-    updated integer;
+    reasons_type text;
+    set_reasons text := '';
+    keys text;
+    updated integer := 0;
 BEGIN
-    SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
+{id_type}
+    SELECT format_type(a.atttypid, a.atttypmod) INTO reasons_type
       FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = '{users}'::regclass AND a.attname = '{n.user_id}';
-    -- Update-only: rows deleted since they were read simply do not match; nothing is inserted.
-    -- (Concatenation, not format(): drivers rewrite a literal %s when the script is applied.)
-    EXECUTE 'UPDATE {users} AS u SET {n.lead_score} = v.score, {n.model_version} = $3, {n.scored_at} = $4 '
-         || 'FROM unnest($1::' || id_type || '[], $2) AS v(id, score) WHERE u.{n.user_id} = v.id '
-         -- The ids' own key range, so a batch is found through the primary key, not a scan of the table.
+     WHERE a.attrelid = '{users}'::regclass AND a.attname = '{n.reasons}' AND NOT a.attisdropped;
+    IF reasons_type IS NOT NULL AND p_reasons IS NOT NULL THEN
+        set_reasons := ', {n.reasons} = v.reasons::' || reasons_type;
+    END IF;
+    -- The ids' own key range, so a batch is found through the primary key, not a scan of the table.
+    keys := 'u.{n.user_id} = v.id '
          || 'AND u.{n.user_id} >= (SELECT k FROM unnest($1::' || id_type || '[]) AS k ORDER BY k LIMIT 1) '
-         || 'AND u.{n.user_id} <= (SELECT k FROM unnest($1::' || id_type || '[]) AS k ORDER BY k DESC LIMIT 1)'
-    USING p_ids, p_scores, p_version, p_scored_at;
-    GET DIAGNOSTICS updated = ROW_COUNT;
+         || 'AND u.{n.user_id} <= (SELECT k FROM unnest($1::' || id_type || '[]) AS k ORDER BY k DESC LIMIT 1)';
+    IF coalesce(cardinality(p_ids), 0) > 0 THEN
+        -- Update-only: rows deleted since they were read simply do not match; nothing is inserted.
+        -- (Concatenation, not format(): drivers rewrite a literal %s when the script is applied.)
+        IF p_history THEN
+            -- The history rows and the update are one statement: they cannot disagree.
+            EXECUTE 'WITH w AS (UPDATE {users} AS u SET {n.lead_score} = v.score, {n.model_version} = $3, '
+                 || '{n.scored_at} = $4' || set_reasons || ' '
+                 || 'FROM unnest($1::' || id_type || '[], $2, $5) AS v(id, score, reasons) WHERE ' || keys
+                 || ' RETURNING u.{n.user_id} AS id, v.score) '
+                 || 'INSERT INTO {history} ({n.user_id}, scored_at, score, model_version) '
+                 || 'SELECT id, $4, score, $3 FROM w'
+            USING p_ids, p_scores, p_version, p_scored_at, coalesce(p_reasons, {no_reasons});
+        ELSE
+            EXECUTE 'UPDATE {users} AS u SET {n.lead_score} = v.score, {n.model_version} = $3, '
+                 || '{n.scored_at} = $4' || set_reasons || ' '
+                 || 'FROM unnest($1::' || id_type || '[], $2, $5) AS v(id, score, reasons) WHERE ' || keys
+            USING p_ids, p_scores, p_version, p_scored_at, coalesce(p_reasons, {no_reasons});
+        END IF;
+        GET DIAGNOSTICS updated = ROW_COUNT;
+    END IF;
+    IF p_checkpoint IS NOT NULL THEN
+        -- The run's progress moves in the same transaction as its scores.
+        INSERT INTO {checkpoints} AS c (key, complete_as_of, partial_as_of, partial_through, updated_at)
+        VALUES (p_checkpoint, CASE WHEN p_complete THEN p_scored_at END,
+                CASE WHEN NOT p_complete THEN p_scored_at END, CASE WHEN NOT p_complete THEN p_through END, now())
+        ON CONFLICT (key) DO UPDATE SET
+            complete_as_of = CASE WHEN p_complete THEN excluded.complete_as_of ELSE c.complete_as_of END,
+            partial_as_of = excluded.partial_as_of,
+            partial_through = excluded.partial_through,
+            updated_at = excluded.updated_at;
+    END IF;
     RETURN updated;
+END
+$fn$;""",
+        f"""CREATE OR REPLACE FUNCTION {stale}(
+    p_after text, p_limit integer, p_model text, p_as_of timestamptz, p_day_start timestamptz,
+    p_reach_days integer, p_complete timestamptz, p_partial timestamptz, p_through text, p_leads_only boolean
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
+DECLARE
+    id_type text;
+    result jsonb;
+BEGIN
+{id_type}
+    -- The `stale` rule of scorer.stores.base.Freshness, as the SQL store renders it: one key page.
+    EXECUTE 'SELECT jsonb_build_object('
+         || '''user_id'', coalesce(jsonb_agg(p.{n.user_id} ORDER BY p.{n.user_id}), ''[]''), '
+         || '''visitor_id'', coalesce(jsonb_agg(p.{n.visitor_id} ORDER BY p.{n.user_id}), ''[]''), '
+         || '''lead_score'', coalesce(jsonb_agg(p.{n.lead_score} ORDER BY p.{n.user_id}), ''[]''), '
+         || '''model'', coalesce(jsonb_agg(p.{n.model_version} ORDER BY p.{n.user_id}), ''[]'')) '
+         || 'FROM (SELECT u.{n.user_id}, u.{n.visitor_id}, u.{n.lead_score}, u.{n.model_version} '
+         || 'FROM {users} AS u '
+         || 'CROSS JOIN LATERAL (SELECT GREATEST(u.{n.scored_at}, $5, '
+         || 'CASE WHEN u.{n.user_id} <= $7::' || id_type || ' THEN $6 END) AS at) AS checked '
+         || 'WHERE ($1 IS NULL OR u.{n.user_id} > $1::' || id_type || ') '
+         || CASE WHEN p_leads_only THEN 'AND u.{n.converted_at} IS NULL ' ELSE '' END
+         || 'AND (u.{n.lead_score} IS NULL OR u.{n.model_version} IS DISTINCT FROM $2 '
+         || 'OR u.{n.scored_at} IS NULL '
+         || 'OR EXISTS (SELECT 1 FROM {events} AS e WHERE e.{n.event_visitor_id} = u.{n.visitor_id} '
+         || 'AND e.{n.created_at} < $3 AND e.{n.created_at} >= CASE WHEN checked.at <= $4 '
+         || 'THEN checked.at - make_interval(days => $8) ELSE checked.at END)) '
+         || 'ORDER BY u.{n.user_id} LIMIT $9) AS p'
+    INTO result
+    USING p_after, p_model, p_as_of, p_day_start, p_complete, p_partial, p_through, p_reach_days, p_limit;
+    RETURN result;
+END
+$fn$;""",
+        f"""CREATE OR REPLACE FUNCTION {hist}(p_bins integer, p_leads_only boolean) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
+DECLARE
+    result jsonb;
+BEGIN
+    -- The whole population's current scores as counts per bin: one small value, whatever the table's size.
+    EXECUTE 'SELECT coalesce(jsonb_agg(jsonb_build_array(h.b, h.n)), ''[]'') FROM ('
+         || 'SELECT least(floor({n.lead_score} * $1)::integer, $1 - 1) AS b, count(*) AS n FROM {users} '
+         || 'WHERE {n.lead_score} IS NOT NULL '
+         || CASE WHEN p_leads_only THEN 'AND {n.converted_at} IS NULL ' ELSE '' END
+         || 'GROUP BY 1) AS h'
+    INTO result USING p_bins;
+    RETURN result;
 END
 $fn$;""",
         f"""CREATE OR REPLACE FUNCTION {daily}(
@@ -114,14 +258,14 @@ LANGUAGE sql STABLE SET search_path = '' AS $fn$
              GROUP BY 1, 2, 3, 4) AS g
 $fn$;""",
         # Functions in an exposed schema are callable by anon by default: only the service role may.
-        f"REVOKE EXECUTE ON FUNCTION {write_sig}, {daily_sig} FROM PUBLIC;",
+        f"REVOKE EXECUTE ON FUNCTION {sigs} FROM PUBLIC;",
         f"""DO $do$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
-        REVOKE EXECUTE ON FUNCTION {write_sig}, {daily_sig} FROM anon, authenticated;
+        REVOKE EXECUTE ON FUNCTION {sigs} FROM anon, authenticated;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
-        GRANT EXECUTE ON FUNCTION {write_sig}, {daily_sig} TO service_role;
+        GRANT EXECUTE ON FUNCTION {sigs} TO service_role;
     END IF;
 END
 $do$;""",

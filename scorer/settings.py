@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     batch_size: Annotated[int, Field(gt=0, le=100_000)] = 2_000
     limit: PositiveInt | None = None
     dry_run: bool = False
+    #: A rescored user whose score moved less than this (same model) is not rewritten.
+    score_tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.001
+    #: leads: open leads only (users with no converted_at); everyone: customers too.
+    population: Literal["leads", "everyone"] = "leads"
+    history: bool = False  # append every changed score to lead_score_history
     allow_pickle: bool = False  # load pickle-serialized model versions (runs their code)
     # Types a skops model may ask to trust, on top of the registry's defaults (sklearn's tree internals).
     skops_trusted_types: list[str] = Field(default_factory=list)

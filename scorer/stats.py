@@ -24,6 +24,25 @@ class ScoreStats:
     maximum: float = float("-inf")
     hist: np.ndarray = field(default_factory=lambda: np.zeros(BINS, dtype=np.int64))
 
+    @classmethod
+    def from_histogram(cls, counts: np.ndarray) -> ScoreStats:
+        """Stats of scores known only by their `BINS`-bin histogram (the population the database holds):
+        moments from the bins' centres, extremes from the outermost non-empty bins, within 0.001."""
+        hist = np.asarray(counts, dtype=np.int64)
+        if len(hist) != BINS:
+            raise ValueError(f"expected {BINS} bins, got {len(hist)}")
+        out = cls(hist=hist.copy())
+        total = int(hist.sum())
+        if total:
+            centres = (np.arange(BINS) + 0.5) / BINS
+            out.count = total
+            out.total = float((hist * centres).sum())
+            out.total_sq = float((hist * centres**2).sum())
+            filled = np.flatnonzero(hist)
+            out.minimum = float(filled[0] / BINS)
+            out.maximum = float((filled[-1] + 1) / BINS)
+        return out
+
     def add(self, scores: np.ndarray) -> None:
         if len(scores) == 0:
             return

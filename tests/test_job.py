@@ -1,4 +1,7 @@
-"""The batch loop against real databases (SQLite and PostgreSQL): what a data team would notice."""
+"""The batch loop against real databases (SQLite and PostgreSQL): what a data team would notice.
+
+These tests are about the loop's mechanics (paging, writing, failures), so they score everyone; who is
+selected (open leads, freshness) is tested in test_freshness.py."""
 
 from __future__ import annotations
 
@@ -30,9 +33,9 @@ class Recording:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def select_users(self, **kw: Any) -> Any:
+    def select_users(self, selector: Any, **kw: Any) -> Any:
         self.limits.append(kw["limit"])
-        page = self.inner.select_users(**kw)
+        page = self.inner.select_users(selector, **kw)
         self.pages.append(len(page))
         return page
 
@@ -40,12 +43,12 @@ class Recording:
         self.event_batches.append(len(visitor_ids))
         return self.inner.read_events(visitor_ids, **kw)
 
-    def write_scores(self, user_ids: Any, scores: Any, **kw: Any) -> int:
-        if self.before_write is not None:
-            self.before_write(list(user_ids))
-        n = self.inner.write_scores(user_ids, scores, **kw)
+    def write_scores(self, write: Any) -> int:
+        if self.before_write is not None and len(write.user_ids):
+            self.before_write(list(write.user_ids))
+        n = self.inner.write_scores(write)
         if self.keep_ids:
-            self.written.extend(user_ids)
+            self.written.extend(write.user_ids)
         return n
 
 
@@ -55,7 +58,9 @@ def test_keyset_pages_score_every_unscored_user_exactly_once(target, trained):
     before = snapshot(target.url)
     store = Recording(target.store())
 
-    summary = score_users(store=store, model=model, options=JobOptions(select="unscored", batch_size=100))
+    summary = score_users(
+        store=store, model=model, options=JobOptions(select="unscored", batch_size=100, leads_only=False)
+    )
 
     assert summary.batches == 11 and summary.exit_code == 0
     assert summary.users_scored == 1037 and summary.users_failed == 0
@@ -65,11 +70,13 @@ def test_keyset_pages_score_every_unscored_user_exactly_once(target, trained):
     assert len(after) == len(before) == 1037
     assert after["lead_score"].notna().all()
     assert after["lead_score"].between(0, 1).all()
-    assert set(after["lead_score_model_version"]) == {model.resolved.version}
-    untouched = [c for c in before.columns if c not in ("lead_score", "lead_score_model_version", "lead_scored_at")]
+    assert set(after["lead_score_model_version"]) == {model.resolved.identity}
+    untouched = [c for c in before.columns if not c.startswith("lead_score")]
     assert after[untouched].equals(before[untouched])
     # A second run finds nothing left to do.
-    again = score_users(store=target.store(), model=model, options=JobOptions(select="unscored", batch_size=100))
+    again = score_users(
+        store=target.store(), model=model, options=JobOptions(select="unscored", batch_size=100, leads_only=False)
+    )
     assert again.users_selected == 0 and again.batches == 0
 
 
@@ -77,11 +84,15 @@ def test_unscored_leaves_scored_users_alone_and_all_rescores_everyone(target, tr
     _, model = trained
     make_product(target.url, users=250, seed=4)
     execute(target.url, "UPDATE users SET lead_score = 0.5, lead_score_model_version = 'old' WHERE user_id <= 100")
-    summary = score_users(store=target.store(), model=model, options=JobOptions(select="unscored", batch_size=64))
+    summary = score_users(
+        store=target.store(), model=model, options=JobOptions(select="unscored", batch_size=64, leads_only=False)
+    )
     assert summary.users_scored == 150
     kept = execute(target.url, "SELECT count(*) FROM users WHERE lead_score = 0.5 AND lead_score_model_version = 'old'")
     assert kept[0][0][0] == 100
-    everyone = score_users(store=target.store(), model=model, options=JobOptions(select="all", batch_size=64))
+    everyone = score_users(
+        store=target.store(), model=model, options=JobOptions(select="all", batch_size=64, leads_only=False)
+    )
     assert everyone.users_scored == 250
 
 
@@ -96,7 +107,9 @@ def test_user_deleted_between_read_and_write_is_not_inserted(target, trained):
             execute(target.url, "DELETE FROM users WHERE user_id = :u", params={"u": user_ids[10]})
 
     store = Recording(target.store(), before_write=delete_one)
-    summary = score_users(store=store, model=model, options=JobOptions(select="unscored", batch_size=50))
+    summary = score_users(
+        store=store, model=model, options=JobOptions(select="unscored", batch_size=50, leads_only=False)
+    )
 
     after = snapshot(target.url)
     assert len(after) == 119  # the users table has NOT NULL email/signed_up_at: an upsert would have failed
@@ -137,7 +150,9 @@ def test_messy_events_are_dropped_and_counted_never_nan(target, trained):
         )
     engine.dispose()
 
-    summary = score_users(store=target.store(), model=model, options=JobOptions(select="unscored", batch_size=10))
+    summary = score_users(
+        store=target.store(), model=model, options=JobOptions(select="unscored", batch_size=10, leads_only=False)
+    )
 
     after = snapshot(target.url)
     assert after["lead_score"].notna().all() and np.isfinite(after["lead_score"].to_numpy(dtype=float)).all()
@@ -164,7 +179,9 @@ def test_failed_batch_is_counted_the_rest_written_and_a_rerun_resumes(target, tr
         drop = "DROP TRIGGER refuse_150 ON users"
     execute(target.url, *trigger)
 
-    first = score_users(store=target.store(), model=model, options=JobOptions(select="stale", batch_size=100))
+    first = score_users(
+        store=target.store(), model=model, options=JobOptions(select="stale", batch_size=100, leads_only=False)
+    )
 
     assert first.exit_code == 1 and first.failed_batches == 1 and first.batches == 3
     assert first.users_scored == 200 and first.users_failed == 100
@@ -173,7 +190,7 @@ def test_failed_batch_is_counted_the_rest_written_and_a_rerun_resumes(target, tr
 
     execute(target.url, drop)
     store = Recording(target.store())
-    second = score_users(store=store, model=model, options=JobOptions(select="stale", batch_size=100))
+    second = score_users(store=store, model=model, options=JobOptions(select="stale", batch_size=100, leads_only=False))
     assert second.exit_code == 0 and second.users_scored == 100  # only the failed batch is redone
     assert sorted(store.written) == list(range(101, 201))
 
@@ -184,7 +201,9 @@ def test_text_and_uuid_ids_page_by_key(pg_target, trained):
     _, model = trained
     ids = [str(uuid.UUID(int=i * 7919 + 13)) for i in range(1, 231)]
     make_product(pg_target.url, users=230, seed=9, id_type=sa.Uuid, user_ids=ids)
-    summary = score_users(store=pg_target.store(), model=model, options=JobOptions(select="unscored", batch_size=64))
+    summary = score_users(
+        store=pg_target.store(), model=model, options=JobOptions(select="unscored", batch_size=64, leads_only=False)
+    )
     assert summary.users_scored == 230 and summary.batches == 4
     assert snapshot(pg_target.url)["lead_score"].notna().all()
 
@@ -194,7 +213,9 @@ def test_text_ids_with_awkward_characters(target, trained):
     ids = [f'acct,{i}"(x)\\{{y}}' if i % 2 else f"user {i:04d}" for i in range(1, 131)]
     make_product(target.url, users=130, seed=10, id_type=sa.Text, user_ids=ids)
     store = Recording(target.store())
-    summary = score_users(store=store, model=model, options=JobOptions(select="unscored", batch_size=40))
+    summary = score_users(
+        store=store, model=model, options=JobOptions(select="unscored", batch_size=40, leads_only=False)
+    )
     assert summary.users_scored == 130 and sorted(store.written) == sorted(ids)
 
 
@@ -203,7 +224,7 @@ def test_visitor_ids_with_awkward_characters_find_their_events(target, trained):
     visitor id must still find that visitor's events, so the scores do not change when ids do."""
     _, model = trained
     make_product(target.url, users=150, seed=12)
-    options = JobOptions(select="all", batch_size=50)
+    options = JobOptions(select="all", batch_size=50, leads_only=False)
     assert score_users(store=target.store(), model=model, options=options).users_scored == 150
     before = snapshot(target.url)
     awkward = """'a\\"{' || visitor_id || '}", NULL' """
@@ -220,7 +241,9 @@ def test_dry_run_writes_nothing(target, trained):
     _, model = trained
     make_product(target.url, users=80, seed=11)
     before = snapshot(target.url)
-    summary = score_users(store=target.store(), model=model, options=JobOptions(dry_run=True, batch_size=30))
+    summary = score_users(
+        store=target.store(), model=model, options=JobOptions(dry_run=True, batch_size=30, leads_only=False)
+    )
     assert summary.users_scored == 80 and summary.stats.count == 80
     assert snapshot(target.url).equals(before)
 
@@ -228,6 +251,8 @@ def test_dry_run_writes_nothing(target, trained):
 def test_limit_caps_the_users_selected(target, trained):
     _, model = trained
     make_product(target.url, users=100, seed=12)
-    summary = score_users(store=target.store(), model=model, options=JobOptions(limit=45, batch_size=20))
+    summary = score_users(
+        store=target.store(), model=model, options=JobOptions(limit=45, batch_size=20, leads_only=False)
+    )
     assert summary.users_selected == 45 and summary.batches == 3
     assert int(snapshot(target.url)["lead_score"].notna().sum()) == 45

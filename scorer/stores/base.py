@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -15,9 +15,13 @@ from models import DailyGrain, day_numbers
 from scorer.errors import SettingsError
 
 __all__ = [
+    "Checkpoint",
     "EventRead",
+    "Freshness",
     "Names",
+    "ScoreWrite",
     "Selection",
+    "Selector",
     "Store",
     "UserPage",
     "split_dropped",
@@ -53,6 +57,9 @@ class Names:
     model_version: str = "lead_score_model_version"
     scored_at: str = "lead_scored_at"
     converted_at: str = "converted_at"
+    reasons: str = "lead_score_reasons"  # optional: written when the column exists
+    history: str = "lead_score_history"  # optional table, appended to when history is on
+    checkpoints: str = "lead_scorer_checkpoints"
     event_visitor_id: str = "visitor_id"
     event_type: str = "event_type"
     created_at: str = "created_at"
@@ -69,9 +76,77 @@ class UserPage:
     user_ids: list[Any]
     visitor_ids: list[str | None]
     converted_at: pd.Series | None = None  # only when asked for (training)
+    #: The score and model each user holds now (NaN / None when unscored), to write only what changed.
+    scores: np.ndarray | None = None
+    models: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.user_ids)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkpoint:
+    """How far earlier runs of one model over one population got, kept in the database beside the scores.
+
+    Every user up to ``partial_through`` had its score checked at ``partial_as_of``, and every user at
+    ``complete_as_of``: "checked" means rescored (written only if it changed) or found fresh. A score that
+    did not change is not rewritten, so this, not ``lead_scored_at``, is what tells a rerun that the user
+    is done.
+    """
+
+    complete_as_of: datetime | None = None
+    partial_as_of: datetime | None = None
+    partial_through: Any | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Freshness:
+    """When a score is stale (the ``stale`` selection), for one run. Stores render it as SQL or send it to
+    the database function; the rule is this, in one place:
+
+    a user is stale if it has no score, a score from another model, no ``lead_scored_at``, or, with
+    ``checked`` the latest of its ``lead_scored_at`` and the checkpoint that covers it, an event in
+    ``[checked, as_of)`` (new behaviour) or, when ``checked`` is on an earlier feature day than
+    ``day_start``, an event in ``[checked - reach, as_of)`` (the day moved its windows).
+    """
+
+    model: str  # the identity a score records (`registry.ResolvedVersion.identity`)
+    as_of: datetime
+    day_start: datetime  # the start of the run's feature day: a check at or before it is from another day
+    reach: timedelta  # how far back an event still moves a feature (the catalog's lookback, plus a day)
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
+    #: The checkpoint's row: one per model and population (leads only or everyone).
+    key: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Selector:
+    """Which users a run reads: ``select`` mode, open leads only (no ``converted_at``) or everyone."""
+
+    select: Selection = "stale"
+    leads_only: bool = True
+    freshness: Freshness | None = None  # required by "stale"
+
+    @property
+    def model(self) -> str | None:
+        return self.freshness.model if self.freshness else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreWrite:
+    """One batch's changed scores, written in one transaction (or one database function call) with their
+    reasons, their history rows and the run's checkpoint, so none of them can disagree with another."""
+
+    user_ids: Sequence[Any]
+    scores: Sequence[float]
+    model: str
+    scored_at: datetime
+    reasons: Sequence[str | None] | None = None  # JSON text per user, when the model gives reasons
+    history: bool = False
+    #: After this write every selected user up to ``through`` is checked at ``scored_at`` (None: leave it).
+    checkpoint_key: str | None = None
+    through: Any | None = None
+    complete: bool = False  # the run covered everyone: the checkpoint becomes complete
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,27 +193,34 @@ class Store(Protocol):
         """Raise `SchemaError`/`AuthError` early if a table, column or credential is wrong."""
         ...
 
-    def count_users(self, *, select: Selection, model_version: str | None) -> int: ...
+    #: What `check` found: the optional reasons column, the converted_at column, the history table.
+    has_reasons: bool
+    has_converted: bool
+    has_history: bool
 
-    def select_users(
-        self,
-        *,
-        select: Selection,
-        model_version: str | None,
-        after: Any | None,
-        limit: int,
-        with_label: bool = False,
-    ) -> UserPage:
+    def count_users(self, selector: Selector) -> int | None:
+        """How many users the selector takes (None: the store cannot count it cheaply)."""
+        ...
+
+    def select_users(self, selector: Selector, *, after: Any | None, limit: int, with_label: bool = False) -> UserPage:
         """The next key page: ``user_id > after`` in ``user_id`` order, at most ``limit`` users."""
+        ...
+
+    def find_users(self, user_ids: Sequence[str]) -> UserPage:
+        """The users with these ids (given as text, as a person types them), with their current scores."""
+        ...
+
+    def read_checkpoint(self, key: str) -> Checkpoint: ...
+
+    def score_histogram(self, *, leads_only: bool, bins: int) -> np.ndarray | None:
+        """How many current scores fall in each of ``bins`` equal bins of [0, 1] (None: the store cannot tell)."""
         ...
 
     def read_events(self, visitor_ids: Sequence[str], *, since: datetime, as_of: datetime) -> EventRead:
         """All events of ``visitor_ids`` in ``[since, as_of)``, complete, at the daily grain."""
         ...
 
-    def write_scores(
-        self, user_ids: Sequence[Any], scores: Sequence[float], *, model_version: str, scored_at: datetime
-    ) -> int:
+    def write_scores(self, write: ScoreWrite) -> int:
         """Update existing rows only (never insert); returns how many rows were updated."""
         ...
 

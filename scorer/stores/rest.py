@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+import numpy as np
 import pandas as pd
 import stamina
 import structlog
@@ -29,8 +30,8 @@ from postgrest.exceptions import APIError
 from supabase import ClientOptions, create_client
 
 from scorer.errors import AuthError, SchemaError, StoreError
-from scorer.schema import EVENTS_FUNCTION, WRITE_FUNCTION
-from scorer.stores.base import EventRead, Names, Selection, UserPage, split_dropped_frame
+from scorer.schema import EVENTS_FUNCTION, HISTOGRAM_FUNCTION, SELECT_FUNCTION, WRITE_FUNCTION
+from scorer.stores.base import Checkpoint, EventRead, Names, ScoreWrite, Selector, UserPage, split_dropped_frame
 
 __all__ = ["RestStore", "is_transient"]
 
@@ -82,6 +83,10 @@ class RestStore:
         self.requests = 0
         self.retries = 0
         self.fast_events: bool | None = None  # decided by check()
+        self.has_reasons = False
+        self.has_converted = False
+        self.has_history = False
+        self.has_histogram = False
         # Our own retry policy replaces the client's (GET-only, fixed waits, unlogged).
         options = ClientOptions(
             schema=self.names.schema,
@@ -161,62 +166,97 @@ class RestStore:
         self._call(f"reading {n.users}", lambda: self._pg.from_(n.users).select(",".join(cols)).limit(1).execute())
         ecols = ",".join([n.event_visitor_id, n.event_type, n.created_at])
         self._call(f"reading {n.events}", lambda: self._pg.from_(n.events).select(ecols).limit(1).execute())
+        self.has_converted = training or self._exists(n.users, n.converted_at)
         if scoring:
-            # An empty write proves the function exists (PGRST202 otherwise) and changes nothing.
+            self.has_reasons = self._exists(n.users, n.reasons)
+            self.has_history = self._exists(n.history, n.user_id)
+            self._call(
+                f"reading {n.checkpoints}", lambda: self._pg.from_(n.checkpoints).select("key").limit(1).execute()
+            )
+            # Empty calls prove the functions exist (PGRST202 otherwise) and change nothing.
             self._call(
                 f"calling {WRITE_FUNCTION}",
                 lambda: self._pg.rpc(
-                    WRITE_FUNCTION, {"p_ids": [], "p_scores": [], "p_version": "check", "p_scored_at": None}
+                    WRITE_FUNCTION,
+                    _write_params(
+                        ScoreWrite(user_ids=[], scores=[], model="check", scored_at=datetime.now().astimezone())
+                    ),
                 ).execute(),
             )
-        try:
-            self._pg.rpc(EVENTS_FUNCTION, {"p_visitor_ids": [], "p_since": None, "p_as_of": None}).execute()
-            self.fast_events = True
-        except APIError as exc:
-            if exc.code != "PGRST202":
-                raise self._translate(exc, f"calling {EVENTS_FUNCTION}") from None
-            self.fast_events = False
+            self._call(f"calling {SELECT_FUNCTION}", lambda: self._pg.rpc(SELECT_FUNCTION, _stale_probe()).execute())
+            self.has_histogram = self._function(HISTOGRAM_FUNCTION, {"p_bins": 1, "p_leads_only": False})
+        self.fast_events = self._function(EVENTS_FUNCTION, {"p_visitor_ids": [], "p_since": None, "p_as_of": None})
+        if not self.fast_events:
             log.warning("rest_slow_events", hint=f"{EVENTS_FUNCTION} is missing; {_APPLY_HINT} for the fast path")
 
+    def _exists(self, table: str, column: str) -> bool:
+        """Whether an optional table or column is there (PostgREST answers 42703/PGRST205 if not)."""
+        try:
+            self._retry(lambda: self._pg.from_(table).select(column).limit(1).execute())()
+        except APIError as exc:
+            if str(exc.code or "") in ("42703", "PGRST204", "PGRST205", "42P01"):
+                return False
+            raise self._translate(exc, f"reading {table}") from None
+        return True
+
+    def _function(self, name: str, probe: dict[str, Any]) -> bool:
+        """Whether an optional database function is there."""
+        try:
+            self._retry(lambda: self._pg.rpc(name, probe).execute())()
+        except APIError as exc:
+            if exc.code != "PGRST202":
+                raise self._translate(exc, f"calling {name}") from None
+            return False
+        return True
+
     # -- reads -------------------------------------------------------------------------------------
-    def _filtered(self, query: Any, select: Selection, model_version: str | None) -> Any:
+    def _filtered(self, query: Any, selector: Selector) -> Any:
         n = self.names
-        if select == "unscored":
+        if selector.leads_only and self.has_converted:
+            query = query.is_(n.converted_at, "null")
+        if selector.select == "unscored":
             return query.is_(n.lead_score, "null")
-        if select == "stale":
-            version = _or_value(model_version or "")
-            return query.or_(f"{n.lead_score}.is.null,{n.model_version}.is.null,{n.model_version}.neq.{version}")
         return query
 
-    def count_users(self, *, select: Selection, model_version: str | None) -> int:
+    def count_users(self, selector: Selector) -> int | None:
+        if selector.select == "stale":
+            return None  # the rule needs the database function, which returns pages, not counts
         n = self.names
         res = self._call(
             "counting users",
             lambda: self._filtered(
-                self._pg.from_(n.users).select(n.user_id, count="exact", head=True), select, model_version
+                self._pg.from_(n.users).select(n.user_id, count="exact", head=True), selector
             ).execute(),
         )
         return int(res.count or 0)
 
-    def select_users(
-        self,
-        *,
-        select: Selection,
-        model_version: str | None,
-        after: Any | None,
-        limit: int,
-        with_label: bool = False,
-    ) -> UserPage:
+    def _page(self, rows: list[dict[str, Any]], *, with_label: bool = False) -> UserPage:
         n = self.names
-        cols = [n.user_id, n.visitor_id] + ([n.converted_at] if with_label else [])
+        converted = None
+        if with_label:
+            converted = pd.to_datetime(
+                pd.Series([r.get(n.converted_at) for r in rows], dtype=object), utc=True, format="ISO8601"
+            )
+        return UserPage(
+            user_ids=[r[n.user_id] for r in rows],
+            visitor_ids=[r[n.visitor_id] for r in rows],
+            scores=np.array([np.nan if r.get(n.lead_score) is None else float(r[n.lead_score]) for r in rows]),
+            models=[r.get(n.model_version) for r in rows],
+            converted_at=converted,
+        )
+
+    def select_users(self, selector: Selector, *, after: Any | None, limit: int, with_label: bool = False) -> UserPage:
+        n = self.names
+        if selector.select == "stale" and not with_label:
+            return self._stale_page(selector, after=after, limit=limit)
+        cols = [n.user_id, n.visitor_id, n.lead_score, n.model_version] + ([n.converted_at] if with_label else [])
         rows: list[dict[str, Any]] = []
         last = after
         while len(rows) < limit:
             want = min(limit - len(rows), self.max_rows)
 
             def page(last: Any = last, want: int = want) -> Any:
-                q = self._pg.from_(n.users).select(",".join(cols))
-                q = self._filtered(q, select, model_version)
+                q = self._filtered(self._pg.from_(n.users).select(",".join(cols)), selector)
                 if last is not None:
                     q = q.gt(n.user_id, str(last))
                 return q.order(n.user_id).limit(want).execute()
@@ -226,16 +266,69 @@ class RestStore:
             if len(got) < want:  # the server had no more (a cap below ours also lands here: see check)
                 break
             last = got[-1][n.user_id]
-        converted = None
-        if with_label:
-            converted = pd.to_datetime(
-                pd.Series([r.get(n.converted_at) for r in rows], dtype=object), utc=True, format="ISO8601"
-            )
-        return UserPage(
-            user_ids=[r[n.user_id] for r in rows],
-            visitor_ids=[r[n.visitor_id] for r in rows],
-            converted_at=converted,
+        return self._page(rows, with_label=with_label)
+
+    def _stale_page(self, selector: Selector, *, after: Any | None, limit: int) -> UserPage:
+        """One key page of the `stale` rule from its database function: one POST, one JSON value that the
+        row cap never truncates."""
+        n = self.names
+        f = selector.freshness
+        if f is None:
+            raise ValueError("select='stale' needs a Freshness")
+        cp = f.checkpoint
+        params = {
+            "p_after": None if after is None else str(after),
+            "p_limit": limit,
+            "p_model": f.model,
+            "p_as_of": f.as_of.isoformat(),
+            "p_day_start": f.day_start.isoformat(),
+            "p_reach_days": f.reach.days,
+            "p_complete": cp.complete_as_of.isoformat() if cp.complete_as_of else None,
+            "p_partial": cp.partial_as_of.isoformat() if cp.partial_as_of else None,
+            "p_through": None if cp.partial_through is None else str(cp.partial_through),
+            "p_leads_only": selector.leads_only and self.has_converted,
+        }
+        doc = self._call("selecting stale users", lambda: self._pg.rpc(SELECT_FUNCTION, params).execute()).data or {}
+        keys = {"user_id": n.user_id, "visitor_id": n.visitor_id, "lead_score": n.lead_score, "model": n.model_version}
+        columns = {ours: doc.get(theirs, []) for theirs, ours in keys.items()}
+        rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        return self._page(rows)
+
+    def find_users(self, user_ids: Sequence[str]) -> UserPage:
+        n = self.names
+        cols = ",".join([n.user_id, n.visitor_id, n.lead_score, n.model_version])
+        res = self._call(
+            "reading users",
+            lambda: self._pg.from_(n.users).select(cols).in_(n.user_id, list(user_ids)).order(n.user_id).execute(),
         )
+        return self._page(res.data or [])
+
+    def read_checkpoint(self, key: str) -> Checkpoint:
+        table = self.names.checkpoints
+        res = self._call(
+            "reading the checkpoint",
+            lambda: (
+                self._pg.from_(table).select("complete_as_of,partial_as_of,partial_through").eq("key", key).execute()
+            ),
+        )
+        if not res.data:
+            return Checkpoint()
+        row = res.data[0]
+        return Checkpoint(
+            complete_as_of=_time(row.get("complete_as_of")),
+            partial_as_of=_time(row.get("partial_as_of")),
+            partial_through=row.get("partial_through"),
+        )
+
+    def score_histogram(self, *, leads_only: bool, bins: int) -> np.ndarray | None:
+        if not self.has_histogram:
+            return None
+        params = {"p_bins": bins, "p_leads_only": leads_only and self.has_converted}
+        pairs = self._call("counting scores", lambda: self._pg.rpc(HISTOGRAM_FUNCTION, params).execute()).data or []
+        out = np.zeros(bins, dtype=np.int64)
+        for b, count in pairs:
+            out[max(0, min(int(b), bins - 1))] += int(count)
+        return out
 
     def read_events(self, visitor_ids: Sequence[str], *, since: datetime, as_of: datetime) -> EventRead:
         vids = sorted({v for v in visitor_ids if v is not None})
@@ -445,23 +538,52 @@ class RestStore:
         )
 
     # -- writes ------------------------------------------------------------------------------------
-    def write_scores(
-        self, user_ids: Sequence[Any], scores: Sequence[float], *, model_version: str, scored_at: datetime
-    ) -> int:
-        if not len(user_ids):
-            return 0
-        values = [float(s) for s in scores]
-        if not all(math.isfinite(s) for s in values):
+    def write_scores(self, write: ScoreWrite) -> int:
+        if not all(math.isfinite(float(x)) for x in write.scores):
             raise ValueError("refusing to send a non-finite score")
-        params = {
-            "p_ids": [str(u) for u in user_ids],
-            "p_scores": values,
-            "p_version": model_version,
-            "p_scored_at": scored_at.isoformat(),
-        }
-        # Retrying the write is safe: the same scores for the same ids, update-only.
+        if write.history and not self.has_history:
+            raise SchemaError(
+                f"LEAD_SCORER_HISTORY is on but the table {self.names.history} does not exist", hint=_APPLY_HINT
+            )
+        params = _write_params(write, reasons=self.has_reasons)
+        # Retrying the write is safe: the same scores for the same ids, update-only, the same checkpoint.
         res = self._call("writing scores", lambda: self._pg.rpc(WRITE_FUNCTION, params).execute())
         return int(res.data or 0)
+
+
+def _write_params(write: ScoreWrite, *, reasons: bool = True) -> dict[str, Any]:
+    """The write function's arguments: scores, reasons, history and checkpoint go in one call."""
+    return {
+        "p_ids": [str(u) for u in write.user_ids],
+        "p_scores": [float(x) for x in write.scores],
+        "p_version": write.model,
+        "p_scored_at": write.scored_at.isoformat(),
+        "p_reasons": list(write.reasons) if reasons and write.reasons is not None else None,
+        "p_history": write.history,
+        "p_checkpoint": write.checkpoint_key,
+        "p_through": None if write.through is None else str(write.through),
+        "p_complete": write.complete,
+    }
+
+
+def _stale_probe() -> dict[str, Any]:
+    """Arguments for an empty call of the stale-users function (``p_limit`` 0)."""
+    return {
+        "p_after": None,
+        "p_limit": 0,
+        "p_model": "check",
+        "p_as_of": None,
+        "p_day_start": None,
+        "p_reach_days": 0,
+        "p_complete": None,
+        "p_partial": None,
+        "p_through": None,
+        "p_leads_only": False,
+    }
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 _FIRST = object()

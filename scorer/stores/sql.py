@@ -4,7 +4,8 @@ Three statements per batch: a key page of users, one aggregate read of their eve
 the daily grain, one set-based update-only write.
 
 >>> store = SqlStore("sqlite:///leads.db")
->>> page = store.select_users(select="stale", model_version="3", after=None, limit=1000)
+>>> store.check()
+>>> page = store.select_users(Selector(select="all"), after=None, limit=1000)
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import pandas as pd
 import sqlalchemy as sa
 import stamina
 from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 
 from scorer.errors import AuthError, SchemaError, SettingsError, StoreError
-from scorer.stores.base import EventRead, Names, Selection, UserPage, split_dropped
+from scorer.stores.base import Checkpoint, EventRead, Freshness, Names, ScoreWrite, Selector, UserPage, split_dropped
 
 __all__ = ["SqlStore", "engine_for", "redact_url"]
 
@@ -69,7 +71,13 @@ def _pg_array(name: str, values: Sequence[Any], item_type: Any) -> sa.ColumnElem
     is double-quoted with backslash and quote escaped, the array input syntax's own quoting.
     """
     literal = "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
-    return sa.cast(sa.bindparam(name, literal, type_=sa.Text), pg.ARRAY(item_type))
+    # Inside a scalar subquery the cast runs once per statement (an InitPlan). A bare cast is not folded
+    # into a constant: with a generic plan, or beside an OR, PostgreSQL kept `= ANY(cast)` as a per-row
+    # filter and parsed the whole literal again for every row it fetched (4.5 s instead of 0.09 s per
+    # 1,000 visitors at 1M users).
+    # (The outer cast only keeps `= ANY(…)` an array comparison; without it PostgreSQL reads a subquery there.)
+    array = pg.ARRAY(item_type)
+    return sa.cast(sa.select(sa.cast(sa.bindparam(name, literal, type_=sa.Text), array)).scalar_subquery(), array)
 
 
 def _retrying(fn: Any) -> Any:
@@ -98,14 +106,34 @@ class SqlStore:
             sa.column(n.model_version),
             sa.column(n.scored_at),
             sa.column(n.converted_at),
+            sa.column(n.reasons),
             schema=schema,
         )
         self.events = sa.table(
             n.events, sa.column(n.event_visitor_id), sa.column(n.event_type), sa.column(n.created_at), schema=schema
         )
+        self.history = sa.table(
+            n.history,
+            sa.column(n.user_id),
+            sa.column("scored_at"),
+            sa.column("score"),
+            sa.column("model_version"),
+            schema=schema,
+        )
+        self.checkpoints = sa.table(
+            n.checkpoints,
+            sa.column("key"),
+            sa.column("complete_as_of"),
+            sa.column("partial_as_of"),
+            sa.column("partial_through"),
+            sa.column("updated_at"),
+            schema=schema,
+        )
         self._id_type: sa.types.TypeEngine[Any] | None = None
         self._created_has_tz = True
-        self.statements = 0
+        self.has_reasons = False
+        self.has_converted = False
+        self.has_history = False
         # PostgreSQL serves the next batch's read and this batch's write on two connections at once;
         # SQLite has one writer and would only make the reader wait.
         self.concurrent = self._pg
@@ -126,10 +154,13 @@ class SqlStore:
 
     def check(self, *, scoring: bool = True, training: bool = False) -> None:
         n = self.names
+        schema = n.schema if self._pg else None
         try:
             insp = sa.inspect(self.engine)
             users = self._columns(insp, n.users)
             events = self._columns(insp, n.events)
+            has_checkpoints = insp.has_table(n.checkpoints, schema=schema)
+            self.has_history = insp.has_table(n.history, schema=schema)
         except sa.exc.OperationalError as exc:
             text = str(exc.orig) if exc.orig else str(exc)
             if "password authentication failed" in text or "authentication" in text.lower():
@@ -148,63 +179,170 @@ class SqlStore:
             need_users.append(n.converted_at)
         missing = [f"{n.users}.{c}" for c in need_users if c not in users]
         missing += [f"{n.events}.{c}" for c in (n.event_visitor_id, n.event_type, n.created_at) if c not in events]
+        if scoring and not has_checkpoints:
+            missing.append(f"table {n.checkpoints}")
         if missing:
-            score_cols = {f"{n.users}.{c}" for c in (n.lead_score, n.model_version, n.scored_at)}
-            hint = _APPLY_HINT if set(missing) <= score_cols else "check the LEAD_SCORER_*_COLUMN settings"
-            raise SchemaError(f"missing column(s): {', '.join(missing)}", hint=hint)
+            ours = {f"{n.users}.{c}" for c in (n.lead_score, n.model_version, n.scored_at)} | {f"table {n.checkpoints}"}
+            hint = _APPLY_HINT if set(missing) <= ours else "check the LEAD_SCORER_*_COLUMN settings"
+            raise SchemaError(f"missing: {', '.join(missing)}", hint=hint)
         self._id_type = users[n.user_id]["type"]
+        self.has_reasons = n.reasons in users
+        self.has_converted = n.converted_at in users
         created_type = events[n.created_at]["type"]
         self._created_has_tz = bool(getattr(created_type, "timezone", True))
 
+    def _ready(self) -> None:
+        if self._id_type is None:
+            self.check(scoring=True)
+
     # -- reads ---------------------------------------------------------------------------------
-    def _where(self, select: Selection, model_version: str | None) -> list[sa.ColumnElement[bool]]:
+    def _where(self, selector: Selector) -> list[sa.ColumnElement[bool]]:
         u = self.users.c
         n = self.names
-        if select == "unscored":
-            return [u[n.lead_score].is_(None)]
-        if select == "stale":
-            return [
-                sa.or_(
-                    u[n.lead_score].is_(None),
-                    u[n.model_version].is_distinct_from(sa.literal(model_version, sa.Text)),
-                )
-            ]
-        return []
+        out: list[sa.ColumnElement[bool]] = []
+        if selector.leads_only and self.has_converted:
+            out.append(u[n.converted_at].is_(None))
+        if selector.select == "unscored":
+            out.append(u[n.lead_score].is_(None))
+        elif selector.select == "stale":
+            if selector.freshness is None:
+                raise ValueError("select='stale' needs a Freshness")
+            out.append(self._stale(selector.freshness))
+        return out
+
+    def _stale(self, f: Freshness) -> sa.ColumnElement[bool]:
+        """`Freshness`'s rule as a WHERE clause: per user an index probe into events (visitor, time)."""
+        u = self.users.c
+        n = self.names
+        e = self.events.alias("e")
+        cp = f.checkpoint
+        through = sa.cast(sa.bindparam("cp_through", cp.partial_through, type_=sa.Text), self._id_type)
+        if self._pg:
+            checked = sa.func.greatest(
+                u[n.scored_at],
+                sa.bindparam("cp_complete", cp.complete_as_of, type_=sa.DateTime(timezone=True)),
+                sa.case(
+                    (u[n.user_id] <= through, sa.bindparam("cp_partial", cp.partial_as_of, type_=sa.DateTime(True))),
+                    else_=sa.null(),
+                ),
+            )
+            day_start = sa.bindparam("day_start", f.day_start, type_=sa.DateTime(timezone=True))
+            reach: Any = sa.bindparam("reach", f.reach, type_=sa.Interval())
+            created = e.c[n.created_at]
+            as_of: Any = sa.bindparam("fresh_as_of", f.as_of, type_=sa.DateTime(timezone=True))
+        else:
+            # SQLite keeps times as text: compare julian day numbers. max() of several arguments is NULL
+            # if any is, so the missing ones count as the distant past.
+            never = sa.literal(-1e9)
+            checked = sa.func.max(
+                sa.func.coalesce(sa.func.julianday(u[n.scored_at]), never),
+                sa.func.coalesce(sa.func.julianday(self._time_or_none(cp.complete_as_of, "cp_complete")), never),
+                sa.case(
+                    (
+                        u[n.user_id] <= through,
+                        sa.func.coalesce(sa.func.julianday(self._time_or_none(cp.partial_as_of, "cp_partial")), never),
+                    ),
+                    else_=never,
+                ),
+            )
+            day_start = sa.func.julianday(self._time(f.day_start))
+            reach = sa.literal(f.reach.total_seconds() / 86_400)
+            created = sa.func.julianday(e.c[n.created_at])
+            as_of = sa.func.julianday(self._time(f.as_of))
+        since = sa.case((checked <= day_start, checked - reach), else_=checked)
+        changed = (
+            sa.exists()
+            .where(e.c[n.event_visitor_id] == u[n.visitor_id], created < as_of, created >= since)
+            .correlate(self.users)
+        )
+        return sa.or_(
+            u[n.lead_score].is_(None),
+            u[n.model_version].is_distinct_from(sa.bindparam("fresh_model", f.model, type_=sa.Text)),
+            u[n.scored_at].is_(None),
+            changed,
+        )
+
+    def _time_or_none(self, value: datetime | None, name: str) -> Any:
+        return sa.bindparam(name, self._time(value) if value is not None else None, type_=sa.Text)
 
     @_retrying
-    def count_users(self, *, select: Selection, model_version: str | None) -> int:
-        q = sa.select(sa.func.count()).select_from(self.users).where(*self._where(select, model_version))
+    def count_users(self, selector: Selector) -> int:
+        self._ready()
+        q = sa.select(sa.func.count()).select_from(self.users).where(*self._where(selector))
         with self.engine.connect() as conn:
-            self.statements += 1
             return int(conn.execute(q).scalar_one())
 
-    @_retrying
-    def select_users(
-        self,
-        *,
-        select: Selection,
-        model_version: str | None,
-        after: Any | None,
-        limit: int,
-        with_label: bool = False,
-    ) -> UserPage:
+    def _page(self, rows: Sequence[Any], *, with_label: bool = False) -> UserPage:
+        converted = None
+        if with_label:
+            converted = pd.to_datetime(pd.Series([r[4] for r in rows], dtype=object), utc=True, format="ISO8601")
+        return UserPage(
+            user_ids=[r[0] for r in rows],
+            visitor_ids=[r[1] for r in rows],
+            scores=np.array([np.nan if r[2] is None else float(r[2]) for r in rows], dtype=np.float64),
+            models=[r[3] for r in rows],
+            converted_at=converted,
+        )
+
+    def _page_columns(self, with_label: bool) -> list[Any]:
         u = self.users.c
         n = self.names
-        cols = [u[n.user_id], u[n.visitor_id]] + ([u[n.converted_at]] if with_label else [])
-        q = sa.select(*cols).where(*self._where(select, model_version)).order_by(u[n.user_id]).limit(limit)
+        cols = [u[n.user_id], u[n.visitor_id], u[n.lead_score], u[n.model_version]]
+        return cols + ([u[n.converted_at]] if with_label else [])
+
+    @_retrying
+    def select_users(self, selector: Selector, *, after: Any | None, limit: int, with_label: bool = False) -> UserPage:
+        self._ready()
+        u = self.users.c
+        n = self.names
+        q = sa.select(*self._page_columns(with_label)).where(*self._where(selector)).order_by(u[n.user_id]).limit(limit)
         if after is not None:
             q = q.where(u[n.user_id] > after)
         with self.engine.connect() as conn:
-            self.statements += 1
             rows = conn.execute(q).all()
-        converted = None
-        if with_label:
-            converted = pd.to_datetime(pd.Series([r[2] for r in rows], dtype=object), utc=True, format="ISO8601")
-        return UserPage(
-            user_ids=[r[0] for r in rows],
-            visitor_ids=[r[1] if r[1] is not None else None for r in rows],
-            converted_at=converted,
+        return self._page(rows, with_label=with_label)
+
+    @_retrying
+    def find_users(self, user_ids: Sequence[str]) -> UserPage:
+        self._ready()
+        u = self.users.c
+        n = self.names
+        ids = [sa.cast(sa.literal(str(v), sa.Text), self._id_type) for v in user_ids]
+        q = sa.select(*self._page_columns(False)).where(u[n.user_id].in_(ids)).order_by(u[n.user_id])
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return self._page(rows)
+
+    @_retrying
+    def read_checkpoint(self, key: str) -> Checkpoint:
+        c = self.checkpoints.c
+        q = sa.select(c.complete_as_of, c.partial_as_of, c.partial_through).where(c.key == key)
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            return Checkpoint()
+        return Checkpoint(complete_as_of=_as_utc(row[0]), partial_as_of=_as_utc(row[1]), partial_through=row[2])
+
+    @_retrying
+    def score_histogram(self, *, leads_only: bool, bins: int) -> np.ndarray | None:
+        u = self.users.c
+        n = self.names
+        score = u[n.lead_score]
+        b = (
+            sa.func.min(sa.cast(score * bins, sa.Integer), bins - 1)
+            if not self._pg
+            else sa.func.least(sa.cast(sa.func.floor(score * bins), sa.Integer), bins - 1)
         )
+        where = [score.is_not(None)]
+        if leads_only and self.has_converted:
+            where.append(u[n.converted_at].is_(None))
+        q = sa.select(b.label("b"), sa.func.count()).where(*where).group_by(sa.literal_column("b"))
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        out = np.zeros(bins, dtype=np.int64)
+        for i, count in rows:
+            out[max(0, min(int(i), bins - 1))] += int(count)
+        return out
 
     def _time(self, value: datetime) -> Any:
         return value if self._pg else value.astimezone(UTC).isoformat(sep=" ")
@@ -243,7 +381,6 @@ class SqlStore:
             .group_by(e[n.event_visitor_id], etype, day, future)
         )
         with self.engine.connect() as conn:
-            self.statements += 1
             # The driver's plain tuples, turned into columns at once: a SQLAlchemy Row or a DataFrame
             # per batch of ~40,000 daily rows was most of a batch's time.
             result = conn.execute(q).cursor.fetchall()
@@ -265,52 +402,139 @@ class SqlStore:
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            self.statements += 1
             return [r[0] for r in conn.execute(q) if r[0]]
 
     # -- writes --------------------------------------------------------------------------------
     @_retrying
-    def write_scores(
-        self, user_ids: Sequence[Any], scores: Sequence[float], *, model_version: str, scored_at: datetime
-    ) -> int:
-        if not user_ids:
-            return 0
-        if self._id_type is None:
-            self.check(scoring=True)
+    def write_scores(self, write: ScoreWrite) -> int:
+        """The batch's changed scores (with reasons when the column exists), their history rows when asked,
+        and the run's checkpoint, in one transaction: a crash leaves all of them or none."""
+        self._ready()
+        if write.history and not self.has_history:
+            raise SchemaError(
+                f"LEAD_SCORER_HISTORY is on but the table {self.names.history} does not exist", hint=_APPLY_HINT
+            )
+        with self.engine.begin() as conn:
+            updated = self._update(conn, write) if len(write.user_ids) else 0
+            if write.checkpoint_key is not None:
+                self._advance(conn, write)
+        return updated
+
+    def _update(self, conn: sa.Connection, write: ScoreWrite) -> int:
         n = self.names
         u = self.users.c
-        with self.engine.begin() as conn:
-            self.statements += 1
-            if self._pg:
-                ids = _pg_array("ids", user_ids, self._id_type)
-                v = (
-                    sa.func.unnest(ids, _pg_array("scores", [repr(float(s)) for s in scores], sa.Float(53)))
-                    .table_valued("uid", "score")
-                    .render_derived(name="v")
-                )
-                # The ids' own smallest and largest key, in the database's order: without this range
-                # PostgreSQL joins a batch against a scan of the whole table (it cannot tell that 2,000
-                # ids are one key page), twice the time at 100,000 users and growing with the table.
-                # ORDER BY … LIMIT 1 rather than min(): there is no min(uuid) before PostgreSQL 16.
-                key = sa.func.unnest(ids).column_valued("k")
-                lowest = sa.select(key).order_by(key).limit(1).scalar_subquery()
-                highest = sa.select(key).order_by(key.desc()).limit(1).scalar_subquery()
-                stmt = (
-                    sa.update(self.users)
-                    .where(u[n.user_id] == v.c.uid, u[n.user_id] >= lowest, u[n.user_id] <= highest)
-                    .values({n.lead_score: v.c.score, n.model_version: model_version, n.scored_at: scored_at})
-                )
-                return int(conn.execute(stmt).rowcount)
+        reasons = write.reasons if self.has_reasons else None
+        if self._pg:
+            ids = _pg_array("ids", write.user_ids, self._id_type)
+            arrays = [ids, _pg_array("scores", [repr(float(s)) for s in write.scores], sa.Float(53))]
+            names = ["uid", "score"]
+            if reasons is not None:
+                arrays.append(_pg_array("reasons", [r if r is not None else "null" for r in reasons], pg.JSONB()))
+                names.append("reasons")
+            v = sa.func.unnest(*arrays).table_valued(*names).render_derived(name="v")
+            # The ids' own smallest and largest key, in the database's order: without this range
+            # PostgreSQL joins a batch against a scan of the whole table (it cannot tell that 2,000
+            # ids are one key page), twice the time at 100,000 users and growing with the table.
+            # ORDER BY … LIMIT 1 rather than min(): there is no min(uuid) before PostgreSQL 16.
+            key = sa.func.unnest(ids).column_valued("k")
+            lowest = sa.select(key).order_by(key).limit(1).scalar_subquery()
+            highest = sa.select(key).order_by(key.desc()).limit(1).scalar_subquery()
+            values: dict[str, Any] = {
+                n.lead_score: v.c.score,
+                n.model_version: write.model,
+                n.scored_at: write.scored_at,
+            }
+            if reasons is not None:
+                values[n.reasons] = v.c.reasons
             stmt = (
                 sa.update(self.users)
-                .where(u[n.user_id] == sa.bindparam("b_uid"))
-                .values(
-                    {
-                        n.lead_score: sa.bindparam("b_score"),
-                        n.model_version: model_version,
-                        n.scored_at: self._time(scored_at),
-                    }
-                )
+                .where(u[n.user_id] == v.c.uid, u[n.user_id] >= lowest, u[n.user_id] <= highest)
+                .values(values)
             )
-            params = [{"b_uid": uid, "b_score": float(s)} for uid, s in zip(user_ids, scores, strict=True)]
-            return int(conn.execute(stmt, params).rowcount)
+            if not write.history:
+                return int(conn.execute(stmt).rowcount)
+            # The history rows come from the update itself (RETURNING), so they equal what was written.
+            done = stmt.returning(u[n.user_id].label("uid"), v.c.score.label("score")).cte("w")
+            h = self.history.c
+            insert = sa.insert(self.history).from_select(
+                [h[n.user_id], h.scored_at, h.score, h.model_version],
+                sa.select(
+                    done.c.uid,
+                    sa.literal(write.scored_at, sa.DateTime(timezone=True)),
+                    done.c.score,
+                    sa.literal(write.model, sa.Text),
+                ),
+            )
+            return int(conn.execute(insert).rowcount)
+        values = {
+            n.lead_score: sa.bindparam("b_score"),
+            n.model_version: write.model,
+            n.scored_at: self._time(write.scored_at),
+        }
+        if reasons is not None:
+            values[n.reasons] = sa.bindparam("b_reasons")
+        stmt = sa.update(self.users).where(u[n.user_id] == sa.bindparam("b_uid")).values(values)
+        params = [
+            {"b_uid": uid, "b_score": float(s)} | ({"b_reasons": reasons[i]} if reasons is not None else {})
+            for i, (uid, s) in enumerate(zip(write.user_ids, write.scores, strict=True))
+        ]
+        updated = int(conn.execute(stmt, params).rowcount)
+        if write.history:
+            # Only rows that exist (a user deleted since it was read has no update and no history).
+            h = self.history.c
+            present = {
+                r[0]
+                for r in conn.execute(
+                    sa.select(u[n.user_id]).where(
+                        u[n.user_id].in_(sa.bindparam("ids", list(write.user_ids), expanding=True))
+                    )
+                )
+            }
+            rows = [
+                {"h_uid": uid, "h_score": float(s)}
+                for uid, s in zip(write.user_ids, write.scores, strict=True)
+                if uid in present
+            ]
+            if rows:
+                conn.execute(
+                    sa.insert(self.history).values(
+                        {
+                            h[n.user_id]: sa.bindparam("h_uid"),
+                            h.scored_at: self._time(write.scored_at),
+                            h.score: sa.bindparam("h_score"),
+                            h.model_version: write.model,
+                        }
+                    ),
+                    rows,
+                )
+        return updated
+
+    def _advance(self, conn: sa.Connection, write: ScoreWrite) -> None:
+        """Move the run's checkpoint: all selected users up to ``through`` were checked at ``scored_at``."""
+        c = self.checkpoints.c
+        at = self._time(write.scored_at)
+        row = {
+            "key": write.checkpoint_key,
+            "complete_as_of": at if write.complete else None,
+            "partial_as_of": None if write.complete else at,
+            "partial_through": None if write.complete or write.through is None else str(write.through),
+            "updated_at": self._time(datetime.now(UTC)),
+        }
+        insert = (pg.insert if self._pg else sqlite_dialect.insert)(self.checkpoints).values(row)
+        update = {
+            "partial_as_of": insert.excluded.partial_as_of,
+            "partial_through": insert.excluded.partial_through,
+            "updated_at": insert.excluded.updated_at,
+        }
+        if write.complete:
+            update["complete_as_of"] = insert.excluded.complete_as_of
+        conn.execute(insert.on_conflict_do_update(index_elements=[c.key], set_=update))
+
+
+def _as_utc(value: Any) -> datetime | None:
+    """A timestamp as PostgreSQL (datetime) or SQLite (ISO text) hands it back, in UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,259 @@
+"""Why a lead scored the way it did: each feature's share of the log-odds, in words a salesperson reads.
+
+For a pipeline whose last step is linear (ours: log1p → StandardScaler → LogisticRegression) the
+log-odds are ``intercept + sum(coef_j * z_j)`` where ``z`` is what that last step sees, so each term is
+one feature's exact contribution. No scikit-learn import here: ``import models`` stays light.
+
+>>> result = fit_and_evaluate(features, labels)  # the synthetic product: generate(users=5000, seed=42)
+>>> top_reasons(result.pipeline, features.iloc[:1])
+[[Reason(text='invite sent once in the last 7 days', effect=0.948),
+  Reason(text='2 pricing views in the last 30 days', effect=0.602),
+  Reason(text='signup started once in the last 30 days', effect=0.535)]]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.catalog import FeatureCatalog
+
+__all__ = ["MIN_EFFECT", "Reason", "contributions", "describe", "top_reasons"]
+
+#: Contributions to the log-odds smaller than this (in absolute value) are not worth naming.
+MIN_EFFECT = 0.05
+
+_DEFAULT_CATALOG = FeatureCatalog()
+_EVENTS_RE = re.compile(r"^events_(\d+)d$")
+_ACTIVE_RE = re.compile(r"^active_days_(\d+)d$")
+_DISTINCT_RE = re.compile(r"^distinct_types_(\d+)d$")
+_EVT_RE = re.compile(r"^evt_([a-z0-9_]+?)_(\d+)d$")
+_WINDOW_SUFFIX_RE = re.compile(r"_(\d+)d$")
+
+# The last word of an event type that reads as something done ("signup started", "invite sent"), not as
+# a countable noun: "3 invite sents" would be wrong, "invite sent 3 times" is right. Words ending in
+# "ed" count too, except these nouns.
+# fmt: off
+_DONE_WORDS = frozenset({
+    "begun", "bought", "built", "cut", "done", "given", "held", "kept", "left", "lost", "made", "met", "paid",
+    "put", "read", "run", "seen", "sent", "set", "shown", "sold", "spent", "taken", "won", "written",
+})
+# fmt: on
+_ED_NOUNS = frozenset({"bed", "embed", "feed", "need", "red", "seed", "shed", "speed"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reason:
+    """One feature behind a score: what the lead did, and how much it moved the log-odds (signed)."""
+
+    text: str  # e.g. "8 pricing views in the last 7 days"
+    effect: float  # the feature's contribution to the log-odds, rounded to 3 decimals
+
+
+def contributions(pipeline: Any, features: pd.DataFrame) -> np.ndarray | None:
+    """(n_rows, n_columns) contribution of each feature to the log-odds: the final linear step's ``coef_``
+    times the value the final step sees (for our pipeline: coefficient x scaled log1p value).
+
+    Adding the final step's ``intercept_`` to a row's sum gives the pipeline's ``decision_function``.
+    None when the model has no such decomposition: a final step without a 1-row ``coef_`` (a tree, a
+    multi-class model), steps before it that change the number of columns, or no steps nor ``coef_`` at all.
+
+    >>> contributions(result.pipeline, features).shape  # 4,246 leads, 44 features
+    (4246, 44)
+    """
+    steps = getattr(pipeline, "steps", None)
+    if isinstance(steps, list) and steps:
+        before = [step for _, step in steps[:-1] if step is not None and step != "passthrough"]
+        final = steps[-1][1]
+    else:
+        before, final = [], pipeline
+    coef = getattr(final, "coef_", None)
+    if coef is None:
+        return None
+    coef = np.asarray(coef, dtype=np.float64)
+    if coef.ndim == 2 and coef.shape[0] == 1:
+        coef = coef[0]
+    if coef.ndim != 1:
+        return None
+    seen: Any = features
+    for step in before:
+        seen = step.transform(seen)
+    if hasattr(seen, "toarray"):  # a sparse matrix
+        seen = seen.toarray()
+    z = np.asarray(seen, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] != features.shape[1] or coef.shape[0] != z.shape[1]:
+        return None
+    return z * coef
+
+
+def top_reasons(
+    pipeline: Any,
+    features: pd.DataFrame,
+    *,
+    top: int = 3,
+    catalog: FeatureCatalog | None = None,
+) -> list[list[Reason]] | None:
+    """For each row, up to ``top`` reasons, largest ``|effect|`` first (ties broken by feature name, so
+    the order never depends on column order), skipping features whose ``|effect|`` < `MIN_EFFECT`.
+    None when `contributions` is None.
+
+    >>> top_reasons(result.pipeline, features, top=2)[0]
+    [Reason(text='invite sent once in the last 7 days', effect=0.948),
+     Reason(text='2 pricing views in the last 30 days', effect=0.602)]
+    """
+    effects = contributions(pipeline, features)
+    if effects is None:
+        return None
+    n_rows, n_cols = effects.shape
+    k = max(0, min(top, n_cols))
+    if k == 0:
+        return [[] for _ in range(n_rows)]
+    names = [str(c) for c in features.columns]
+    # Columns in name order, then a stable sort on -|effect|: equal effects keep name order.
+    by_name = np.array(sorted(range(n_cols), key=names.__getitem__), dtype=np.intp)
+    size = np.abs(effects[:, by_name])
+    chosen = by_name[np.argsort(-size, axis=1, kind="stable")[:, :k]]
+    rows = np.arange(n_rows)[:, None]
+    picked = effects[rows, chosen]
+    # Sorted by |effect|, so the reasons worth naming are a prefix of each row.
+    counts = (np.abs(picked) >= MIN_EFFECT).sum(axis=1).tolist()
+    values = features.to_numpy(dtype=np.float64)[rows, chosen].tolist()
+    rounded = np.round(picked, 3).tolist()
+    columns = chosen.tolist()
+
+    lookback = (catalog or _DEFAULT_CATALOG).lookback_days
+    phrases = [_phrase(name, lookback) for name in names]
+    # Many leads share a value and its effect (no activity for 41 days): build each Reason once per batch.
+    # They are frozen, so sharing them is safe.
+    made: dict[tuple[int, float, float], Reason] = {}
+    out: list[list[Reason]] = []
+    for i, count in enumerate(counts):
+        mine: list[Reason] = []
+        for j, value, effect in zip(columns[i][:count], values[i][:count], rounded[i][:count], strict=True):
+            reason = made.get((j, value, effect))
+            if reason is None:
+                reason = made[(j, value, effect)] = Reason(text=phrases[j](value), effect=effect)
+            mine.append(reason)
+        out.append(mine)
+    return out
+
+
+def describe(name: str, value: float, *, catalog: FeatureCatalog | None = None) -> str:
+    """A catalog feature and its value in words, never the raw feature name.
+
+    >>> describe("evt_pricing_view_7d", 8)
+    '8 pricing views in the last 7 days'
+    >>> describe("days_since_last_event", 181)
+    'no activity in the last 180 days'
+    """
+    return _phrase(name, (catalog or _DEFAULT_CATALOG).lookback_days)(float(value))
+
+
+@lru_cache(maxsize=4096)
+def _phrase(name: str, lookback: int) -> Callable[[float], str]:
+    """The function that puts a value of feature ``name`` in words (parsed once per name)."""
+    never = float(lookback + 1)
+    if name == "days_since_last_event":
+        return lambda v: _days_since_last(v, never, lookback)
+    if name == "days_since_first_event":
+        return lambda v: _days_since_first(v, never, lookback)
+    if m := _EVENTS_RE.match(name):
+        w = int(m[1])
+        return lambda v: f"{_count(v, 'event', 'events')} {_last(w)}"
+    if m := _ACTIVE_RE.match(name):
+        return _active(int(m[1]))
+    if m := _DISTINCT_RE.match(name):
+        w = int(m[1])
+        return lambda v: (
+            f"no activity {_last(w)}" if v == 0 else f"{_count(v, 'kind of activity', 'kinds of activity')} {_last(w)}"
+        )
+    if m := _EVT_RE.match(name):
+        return _event_type(m[1].split("_"), int(m[2]))
+    return _fallback(name)
+
+
+def _days_since_last(v: float, never: float, lookback: int) -> str:
+    if v >= never:
+        return f"no activity {_last(lookback)}"
+    if v == 0:
+        return "active today"
+    if v == 1:
+        return "last active yesterday"
+    return f"no activity for {_num(v)} days"
+
+
+def _days_since_first(v: float, never: float, lookback: int) -> str:
+    if v >= never:
+        return f"not seen {_last(lookback)}"
+    if v == 0:
+        return "first seen today"
+    if v == 1:
+        return "first seen yesterday"
+    return f"first seen {_num(v)} days ago"
+
+
+def _active(w: int) -> Callable[[float], str]:
+    def phrase(v: float) -> str:
+        if v == 0:
+            return f"not active {_last(w)}"
+        return f"active {_num(v)} of the last {_num(w)} days" if w > 1 else f"active {_last(w)}"
+
+    return phrase
+
+
+def _event_type(words: list[str], w: int) -> Callable[[float], str]:
+    last = words[-1]
+    thing = " ".join(words)
+    if not last.isalpha() or last in _DONE_WORDS or (last.endswith("ed") and last not in _ED_NOUNS):
+
+        def done(v: float) -> str:
+            if v == 0:
+                return f"no {thing} {_last(w)}"
+            times = {1.0: "once", 2.0: "twice"}.get(v) or f"{_num(v)} times"
+            return f"{thing} {times} {_last(w)}"
+
+        return done
+    plural = " ".join([*words[:-1], _plural(last)])
+    return lambda v: f"{_count(v, thing, plural)} {_last(w)}"
+
+
+def _fallback(name: str) -> Callable[[float], str]:
+    # A name outside the catalog's patterns: its words, and the window spelled out when it has one.
+    m = _WINDOW_SUFFIX_RE.search(name)
+    stem = name[: m.start()] if m else name
+    words = " ".join(part for part in re.split(r"[_\W]+", stem) if part) or "value"
+    label = f"{words} {_last(int(m[1]))}" if m else words
+    return lambda v: f"{label}: {_num(v)}"
+
+
+def _plural(word: str) -> str:
+    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return word + "es"
+    return word + "s"
+
+
+def _count(v: float, singular: str, plural: str) -> str:
+    if v == 0:
+        return f"no {plural}"
+    return f"1 {singular}" if v == 1 else f"{_num(v)} {plural}"
+
+
+def _last(days: int) -> str:
+    return "in the last day" if days == 1 else f"in the last {_num(days)} days"
+
+
+def _num(v: float) -> str:
+    """Whole numbers without decimals, others with at most two; thousands separated: 1,204 and 2.5."""
+    if not np.isfinite(v):
+        return "an unknown number of"
+    if float(v).is_integer():
+        return f"{int(v):,}"
+    return f"{v:,.2f}".rstrip("0").rstrip(".")
