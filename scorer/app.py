@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import structlog
 
-from models import FeatureCatalog, TrainResult, UnknownFeatureError, fit_and_evaluate
+from models import FeatureCatalog, TrainResult, UnknownFeatureError, day_number, fit_and_evaluate
 from models.reasons import Reason, top_reasons
 from registry import (
     DEFAULT_TRUSTED_TYPES,
@@ -307,9 +307,12 @@ def build_training_set(
     catalog: FeatureCatalog,
     batch_size: int,
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Point-in-time features (events strictly before ``as_of``) and labels (converted in the horizon).
+    """Point-in-time features (events strictly before ``as_of``, a UTC midnight) and labels (converted in
+    the horizon).
 
-    Users who converted before ``as_of`` are left out: they are no longer leads.
+    Users who converted before ``as_of`` are left out: they are no longer leads. So are users whose first
+    event comes after ``as_of``: they were not leads yet. The training set, its holdout and so the
+    reference deciles then describe what a scoring run scores: the open leads of the day.
     """
     names = catalog.feature_names(event_types=event_types)
     since = catalog.since(as_of)
@@ -331,9 +334,19 @@ def build_training_set(
         vids = [v for v, ok in zip(page.visitor_ids, eligible, strict=True) if ok]
         if not vids:
             continue
-        read = store.read_events(vids, since=since, as_of=as_of)
-        frames.append(catalog.features(read.grain, visitor_ids=vids, as_of=as_of, names=names))
-        labels.append((conv[eligible] < horizon_end).fillna(False).to_numpy(dtype=bool))
+        # Read through the horizon: features only see days before the cutoff (a UTC midnight), and a
+        # visitor whose first event comes after it was not a lead yet (it signed up later). Left in, such
+        # users made a third of the synthetic holdout zero-activity rows that no scoring run sees, and the
+        # reference deciles (hence drift) described another population than the open leads scored.
+        read = store.read_events(vids, since=since, as_of=horizon_end.to_pydatetime())
+        grain = read.grain
+        seen = np.zeros(len(grain.visitors), dtype=bool)
+        seen[grain.visitor[grain.day < day_number(as_of.date())]] = True
+        later = {v for v, ok in zip(grain.visitors, seen, strict=True) if not ok}
+        present = np.array([v is None or v not in later for v in vids], dtype=bool)
+        features = catalog.features(grain, visitor_ids=vids, as_of=as_of, names=names)
+        frames.append(features[present].reset_index(drop=True))
+        labels.append((conv[eligible] < horizon_end).fillna(False).to_numpy(dtype=bool)[present])
     if not frames:
         return pd.DataFrame(columns=names, dtype="float64"), np.zeros(0, dtype=np.int64)
     return pd.concat(frames, ignore_index=True), np.concatenate(labels).astype(np.int64)
@@ -355,7 +368,8 @@ def train_model(
     if horizon_days <= 0:
         raise SettingsError("--horizon-days must be positive")
     catalog = catalog or FeatureCatalog()
-    as_of = as_of or (datetime.now(UTC) - timedelta(days=horizon_days)).replace(
+    # A cutoff is a UTC midnight, so "before the cutoff" is whole days for the features and the label alike.
+    as_of = (as_of or (datetime.now(UTC) - timedelta(days=horizon_days))).astimezone(UTC).replace(
         hour=0, minute=0, second=0, microsecond=0
     )
     if as_of + timedelta(days=horizon_days) > datetime.now(UTC):
