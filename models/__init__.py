@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from models.training import (
         TrainingError,
         TrainResult,
-        choose_c,
         decile_edges,
         expected_calibration_error,
         fit_and_evaluate,
@@ -40,7 +39,6 @@ _LAZY = {
     "generate": "models.synthetic",
     "TrainingError": "models.training",
     "TrainResult": "models.training",
-    "choose_c": "models.training",
     "decile_edges": "models.training",
     "expected_calibration_error": "models.training",
     "fit_and_evaluate": "models.training",
@@ -57,7 +55,6 @@ __all__ = [
     "TrainResult",
     "TrainingError",
     "UnknownFeatureError",
-    "choose_c",
     "contributions",
     "day_number",
     "day_numbers",

@@ -6,9 +6,9 @@ one feature's exact contribution. No scikit-learn import here: ``import models``
 
 >>> result = fit_and_evaluate(features, labels)  # the synthetic product: generate(users=5000, seed=42)
 >>> top_reasons(result.pipeline, features.iloc[:1])
-[[Reason(text='invite sent once in the last 7 days', effect=0.948),
-  Reason(text='2 pricing views in the last 30 days', effect=0.602),
-  Reason(text='signup started once in the last 30 days', effect=0.535)]]
+[[Reason(text='invite sent once in the last 7 days', effect=1.104),
+  Reason(text='2 pricing views in the last 7 days', effect=0.725),
+  Reason(text='2 pricing views in the last 30 days', effect=0.633)]]
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def contributions(pipeline: Any, features: pd.DataFrame) -> np.ndarray | None:
     None when the model has no such decomposition: a final step without a 1-row ``coef_`` (a tree, a
     multi-class model), steps before it that change the number of columns, or no steps nor ``coef_`` at all.
 
-    >>> contributions(result.pipeline, features).shape  # 4,246 leads, 44 features
-    (4246, 44)
+    >>> contributions(result.pipeline, features).shape  # 3,455 leads, 44 features
+    (3455, 44)
     """
     steps = getattr(pipeline, "steps", None)
     if isinstance(steps, list) and steps:
@@ -104,8 +104,8 @@ def top_reasons(
     None when `contributions` is None.
 
     >>> top_reasons(result.pipeline, features, top=2)[0]
-    [Reason(text='invite sent once in the last 7 days', effect=0.948),
-     Reason(text='2 pricing views in the last 30 days', effect=0.602)]
+    [Reason(text='invite sent once in the last 7 days', effect=1.104),
+     Reason(text='2 pricing views in the last 7 days', effect=0.725)]
     """
     effects = contributions(pipeline, features)
     if effects is None:
