@@ -369,8 +369,10 @@ def train_model(
         raise SettingsError("--horizon-days must be positive")
     catalog = catalog or FeatureCatalog()
     # A cutoff is a UTC midnight, so "before the cutoff" is whole days for the features and the label alike.
-    as_of = (as_of or (datetime.now(UTC) - timedelta(days=horizon_days))).astimezone(UTC).replace(
-        hour=0, minute=0, second=0, microsecond=0
+    as_of = (
+        (as_of or (datetime.now(UTC) - timedelta(days=horizon_days)))
+        .astimezone(UTC)
+        .replace(hour=0, minute=0, second=0, microsecond=0)
     )
     if as_of + timedelta(days=horizon_days) > datetime.now(UTC):
         raise SettingsError(

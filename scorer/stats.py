@@ -88,12 +88,25 @@ class ScoreStats:
         return float(below / self.count)
 
     def psi(self, decile_edges: list[float]) -> float:
-        """Population stability index against a reference whose deciles are ``decile_edges`` (10 % each)."""
+        """Population stability index against a reference whose deciles are ``decile_edges`` (10 % each).
+
+        Equal edges mean the reference has a point mass there (many leads with no activity share one
+        score): their deciles merge into one bin holding all of it, instead of empty bins that would each
+        add ~0.7 to the index. An edge counts the whole 0.001-wide histogram bin it falls in.
+        """
         if not self.count or len(decile_edges) != 9:
             return 0.0
-        cum = [0.0, *(self.share_below(e) for e in decile_edges), 1.0]
-        actual = np.clip(np.diff(cum), 1e-4, None)
-        expected = np.full(10, 0.1)
+        cum_expected, cum_actual = [0.0], [0.0]
+        for k, edge in enumerate(decile_edges, start=1):
+            if k < 9 and round(decile_edges[k], 6) <= round(edge, 6):
+                continue  # tied with the next edge: that one closes the merged bin
+            cum_expected.append(k / 10)
+            top = min(int(min(max(edge, 0.0), 1.0) * BINS) + 1, BINS)
+            cum_actual.append(float(self.hist[:top].sum() / self.count))
+        cum_expected.append(1.0)
+        cum_actual.append(1.0)
+        expected = np.diff(cum_expected)
+        actual = np.clip(np.diff(cum_actual), 1e-4, None)
         return float(np.sum((actual - expected) * np.log(actual / expected)))
 
     def share_at_least(self, threshold: float) -> float:

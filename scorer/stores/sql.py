@@ -465,7 +465,8 @@ class SqlStore:
                     sa.literal(write.model, sa.Text),
                 ),
             )
-            return int(conn.execute(insert).rowcount)
+            # Counted from RETURNING: the driver reports no row count for an INSERT fed by a DML CTE.
+            return len(conn.execute(insert.returning(h[n.user_id])).all())
         values = {
             n.lead_score: sa.bindparam("b_score"),
             n.model_version: write.model,
