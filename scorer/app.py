@@ -61,7 +61,7 @@ def run_scoring(
     should_stop: Callable[[], bool] | None = None,
     catalog: FeatureCatalog | None = None,
 ) -> RunSummary:
-    """The whole run (DESIGN.md "The run"): check store → resolve and load model → track → score."""
+    """The whole run (docs/architecture.md): check store → resolve and load model → track → score."""
     catalog = catalog or FeatureCatalog()
     tracking_uri = settings.require_tracking()
     store = store or open_store(settings)
@@ -413,6 +413,9 @@ def train_model(
         version_tags={
             TAG_REFERENCE: json.dumps([round(x, 6) for x in result.reference_deciles]),
             TAG_EVENT_TYPES: json.dumps(event_types),
+            "reliability": json.dumps(
+                [{k: round(v, 4) for k, v in row.items()} for row in result.reliability], separators=(",", ":")
+            ),
             "as_of": as_of.isoformat(),
             "horizon_days": str(horizon_days),
         },

@@ -46,7 +46,7 @@ def validate_identifier(value: str, *, what: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class Names:
-    """Table and column names of the data contract (DESIGN.md), all overridable in settings."""
+    """Table and column names of the data contract (README "Data contract"), all overridable in settings."""
 
     schema: str = "public"
     users: str = "users"
