@@ -11,7 +11,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from models import DailyGrain, day_numbers
+from models import DailyGrain, day_numbers, normalize_event_type
 from scorer.errors import SettingsError
 
 __all__ = [
@@ -240,12 +240,20 @@ def split_dropped(
     n: np.ndarray,
     requests: int = 0,
 ) -> EventRead:
-    """From aggregated rows as object arrays (visitor id, normalized type, UTC day number or None, at or
+    """From aggregated rows as object arrays (visitor id, event type, UTC day number or None, at or
     after ``as_of``, count): drop and count events with no type, no time, or a time at/after ``as_of``;
-    keep the rest at the daily grain."""
+    keep the rest at the daily grain.
+
+    Types are normalized here, once for every store, by `models.normalize_event_type` (all Unicode
+    whitespace trimmed, lower-cased): a database's own trim()/lower() only pre-aggregates, and differs
+    between engines (SQLite lowers ASCII only; trim() takes spaces, not tabs or no-break spaces).
+    """
     if not len(n):
         return EventRead(requests=requests)
     counts = np.asarray(n, dtype=np.int64)
+    codes, uniques = pd.factorize(np.asarray(event_type, dtype=object), use_na_sentinel=True)
+    normal = np.array([normalize_event_type(t) for t in uniques] + [None], dtype=object)
+    event_type = normal[codes]  # code -1 (a NULL type) picks the trailing None
     no_type = (event_type == None) | (event_type == "")  # noqa: E711 - elementwise on an object array
     no_time = (day == None) & ~no_type  # noqa: E711
     late = (future == True) & ~no_type & ~no_time  # noqa: E712

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 
+from models import normalize_event_type
 from scorer.errors import AuthError, SchemaError, SettingsError, StoreError
 from scorer.stores.base import Checkpoint, EventRead, Freshness, Names, ScoreWrite, Selector, UserPage, split_dropped
 
@@ -399,10 +400,16 @@ class SqlStore:
             .where(created >= self._bound_time(since), created < self._bound_time(as_of), etype != "")
             .group_by(etype)
             .order_by(sa.desc("c"), etype)
-            .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [r[0] for r in conn.execute(q) if r[0]]
+            rows = conn.execute(q).all()
+        # The database's trim()/lower() only pre-aggregate: the catalog's normalization decides (see split_dropped).
+        counts: dict[str, int] = {}
+        for raw, c in rows:
+            t = normalize_event_type(raw)
+            if t:
+                counts[t] = counts.get(t, 0) + int(c)
+        return sorted(counts, key=lambda t: (-counts[t], t))[:limit]
 
     # -- writes --------------------------------------------------------------------------------
     @_retrying
