@@ -194,9 +194,14 @@ $fn$;""",
 LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
 DECLARE
     id_type text;
+    vis_type text;
     result jsonb;
 BEGIN
 {id_type}
+    -- users.visitor_id is cast to events.visitor_id's type (text, or uuid), so the events index serves the probe.
+    SELECT format_type(a.atttypid, a.atttypmod) INTO vis_type
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = '{events}'::regclass AND a.attname = '{n.event_visitor_id}';
     -- The `stale` rule of scorer.stores.base.Freshness, as the SQL store renders it: one key page.
     EXECUTE 'SELECT jsonb_build_object('
          || '''user_id'', coalesce(jsonb_agg(p.{n.user_id} ORDER BY p.{n.user_id}), ''[]''), '
@@ -211,7 +216,7 @@ BEGIN
          || CASE WHEN p_leads_only THEN 'AND u.{n.converted_at} IS NULL ' ELSE '' END
          || 'AND (u.{n.lead_score} IS NULL OR u.{n.model_version} IS DISTINCT FROM $2 '
          || 'OR u.{n.scored_at} IS NULL '
-         || 'OR EXISTS (SELECT 1 FROM {events} AS e WHERE e.{n.event_visitor_id} = u.{n.visitor_id} '
+         || 'OR EXISTS (SELECT 1 FROM {events} AS e WHERE e.{n.event_visitor_id} = u.{n.visitor_id}::' || vis_type || ' '
          || 'AND e.{n.created_at} < $3 AND e.{n.created_at} >= CASE WHEN checked.at <= $4 '
          || 'THEN checked.at - make_interval(days => $8) ELSE checked.at END)) '
          || 'ORDER BY u.{n.user_id} LIMIT $9) AS p'

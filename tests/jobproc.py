@@ -120,4 +120,5 @@ def job_env(database_url: str, settings: Any, experiment: str) -> dict[str, str]
         "LEAD_SCORER_MODEL_NAME": settings.model_name,
         "LEAD_SCORER_SCORING_EXPERIMENT": experiment,
         "LEAD_SCORER_LOG_LEVEL": "INFO",
+        "LEAD_SCORER_POPULATION": settings.population,
     }

@@ -69,6 +69,9 @@ class Mlflow:
 
     def settings(self, database_url: str, **overrides: Any) -> Settings:
         name = overrides.pop("model_name", None) or f"lead_scoring_{uuid.uuid4().hex[:8]}"
+        # These tests are about runs, registries and stores, so they score every user; who is selected
+        # (open leads only, by default) is tested in test_freshness.py.
+        overrides.setdefault("population", "everyone")
         return load_settings(
             database_url=database_url,
             mlflow_tracking_uri=self.tracking_uri,

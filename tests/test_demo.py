@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 from typer.testing import CliRunner
 
 from scorer.cli import app
-from tests.support import snapshot
+from tests.support import execute, snapshot
 
 
 def test_demo_runs_end_to_end_and_again(tmp_path):
@@ -19,15 +22,49 @@ def test_demo_runs_end_to_end_and_again(tmp_path):
     first = runner.invoke(app, ["demo", "--dir", str(tmp_path / "d"), "--users", "600"], env=env)
     assert first.exit_code == 0, first.output
     assert "generated 600 users" in first.output and "promoted" in first.output
-    assert "scored 600 users with model v1" in first.output
-    assert "top leads:" in first.output and "mlflow ui --backend-store-uri sqlite:///" in first.output
+    users = snapshot(f"sqlite:///{tmp_path / 'd' / 'leads.db'}")
+    leads = users["converted_at"].isna()
+    assert f"selected {leads.sum():,} open leads" in first.output and "with model v1" in first.output
+    assert "top open leads, and why:" in first.output and "mlflow ui --backend-store-uri sqlite:///" in first.output
     assert (tmp_path / "d" / "leads.db").exists() and (tmp_path / "d" / "mlflow.db").exists()
-    scores = snapshot(f"sqlite:///{tmp_path / 'd' / 'leads.db'}")["lead_score"]
-    assert scores.notna().all() and scores.between(0, 1).all()
+    assert users.loc[leads, "lead_score"].notna().all() and users.loc[leads, "lead_score"].between(0, 1).all()
+    assert users.loc[~leads, "lead_score"].isna().all()  # customers are not leads
 
     second = runner.invoke(app, ["demo", "--dir", str(tmp_path / "d")], env=env)
     assert second.exit_code == 0, second.output
-    assert "reusing" in second.output and "scored 0 users" in second.output
+    assert "reusing" in second.output and "selected 0 open leads" in second.output and "nothing to do" in second.output
+
+    # The daily command after a quiet open lead shows buying signals: it rescores that lead, and only it.
+    url = f"sqlite:///{tmp_path / 'd' / 'leads.db'}"
+    quiet = users[leads & users["visitor_id"].notna()].sort_values("lead_score").iloc[0]
+    rows = [("pricing_view", 8), ("demo_request", 4), ("invite_sent", 4), ("signup_started", 3), ("feature_used", 10)]
+    for kind, n in rows:
+        for _ in range(n):
+            execute(
+                url,
+                "INSERT INTO events (visitor_id, event_type, created_at) VALUES (:v, :t, :c)",
+                params={"v": quiet["visitor_id"], "t": kind, "c": datetime.now(UTC)},
+            )
+    run_env = env | {
+        "DATABASE_URL": url,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'd' / 'mlflow.db'}",
+        "LEAD_SCORER_LOG_LEVEL": "INFO",
+    }
+    daily = runner.invoke(app, ["--json-logs", "run"], env=run_env)
+    assert daily.exit_code == 0, daily.output
+    finished = next(json.loads(line) for line in daily.output.splitlines() if '"run_finished"' in line)
+    assert finished["users_selected"] == 1 and finished["users_changed"] == 1
+    after = snapshot(url)
+    mine = after["user_id"] == quiet["user_id"]
+    assert after.loc[mine, "lead_score"].iloc[0] > quiet["lead_score"] + 0.3
+    pd.testing.assert_frame_equal(after[~mine].reset_index(drop=True), users[~mine].reset_index(drop=True))
+    reasons = " ".join(r["reason"] for r in json.loads(after.loc[mine, "lead_score_reasons"].iloc[0]))
+    assert any(k in reasons for k in ("pricing view", "demo request", "invite sent", "signup started", "feature used"))
+    explained = runner.invoke(
+        app, ["explain", str(quiet["user_id"])], env=run_env | {"LEAD_SCORER_LOG_LEVEL": "WARNING"}
+    )
+    assert explained.exit_code == 0, explained.output
+    assert "reasons" in explained.output and "evt_pricing_view_7d" in explained.output
 
     # --reset deletes the MLflow store under a live process's cached engine: run it as a user would, afresh.
     reset = subprocess.run(
@@ -46,4 +83,4 @@ def test_demo_runs_end_to_end_and_again(tmp_path):
         timeout=300,
     )
     assert reset.returncode == 0, reset.stderr
-    assert "generated 500 users" in reset.stdout and "scored 500 users" in reset.stdout
+    assert "generated 500 users" in reset.stdout and "scores written, 0 unchanged" in reset.stdout

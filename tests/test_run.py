@@ -53,8 +53,11 @@ def test_run_is_tracked_with_version_counts_and_distribution(db_url, mlflow_loca
     assert metrics["batches"] == 3 and metrics["users_selected"] == 600 and metrics["users_scored"] == 600
     assert metrics["users_failed"] == 0 and metrics["events_read"] > 0 and metrics["users_per_s"] > 0
     scores = snapshot(db_url)["lead_score"].to_numpy(dtype=float)
-    assert metrics["score_mean"] == pytest.approx(scores.mean(), abs=1e-9)
-    assert metrics["score_min"] == pytest.approx(scores.min()) and metrics["score_max"] == pytest.approx(scores.max())
+    # The distribution is the population's, read back from the database as a 1,000-bin histogram: exact to
+    # within half a bin for the mean, one bin for the extremes.
+    assert metrics["score_mean"] == pytest.approx(scores.mean(), abs=5e-4)
+    assert scores.min() - 1e-3 <= metrics["score_min"] <= scores.min() + 1e-3
+    assert scores.max() - 1e-3 <= metrics["score_max"] <= scores.max() + 1e-3
     for p in range(10, 100, 10):
         # From a 1,000-bin histogram: within a bin of the order statistics around the rank.
         lo, hi = np.quantile(scores, p / 100, method="lower"), np.quantile(scores, p / 100, method="higher")
@@ -65,7 +68,7 @@ def test_run_is_tracked_with_version_counts_and_distribution(db_url, mlflow_loca
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"score_histogram.json", "run_summary.json", "score_histogram.svg"} <= artifacts
     svg = Path(client.download_artifacts(run.info.run_id, "score_histogram.svg")).read_text()
-    assert svg.startswith("<svg") and "600 users scored" in svg and svg.count("<rect") == 21
+    assert svg.startswith("<svg") and "600 users (600 changed in this run)" in svg and svg.count("<rect") == 21
     hist = json.loads(Path(client.download_artifacts(run.info.run_id, "score_histogram.json")).read_text())
     assert sum(hist["counts"]) == 600
 
@@ -82,7 +85,7 @@ def test_promoting_a_new_version_rescores_everyone_once(db_url, mlflow_local):
     second = run_scoring(settings)
 
     assert second.users_scored == 400 and second.model_version == "2"
-    assert set(snapshot(db_url)["lead_score_model_version"]) == {"2"}
+    assert {v.split("/")[0] for v in snapshot(db_url)["lead_score_model_version"]} == {"2"}
     assert run_scoring(settings).users_scored == 0
     assert [r.data.tags["model_version"] for r in _runs(settings)] == ["1", "1", "2", "2"]
 
@@ -201,7 +204,11 @@ def test_cli_run_exit_codes(sqlite_url, mlflow_local):
     assert snapshot(sqlite_url)["lead_score"].isna().all()
     ok = _cli(["run", "--batch-size", "40"], env)
     assert ok.exit_code == 0, ok.output
-    assert snapshot(sqlite_url)["lead_score"].notna().all()
+    after = snapshot(sqlite_url)
+    leads = after["converted_at"].isna()
+    # The command's default population: every open lead scored, every customer left alone.
+    assert after.loc[leads, "lead_score"].notna().all() and after.loc[~leads, "lead_score"].isna().all()
+    assert 0 < (~leads).sum() < len(after)
     bad = _cli(["run", "--batch-size", "0"], env)
     assert bad.exit_code == 2 and "batch_size" in bad.output
     assert _cli(["run", "--select", "sometimes"], env).exit_code == 2
@@ -226,9 +233,9 @@ def test_cli_missing_columns_names_the_sql(sqlite_url, mlflow_local):
     assert result.exit_code == 4
     assert "users.lead_score" in result.output and "lead-scorer db migrate" in result.output
     migrate = _cli(["db", "migrate"], {"DATABASE_URL": sqlite_url})
-    assert migrate.exit_code == 0 and "applied 5" in migrate.output
+    assert migrate.exit_code == 0 and "applied 9" in migrate.output
     again = _cli(["db", "migrate"], {"DATABASE_URL": sqlite_url})
-    assert again.exit_code == 0 and "applied 2" in again.output  # only the idempotent index statements
+    assert again.exit_code == 0 and "applied 5" in again.output  # only the idempotent CREATE … IF NOT EXISTS
 
 
 def test_cli_registry_promote_refuse_and_rollback(sqlite_url, mlflow_local):

@@ -7,6 +7,7 @@ import tracemalloc
 import sqlalchemy as sa
 
 from scorer.job import JobOptions, score_users
+from scorer.schema import migrate
 from scorer.stores.sql import SqlStore
 from tests.test_job import Recording
 
@@ -33,6 +34,7 @@ def _bulk_product(url: str, users: int) -> None:
             "FROM users"
         )
         conn.exec_driver_sql("CREATE INDEX events_visitor ON events (visitor_id, created_at)")
+    migrate(engine)  # the job's own tables and the reasons column
     engine.dispose()
 
 

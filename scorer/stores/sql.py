@@ -131,6 +131,7 @@ class SqlStore:
             schema=schema,
         )
         self._id_type: sa.types.TypeEngine[Any] | None = None
+        self._vid_cast: sa.types.TypeEngine[Any] | None = None
         self._created_has_tz = True
         self.has_reasons = False
         self.has_converted = False
@@ -187,6 +188,9 @@ class SqlStore:
             hint = _APPLY_HINT if set(missing) <= ours else "check the LEAD_SCORER_*_COLUMN settings"
             raise SchemaError(f"missing: {', '.join(missing)}", hint=hint)
         self._id_type = users[n.user_id]["type"]
+        # The freshness probe compares the two visitor ids; a uuid events column gets the users' text cast.
+        event_vid = events[n.event_visitor_id]["type"]
+        self._vid_cast = event_vid if type(event_vid) is not type(users[n.visitor_id]["type"]) else None
         self.has_reasons = n.reasons in users
         self.has_converted = n.converted_at in users
         created_type = events[n.created_at]["type"]
@@ -251,9 +255,10 @@ class SqlStore:
             created = sa.func.julianday(e.c[n.created_at])
             as_of = sa.func.julianday(self._time(f.as_of))
         since = sa.case((checked <= day_start, checked - reach), else_=checked)
+        visitor: Any = u[n.visitor_id] if self._vid_cast is None else sa.cast(u[n.visitor_id], self._vid_cast)
         changed = (
             sa.exists()
-            .where(e.c[n.event_visitor_id] == u[n.visitor_id], created < as_of, created >= since)
+            .where(e.c[n.event_visitor_id] == visitor, created < as_of, created >= since)
             .correlate(self.users)
         )
         return sa.or_(
