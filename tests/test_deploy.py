@@ -475,8 +475,8 @@ def _scores(db: Path) -> list[tuple]:
                 tuple(r)
                 for r in conn.execute(
                     sa.text(
-                        "SELECT user_id, lead_score, lead_score_model_version, lead_scored_at "
-                        "FROM users ORDER BY user_id"
+                        "SELECT user_id, lead_score, lead_score_model_version, lead_scored_at, "
+                        "converted_at IS NULL FROM users ORDER BY user_id"
                     )
                 )
             ]
@@ -507,7 +507,7 @@ def _json_events(stdout: str) -> list[dict]:
 
 
 def test_prod_venv_runs_the_job(prod_venv: ProdVenv, tracked_demo, tmp_path: Path) -> None:
-    """`lead-scorer run --dry-run` scores everyone and writes nothing; then a real run writes every score."""
+    """`lead-scorer run --dry-run` scores every open lead and writes nothing; then a real run writes them."""
     url, paths = tracked_demo
     before = _scores(paths.leads_db)
     assert before and all(row[1] is None for row in before), "the demo starts unscored"
@@ -523,7 +523,7 @@ def test_prod_venv_runs_the_job(prod_venv: ProdVenv, tracked_demo, tmp_path: Pat
     finished = [e for e in events if e.get("event") == "run_finished"]
     assert finished, run.stdout[-4000:]
     assert finished[-1]["status"] == "FINISHED"
-    assert finished[-1]["users_scored"] == len(before)
+    assert finished[-1]["users_scored"] == sum(1 for row in before if row[4])  # the open leads
     loaded = next(e for e in events if e.get("event") == "model_loaded")
     assert loaded["version"] == "1" and loaded["resolved_by"] == "alias"
 
@@ -547,4 +547,6 @@ def test_prod_venv_runs_the_job(prod_venv: ProdVenv, tracked_demo, tmp_path: Pat
     assert real.returncode == 0, f"exit {real.returncode}\n{real.stdout[-4000:]}\n{real.stderr[-4000:]}"
     after = _scores(paths.leads_db)
     assert [r[0] for r in after] == [r[0] for r in before]
-    assert all(r[1] is not None and 0.0 <= r[1] <= 1.0 and r[2] == "1" for r in after)
+    leads = [r for r in after if r[4]]
+    assert leads and all(r[1] is not None and 0.0 <= r[1] <= 1.0 and r[2].split("/")[0] == "1" for r in leads)
+    assert all(r[1] is None for r in after if not r[4])  # customers keep their (absent) score

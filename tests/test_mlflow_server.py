@@ -66,7 +66,7 @@ def _cli(args: list[str], settings: Any, **env: str) -> Any:
 
 
 def _versions_in_table(url: str) -> set[str]:
-    return set(snapshot(url)["lead_score_model_version"].dropna().astype(str))
+    return {v.split("/")[0] for v in snapshot(url)["lead_score_model_version"].dropna().astype(str)}
 
 
 # -- promotion, the MLflow UI, rollback ---------------------------------------------------------------------------
