@@ -128,3 +128,29 @@ def test_the_write_finds_its_rows_by_key_under_a_generic_plan(scattered: str) ->
     users = [n for n in _nodes(plan) if n.get("Relation Name") == "users" and n["Node Type"] != "ModifyTable"]
     assert users and all("Index" in n["Node Type"] for n in users), json.dumps(plan, indent=1)[:3000]
     store.close()
+
+
+def test_the_stale_selection_walks_the_key_and_probes_events_by_index(scattered: str) -> None:
+    """A page of the `stale` rule is a walk of the primary key from the last key, each lead checked with
+    one probe of the events index: no sort, no scan of the events table, whatever the table's size."""
+    from models import FeatureCatalog
+    from scorer.job import JobOptions, selector_for
+
+    store = SqlStore(scattered)
+    store.check()
+    execute(scattered, "UPDATE users SET lead_score = 0.5, lead_score_model_version = '1/m-x', lead_scored_at = now()")
+    as_of = datetime.now(UTC) + timedelta(days=1)
+    selector = selector_for(store, options=JobOptions(), model="1/m-x", catalog=FeatureCatalog(), as_of=as_of)
+    statement, parameters = _captured(store, lambda: store.select_users(selector, after=5_000, limit=2_000))
+    plan = _generic_plan(scattered, statement, parameters)
+    nodes = _nodes(plan)
+    text = json.dumps(plan, indent=1)[:4000]
+    assert not any(n["Node Type"] in ("Sort", "Incremental Sort") for n in nodes), text
+    assert not any(n["Node Type"] == "Seq Scan" for n in nodes), text
+    users = [n for n in nodes if n.get("Relation Name") == "users"]
+    assert users and all(
+        n["Node Type"].startswith("Index") and "user_id >" in n.get("Index Cond", "") for n in users
+    ), text
+    events = [n for n in nodes if n.get("Relation Name") == "events"]
+    assert events and all("visitor_id =" in n.get("Index Cond", "") for n in events), text
+    store.close()

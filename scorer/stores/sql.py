@@ -232,7 +232,8 @@ class SqlStore:
                 ),
             )
             day_start = sa.bindparam("day_start", f.day_start, type_=sa.DateTime(timezone=True))
-            reach: Any = sa.bindparam("reach", f.reach, type_=sa.Interval())
+            # Cast in the text: under a prepared statement an untyped parameter here reads as a timestamp.
+            reach: Any = sa.cast(sa.bindparam("reach", f.reach, type_=sa.Interval()), sa.Interval())
             created = e.c[n.created_at]
             as_of: Any = sa.bindparam("fresh_as_of", f.as_of, type_=sa.DateTime(timezone=True))
         else:
