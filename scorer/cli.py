@@ -71,6 +71,8 @@ def _main(
         ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3"),
         ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
         ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30"),
+        # MLflow prints "View run … at <tracking URI>" to stdout, password included; the job logs a redacted one.
+        ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true"),
     ):
         os.environ.setdefault(name, value)
 

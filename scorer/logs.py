@@ -3,11 +3,47 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "redact_text"]
+
+#: The user-info part of any URL (``//user:password@``): MLflow, psycopg and stamina quote the URLs they called.
+_USERINFO = re.compile(r"(?<=//)[^/@\s'\"]+@")
+
+
+def redact_text(text: str) -> str:
+    """``http://user:password@host`` → ``http://***@host``, anywhere in ``text``."""
+    return _USERINFO.sub("***@", text)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_redact(v) for v in value)
+    return value
+
+
+def _redact_event(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Every value of every event, ours or a library's (stamina's retry lines carry the exception text)."""
+    return {k: _redact(v) for k, v in event.items()}
+
+
+class _RedactRecords(logging.Filter):
+    """The same for the standard logging records MLflow and urllib3 write to stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
 
 
 def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
@@ -21,6 +57,7 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_event,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
@@ -30,5 +67,8 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
     )
     # MLflow and alembic are chatty on the root logger; keep their warnings, drop their info.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _RedactRecords) for f in handler.filters):
+            handler.addFilter(_RedactRecords())
     for noisy in ("mlflow", "alembic", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import stamina
 import structlog
@@ -78,6 +79,7 @@ class MlflowTracker:
         finish_attempts: int = 3,
     ) -> None:
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        self._tracking_uri = tracking_uri
         self.experiment = experiment
         self.artifact_location = artifact_location
         self.run_id: str | None = None
@@ -226,3 +228,23 @@ class MlflowTracker:
                 lost.append(step.__name__)
         if "save_metrics" in lost or "terminate" in lost:
             raise TrackingError(f"the MLflow run {run_id} could not be completed ({', '.join(lost)} failed)")
+        # MLflow's own "View run … at <url>" line is switched off (MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT): it
+        # printed the tracking URI's password. This line says the same, without credentials, as a log event.
+        url = ui_url(self._tracking_uri, experiment_id=self._experiment_id, run_id=run_id)
+        log.info("run_recorded", run_id=run_id, status=status, **({"url": url} if url else {}))
+
+
+def ui_url(tracking_uri: str, *, experiment_id: str | None, run_id: str | None = None) -> str | None:
+    """The MLflow UI page of a run (or of an experiment's runs) on an http(s) tracking server, without any
+    user name or password the tracking URI carries; None for a local store."""
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https") or not experiment_id:
+        return None
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    if run_id:
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"

@@ -507,3 +507,47 @@ def test_mlflow_run_train_registers_from_the_run_mlflow_created(server, sqlite_u
     registry = Registry(tracking_uri=server, model_name=settings.model_name)
     production = registry.resolve()
     assert production.version == "1" and production.run_id == run.info.run_id
+
+
+# -- secrets ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lose_server", [False, True], ids=["whole-run", "server-dies-mid-run"])
+def test_passwords_in_both_urls_appear_in_no_output_and_no_record(tmp_path, pg_url, lose_server, monkeypatch):
+    """A password in MLFLOW_TRACKING_URI (basic auth) and one in DATABASE_URL: every byte the job prints, and
+    every tag and parameter of its MLflow run, is free of both, also when the server dies mid-run (retries)."""
+    from sqlalchemy.engine import make_url
+
+    db_secret = "db-Pa55-in-url-91c2"
+    db_url = make_url(pg_url).set(password=db_secret).render_as_string(hide_password=False)
+    make_product(pg_url, users=3_000 if lose_server else 300, seed=52, events_per_user=4.0)
+    with start_mlflow_server(tmp_path / "auth-secrets", auth=True) as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN_USERNAME)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+        settings = _settings(url, pg_url)
+        train_model(settings, promote=True)
+        with_password = str(url).replace("http://", f"http://{ADMIN_USERNAME}:{ADMIN_PASSWORD}@")
+        env = job_env(db_url, settings, settings.scoring_experiment) | {
+            "MLFLOW_TRACKING_URI": with_password,
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+        }
+        job = Job(["--batch-size", "50"], env, cwd=tmp_path)
+        if lose_server:
+            job.wait_for("batch")
+            url.kill()
+        code = job.finish()
+        printed = "".join(job.stdout) + job.stderr
+        assert code == (5 if lose_server else 0), job.output()
+        for secret in (ADMIN_PASSWORD, db_secret):
+            assert secret not in printed, f"{secret!r} printed"
+        assert "View run" not in printed  # MLflow's own line, which carried the URI
+        if not lose_server:
+            (recorded,) = job.events("run_recorded")
+            assert recorded["url"].startswith(str(url)) and "@" not in recorded["url"]
+            client = MlflowClient(tracking_uri=str(url))
+            (run,) = _runs(settings)
+            stored = json.dumps([run.data.tags, run.data.params, run.info.run_name])
+            for secret in (ADMIN_PASSWORD, db_secret):
+                assert secret not in stored
+            assert client.get_run(run.info.run_id).info.status == "FINISHED"
