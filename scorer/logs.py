@@ -7,6 +7,7 @@ import re
 import sys
 from typing import Any
 
+import stamina.instrumentation
 import structlog
 
 __all__ = ["configure_logging", "redact_text"]
@@ -46,6 +47,19 @@ class _RedactRecords(logging.Filter):
         return True
 
 
+def _on_retry(details: stamina.instrumentation.RetryDetails) -> None:
+    """stamina's retry line without the call's arguments: a batch's read lists ~1,000 ids (16 KB a line)."""
+    first = str(details.caused_by).splitlines()[0] if str(details.caused_by) else ""
+    structlog.get_logger("lead_scorer.retry").warning(
+        "retry_scheduled",
+        callable=".".join(details.name.replace(".<locals>.<lambda>", "").split(".")[-2:]),
+        retry_num=details.retry_num,
+        wait_for=round(details.wait_for, 2),
+        waited_so_far=round(details.waited_so_far, 2),
+        caused_by=f"{type(details.caused_by).__name__}: {first}"[:300],
+    )
+
+
 def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
     """Configure once, at the edge. ``json=None`` decides by whether stdout is a terminal."""
     use_json = not sys.stdout.isatty() if json is None else json
@@ -65,6 +79,7 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
         logger_factory=structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=False,
     )
+    stamina.instrumentation.set_on_retry_hooks([_on_retry])
     # MLflow and alembic are chatty on the root logger; keep their warnings, drop their info.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     for handler in logging.getLogger().handlers:

@@ -216,7 +216,8 @@ BEGIN
          || CASE WHEN p_leads_only THEN 'AND u.{n.converted_at} IS NULL ' ELSE '' END
          || 'AND (u.{n.lead_score} IS NULL OR u.{n.model_version} IS DISTINCT FROM $2 '
          || 'OR u.{n.scored_at} IS NULL '
-         || 'OR EXISTS (SELECT 1 FROM {events} AS e WHERE e.{n.event_visitor_id} = u.{n.visitor_id}::' || vis_type || ' '
+         || 'OR EXISTS (SELECT 1 FROM {events} AS e '
+         || 'WHERE e.{n.event_visitor_id} = u.{n.visitor_id}::' || vis_type || ' '
          || 'AND e.{n.created_at} < $3 AND e.{n.created_at} >= CASE WHEN checked.at <= $4 '
          || 'THEN checked.at - make_interval(days => $8) ELSE checked.at END)) '
          || 'ORDER BY u.{n.user_id} LIMIT $9) AS p'

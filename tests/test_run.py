@@ -225,6 +225,11 @@ def test_cli_never_prints_secrets(mlflow_local):
     assert secret not in result.output and "cannot connect" in result.output
     missing = _cli(["run"], {"MLFLOW_TRACKING_URI": mlflow_local.tracking_uri, "DATABASE_URL": ""})
     assert missing.exit_code == 2 and "DATABASE_URL" in missing.output
+    mysql = _cli(
+        ["run"], {"MLFLOW_TRACKING_URI": mlflow_local.tracking_uri, "DATABASE_URL": f"mysql://u:{secret}@h/db"}
+    )
+    assert mysql.exit_code == 2 and "mysql URL" in mysql.output and "PostgreSQL" in mysql.output
+    assert secret not in mysql.output and "MySQLdb" not in mysql.output
 
 
 def test_cli_missing_columns_names_the_sql(sqlite_url, mlflow_local):

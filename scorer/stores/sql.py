@@ -61,7 +61,12 @@ def engine_for(url: str) -> sa.Engine:
         return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     if parsed.drivername.startswith("sqlite"):
         return sa.create_engine(parsed, connect_args={"timeout": 30})
-    return sa.create_engine(parsed, pool_pre_ping=True)
+    raise SettingsError(
+        f"DATABASE_URL is a {parsed.get_backend_name()} URL; lead-scorer reads and writes PostgreSQL (Supabase) "
+        "and SQLite",
+        hint="use postgresql://user:password@host:5432/postgres or sqlite:///leads.db, or SUPABASE_URL for the "
+        "REST API",
+    )
 
 
 def _pg_array(name: str, values: Sequence[Any], item_type: Any) -> sa.ColumnElement[Any]:
