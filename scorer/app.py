@@ -106,7 +106,7 @@ def run_scoring(
         store.close()
 
     # 6. Totals, distribution, drift, tiers.
-    status = "KILLED" if summary.stopped else ("FAILED" if summary.failed_batches else "FINISHED")
+    status = "KILLED" if summary.stopped else ("FAILED" if summary.failed_batches or summary.store_lost else "FINISHED")
     metrics = summary.metrics() | _drift_and_tiers(summary, settings, resolved, tracker)
     artifacts: dict[str, Any] = {
         "score_histogram.json": summary.distribution.coarse_histogram() | {"count": summary.distribution.count},

@@ -21,7 +21,8 @@ import structlog
 from models import FeatureCatalog
 from models.reasons import top_reasons
 from registry import LoadedModel
-from scorer.errors import EXIT_BATCH_FAILED, EXIT_OK, EXIT_TRACKING, AuthError, SchemaError
+from scorer.errors import EXIT_BATCH_FAILED, EXIT_OK, EXIT_STORE, EXIT_TRACKING, AuthError, SchemaError
+from scorer.logs import redact_text
 from scorer.stats import BINS, ScoreStats
 from scorer.stores.base import EventRead, Freshness, ScoreWrite, Selection, Selector, Store, UserPage
 from scorer.tracking import NullTracker, Tracker
@@ -92,9 +93,12 @@ class RunSummary:
     population: ScoreStats | None = None
     reasons: bool = False  # the model gave reasons and they were written
     complete: bool = False  # every user was checked: the checkpoint says so
+    store_lost: str | None = None  # the store stayed unreachable beyond its retries: the run stopped here
 
     @property
     def exit_code(self) -> int:
+        if self.store_lost:
+            return EXIT_STORE
         if self.failed_batches:
             return EXIT_BATCH_FAILED
         return EXIT_TRACKING if self.tracking_lost else EXIT_OK
@@ -121,6 +125,12 @@ class RunSummary:
     def distribution(self) -> ScoreStats:
         """What the run's distribution, drift and tiers describe: the population, else this run's scores."""
         return self.population if self.population is not None else self.stats
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error in one log-sized line, with no URL credentials (drivers quote the URL they called)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return redact_text(f"{type(exc).__name__}: {text}")[:300]
 
 
 def _check_scores(scores: np.ndarray) -> np.ndarray:
@@ -275,8 +285,17 @@ def score_users(
                 log.warning("stop_requested", after_batches=step)
                 break
             t0 = time.perf_counter()
-            # 4. The next key page. Failing here is fatal: without it there is no next key.
-            page, read = pending.result()
+            # 4. The next key page. Failing here ends the run: without it there is no next key. The store has
+            # retried already, so the database is gone for longer than its retry budget: exit 4, totals kept.
+            try:
+                page, read = pending.result()
+            except (AuthError, SchemaError):
+                raise
+            except Exception as exc:
+                pending = None
+                summary.store_lost = _first_line(exc)
+                log.error("store_lost", after_batches=step, error=summary.store_lost, exc_info=exc)
+                break
             pending = None
             if not len(page):
                 exhausted = True
@@ -329,7 +348,7 @@ def score_users(
             except (AuthError, SchemaError):
                 raise
             except Exception as exc:
-                error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                error = _first_line(exc)
                 summary.failed_batches += 1
                 summary.users_failed += len(page)
                 scored = changed_n = 0
@@ -378,7 +397,7 @@ def score_users(
             )
         )
         summary.complete = True
-    if not options.dry_run:
+    if not options.dry_run and not summary.store_lost:
         counts = store.score_histogram(leads_only=selector.leads_only, bins=BINS)
         if counts is None:
             log.warning("population_unknown", hint="the distribution and drift describe this run's scores only")

@@ -71,6 +71,8 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # A failure's traceback as structured data (frames, locals off), then redacted like the rest.
+            *([structlog.processors.dict_tracebacks] if use_json else []),
             _redact_event,
             renderer,
         ],

@@ -256,3 +256,26 @@ def test_limit_caps_the_users_selected(target, trained):
     )
     assert summary.users_selected == 45 and summary.batches == 3
     assert int(snapshot(target.url)["lead_score"].notna().sum()) == 45
+
+
+def test_a_store_lost_beyond_its_retries_ends_the_run_with_exit_4_and_keeps_the_totals(target, trained, capsys):
+    """The database goes away after two batches and stays away longer than the store's retry budget: the run
+    stops (exit 4, not 1, which means "some batches failed"), the two batches stay written, and the totals
+    say how far it got."""
+    _, model = trained
+    make_product(target.url, users=300, seed=13)
+
+    class Outage(Recording):
+        def select_users(self, selector: Any, **kw: Any) -> Any:
+            if len(self.pages) == 2:
+                raise sa.exc.OperationalError("SELECT …", {}, Exception("connection refused (after 4 attempts)"))
+            return super().select_users(selector, **kw)
+
+    store = Outage(target.store())
+    summary = score_users(store=store, model=model, options=JobOptions(batch_size=100, leads_only=False))
+
+    assert summary.exit_code == 4 and summary.store_lost and "connection refused" in summary.store_lost
+    assert summary.batches == 2 and summary.users_scored == 200 and summary.failed_batches == 0
+    assert sorted(store.written) == list(range(1, 201))
+    assert int(snapshot(target.url)["lead_score"].notna().sum()) == 200
+    assert "store_lost" in capsys.readouterr().out
