@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     supabase_max_rows: Annotated[int, Field(gt=0)] = 1_000  # the project's db-max-rows
     supabase_url_budget: Annotated[int, Field(ge=1_000, le=16_000)] = 6_000  # bytes per request URL
     supabase_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # Bounded waits on a SQL database (PostgreSQL: connect, statement and lock timeouts; SQLite: busy wait).
+    db_connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    db_statement_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    db_lock_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     git_commit: str | None = Field(
         default=None, validation_alias=AliasChoices("LEAD_SCORER_GIT_COMMIT", "RENDER_GIT_COMMIT")
     )

@@ -279,3 +279,28 @@ def test_a_store_lost_beyond_its_retries_ends_the_run_with_exit_4_and_keeps_the_
     assert sorted(store.written) == list(range(1, 201))
     assert int(snapshot(target.url)["lead_score"].notna().sum()) == 200
     assert "store_lost" in capsys.readouterr().out
+
+
+def test_a_held_row_lock_fails_that_batch_within_the_lock_timeout(pg_url, trained):
+    """Another session holds one user's row lock for as long as it likes: that batch gives up after the lock
+    timeout (and the store's retries), the other batches are written, and the run does not hang."""
+    import time
+
+    from scorer.stores.sql import SqlStore, Waits
+
+    _, model = trained
+    make_product(pg_url, users=300, seed=14)
+    engine = engine_for(pg_url)
+    with engine.connect() as holder:
+        holder.execute(sa.text("SELECT 1 FROM users WHERE user_id = 150 FOR UPDATE"))
+        store = SqlStore(pg_url, waits=Waits(lock_s=0.5))
+        store.check()
+        started = time.monotonic()
+        summary = score_users(store=store, model=model, options=JobOptions(batch_size=100, leads_only=False))
+        elapsed = time.monotonic() - started
+        holder.rollback()
+    engine.dispose()
+    assert elapsed < 15, elapsed
+    assert summary.failed_batches == 1 and summary.users_scored == 200 and summary.exit_code == 1
+    unscored = execute(pg_url, "SELECT min(user_id), max(user_id) FROM users WHERE lead_score IS NULL")
+    assert tuple(unscored[0][0]) == (101, 200)

@@ -277,3 +277,24 @@ def test_db_sql_prints_idempotent_postgres_sql(pg_url):
     engine.dispose()
     cols = execute(pg_url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'")[0]
     assert {"lead_score", "lead_score_model_version", "lead_scored_at"} <= {c[0] for c in cols}
+
+
+def test_a_database_host_that_never_answers_fails_within_the_connect_timeout(mlflow_local):
+    """A host that accepts the connection and never answers (a frozen path): exit 4 in seconds, not minutes."""
+    import socket
+    import time
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        env = {
+            "DATABASE_URL": f"postgresql://scorer:pw@127.0.0.1:{port}/db",
+            "MLFLOW_TRACKING_URI": mlflow_local.tracking_uri,
+            "LEAD_SCORER_DB_CONNECT_TIMEOUT_S": "2",
+        }
+        started = time.monotonic()
+        result = _cli(["run"], env)
+        elapsed = time.monotonic() - started
+    assert result.exit_code == 4 and "cannot connect" in result.output
+    assert elapsed < 20, elapsed

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from scorer.errors import SettingsError
 from scorer.stores.base import EventRead, Names, Selection, Store, UserPage
-from scorer.stores.sql import SqlStore
+from scorer.stores.sql import SqlStore, Waits
 
 if TYPE_CHECKING:
     from scorer.settings import Settings
@@ -43,4 +43,9 @@ def open_store(settings: Settings) -> Store:
             "no data store configured",
             hint="set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, or DATABASE_URL (sqlite:///leads.db, postgresql://…)",
         )
-    return SqlStore(settings.require_database(), names=settings.names())
+    waits = Waits(
+        connect_s=settings.db_connect_timeout_s,
+        statement_s=settings.db_statement_timeout_s,
+        lock_s=settings.db_lock_timeout_s,
+    )
+    return SqlStore(settings.require_database(), names=settings.names(), waits=waits)

@@ -11,6 +11,7 @@ the daily grain, one set-based update-only write.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ from models import normalize_event_type
 from scorer.errors import AuthError, SchemaError, SettingsError, StoreError
 from scorer.stores.base import Checkpoint, EventRead, Freshness, Names, ScoreWrite, Selector, UserPage, split_dropped
 
-__all__ = ["SqlStore", "engine_for", "redact_url"]
+__all__ = ["SqlStore", "Waits", "engine_for", "redact_url"]
 
 _TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError)
 _APPLY_HINT = "apply the project's SQL: `lead-scorer db migrate` (or paste `lead-scorer db sql` into the SQL editor)"
@@ -40,11 +41,27 @@ def redact_url(url: str) -> str:
         return "<unparseable database URL>"
 
 
-def engine_for(url: str) -> sa.Engine:
-    """An engine for any SQLAlchemy URL; ``postgresql://`` uses psycopg 3.
+@dataclass(frozen=True, kw_only=True)
+class Waits:
+    """How long the SQL store waits on the database before a wait counts as a (transient) failure.
 
-    Supavisor's transaction mode (port 6543) cannot use prepared statements, so they are off there.
+    A frozen network path, a host that accepts and never answers, or another session's row lock would
+    otherwise stall the job for as long as they last.
     """
+
+    connect_s: float = 5.0
+    statement_s: float = 60.0
+    lock_s: float = 10.0
+    busy_s: float = 30.0  # SQLite: how long a write waits for another writer
+
+
+def engine_for(url: str, *, waits: Waits | None = None) -> sa.Engine:
+    """An engine for a PostgreSQL (psycopg 3) or SQLite URL, with bounded waits.
+
+    Supavisor's transaction mode (port 6543) cannot use prepared statements, so they are off there; it also
+    passes no startup options, so there the statement and lock timeouts are the database's own.
+    """
+    waits = waits or Waits()
     try:
         parsed = make_url(url)
     except Exception as exc:
@@ -52,15 +69,26 @@ def engine_for(url: str) -> sa.Engine:
             "DATABASE_URL is not a valid database URL",
             hint="use e.g. sqlite:///leads.db or postgresql://user:password@host:5432/postgres",
         ) from exc
-    connect_args: dict[str, Any] = {}
     if parsed.drivername in ("postgres", "postgresql"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername.startswith("postgresql"):
+        connect_args: dict[str, Any] = {
+            "connect_timeout": max(1, round(waits.connect_s)),
+            # A dead peer is noticed in about a minute, not after the kernel's two hours.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
         if parsed.port == 6543:
             connect_args["prepare_threshold"] = None
+        else:
+            connect_args["options"] = (
+                f"-c statement_timeout={round(waits.statement_s * 1000)} -c lock_timeout={round(waits.lock_s * 1000)}"
+            )
         return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     if parsed.drivername.startswith("sqlite"):
-        return sa.create_engine(parsed, connect_args={"timeout": 30})
+        return sa.create_engine(parsed, connect_args={"timeout": waits.busy_s})
     raise SettingsError(
         f"DATABASE_URL is a {parsed.get_backend_name()} URL; lead-scorer reads and writes PostgreSQL (Supabase) "
         "and SQLite",
@@ -96,10 +124,12 @@ class SqlStore:
 
     kind = "sql"
 
-    def __init__(self, url: str, *, names: Names | None = None, engine: sa.Engine | None = None) -> None:
+    def __init__(
+        self, url: str, *, names: Names | None = None, engine: sa.Engine | None = None, waits: Waits | None = None
+    ) -> None:
         self.names = names or Names()
         self._url = url
-        self.engine = engine or engine_for(url)
+        self.engine = engine or engine_for(url, waits=waits)
         self.dialect = self.engine.dialect.name
         self._pg = self.dialect == "postgresql"
         n = self.names
