@@ -67,6 +67,10 @@ def run_scoring(
     store = store or open_store(settings)
     try:
         store.check(scoring=True)
+        if not settings.dry_run:
+            # One run per model and database: a second one started beside it (a laptop, `mlflow run`, another
+            # scheduler) stops here, before it reads, writes or records anything.
+            store.lock_run(settings.model_name)
         log.info("store_ready", store=store.kind, where=store.describe())
         resolved, model = _resolve_and_load(settings, catalog)
         # 3. One MLflow run per job run.

@@ -29,8 +29,9 @@ app.add_typer(db_app, name="db")
 
 EXIT_CODES_HELP = """Exit codes: 0 every selected user scored; 1 some batches failed (the others were written);
 2 invalid settings; 3 no production model or an incompatible one; 4 database or MLflow unreachable, wrong
-key or missing schema; 5 every score written but the MLflow run record could not be saved; 130/143 stopped
-by SIGINT/SIGTERM after finishing the current batch."""
+key or missing schema; 5 every score written but the MLflow run record could not be saved; 6 another run of
+the same model holds the database's run lock; 130/143 stopped by SIGINT/SIGTERM after finishing the current
+batch."""
 
 
 def _fail(exc: BaseException) -> typer.Exit:

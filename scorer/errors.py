@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "EXIT_BATCH_FAILED",
+    "EXIT_BUSY",
     "EXIT_MODEL",
     "EXIT_OK",
     "EXIT_SETTINGS",
@@ -15,6 +16,7 @@ __all__ = [
     "AuthError",
     "LeadScorerError",
     "ModelError",
+    "RunLocked",
     "SchemaError",
     "ServiceUnavailable",
     "SettingsError",
@@ -27,6 +29,7 @@ EXIT_SETTINGS = 2  # invalid settings or command-line usage
 EXIT_MODEL = 3  # no production model, or a model the catalog cannot serve
 EXIT_STORE = 4  # database or MLflow unreachable, wrong key, missing table/column/function
 EXIT_TRACKING = 5  # every score written, but the MLflow run record could not be saved (summary in the logs)
+EXIT_BUSY = 6  # another run of the same model on the same database holds the run lock; nothing was done
 
 
 class LeadScorerError(Exception):
@@ -67,3 +70,9 @@ class SchemaError(StoreError):
 
 class AuthError(StoreError):
     """The database refused our credentials. Never retried."""
+
+
+class RunLocked(LeadScorerError):
+    """Another run of the same model against the same database is in progress."""
+
+    exit_code = EXIT_BUSY

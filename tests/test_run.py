@@ -298,3 +298,61 @@ def test_a_database_host_that_never_answers_fails_within_the_connect_timeout(mlf
         elapsed = time.monotonic() - started
     assert result.exit_code == 4 and "cannot connect" in result.output
     assert elapsed < 20, elapsed
+
+
+def test_one_run_at_a_time_and_a_dead_holder_never_blocks(db_url, mlflow_local):
+    """A second run of the same model on the same database stops at once (exit 6) and does nothing; when
+    the holder dies, however it dies, the next run goes ahead."""
+    import subprocess
+    import sys
+
+    from scorer.errors import RunLocked
+    from scorer.stores.sql import SqlStore
+
+    make_product(db_url, users=100, seed=31)
+    settings = mlflow_local.settings(db_url)
+    _train(settings, mlflow_local, promote=True)
+    holder = SqlStore(db_url)
+    holder.check()
+    holder.lock_run(settings.model_name)
+    with pytest.raises(RunLocked, match="holds"):
+        run_scoring(settings)
+    env = {
+        "DATABASE_URL": db_url,
+        "MLFLOW_TRACKING_URI": mlflow_local.tracking_uri,
+        "LEAD_SCORER_MODEL_NAME": settings.model_name,
+        "LEAD_SCORER_SCORING_EXPERIMENT": settings.scoring_experiment,
+    }
+    busy = _cli(["run"], env)
+    assert busy.exit_code == 6 and "holds" in busy.output
+    assert snapshot(db_url)["lead_score"].isna().all() and _runs(settings) == []
+    holder.close()
+
+    # A holder killed with SIGKILL: the database (or the kernel, for SQLite's file lock) lets go.
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from scorer.stores.sql import SqlStore; s = SqlStore(sys.argv[1]); s.check(); "
+            "s.lock_run(sys.argv[2]); print('locked', flush=True); sys.stdin.read()",
+            db_url,
+            settings.model_name,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "locked"
+    with pytest.raises(RunLocked):
+        run_scoring(settings)
+    child.kill()
+    child.wait(timeout=30)
+    if db_url.startswith("postgresql"):
+        # The server notices the dead session when its socket closes; wait for that, bounded, not for a time.
+        execute(db_url, "SELECT 1")
+        for _ in range(200):
+            held = execute(db_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0][0][0]
+            if held == 0:
+                break
+    summary = run_scoring(settings)
+    assert summary.users_scored == 100 and summary.exit_code == 0

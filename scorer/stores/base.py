@@ -212,6 +212,13 @@ class Store(Protocol):
 
     def read_checkpoint(self, key: str) -> Checkpoint: ...
 
+    def lock_run(self, key: str) -> None:
+        """Take the run lock of model ``key`` on this database for as long as the store is open, or raise
+        `RunLocked` at once. A holder that dies releases it."""
+        ...
+
+    def unlock_run(self) -> None: ...
+
     def score_histogram(self, *, leads_only: bool, bins: int) -> np.ndarray | None:
         """How many current scores fall in each of ``bins`` equal bins of [0, 1] (None: the store cannot tell)."""
         ...

@@ -157,6 +157,14 @@ class RestStore:
     def close(self) -> None:
         self._pg.session.close()
 
+    def lock_run(self, key: str) -> None:
+        """Over the Data API there is no session to hold a lock: overlapping runs are not prevented (yet).
+        The checkpoint still keeps a later run from redoing what an earlier one finished."""
+        log.warning("run_lock_not_taken", model=key, hint="the REST store cannot hold a run lock; run one at a time")
+
+    def unlock_run(self) -> None:
+        return None
+
     def check(self, *, scoring: bool = True, training: bool = False) -> None:
         """One small request per thing the job needs; the first one also proves the key."""
         n = self.names

@@ -24,7 +24,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 
 from models import normalize_event_type
-from scorer.errors import AuthError, SchemaError, SettingsError, StoreError
+from scorer.errors import AuthError, RunLocked, SchemaError, SettingsError, StoreError
 from scorer.stores.base import Checkpoint, EventRead, Freshness, Names, ScoreWrite, Selector, UserPage, split_dropped
 
 __all__ = ["SqlStore", "Waits", "engine_for", "redact_url"]
@@ -167,6 +167,7 @@ class SqlStore:
         )
         self._id_type: sa.types.TypeEngine[Any] | None = None
         self._vid_cast: sa.types.TypeEngine[Any] | None = None
+        self._lock: Any = None  # the run lock's connection (PostgreSQL) or file (SQLite)
         self._created_has_tz = True
         self.has_reasons = False
         self.has_converted = False
@@ -180,7 +181,51 @@ class SqlStore:
         return f"{self.dialect} {redact_url(self._url)}"
 
     def close(self) -> None:
+        self.unlock_run()
         self.engine.dispose()
+
+    def lock_run(self, key: str) -> None:
+        """Take the run lock for ``key`` (a model) on this database, or raise `RunLocked` at once.
+
+        PostgreSQL: a session advisory lock on a connection of its own, held until `close` (or until the
+        process dies: the server drops a dead session's locks). SQLite: an exclusive ``flock`` on a file beside
+        the database, which the kernel releases when the holder exits, however it exits.
+        """
+        if self._pg:
+            conn = self.engine.connect()
+            got = conn.execute(
+                sa.select(sa.func.pg_try_advisory_lock(sa.func.hashtextextended(f"lead-scorer:{key}", 0)))
+            ).scalar_one()
+            conn.commit()  # a session lock outlives the transaction; an idle open transaction would not be polite
+            conn.detach()  # closing it closes the session (and its lock) instead of returning it to the pool
+            if not got:
+                conn.close()
+                raise RunLocked(
+                    f"another lead-scorer run of {key} holds this database's run lock",
+                    hint="wait for it to finish (it may be the cron job, a laptop or `mlflow run`)",
+                )
+            self._lock = conn
+            return
+        path = make_url(self._url).database
+        if not path or path == ":memory:":
+            return
+        import fcntl
+
+        handle = open(f"{path}.lead-scorer-{key}.lock", "a+")  # noqa: SIM115 - held until unlock_run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise RunLocked(
+                f"another lead-scorer run of {key} holds the run lock on {path}",
+                hint="wait for it to finish (it may be the cron job, a laptop or `mlflow run`)",
+            ) from None
+        self._lock = handle
+
+    def unlock_run(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()
 
     def _columns(self, insp: sa.Inspector, table: str) -> dict[str, dict[str, Any]]:
         schema = self.names.schema if self._pg else None
