@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -81,7 +82,16 @@ def run_scoring(
             run_id=settings.mlflow_run_id,
         )
         now = datetime.now(UTC)
-        _open_run(tracker, settings, resolved, model, store_kind=store.kind, now=now)
+        store_id = hashlib.sha256(store.describe().encode()).hexdigest()[:12]
+        _open_run(tracker, settings, resolved, model, store_kind=store.kind, store_id=store_id, now=now)
+        # A run left RUNNING by a process that died is closed now. Holding the run lock, every other RUNNING
+        # run of this model on this database is dead; over REST (no lock) only those older than a day.
+        day_ago = None if store.kind == "sql" else int((now - timedelta(days=1)).timestamp() * 1000)
+        if not settings.dry_run:
+            tracker.close_orphans(
+                tags={"model_name": resolved.name, "store_id": store_id, "dry_run": "false"},
+                started_before_ms=day_ago,
+            )
     except BaseException:
         store.close()  # a run that stops before scoring leaves no connection behind
         raise
@@ -183,6 +193,7 @@ def _open_run(
     model: LoadedModel,
     *,
     store_kind: str,
+    store_id: str,
     now: datetime,
 ) -> None:
     """The run's MLflow record, before anything is written: no record, no scoring."""
@@ -194,6 +205,7 @@ def _open_run(
         "model_id": resolved.model_id or "",
         "model_run_id": resolved.run_id or "",
         "store": store_kind,
+        "store_id": store_id,  # which database (a hash of its redacted address): orphans are closed per store
         "select": settings.select,
         "dry_run": str(settings.dry_run).lower(),
     }

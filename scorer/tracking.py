@@ -39,6 +39,7 @@ class Tracker(Protocol):
         self, *, run_name: str, tags: dict[str, str], params: dict[str, Any], model_id: str | None = None
     ) -> None: ...
     def previous_deciles(self) -> list[float] | None: ...
+    def close_orphans(self, *, tags: dict[str, str], started_before_ms: int | None) -> list[str]: ...
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None: ...
     def finish(self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status) -> None: ...
 
@@ -55,6 +56,9 @@ class NullTracker:
 
     def previous_deciles(self) -> list[float] | None:
         return None
+
+    def close_orphans(self, *, tags: dict[str, str], started_before_ms: int | None) -> list[str]:
+        return []
 
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None:
         return None
@@ -150,6 +154,35 @@ class MlflowTracker:
                         self.client.set_tag(self.run_id, "score_psi_previous_run", run.info.run_id)
                 return [m[f"score_p{p}"] for p in range(10, 100, 10)]
         return None
+
+    def close_orphans(self, *, tags: dict[str, str], started_before_ms: int | None) -> list[str]:
+        """Mark as KILLED the runs of this experiment still RUNNING with these tags (a process that died
+        without closing its run: kill -9, an out-of-memory kill, a lost container), started before the
+        given time if one is given; returns their ids. Best effort: a failure here never stops the run."""
+        if self._experiment_id is None:
+            return []
+        where = " and ".join(["attributes.status = 'RUNNING'", *(f"tags.{k} = '{v}'" for k, v in tags.items())])
+        closed: list[str] = []
+        try:
+            for run in self.client.search_runs([self._experiment_id], filter_string=where, max_results=200):
+                if run.info.run_id == self.run_id:
+                    continue
+                if started_before_ms is not None and run.info.start_time >= started_before_ms:
+                    continue
+                note = (
+                    f"Closed by run {self.run_id}: this run's process ended without recording an end (killed, "
+                    "or out of memory). The scores it wrote are in the database; its batch metrics stop where "
+                    "it died, and the next run rescored the rest."
+                )
+                self.client.set_tag(run.info.run_id, "mlflow.note.content", note)
+                self.client.set_tag(run.info.run_id, "closed_by_run", self.run_id or "")
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                closed.append(run.info.run_id)
+        except Exception as exc:
+            log.warning("orphans_not_closed", error=type(exc).__name__)
+        if closed:
+            log.warning("orphaned_runs_closed", runs=closed)
+        return closed
 
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None:
         if self.run_id is None or self._degraded:

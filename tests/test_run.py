@@ -356,3 +356,32 @@ def test_one_run_at_a_time_and_a_dead_holder_never_blocks(db_url, mlflow_local):
                 break
     summary = run_scoring(settings)
     assert summary.users_scored == 100 and summary.exit_code == 0
+
+
+def test_a_run_left_running_by_a_dead_process_is_closed_by_the_next(sqlite_url, mlflow_local):
+    import hashlib
+
+    from scorer.stores.sql import SqlStore
+
+    make_product(sqlite_url, users=150, seed=32)
+    settings = mlflow_local.settings(sqlite_url)
+    _train(settings, mlflow_local, promote=True)
+    run_scoring(settings)
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(settings.scoring_experiment)
+    store_id = hashlib.sha256(SqlStore(sqlite_url).describe().encode()).hexdigest()[:12]
+    tags = {"model_name": settings.model_name, "dry_run": "false"}
+    # What `kill -9` leaves: a run that never ended. One on this database, one on another.
+    dead = client.create_run(exp.experiment_id, tags=tags | {"store_id": store_id}).info.run_id
+    elsewhere = client.create_run(exp.experiment_id, tags=tags | {"store_id": "another-db"}).info.run_id
+
+    summary = run_scoring(settings)
+
+    assert summary.exit_code == 0
+    closed = client.get_run(dead)
+    assert (
+        closed.info.status == "KILLED" and "ended without recording an end" in closed.data.tags["mlflow.note.content"]
+    )
+    assert client.get_run(elsewhere).info.status == "RUNNING"  # another database's run may be alive
+    latest = _runs(settings)[-1]
+    assert closed.data.tags["closed_by_run"] == latest.info.run_id and latest.info.status == "FINISHED"
