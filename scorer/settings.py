@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     model_version: str | None = None  # an explicit pin; otherwise alias, then stage
     select: Literal["unscored", "stale", "all"] = "stale"
     batch_size: Annotated[int, Field(gt=0, le=100_000)] = 2_000
+    #: The memory the job may use (the Render plan's: starter 512 MB); it caps the effective batch size.
+    memory_mb: Annotated[int, Field(ge=400, le=1_048_576)] = 512
     limit: PositiveInt | None = None
     dry_run: bool = False
     #: A rescored user whose score moved less than this (same model) is not rewritten.

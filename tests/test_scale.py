@@ -62,3 +62,36 @@ def test_peak_memory_does_not_grow_with_the_table(tmp_path, trained):
     # Holding every user would cost far more than this: 200,000 users' features alone are ~64 MB and
     # their ids ~7 MB. What is left of the difference is cyclic garbage awaiting the collector.
     assert peak_large < 2 * peak_small and peak_large < 25_000_000, (peak_small, peak_large)
+
+
+def test_the_largest_batch_stays_under_the_memory_budget(tmp_path, trained):
+    """`--batch-size 100000` on the default budget (512 MB, Render's starter plan): the batch is capped and
+    the process's own peak RSS stays under the budget. Uncapped, 60,000 users in one batch go well over it."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.jobproc import job_env
+
+    settings, _ = trained
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    _bulk_product(url, 60_000)
+    stats = tmp_path / "stats.json"
+    env = job_env(url, settings, "scale-memory") | {"BENCH_STATS": str(stats), "LEAD_SCORER_MEMORY_MB": "512"}
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.counted", "run", "--batch-size", "100000"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    capped = [e for e in events if e.get("event") == "batch_size_capped"]
+    assert capped and capped[0]["used"] < 100_000
+    assert all(e["users"] <= capped[0]["used"] for e in events if e.get("event") == "batch")
+    peak = json.loads(stats.read_text())["peak_rss_mib"]
+    assert 0 < peak < 512, peak
