@@ -120,7 +120,8 @@ def run_scoring(
         store.close()
 
     # 6. Totals, distribution, drift, tiers.
-    status = "KILLED" if summary.stopped else ("FAILED" if summary.failed_batches or summary.store_lost else "FINISHED")
+    failed = summary.failed_batches or summary.users_failed or summary.store_lost
+    status = "KILLED" if summary.stopped else ("FAILED" if failed else "FINISHED")
     metrics = summary.metrics() | _drift_and_tiers(summary, settings, resolved, tracker)
     artifacts: dict[str, Any] = {
         "score_histogram.json": summary.distribution.coarse_histogram() | {"count": summary.distribution.count},
@@ -128,6 +129,9 @@ def run_scoring(
     }
     dist = summary.distribution
     who = "open leads" if options.leads_only else "users"
+    if summary.failed_users:
+        # Who failed and why (the database's message, never the row's data), for the operator to look at.
+        artifacts["failed_users.json"] = summary.failed_users[:10_000]
     artifacts["score_histogram.svg"] = dist.histogram_svg(
         title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} changed in this run)"
     )

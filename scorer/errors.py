@@ -21,6 +21,7 @@ __all__ = [
     "ServiceUnavailable",
     "SettingsError",
     "StoreError",
+    "TransientError",
 ]
 
 EXIT_OK = 0
@@ -58,6 +59,11 @@ class StoreError(LeadScorerError):
     """A store operation failed (after retries, where retrying made sense)."""
 
     exit_code = EXIT_STORE
+
+
+class TransientError(StoreError):
+    """The store kept failing for a passing reason (network, timeout, lock, server busy) beyond its retries.
+    The batch fails as a whole: splitting it would only repeat the same wait."""
 
 
 class ServiceUnavailable(StoreError):

@@ -21,7 +21,15 @@ import structlog
 from models import FeatureCatalog
 from models.reasons import top_reasons
 from registry import LoadedModel
-from scorer.errors import EXIT_BATCH_FAILED, EXIT_OK, EXIT_STORE, EXIT_TRACKING, AuthError, SchemaError
+from scorer.errors import (
+    EXIT_BATCH_FAILED,
+    EXIT_OK,
+    EXIT_STORE,
+    EXIT_TRACKING,
+    AuthError,
+    SchemaError,
+    TransientError,
+)
 from scorer.logs import redact_text
 from scorer.stats import BINS, ScoreStats
 from scorer.stores.base import EventRead, Freshness, ScoreWrite, Selection, Selector, Store, UserPage
@@ -92,15 +100,31 @@ class RunSummary:
     #: Every current score of the population after the run (open leads by default), which is what the
     #: model's reference deciles describe; None when the store cannot tell.
     population: ScoreStats | None = None
-    reasons: bool = False  # the model gave reasons and they were written
     complete: bool = False  # every user was checked: the checkpoint says so
     store_lost: str | None = None  # the store stayed unreachable beyond its retries: the run stopped here
+    #: Users whose own row failed (their batch was split down to them): id and cause, never the row's data.
+    failed_users: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """Nothing has failed yet: the checkpoint may still move."""
+        return not self.failed_batches and not self.users_failed
+
+    def add(self, done: _Done) -> None:
+        self.users_scored += done.scored
+        self.users_changed += done.changed
+        self.users_unchanged += done.unchanged
+        self.users_vanished += done.vanished
+        self.events_read += done.events
+        self.stats.add(done.scores)
+        for k, v in done.dropped.items():
+            self.dropped[k] = self.dropped.get(k, 0) + v
 
     @property
     def exit_code(self) -> int:
         if self.store_lost:
             return EXIT_STORE
-        if self.failed_batches:
+        if self.failed_batches or self.users_failed:
             return EXIT_BATCH_FAILED
         return EXIT_TRACKING if self.tracking_lost else EXIT_OK
 
@@ -142,7 +166,7 @@ def _check_scores(scores: np.ndarray) -> np.ndarray:
     return scores
 
 
-#: Peak RSS the job was measured at (benchmarks, PostgreSQL, 10k–1M users): ~320 MiB for the interpreter,
+#: Peak RSS the job was measured at (benchmarks, PostgreSQL, 10k to 1M users): ~320 MiB for the interpreter,
 #: the libraries and the model, plus ~12 KiB per user of a batch (the batch and the one read ahead).
 _BASE_MIB = 320
 _PER_USER_KIB = 12
@@ -189,6 +213,104 @@ def _read(
         return page, EventRead.combine([r.result() for r in reads])
     except Exception as exc:
         return page, exc
+
+
+@dataclass(kw_only=True)
+class _Done:
+    """What one batch (or a part of one) did."""
+
+    scored: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    vanished: int = 0
+    events: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    scores: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def __iadd__(self, other: _Done) -> _Done:
+        self.scored += other.scored
+        self.changed += other.changed
+        self.unchanged += other.unchanged
+        self.vanished += other.vanished
+        self.events += other.events
+        for k, v in other.dropped.items():
+            self.dropped[k] = self.dropped.get(k, 0) + v
+        self.scores = np.concatenate([self.scores, other.scores])
+        return self
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Batcher:
+    """Step 5 for one page: features → scores → checked → reasons → one write of what changed."""
+
+    store: Store
+    model: LoadedModel
+    catalog: FeatureCatalog
+    options: JobOptions
+    identity: str
+    as_of: datetime
+    since: datetime
+    reasons: bool
+
+    def __call__(
+        self, page: UserPage, read: EventRead, *, checkpoint_key: str | None, pending: Future[Any] | None
+    ) -> _Done:
+        features = self.catalog.features(
+            read.grain, visitor_ids=page.visitor_ids, as_of=self.as_of, names=self.model.input_names
+        )
+        scores = _check_scores(self.model.predict_scores(features))
+        changed = _changed(page, scores, model=self.identity, tolerance=self.options.tolerance)
+        n_changed = int(changed.sum())
+        vanished = 0
+        if not self.options.dry_run:
+            reasons = None
+            if self.reasons and n_changed:
+                reasons = _reasons_json(self.model, features[changed], self.catalog)
+            ids = [uid for uid, c in zip(page.user_ids, changed, strict=True) if c]
+            write = ScoreWrite(
+                user_ids=ids,
+                scores=scores[changed],
+                model=self.identity,
+                scored_at=self.as_of,
+                reasons=reasons,
+                history=self.options.history,
+                checkpoint_key=checkpoint_key,
+                through=page.user_ids[-1],
+            )
+            if pending is not None and not self.store.concurrent:
+                wait([pending])  # one request at a time on SQLite and REST
+            if ids or checkpoint_key is not None:
+                vanished = len(ids) - self.store.write_scores(write)
+        return _Done(
+            scored=len(page) - vanished,
+            changed=n_changed - vanished,  # deleted between read and write: neither scored nor changed
+            unchanged=len(page) - n_changed,
+            vanished=vanished,
+            events=read.events_read,
+            dropped=dict(read.dropped),
+            scores=scores,
+        )
+
+    def isolate(
+        self, page: UserPage, exc: Exception, *, pending: Future[Any] | None
+    ) -> tuple[_Done, list[dict[str, str]]]:
+        """A page that fails for a reason that is not passing, split in halves down to the users that fail:
+        everyone else is read again, scored and written; the failing users are named with the cause."""
+        if len(page) == 1:
+            return _Done(), [{"user_id": str(page.user_ids[0]), "error": _first_line(exc)}]
+        done, failed = _Done(), []
+        middle = len(page) // 2
+        for part in (page.part(0, middle), page.part(middle, len(page))):
+            try:
+                read = self.store.read_events(part.visitor_ids, since=self.since, as_of=self.as_of)
+                done += self(part, read, checkpoint_key=None, pending=pending)
+            except (AuthError, SchemaError, TransientError):
+                raise
+            except Exception as inner:
+                more, why = self.isolate(part, inner, pending=pending)
+                done += more
+                failed += why
+        return done, failed
 
 
 def checkpoint_key(model: str, *, leads_only: bool) -> str:
@@ -264,7 +386,16 @@ def score_users(
     # only over an unbroken prefix of written batches: a user past a failed batch is not known to be done.
     moves_checkpoint = options.select != "unscored" and not options.dry_run and selector.freshness is not None
     checkpoint = selector.freshness.key if selector.freshness is not None else None
-    want_reasons = options.reasons and store.has_reasons
+    batcher = _Batcher(
+        store=store,
+        model=model,
+        catalog=catalog,
+        options=options,
+        identity=identity,
+        as_of=as_of,
+        since=since,
+        reasons=options.reasons and store.has_reasons,
+    )
     started = time.perf_counter()
     step = 0
 
@@ -320,62 +451,54 @@ def score_users(
             step += 1
             summary.users_selected += len(page)
             pending = read_ahead(page.user_ids[-1])
-            scored = events = changed_n = 0
             error: str | None = None
+            # 5. Events, complete → features → scores → checked → reasons → one write of what changed.
+            done = _Done()
             try:
-                # 5. Events, complete → features → scores → checked → reasons → one write of what changed.
                 if isinstance(read, Exception):
                     raise read
-                events = read.events_read
-                features = catalog.features(
-                    read.grain, visitor_ids=page.visitor_ids, as_of=as_of, names=model.input_names
+                done = batcher(
+                    page,
+                    read,
+                    checkpoint_key=checkpoint if moves_checkpoint and summary.clean else None,
+                    pending=pending,
                 )
-                scores = _check_scores(model.predict_scores(features))
-                changed = _changed(page, scores, model=identity, tolerance=options.tolerance)
-                changed_n = int(changed.sum())
-                vanished = 0
-                if not options.dry_run:
-                    reasons = None
-                    if want_reasons and changed_n:
-                        reasons = _reasons_json(model, features[changed], catalog)
-                        summary.reasons = summary.reasons or reasons is not None
-                    ids = [uid for uid, c in zip(page.user_ids, changed, strict=True) if c]
-                    write = ScoreWrite(
-                        user_ids=ids,
-                        scores=scores[changed],
-                        model=identity,
-                        scored_at=as_of,
-                        reasons=reasons,
-                        history=options.history,
-                        checkpoint_key=checkpoint if moves_checkpoint and not summary.failed_batches else None,
-                        through=page.user_ids[-1],
-                    )
-                    if pending is not None and not concurrent:
-                        wait([pending])
-                    if ids or write.checkpoint_key is not None:
-                        vanished = len(ids) - store.write_scores(write)
-                    summary.users_vanished += vanished
-                    changed_n -= vanished  # deleted between read and write: neither scored nor changed
-                scored = len(page) - vanished
-                summary.users_changed += changed_n
-                summary.users_unchanged += len(page) - changed_n
-                summary.stats.add(scores)
-                for k, v in read.dropped.items():
-                    summary.dropped[k] = summary.dropped.get(k, 0) + v
             except (AuthError, SchemaError):
                 raise
-            except Exception as exc:
+            except TransientError as exc:
+                # The database, not a row: the whole batch fails and the next run redoes it.
                 error = _first_line(exc)
                 summary.failed_batches += 1
                 summary.users_failed += len(page)
-                scored = changed_n = 0
+            except Exception as exc:
+                # Something in this batch fails every time (a row the database rejects, a value it cannot do
+                # arithmetic on): split it down to the users that fail, write everyone else.
+                done, failed = batcher.isolate(page, exc, pending=pending)
+                summary.failed_users += failed
+                summary.users_failed += len(failed)
+                error = f"{len(failed)} of {len(page)} users failed: {failed[0]['error']}" if failed else None
+                if failed:
+                    log.error(
+                        "users_failed",
+                        batch=step,
+                        users=[f["user_id"] for f in failed[:20]],
+                        count=len(failed),
+                        error=failed[0]["error"],
+                    )
+            summary.add(done)
+            scored, changed_n, events = done.scored, done.changed, done.events
             seconds = time.perf_counter() - t0
             summary.batches = step
-            summary.users_scored += scored
-            summary.events_read += events
             report = BatchReport(step=step, users=len(page), scored=scored, events=events, seconds=seconds, error=error)
             if error:
-                log.error("batch_failed", batch=step, users=len(page), error=error, first_user=str(page.user_ids[0]))
+                log.error(
+                    "batch_failed",
+                    batch=step,
+                    users=len(page),
+                    first_user=str(page.user_ids[0]),
+                    last_user=str(page.user_ids[-1]),
+                    error=error,
+                )
             else:
                 log.info(
                     "batch",
@@ -407,7 +530,7 @@ def score_users(
             slices.shutdown(wait=True)
 
     # 6. Finish: a run that checked everyone says so in the checkpoint, then the population's distribution.
-    if moves_checkpoint and exhausted and not limited and not summary.failed_batches and not summary.stopped:
+    if moves_checkpoint and exhausted and not limited and summary.clean and not summary.stopped:
         store.write_scores(
             ScoreWrite(
                 user_ids=[], scores=[], model=identity, scored_at=as_of, checkpoint_key=checkpoint, complete=True

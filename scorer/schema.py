@@ -255,7 +255,7 @@ LANGUAGE sql STABLE SET search_path = '' AS $fn$
         'n', coalesce(jsonb_agg(g.n), '[]'::jsonb))
       FROM (SELECT e.{n.event_visitor_id} AS visitor_id,
                    lower(trim(e.{n.event_type})) AS event_type,
-                   (e.{n.created_at} AT TIME ZONE 'UTC')::date AS day,
+                   CASE WHEN isfinite(e.{n.created_at}) THEN (e.{n.created_at} AT TIME ZONE 'UTC')::date END AS day,
                    coalesce(e.{n.created_at} >= p_as_of, false) AS future,
                    count(*) AS n
               FROM {events} AS e

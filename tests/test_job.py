@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 
 from scorer.job import JobOptions, score_users
@@ -161,7 +162,9 @@ def test_messy_events_are_dropped_and_counted_never_nan(target, trained):
     assert summary.users_scored == 40
 
 
-def test_failed_batch_is_counted_the_rest_written_and_a_rerun_resumes(target, trained):
+def test_a_row_the_database_rejects_costs_that_user_only_and_a_rerun_resumes(target, trained, capsys):
+    """A trigger that raises for one user fails its batch's write every time. The batch is split down to that
+    user: the other 99 are written, the one is named (id and cause, not its data), the exit code says so."""
     _, model = trained
     make_product(target.url, users=300, seed=8)
     if target.url.startswith("sqlite"):
@@ -178,21 +181,46 @@ def test_failed_batch_is_counted_the_rest_written_and_a_rerun_resumes(target, tr
         ]
         drop = "DROP TRIGGER refuse_150 ON users"
     execute(target.url, *trigger)
+    options = JobOptions(select="stale", batch_size=100, leads_only=False)
 
-    first = score_users(
-        store=target.store(), model=model, options=JobOptions(select="stale", batch_size=100, leads_only=False)
-    )
+    first = score_users(store=target.store(), model=model, options=options)
 
-    assert first.exit_code == 1 and first.failed_batches == 1 and first.batches == 3
-    assert first.users_scored == 200 and first.users_failed == 100
-    unscored = execute(target.url, "SELECT min(user_id), max(user_id), count(*) FROM users WHERE lead_score IS NULL")
-    assert tuple(unscored[0][0]) == (101, 200, 100)  # nothing half-written: the whole batch rolled back
+    assert first.exit_code == 1 and first.failed_batches == 0 and first.batches == 3
+    assert first.users_scored == 299 and first.users_failed == 1
+    assert first.failed_users == [{"user_id": "150", "error": first.failed_users[0]["error"]}]
+    assert "user 150 is locked" in first.failed_users[0]["error"]
+    unscored = execute(target.url, "SELECT user_id FROM users WHERE lead_score IS NULL")[0]
+    assert [int(r[0]) for r in unscored] == [150]
+    out = capsys.readouterr().out
+    assert "users_failed" in out and len(max(out.splitlines(), key=len)) < 2_000  # no line lists a batch's ids
 
     execute(target.url, drop)
     store = Recording(target.store())
-    second = score_users(store=store, model=model, options=JobOptions(select="stale", batch_size=100, leads_only=False))
-    assert second.exit_code == 0 and second.users_scored == 100  # only the failed batch is redone
-    assert sorted(store.written) == list(range(101, 201))
+    second = score_users(store=store, model=model, options=options)
+    assert second.exit_code == 0 and second.users_scored == 1  # only the failed user is redone
+    assert store.written == [150]
+
+
+def test_an_event_at_infinity_is_dropped_and_counted_not_a_failed_batch(target, trained):
+    """`created_at = 'infinity'` (and '-infinity') made the day arithmetic fail for the whole batch on every
+    run. It is a time after the run (counted as future) or before the window (not read)."""
+    if target.kind == "sqlite":
+        pytest.skip("SQLite has no infinite timestamps")
+    _, model = trained
+    make_product(target.url, users=120, seed=15)
+    visitor = execute(target.url, "SELECT visitor_id FROM users WHERE visitor_id IS NOT NULL LIMIT 1")[0][0][0]
+    execute(
+        target.url,
+        "INSERT INTO events (visitor_id, event_type, created_at) VALUES "
+        "(:v, 'page_view', 'infinity'), (:v, 'page_view', '-infinity')",
+        params={"v": visitor},
+    )
+    summary = score_users(store=target.store(), model=model, options=JobOptions(batch_size=50, leads_only=False))
+    assert summary.exit_code == 0 and summary.users_scored == 120 and summary.users_failed == 0
+    plain = score_users(
+        store=target.store(), model=model, options=JobOptions(select="all", dry_run=True, leads_only=False)
+    )
+    assert plain.dropped["future"] >= 1
 
 
 def test_text_and_uuid_ids_page_by_key(pg_target, trained):

@@ -165,9 +165,13 @@ def test_failed_batch_marks_the_run_failed_and_exit_nonzero(sqlite_url, mlflow_l
         "BEGIN SELECT RAISE(ABORT, 'locked'); END",
     )
     summary = run_scoring(settings)
-    assert summary.exit_code == 1 and summary.users_scored == 70
+    assert summary.exit_code == 1 and summary.users_scored == 119
     (run,) = _runs(settings)
-    assert run.info.status == "FAILED" and run.data.metrics["users_failed"] == 50
+    assert run.info.status == "FAILED" and run.data.metrics["users_failed"] == 1
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    path = client.download_artifacts(run.info.run_id, "failed_users.json")
+    failed = json.loads(Path(path).read_text())
+    assert [f["user_id"] for f in failed] == ["60"] and "locked" in failed[0]["error"]
 
 
 def test_pin_wins_over_alias(sqlite_url, mlflow_local):

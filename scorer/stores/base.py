@@ -83,6 +83,16 @@ class UserPage:
     def __len__(self) -> int:
         return len(self.user_ids)
 
+    def part(self, start: int, stop: int) -> UserPage:
+        """Users ``start`` to ``stop`` of this page (a half, when a failing batch is split)."""
+        return UserPage(
+            user_ids=self.user_ids[start:stop],
+            visitor_ids=self.visitor_ids[start:stop],
+            converted_at=None if self.converted_at is None else self.converted_at.iloc[start:stop],
+            scores=None if self.scores is None else self.scores[start:stop],
+            models=None if self.models is None else self.models[start:stop],
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class Checkpoint:
@@ -262,8 +272,8 @@ def split_dropped(
     normal = np.array([normalize_event_type(t) for t in uniques] + [None], dtype=object)
     event_type = normal[codes]  # code -1 (a NULL type) picks the trailing None
     no_type = (event_type == None) | (event_type == "")  # noqa: E711 - elementwise on an object array
-    no_time = (day == None) & ~no_type  # noqa: E711
-    late = (future == True) & ~no_type & ~no_time  # noqa: E712
+    late = (future == True) & ~no_type  # noqa: E712 - at or after as_of, +infinity included
+    no_time = (day == None) & ~no_type & ~late  # noqa: E711 - NULL, or a time with no day
     keep = ~(no_type | no_time | late) & (visitor_id != None)  # noqa: E711
     grain = DailyGrain.from_arrays(
         visitor_id=visitor_id[keep],

@@ -29,7 +29,7 @@ import structlog
 from postgrest.exceptions import APIError
 from supabase import ClientOptions, create_client
 
-from scorer.errors import AuthError, SchemaError, StoreError
+from scorer.errors import AuthError, SchemaError, StoreError, TransientError
 from scorer.schema import EVENTS_FUNCTION, HISTOGRAM_FUNCTION, SELECT_FUNCTION, WRITE_FUNCTION
 from scorer.stores.base import Checkpoint, EventRead, Names, ScoreWrite, Selector, UserPage, split_dropped_frame
 
@@ -116,12 +116,14 @@ class RestStore:
         try:
             return self._retry(fn)()
         except APIError as exc:
-            raise self._translate(exc, what) from None
+            if is_transient(exc):
+                raise TransientError(f"Supabase kept failing while {what}: {_describe(exc)}") from exc
+            raise self._translate(exc, what) from exc
         except httpx.TransportError as exc:
-            raise StoreError(
+            raise TransientError(
                 f"Supabase at {self.url} did not answer while {what}: {type(exc).__name__}",
                 hint="check SUPABASE_URL and that the project is not paused",
-            ) from None
+            ) from exc
 
     def _translate(self, exc: APIError, what: str) -> StoreError:
         n = self.names

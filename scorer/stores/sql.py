@@ -10,6 +10,7 @@ the daily grain, one set-based update-only write.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +25,8 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 
 from models import normalize_event_type
-from scorer.errors import AuthError, RunLocked, SchemaError, SettingsError, StoreError
+from scorer.errors import AuthError, RunLocked, SchemaError, SettingsError, StoreError, TransientError
+from scorer.logs import redact_text
 from scorer.stores.base import Checkpoint, EventRead, Freshness, Names, ScoreWrite, Selector, UserPage, split_dropped
 
 __all__ = ["SqlStore", "Waits", "engine_for", "redact_url"]
@@ -115,8 +117,21 @@ def _pg_array(name: str, values: Sequence[Any], item_type: Any) -> sa.ColumnElem
 
 
 def _retrying(fn: Any) -> Any:
-    """Transient connection errors are retried with backoff and jitter, bounded in attempts and time."""
-    return stamina.retry(on=_TRANSIENT, attempts=4, timeout=60.0, wait_initial=0.5, wait_max=8.0)(fn)
+    """Transient connection errors are retried with backoff and jitter, bounded in attempts and time; what is
+    still failing after that is a `TransientError` (the database, not one row, is the problem)."""
+    retried = stamina.retry(on=_TRANSIENT, attempts=4, timeout=60.0, wait_initial=0.5, wait_max=8.0)(fn)
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return retried(*args, **kwargs)
+        except _TRANSIENT as exc:
+            text = str(exc.orig) if getattr(exc, "orig", None) else str(exc)
+            raise TransientError(
+                f"the database kept failing: {redact_text(text.splitlines()[0] if text else '')}"
+            ) from exc
+
+    return call
 
 
 class SqlStore:
@@ -440,7 +455,10 @@ class SqlStore:
         if self._pg:
             day = sa.cast(sa.func.timezone("UTC", col) if self._created_has_tz else col, sa.Date)
             # date - date is an integer in PostgreSQL: days since 1970-01-01, as models.day_number counts.
-            return col, sa.type_coerce(day - sa.literal_column("DATE '1970-01-01'"), sa.Integer)
+            # An infinite time has no day ("cannot subtract infinite dates" failed its whole batch): NULL, so
+            # it is dropped and counted (as a future time, or a missing one).
+            number = sa.type_coerce(day - sa.literal_column("DATE '1970-01-01'"), sa.Integer)
+            return col, sa.case((sa.func.isfinite(col), number), else_=sa.null())
         # SQLite keeps timestamps as text in varied ISO forms; julianday() compares them correctly and
         # date() turns an offset into the UTC day. A day's julian number ends in .5 (noon-based).
         return sa.func.julianday(col), sa.cast(sa.func.julianday(sa.func.date(col)) - 2440587.5, sa.Integer)
