@@ -15,6 +15,7 @@ COPY docker/install.sh docker/install.sh
 COPY requirements/prod.lock requirements/prod.lock
 RUN sh docker/install.sh deps /opt/venv
 # Then the project itself, without dependencies (they are all in the lock).
+COPY requirements/build.lock requirements/build.lock
 COPY pyproject.toml README.md ./
 COPY scorer scorer
 COPY registry registry

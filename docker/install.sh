@@ -4,7 +4,8 @@
 # so what the test proves (the lock has everything the job imports) is what the image gets.
 #
 #   install.sh deps VENV      create VENV, install requirements/prod.lock (hashes required, wheels only)
-#   install.sh project VENV   add the project itself (its dependencies are already there: --no-deps)
+#   install.sh project VENV   add the project itself (its dependencies are already there: --no-deps), built
+#                             with the setuptools of requirements/build.lock (hashed)
 #
 # Run it from the directory that holds pyproject.toml and requirements/. PYTHON picks the
 # interpreter that creates the venv (default: python3).
@@ -25,7 +26,11 @@ deps)
         --require-hashes --only-binary=:all: -r requirements/prod.lock
     ;;
 project)
-    "$venv/bin/python" -m pip install --no-cache-dir --disable-pip-version-check --no-deps .
+    # The build backend from its own hashed lock, then the project built with it (no isolated build env,
+    # which would fetch an unpinned setuptools).
+    "$venv/bin/python" -m pip install --no-cache-dir --disable-pip-version-check \
+        --require-hashes --only-binary=:all: -r requirements/build.lock
+    "$venv/bin/python" -m pip install --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation .
     # The job never runs pip or setuptools: leave them out of the image.
     "$venv/bin/python" -m pip uninstall --yes --disable-pip-version-check setuptools pip
     ;;

@@ -214,11 +214,18 @@ class Registry:
                 raise
             first = redact(exc.message.splitlines()[0] if exc.message else str(exc))
             status = exc.get_http_status_code()
+            if status == 403 and "host header" in first.lower():
+                # MLflow >= 3.5 refuses requests whose Host it was not told to accept: the server's setting.
+                raise RegistryUnavailable(
+                    f"MLflow refused {what}: {first}",
+                    hint="the server does not accept the host name in MLFLOW_TRACKING_URI: add it to the "
+                    "server's MLFLOW_ALLOWED_HOSTS (or --allowed-hosts)",
+                ) from exc
             if status in (401, 403):
                 raise RegistryUnavailable(
                     f"MLflow refused {what}: {first}",
                     hint="check MLFLOW_TRACKING_USERNAME/PASSWORD and that user's permissions",
-                ) from None
+                ) from exc
             if "API request to" in first:  # connection errors, after MLflow's own retries
                 raise RegistryUnavailable(
                     f"cannot reach the MLflow tracking server while {what}: {first}",
@@ -454,7 +461,8 @@ class Registry:
                 TAG_PROMOTED_BY: actor
                 or os.environ.get("MLFLOW_TRACKING_USERNAME")
                 or os.environ.get("USER")
-                or "unknown",
+                or os.environ.get("RENDER_SERVICE_NAME")
+                or f"uid {os.getuid()}",
                 TAG_PROMOTED_AT: datetime.now(UTC).isoformat(timespec="milliseconds"),
             }
             if _rollback_from is not None:

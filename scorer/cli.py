@@ -261,9 +261,14 @@ def registry_list(tracking_uri: TrackingOpt = None) -> None:
     typer.echo(f"{'version':>7}  {'aliases':<12} {'stage':<11} {'roc_auc':>8}  created              promoted_by")
     for r in rows:
         typer.echo(
-            f"{r['version']:>7}  {','.join(r['aliases']) or '-':<12} {r['stage'] or '-':<11} "
+            f"{r['version']:>7}  {','.join(r['aliases']) or '-':<12} {_stage(r['stage']):<11} "
             f"{r['roc_auc'] or '-':>8}  {r['created']:%Y-%m-%d %H:%M}     {r['promoted_by'] or '-'}"
         )
+
+
+def _stage(stage: str | None) -> str:
+    """MLflow spells "no stage" as the string "None"."""
+    return stage if stage not in (None, "", "None") else "-"
 
 
 @registry_app.command("promote")

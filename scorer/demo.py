@@ -167,6 +167,8 @@ def run_demo(root: Path, *, users: int = 5_000, reset: bool = False, seed: int =
     from scorer.settings import load_settings
 
     paths = DemoPaths(root)
+    # The demo keeps MLflow in a local store: refused, by name, where only a tracking client is installed.
+    load_settings(database_url=paths.database_url, mlflow_tracking_uri=paths.tracking_uri).require_tracking()
     if reset:
         paths.reset()
     if paths.leads_db.exists():

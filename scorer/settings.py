@@ -7,6 +7,7 @@ else is ``LEAD_SCORER_<NAME>``.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -151,7 +152,16 @@ class Settings(BaseSettings):
                 "no MLflow tracking server configured",
                 hint="set MLFLOW_TRACKING_URI (e.g. http://mlflow:5000 or sqlite:///mlflow.db)",
             )
-        return self.mlflow_tracking_uri
+        uri = self.mlflow_tracking_uri
+        if not uri.startswith(("http://", "https://", "databricks")) and importlib.util.find_spec("alembic") is None:
+            # The image carries mlflow-skinny, which talks to a tracking server but has no local store.
+            raise SettingsError(
+                "MLFLOW_TRACKING_URI is a local store, which this installation (the Docker image: mlflow-skinny) "
+                "cannot open",
+                hint="point MLFLOW_TRACKING_URI at an http(s) MLflow server; local stores (sqlite:///mlflow.db) "
+                "need the full install: `python3 dev.py demo`",
+            )
+        return uri
 
 
 def load_settings(**overrides: Any) -> Settings:

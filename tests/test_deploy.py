@@ -156,7 +156,13 @@ def test_job_dockerfile_shape() -> None:
     assert "pip" not in " ".join(runtime.ops("RUN")), "the runtime stage installs nothing"
     script = (ROOT / "docker" / "install.sh").read_text()
     assert "--require-hashes" in script and "-r requirements/prod.lock" in script
-    assert "--no-deps ." in script and "--no-cache-dir" in script
+    assert "--no-deps --no-build-isolation ." in script and "--no-cache-dir" in script
+    # Nothing unhashed: every pip install takes a hashed lock, or builds the project with what those installed
+    # (an isolated build would fetch an unpinned setuptools>=69 for pyproject's build-system).
+    installs = [" ".join(c.split()) for c in script.replace("\\\n", " ").splitlines() if "pip install" in c]
+    assert len(installs) == 3, installs
+    assert all("--require-hashes" in c or "--no-build-isolation" in c for c in installs), installs
+    assert "-r requirements/build.lock" in script and "setuptools==" in (ROOT / "requirements/build.lock").read_text()
 
     # The runtime stage takes the venv and nothing else from the builder.
     copies = runtime.ops("COPY")
@@ -500,6 +506,19 @@ def test_prod_venv_cli_answers(prod_venv: ProdVenv, tmp_path: Path) -> None:
     bare = subprocess.run(["lead-scorer", "run"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert bare.returncode == 2, bare.stdout + bare.stderr
     assert "MLFLOW_TRACKING_URI" in bare.stderr and "Traceback" not in bare.stderr
+    # The image has mlflow-skinny: a local tracking store (what `demo` uses) is refused at once, by name,
+    # not with "No module named 'alembic'".
+    for args in (["run"], ["demo", "--dir", str(tmp_path / "demo")]):
+        local = subprocess.run(
+            ["lead-scorer", *args],
+            env=env | {"MLFLOW_TRACKING_URI": "sqlite:///mlflow.db", "DATABASE_URL": "sqlite:///leads.db"},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert local.returncode == 2, local.stdout + local.stderr
+        assert "http(s) MLflow server" in local.stderr and "alembic" not in local.stderr
 
 
 def _json_events(stdout: str) -> list[dict]:
