@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ def run_scoring(
     """The whole run (docs/architecture.md): check store → resolve and load model → track → score."""
     catalog = catalog or FeatureCatalog()
     tracking_uri = settings.require_tracking()
+    _require_temp_dir()
     store = store or open_store(settings)
     try:
         store.check(scoring=True)
@@ -143,6 +145,20 @@ def run_scoring(
         summary.tracking_lost = True
         log.error("run_record_lost", error=str(exc), hint="the run_finished log line holds the run's summary")
     return summary
+
+
+def _require_temp_dir() -> None:
+    """The model is downloaded, and the run's artifacts written, through a temporary directory. A read-only root
+    with no writable /tmp otherwise surfaced as "FileNotFoundError", blamed on the MLflow server."""
+    try:
+        with tempfile.TemporaryFile():
+            pass
+    except OSError as exc:
+        raise SettingsError(
+            f"no writable temporary directory ({type(exc).__name__}: {exc})",
+            hint="mount a writable /tmp (e.g. a tmpfs) or set TMPDIR to a directory the job's user (uid 10001 in "
+            "the image) can write",
+        ) from exc
 
 
 def job_options(settings: Settings) -> JobOptions:
@@ -408,6 +424,7 @@ def train_model(
             f"--as-of {as_of:%Y-%m-%d} plus {horizon_days} days ends in the future, so labels are incomplete",
             hint="pick an --as-of at least --horizon-days ago",
         )
+    _require_temp_dir()
     store = store or open_store(settings)
     store.check(scoring=False, training=True)
     registry = _registry(settings)

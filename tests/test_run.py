@@ -389,3 +389,26 @@ def test_a_run_left_running_by_a_dead_process_is_closed_by_the_next(sqlite_url, 
     assert client.get_run(elsewhere).info.status == "RUNNING"  # another database's run may be alive
     latest = _runs(settings)[-1]
     assert closed.data.tags["closed_by_run"] == latest.info.run_id and latest.info.status == "FINISHED"
+
+
+def test_no_writable_temporary_directory_is_named(sqlite_url, mlflow_local, tmp_path):
+    """A read-only root with no writable /tmp: the job says so, instead of blaming the MLflow server.
+
+    (As root every directory is writable, so the temporary directory is pointed below a plain file.)"""
+    import tempfile
+
+    make_product(sqlite_url, users=10, seed=33)
+    settings = mlflow_local.settings(sqlite_url)
+    env = {
+        "DATABASE_URL": sqlite_url,
+        "MLFLOW_TRACKING_URI": mlflow_local.tracking_uri,
+        "LEAD_SCORER_MODEL_NAME": settings.model_name,
+    }
+    (tmp_path / "a-file").write_text("")
+    tempfile.tempdir = str(tmp_path / "a-file" / "tmp")
+    try:
+        result = _cli(["run"], env)
+    finally:
+        tempfile.tempdir = None
+    assert result.exit_code == 2 and "no writable temporary directory" in result.output and "TMPDIR" in result.output
+    assert snapshot(sqlite_url)["lead_score"].isna().all()
