@@ -68,6 +68,8 @@ def run_scoring(
     tracking_uri = settings.require_tracking()
     _require_temp_dir()
     store = store or open_store(settings)
+    if should_stop is not None and hasattr(should_stop, "on_stop"):
+        should_stop.on_stop(store.cancel)  # a stop request cancels a statement that hangs
     try:
         store.check(scoring=True)
         if not settings.dry_run:

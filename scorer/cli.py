@@ -6,10 +6,12 @@ import json
 import os
 import signal
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import structlog
 import typer
 
 from scorer.errors import EXIT_MODEL, EXIT_SETTINGS, EXIT_STORE, LeadScorerError
@@ -82,13 +84,31 @@ TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="Overrid
 
 
 class _Stop:
-    """SIGTERM/SIGINT ask the job to stop after the current batch; a second signal is the default."""
+    """SIGTERM/SIGINT ask the job to stop after the current batch; a second signal is the default.
 
-    def __init__(self) -> None:
+    A batch waiting on the database (a hung statement, another session's lock) would hold the stop for as
+    long as the wait lasts: ``grace_s`` after the signal, what the store has in flight is cancelled, so the
+    run ends (KILLED, 128 + signal) well inside the 30 s a platform gives before SIGKILL.
+    """
+
+    def __init__(self, *, grace_s: float = 8.0) -> None:
         self.signal: int | None = None
+        self.grace_s = grace_s
+        self._cancel: list[Any] = []
 
     def __call__(self) -> bool:
         return self.signal is not None
+
+    def on_stop(self, cancel: Any) -> None:
+        """Call ``cancel`` if the run is still going ``grace_s`` after the stop request."""
+        self._cancel.append(cancel)
+
+    def _watchdog(self) -> None:
+        for cancel in self._cancel:
+            try:
+                cancel()
+            except Exception as exc:  # a failed cancel leaves the statement to its own timeout
+                structlog.get_logger("lead_scorer").warning("cancel_failed", error=type(exc).__name__)
 
     def install(self) -> None:
         def handler(signum: int, _frame: Any) -> None:
@@ -96,6 +116,9 @@ class _Stop:
                 signal.signal(signum, signal.SIG_DFL)
                 raise KeyboardInterrupt
             self.signal = signum
+            timer = threading.Timer(self.grace_s, self._watchdog)
+            timer.daemon = True
+            timer.start()
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)

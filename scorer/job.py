@@ -441,6 +441,10 @@ def score_users(
                 raise
             except Exception as exc:
                 pending = None
+                if should_stop is not None and should_stop():
+                    summary.stopped = True  # cancelled by the stop request, not lost
+                    log.warning("stop_requested", after_batches=step)
+                    break
                 summary.store_lost = _first_line(exc)
                 log.error("store_lost", after_batches=step, error=summary.store_lost, exc_info=exc)
                 break

@@ -92,3 +92,49 @@ def test_signal_stops_between_batches_and_next_run_resumes(trained, tmp_path: Pa
     assert resumed.info.status == "FINISHED"
     assert resumed.data.metrics["users_scored"] == USERS - written
     assert resumed.data.metrics["users_selected"] == USERS - written
+
+
+def test_sigterm_lands_within_15_s_while_a_statement_waits_on_a_lock(trained, pg_url, tmp_path: Path) -> None:
+    """Another session holds a row lock the job's write needs, for longer than the job would wait for it (the
+    lock timeout is two minutes here). SIGTERM still ends the run within 15 s: the stop request cancels the
+    waiting statement; the batch is dropped, nothing else is written, the run ends KILLED with 143."""
+    import time
+
+    import sqlalchemy as sa
+
+    from scorer.stores.sql import engine_for
+    from tests.support import execute
+
+    settings, _model = trained
+    make_product(pg_url, users=300, seed=12)
+    experiment = f"scoring-hung-{uuid.uuid4().hex[:8]}"
+    env = job_env(pg_url, settings, experiment) | {"LEAD_SCORER_DB_LOCK_TIMEOUT_S": "120"}
+    engine = engine_for(pg_url)
+    with engine.connect() as holder:
+        holder.execute(sa.text("SELECT 1 FROM users WHERE user_id = 5 FOR UPDATE"))
+        job = Job(["--batch-size", "100"], env, cwd=tmp_path)
+        job.wait_for("store_ready")
+        # Wait (bounded) until the job's write is queued behind the lock: a state of the database, not a time.
+        for _ in range(600):
+            waiting = execute(
+                pg_url,
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'lead-scorer %' "
+                "AND wait_event_type = 'Lock'",
+            )[0][0][0]
+            if waiting:
+                break
+        assert waiting, job.output()
+        started = time.monotonic()
+        job.proc.send_signal(signal.SIGTERM)
+        code = job.finish()
+        elapsed = time.monotonic() - started
+        holder.rollback()
+    engine.dispose()
+    assert code == 143, job.output()
+    assert elapsed < 15, f"{elapsed:.1f}s\n{job.output()}"
+    assert snapshot(pg_url)["lead_score"].isna().all()  # the cancelled batch wrote nothing
+    (finished,) = job.events("run_finished")
+    assert finished["status"] == "KILLED"
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    (run,) = _runs(client, experiment)
+    assert run.info.status == "KILLED"

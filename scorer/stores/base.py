@@ -229,6 +229,10 @@ class Store(Protocol):
 
     def unlock_run(self) -> None: ...
 
+    def cancel(self) -> None:
+        """Cancel what the store has in flight, from another thread (a stop request)."""
+        ...
+
     def score_histogram(self, *, leads_only: bool, bins: int) -> np.ndarray | None:
         """How many current scores fall in each of ``bins`` equal bins of [0, 1] (None: the store cannot tell)."""
         ...

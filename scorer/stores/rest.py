@@ -167,6 +167,10 @@ class RestStore:
     def unlock_run(self) -> None:
         return None
 
+    def cancel(self) -> None:
+        """Requests time out on their own (LEAD_SCORER_SUPABASE_TIMEOUT_S); nothing to cancel."""
+        return None
+
     def check(self, *, scoring: bool = True, training: bool = False) -> None:
         """One small request per thing the job needs; the first one also proves the key."""
         n = self.names

@@ -11,6 +11,7 @@ the daily grain, one set-based update-only write.
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 import stamina
+import structlog
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
@@ -30,6 +32,8 @@ from scorer.logs import redact_text
 from scorer.stores.base import Checkpoint, EventRead, Freshness, Names, ScoreWrite, Selector, UserPage, split_dropped
 
 __all__ = ["SqlStore", "Waits", "engine_for", "redact_url"]
+
+log = structlog.get_logger("lead_scorer.sql")
 
 _TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError)
 _APPLY_HINT = "apply the project's SQL: `lead-scorer db migrate` (or paste `lead-scorer db sql` into the SQL editor)"
@@ -57,7 +61,7 @@ class Waits:
     busy_s: float = 30.0  # SQLite: how long a write waits for another writer
 
 
-def engine_for(url: str, *, waits: Waits | None = None) -> sa.Engine:
+def engine_for(url: str, *, waits: Waits | None = None, application_name: str = "lead-scorer") -> sa.Engine:
     """An engine for a PostgreSQL (psycopg 3) or SQLite URL, with bounded waits.
 
     Supavisor's transaction mode (port 6543) cannot use prepared statements, so they are off there; it also
@@ -81,6 +85,8 @@ def engine_for(url: str, *, waits: Waits | None = None) -> sa.Engine:
             "keepalives_idle": 30,
             "keepalives_interval": 10,
             "keepalives_count": 3,
+            # Names this store's sessions in pg_stat_activity, so a stop request can cancel their statements.
+            "application_name": application_name,
         }
         if parsed.port == 6543:
             connect_args["prepare_threshold"] = None
@@ -116,10 +122,18 @@ def _pg_array(name: str, values: Sequence[Any], item_type: Any) -> sa.ColumnElem
     return sa.cast(sa.select(sa.cast(sa.bindparam(name, literal, type_=sa.Text), array)).scalar_subquery(), array)
 
 
+def _retry_on(exc: Exception) -> bool:
+    """Connection trouble is worth another try; a statement cancelled (its timeout, or a stop request) is not:
+    it has waited its full bound already, and running it again would wait as long."""
+    if not isinstance(exc, _TRANSIENT):
+        return False
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) != "57014"  # query_canceled
+
+
 def _retrying(fn: Any) -> Any:
     """Transient connection errors are retried with backoff and jitter, bounded in attempts and time; what is
     still failing after that is a `TransientError` (the database, not one row, is the problem)."""
-    retried = stamina.retry(on=_TRANSIENT, attempts=4, timeout=60.0, wait_initial=0.5, wait_max=8.0)(fn)
+    retried = stamina.retry(on=_retry_on, attempts=4, timeout=60.0, wait_initial=0.5, wait_max=8.0)(fn)
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -144,7 +158,8 @@ class SqlStore:
     ) -> None:
         self.names = names or Names()
         self._url = url
-        self.engine = engine or engine_for(url, waits=waits)
+        self._session_name = f"lead-scorer {uuid.uuid4().hex[:12]}"
+        self.engine = engine or engine_for(url, waits=waits, application_name=self._session_name)
         self.dialect = self.engine.dialect.name
         self._pg = self.dialect == "postgresql"
         n = self.names
@@ -236,6 +251,21 @@ class SqlStore:
                 hint="wait for it to finish (it may be the cron job, a laptop or `mlflow run`)",
             ) from None
         self._lock = handle
+
+    def cancel(self) -> None:
+        """Cancel the statements this store has running (a stop request that must not wait for a hung
+        statement or a held lock). They fail at once with query_canceled, which is not retried."""
+        if not self._pg:
+            return
+        with self.engine.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :name AND pid <> pg_backend_pid() AND state = 'active'"
+                ),
+                {"name": self._session_name},
+            )
+        log.warning("statements_cancelled", reason="stop requested")
 
     def unlock_run(self) -> None:
         lock, self._lock = self._lock, None
