@@ -374,7 +374,7 @@ class Registry:
                 mlflow.log_metrics(metrics)
                 info = mlflow.sklearn.log_model(
                     pipeline,
-                    name="model",
+                    name=self.model_name,  # the UI lists logged models by name: not every one "model"
                     signature=infer_signature(example, proba),
                     input_example=example.head(5),
                     registered_model_name=self.model_name,

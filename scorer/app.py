@@ -244,17 +244,22 @@ def _open_run(
         tags["git_commit"] = settings.git_commit
     try:
         tracker.start(
-            run_name=f"score-v{resolved.version}-{now:%Y%m%d-%H%M%S}",
+            # A name a person tells apart in the runs table: version, then the minute (UTC).
+            run_name=f"score v{resolved.version} · {now:%Y-%m-%d %H:%M} UTC"
+            + (" · dry run" if settings.dry_run else ""),
             tags=tags,
             params={
-                "batch_size": settings.batch_size,
-                "select": settings.select,
-                "limit": settings.limit,
-                "dry_run": settings.dry_run,
-                "feature_count": len(model.input_names),
-                "score_tolerance": settings.score_tolerance,
-                "population": settings.population,
-                "history": settings.history,
+                k: _as_typed(v)
+                for k, v in {
+                    "batch_size": settings.batch_size,
+                    "select": settings.select,
+                    "limit": settings.limit,
+                    "dry_run": settings.dry_run,
+                    "feature_count": len(model.input_names),
+                    "score_tolerance": settings.score_tolerance,
+                    "population": settings.population,
+                    "history": settings.history,
+                }.items()
             },
             model_id=resolved.model_id,
         )
@@ -264,6 +269,15 @@ def _open_run(
             hint="check the MLflow server, and that MLFLOW_TRACKING_USERNAME may create runs in "
             f"the experiment {settings.scoring_experiment!r}",
         ) from None
+
+
+def _as_typed(value: Any) -> str:
+    """A parameter as a person types it: ``false`` not ``False``, empty for unset (not ``None``)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def _drift_and_tiers(
@@ -452,6 +466,8 @@ def train_model(
         params={
             "as_of": as_of.isoformat(),
             "horizon_days": horizon_days,
+            "training_window": f"{catalog.since(as_of):%Y-%m-%d} to {as_of:%Y-%m-%d}",
+            "seed": seed,
             "top_event_types": top_event_types,
             "users": len(labels),
             "n_train": result.n_train,
@@ -467,7 +483,7 @@ def train_model(
             "as_of": as_of.isoformat(),
             "horizon_days": str(horizon_days),
         },
-        run_name=f"train-{as_of:%Y%m%d}",
+        run_name=f"train as of {as_of:%Y-%m-%d} · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         artifact_location=artifact_location,
     )
     log.info("registered", model=version.name, version=version.version, **result.metrics)

@@ -165,6 +165,7 @@ def run_demo(root: Path, *, users: int = 5_000, reset: bool = False, seed: int =
     from registry import Registry
     from scorer.app import run_scoring, train_model
     from scorer.settings import load_settings
+    from scorer.tracking import ui_url
 
     paths = DemoPaths(root)
     # The demo keeps MLflow in a local store: refused, by name, where only a tracking client is installed.
@@ -208,7 +209,10 @@ def run_demo(root: Path, *, users: int = 5_000, reset: bool = False, seed: int =
         if reasons:
             typer.echo(f"      {_reasons_text(reasons)}")
     mlflow_bin = Path(sys.executable).parent / "mlflow"
+    experiment = registry.client.get_experiment_by_name(settings.scoring_experiment)
     typer.echo("")
-    typer.echo("open the runs and the model registry in the MLflow UI:")
+    typer.echo("see the scoring runs in the MLflow UI: start it, then open the address below")
     typer.echo(f"  {mlflow_bin} ui --backend-store-uri {paths.tracking_uri} --port 5000")
+    if experiment is not None:
+        typer.echo(f"  {ui_url('http://127.0.0.1:5000', experiment_id=experiment.experiment_id)}")
     return summary.exit_code

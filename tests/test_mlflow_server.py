@@ -488,7 +488,7 @@ def test_mlflow_run_score_logs_into_the_run_mlflow_created(server, sqlite_url):
     assert run.data.tags["mlflow.project.entryPoint"] == "score"
     assert run.data.params["batch_size"] == "100" and run.data.params["select"] == "all"
     assert run.data.tags["model_version"] == "1" and run.data.metrics["users_scored"] == 300
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "batch_users")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "batch/users")] == [1, 2, 3]
     assert snapshot(sqlite_url)["lead_score"].notna().all()
     assert _runs(settings) == []  # nothing went to the default scoring experiment
 

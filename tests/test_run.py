@@ -63,7 +63,7 @@ def test_run_is_tracked_with_version_counts_and_distribution(db_url, mlflow_loca
         lo, hi = np.quantile(scores, p / 100, method="lower"), np.quantile(scores, p / 100, method="higher")
         assert lo - 1e-3 <= metrics[f"score_p{p}"] <= hi + 1e-3
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "batch_users")]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "batch/users")]
     assert steps == [1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"score_histogram.json", "run_summary.json", "score_histogram.svg"} <= artifacts
