@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,8 +15,8 @@ from typing import Annotated, Any
 import structlog
 import typer
 
-from scorer.errors import EXIT_MODEL, EXIT_SETTINGS, EXIT_STORE, LeadScorerError
-from scorer.logs import configure_logging
+from scorer.errors import EXIT_INTERNAL, EXIT_MODEL, EXIT_SETTINGS, EXIT_STORE, LeadScorerError
+from scorer.logs import configure_logging, redact_text
 from scorer.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -32,24 +33,30 @@ app.add_typer(db_app, name="db")
 EXIT_CODES_HELP = """Exit codes: 0 every selected user scored; 1 some batches failed (the others were written);
 2 invalid settings; 3 no production model or an incompatible one; 4 database or MLflow unreachable, wrong
 key or missing schema; 5 every score written but the MLflow run record could not be saved; 6 another run of
-the same model holds the database's run lock; 130/143 stopped by SIGINT/SIGTERM after finishing the current
-batch."""
+the same model holds the database's run lock; 70 a bug (its traceback is printed); 130/143 stopped by
+SIGINT/SIGTERM after finishing the current batch."""
 
 
 def _fail(exc: BaseException) -> typer.Exit:
     """Print a clear error (never a secret, never a traceback) and pick the exit code."""
+    from models import TrainingError, UnknownFeatureError
     from registry import NoProductionVersion, PromotionRefused, RegistryError, RegistryUnavailable
 
-    code = 1
     if isinstance(exc, LeadScorerError):
         code = exc.exit_code
-    elif isinstance(exc, NoProductionVersion):
+    elif isinstance(exc, NoProductionVersion | UnknownFeatureError | TrainingError):
         code = EXIT_MODEL
     elif isinstance(exc, RegistryUnavailable):
         code = EXIT_STORE
     elif isinstance(exc, PromotionRefused | RegistryError):
         code = 1
-    typer.echo(f"error: {exc}", err=True)
+    else:
+        # Not one of the project's errors: a bug. Its traceback (redacted) and a code of its own, not 1,
+        # which means "some batches failed".
+        trace = "".join(traceback.format_exception(exc))
+        typer.echo(redact_text(f"internal error (a bug in lead-scorer, please report it):\n{trace}"), err=True)
+        return typer.Exit(EXIT_INTERNAL)
+    typer.echo(redact_text(f"error: {exc}"), err=True)
     return typer.Exit(code)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 __all__ = [
     "EXIT_BATCH_FAILED",
     "EXIT_BUSY",
+    "EXIT_INTERNAL",
     "EXIT_MODEL",
     "EXIT_OK",
     "EXIT_SETTINGS",
@@ -31,6 +32,7 @@ EXIT_MODEL = 3  # no production model, or a model the catalog cannot serve
 EXIT_STORE = 4  # database or MLflow unreachable, wrong key, missing table/column/function
 EXIT_TRACKING = 5  # every score written, but the MLflow run record could not be saved (summary in the logs)
 EXIT_BUSY = 6  # another run of the same model on the same database holds the run lock; nothing was done
+EXIT_INTERNAL = 70  # a bug: the traceback is printed (EX_SOFTWARE)
 
 
 class LeadScorerError(Exception):

@@ -28,6 +28,7 @@ from scorer.errors import (
     EXIT_TRACKING,
     AuthError,
     SchemaError,
+    StoreError,
     TransientError,
 )
 from scorer.logs import redact_text
@@ -306,7 +307,7 @@ class _Batcher:
                 done += self(part, read, checkpoint_key=None, pending=pending)
             except (AuthError, SchemaError, TransientError):
                 raise
-            except Exception as inner:
+            except (StoreError, ScoreValueError) as inner:
                 more, why = self.isolate(part, inner, pending=pending)
                 done += more
                 failed += why
@@ -474,9 +475,10 @@ def score_users(
                 error = _first_line(exc)
                 summary.failed_batches += 1
                 summary.users_failed += len(page)
-            except Exception as exc:
-                # Something in this batch fails every time (a row the database rejects, a value it cannot do
-                # arithmetic on): split it down to the users that fail, write everyone else.
+            except (StoreError, ScoreValueError) as exc:
+                # Something in this batch fails every time (a row the database rejects, a score that is not a
+                # probability): split it down to the users that fail, write everyone else. Anything else is a
+                # bug, which stops the run with its traceback rather than being blamed on the data.
                 done, failed = batcher.isolate(page, exc, pending=pending)
                 summary.failed_users += failed
                 summary.users_failed += len(failed)

@@ -412,3 +412,31 @@ def test_no_writable_temporary_directory_is_named(sqlite_url, mlflow_local, tmp_
         tempfile.tempdir = None
     assert result.exit_code == 2 and "no writable temporary directory" in result.output and "TMPDIR" in result.output
     assert snapshot(sqlite_url)["lead_score"].isna().all()
+
+
+def test_a_bug_in_the_batch_loop_prints_its_traceback_and_exits_70(sqlite_url, mlflow_local, monkeypatch):
+    """A bug is not a failed batch (exit 1) nor bad data to narrow down: the run stops, the traceback is
+    printed, the MLflow run is FAILED, and the exit code says "internal error"."""
+    import scorer.job
+
+    make_product(sqlite_url, users=150, seed=34)
+    settings = mlflow_local.settings(sqlite_url)
+    _train(settings, mlflow_local, promote=True)
+
+    def broken(*_args: object, **_kwargs: object) -> object:
+        return 1 / 0
+
+    monkeypatch.setattr(scorer.job, "_changed", broken)
+    env = {
+        "DATABASE_URL": sqlite_url,
+        "MLFLOW_TRACKING_URI": mlflow_local.tracking_uri,
+        "LEAD_SCORER_MODEL_NAME": settings.model_name,
+        "LEAD_SCORER_SCORING_EXPERIMENT": settings.scoring_experiment,
+    }
+    result = CliRunner().invoke(app, ["run"], env={"LEAD_SCORER_LOG_LEVEL": "WARNING"} | env)
+    assert result.exit_code == 70, result.output
+    assert "internal error" in result.output and "Traceback" in result.output
+    assert "ZeroDivisionError" in result.output and "_changed" in result.output
+    assert snapshot(sqlite_url)["lead_score"].isna().all()
+    (run,) = _runs(settings)
+    assert run.info.status == "FAILED"

@@ -130,6 +130,11 @@ def _retry_on(exc: Exception) -> bool:
     return getattr(getattr(exc, "orig", None), "sqlstate", None) != "57014"  # query_canceled
 
 
+def _first(exc: sa.exc.DBAPIError) -> str:
+    text = str(exc.orig) if exc.orig is not None else str(exc)
+    return redact_text(text.splitlines()[0] if text else type(exc).__name__)
+
+
 def _retrying(fn: Any) -> Any:
     """Transient connection errors are retried with backoff and jitter, bounded in attempts and time; what is
     still failing after that is a `TransientError` (the database, not one row, is the problem)."""
@@ -140,10 +145,11 @@ def _retrying(fn: Any) -> Any:
         try:
             return retried(*args, **kwargs)
         except _TRANSIENT as exc:
-            text = str(exc.orig) if getattr(exc, "orig", None) else str(exc)
-            raise TransientError(
-                f"the database kept failing: {redact_text(text.splitlines()[0] if text else '')}"
-            ) from exc
+            raise TransientError(f"the database kept failing: {_first(exc)}") from exc
+        except sa.exc.DBAPIError as exc:
+            # The database refused this statement (a trigger, a constraint, a value it cannot handle): a fact
+            # about the rows, which the batch loop narrows down to the users concerned.
+            raise StoreError(f"the database refused it: {_first(exc)}") from exc
 
     return call
 
