@@ -15,7 +15,9 @@ from scorer.stores.base import Names
 __all__ = [
     "EVENTS_FUNCTION",
     "HISTOGRAM_FUNCTION",
+    "LOCK_FUNCTION",
     "SELECT_FUNCTION",
+    "UNLOCK_FUNCTION",
     "WRITE_FUNCTION",
     "migrate",
     "schema_sql",
@@ -78,6 +80,12 @@ BEGIN
 END
 $do$;"""
         )
+        # The REST store's run lock: a lease (a Data API request has no session to hold a lock with).
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {n.schema}.{LOCKS_TABLE} (key text PRIMARY KEY, holder text NOT NULL, "
+            "expires_at timestamptz NOT NULL);"
+        )
+        out.append(f"ALTER TABLE {n.schema}.{LOCKS_TABLE} ENABLE ROW LEVEL SECURITY;")
         # Only the service role (which bypasses row level security) reads or writes the job's own tables.
         out.append(f"ALTER TABLE {checkpoints} ENABLE ROW LEVEL SECURITY;")
         out.append(f"ALTER TABLE {history} ENABLE ROW LEVEL SECURITY;")
@@ -99,6 +107,9 @@ $do$;"""
 WRITE_FUNCTION = "lead_scorer_write_scores"
 EVENTS_FUNCTION = "lead_scorer_daily_events"
 SELECT_FUNCTION = "lead_scorer_stale_users"
+LOCK_FUNCTION = "lead_scorer_lock"
+UNLOCK_FUNCTION = "lead_scorer_unlock"
+LOCKS_TABLE = "lead_scorer_locks"
 HISTOGRAM_FUNCTION = "lead_scorer_score_histogram"
 
 _ID_TYPE = """    SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
@@ -123,7 +134,12 @@ def _functions(n: Names) -> list[str]:
         f"{stale}(text, integer, text, timestamptz, timestamptz, integer, timestamptz, timestamptz, text, boolean)"
     )
     hist_sig = f"{hist}(integer, boolean)"
-    sigs = f"{write_sig}, {daily_sig}, {stale_sig}, {hist_sig}"
+    lock = f"{n.schema}.{LOCK_FUNCTION}"
+    unlock = f"{n.schema}.{UNLOCK_FUNCTION}"
+    locks = f"{n.schema}.{LOCKS_TABLE}"
+    lock_sig = f"{lock}(text, text, integer)"
+    unlock_sig = f"{unlock}(text, text)"
+    sigs = f"{write_sig}, {daily_sig}, {stale_sig}, {hist_sig}, {lock_sig}, {unlock_sig}"
     id_type = _ID_TYPE.format(users=users, col=n.user_id)
     no_reasons = "array_fill(NULL::text, ARRAY[cardinality(p_ids)])"
     return [
@@ -225,6 +241,25 @@ BEGIN
     USING p_after, p_model, p_as_of, p_day_start, p_complete, p_partial, p_through, p_reach_days, p_limit;
     RETURN result;
 END
+$fn$;""",
+        f"""CREATE OR REPLACE FUNCTION {lock}(p_key text, p_holder text, p_lease_s integer) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path = '' AS $fn$
+DECLARE
+    got boolean;
+BEGIN
+    -- Taken if free, expired (its holder died or hung), or already ours (a renewal).
+    INSERT INTO {locks} AS l (key, holder, expires_at)
+    VALUES (p_key, p_holder, now() + make_interval(secs => p_lease_s))
+    ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+     WHERE l.expires_at < now() OR l.holder = excluded.holder
+    RETURNING true INTO got;
+    RETURN coalesce(got, false);
+END
+$fn$;""",
+        f"""CREATE OR REPLACE FUNCTION {unlock}(p_key text, p_holder text) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = '' AS $fn$
+    WITH gone AS (DELETE FROM {locks} WHERE key = p_key AND holder = p_holder RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM gone)
 $fn$;""",
         f"""CREATE OR REPLACE FUNCTION {hist}(p_bins integer, p_leads_only boolean) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$

@@ -358,3 +358,33 @@ def test_visitor_ids_the_api_returns_in_another_form_stop_the_read(pg_url):
         with pytest.raises(StoreError, match="in a form it was not asked for") as err:
             store.read_events(vids, since=FeatureCatalog().since(as_of), as_of=as_of)
     assert "uuid" in (err.value.hint or "")
+
+
+def test_one_run_at_a_time_over_rest_and_a_dead_holder_lets_go(pg_url, rest):
+    """Over the Data API the run lock is a lease: a second store is refused while the first holds it, gets it
+    once the first gives it back, and gets it from a holder that died once its lease ran out."""
+    from scorer.errors import RunLocked
+
+    make_product(pg_url, users=10, seed=53)
+    first = RestStore(rest.url, key=REST_KEY)
+    first.check()
+    first.lock_run("lead_scoring_pipeline")
+    second = RestStore(rest.url, key=REST_KEY)
+    second.check()
+    with pytest.raises(RunLocked, match="holds"):
+        second.lock_run("lead_scoring_pipeline")
+    second.lock_run("another_model")  # another model's runs are not this one's
+    second.close()
+
+    first.close()  # gives the lease back
+    third = RestStore(rest.url, key=REST_KEY)
+    third.lock_run("lead_scoring_pipeline")
+    # The holder dies without closing: its lease runs out (here: made to have run out), and the next run takes it.
+    third._pg.session.close()
+    execute(pg_url, "UPDATE lead_scorer_locks SET expires_at = now() - interval '1 second'")
+    fourth = RestStore(rest.url, key=REST_KEY)
+    fourth.lock_run("lead_scoring_pipeline")
+    holders = execute(pg_url, "SELECT count(*) FROM lead_scorer_locks WHERE key = 'lead-scorer:lead_scoring_pipeline'")
+    assert holders[0][0][0] == 1
+    fourth.close()
+    assert execute(pg_url, "SELECT count(*) FROM lead_scorer_locks WHERE key LIKE '%pipeline'")[0][0][0] == 0

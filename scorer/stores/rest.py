@@ -16,6 +16,9 @@
 from __future__ import annotations
 
 import math
+import os
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -29,8 +32,15 @@ import structlog
 from postgrest.exceptions import APIError
 from supabase import ClientOptions, create_client
 
-from scorer.errors import AuthError, SchemaError, StoreError, TransientError
-from scorer.schema import EVENTS_FUNCTION, HISTOGRAM_FUNCTION, SELECT_FUNCTION, WRITE_FUNCTION
+from scorer.errors import AuthError, RunLocked, SchemaError, StoreError, TransientError
+from scorer.schema import (
+    EVENTS_FUNCTION,
+    HISTOGRAM_FUNCTION,
+    LOCK_FUNCTION,
+    SELECT_FUNCTION,
+    UNLOCK_FUNCTION,
+    WRITE_FUNCTION,
+)
 from scorer.stores.base import Checkpoint, EventRead, Names, ScoreWrite, Selector, UserPage, split_dropped_frame
 
 __all__ = ["RestStore", "is_transient"]
@@ -75,6 +85,7 @@ class RestStore:
         timeout_s: float = 30.0,
         retry_attempts: int = 6,
         retry_timeout_s: float = 120.0,
+        lease_s: int = 900,
     ) -> None:
         self.names = names or Names()
         self.url = url.rstrip("/")
@@ -87,6 +98,9 @@ class RestStore:
         self.has_converted = False
         self.has_history = False
         self.has_histogram = False
+        self.lease_s = lease_s
+        self._lease: dict[str, Any] | None = None
+        self._renewed = 0.0
         # Our own retry policy replaces the client's (GET-only, fixed waits, unlogged).
         options = ClientOptions(
             schema=self.names.schema,
@@ -157,15 +171,39 @@ class RestStore:
         return f"supabase {self.url}"
 
     def close(self) -> None:
+        self.unlock_run()
         self._pg.session.close()
 
     def lock_run(self, key: str) -> None:
-        """Over the Data API there is no session to hold a lock: overlapping runs are not prevented (yet).
-        The checkpoint still keeps a later run from redoing what an earlier one finished."""
-        log.warning("run_lock_not_taken", model=key, hint="the REST store cannot hold a run lock; run one at a time")
+        """The run lock as a lease (`lead_scorer_lock`): a Data API request has no session to hold a lock with.
+        The lease is renewed as the run writes and given back at `close`; a holder that dies lets it expire
+        (`lease_s`, 15 minutes), so it never blocks the next day's run."""
+        holder = f"{uuid.uuid4().hex} pid {os.getpid()}"
+        params = {"p_key": f"lead-scorer:{key}", "p_holder": holder, "p_lease_s": self.lease_s}
+        got = self._call("taking the run lock", lambda: self._pg.rpc(LOCK_FUNCTION, params).execute()).data
+        if not got:
+            raise RunLocked(
+                f"another lead-scorer run of {key} holds this project's run lock",
+                hint="wait for it to finish (it may be the cron job, a laptop or `mlflow run`); a run that died "
+                f"gives it up after {self.lease_s // 60} minutes",
+            )
+        self._lease = params
+        self._renewed = time.monotonic()
+
+    def _renew(self) -> None:
+        if self._lease is not None and time.monotonic() - self._renewed > self.lease_s / 3:
+            lease = self._lease
+            self._call("renewing the run lock", lambda: self._pg.rpc(LOCK_FUNCTION, lease).execute())
+            self._renewed = time.monotonic()
 
     def unlock_run(self) -> None:
-        return None
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            args = {"p_key": lease["p_key"], "p_holder": lease["p_holder"]}
+            try:
+                self._call("giving back the run lock", lambda: self._pg.rpc(UNLOCK_FUNCTION, args).execute())
+            except StoreError as exc:  # the lease expires by itself
+                log.warning("run_lock_not_released", error=str(exc))
 
     def cancel(self) -> None:
         """Requests time out on their own (LEAD_SCORER_SUPABASE_TIMEOUT_S); nothing to cancel."""
@@ -559,6 +597,7 @@ class RestStore:
             raise SchemaError(
                 f"LEAD_SCORER_HISTORY is on but the table {self.names.history} does not exist", hint=_APPLY_HINT
             )
+        self._renew()
         params = _write_params(write, reasons=self.has_reasons)
         # Retrying the write is safe: the same scores for the same ids, update-only, the same checkpoint.
         res = self._call("writing scores", lambda: self._pg.rpc(WRITE_FUNCTION, params).execute())
