@@ -140,13 +140,60 @@ def run_scoring(
         title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} changed in this run)"
     )
     log.info("run_finished", status=status, **{k: round(v, 4) for k, v in metrics.items()})
+    note = describe_run(summary, metrics, resolved, settings, status=status)
     try:
-        tracker.finish(metrics=metrics, artifacts=artifacts, status=status)  # type: ignore[arg-type]
+        tracker.finish(metrics=metrics, artifacts=artifacts, status=status, note=note)  # type: ignore[arg-type]
     except TrackingError as exc:
         # The scores are written; only the record is lost. The run_finished line above is the record.
         summary.tracking_lost = True
         log.error("run_record_lost", error=str(exc), hint="the run_finished log line holds the run's summary")
     return summary
+
+
+def describe_run(
+    summary: RunSummary, metrics: dict[str, float], resolved: ResolvedVersion, settings: Settings, *, status: str
+) -> str:
+    """The run's description (MLflow's run note, Markdown): what happened in a line a person reads, a link to
+    the model version, and what to do when something is off.
+
+    >>> describe_run(summary, metrics, resolved, settings, status="FINISHED").splitlines()[0]
+    'Rescored 4,812 open leads (1,203 changed) with lead_scoring_pipeline v2 in 14 s; …'
+    """
+    who = "open leads" if settings.population == "leads" else "users"
+    dist = summary.distribution
+    model = f"[{resolved.name} v{resolved.version}](#/models/{resolved.name}/versions/{resolved.version})"
+    if summary.users_selected:
+        head = (
+            f"Rescored {summary.users_scored:,} {who} ({summary.users_changed:,} changed) with {model} "
+            f"in {summary.duration_s:,.0f} s"
+        )
+    else:
+        head = f"Nothing to do: no {who[:-1]} changed since its last score ({model})"
+    if dist.count:
+        hot = round(metrics.get("tier_hot_share", 0.0) * dist.count)
+        warm = round(metrics.get("tier_warm_share", 0.0) * dist.count)
+        head += f"; of {dist.count:,} {who}: {hot:,} hot, {warm:,} warm"
+    psi = metrics.get("score_psi_reference")
+    if psi is not None:
+        head += f"; drift vs training {psi:.2f}"
+    lines = [head + "."]
+    if status == "KILLED":
+        lines.append("**Stopped** (SIGTERM/SIGINT) after a finished batch: the next run continues.")
+    if summary.store_lost:
+        lines.append(f"**The database was lost mid-run** ({summary.store_lost}): check it; the next run continues.")
+    if summary.failed_batches:
+        lines.append(f"**{summary.failed_batches} batch(es) failed** for a passing reason: the next run retries them.")
+    if summary.failed_users:
+        lines.append(
+            f"**{len(summary.failed_users)} user(s) failed** on their own rows: see `failed_users.json` in the "
+            "artifacts (id and the database's message)."
+        )
+    if psi is not None and psi > 0.2:
+        lines.append(
+            "**Drift above 0.2**: today's leads score unlike the training holdout. Check the event data, or train "
+            "a new version (`lead-scorer train`) and compare."
+        )
+    return "\n\n".join(lines)
 
 
 def _require_temp_dir() -> None:

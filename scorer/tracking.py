@@ -41,7 +41,9 @@ class Tracker(Protocol):
     def previous_deciles(self) -> list[float] | None: ...
     def close_orphans(self, *, tags: dict[str, str], started_before_ms: int | None) -> list[str]: ...
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None: ...
-    def finish(self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status) -> None: ...
+    def finish(
+        self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status, note: str = ""
+    ) -> None: ...
 
 
 class NullTracker:
@@ -63,7 +65,7 @@ class NullTracker:
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None:
         return None
 
-    def finish(self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status) -> None:
+    def finish(self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status, note: str = "") -> None:
         return None
 
 
@@ -96,11 +98,13 @@ class MlflowTracker:
         # Per-batch metrics go out from one background thread, in order, so a slow tracking server never
         # holds up the scoring; `_drain` waits for them before anything reads or closes the run.
         self._sender: ThreadPoolExecutor | None = None
+        self._version: tuple[str, str] | None = None
 
     def start(
         self, *, run_name: str, tags: dict[str, str], params: dict[str, Any], model_id: str | None = None
     ) -> None:
         str_tags = {k: str(v) for k, v in tags.items()}
+        self._version = (str_tags["model_name"], str_tags["model_version"]) if "model_version" in str_tags else None
         if self._adopt:
             run = self.client.get_run(self._adopt)
             self.run_id = run.info.run_id
@@ -212,8 +216,9 @@ class MlflowTracker:
                 hint="per-batch metrics stop for this run; the totals are still saved (retried) at the end",
             )
 
-    def finish(self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status) -> None:
-        """Totals, artifacts and the final status; retried, then `TrackingError` if it cannot be saved."""
+    def finish(self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status, note: str = "") -> None:
+        """Totals, artifacts, the run's description and the final status; retried, then `TrackingError` if it
+        cannot be saved."""
         self._drain()
         if self.run_id is None:
             return
@@ -246,6 +251,9 @@ class MlflowTracker:
 
         @retry
         def terminate() -> None:
+            if note:
+                # MLflow's run note, rendered as Markdown at the top of the run page.
+                self.client.set_tag(run_id, "mlflow.note.content", note)
             self.client.set_terminated(run_id, status=status)
 
         lost: list[str] = []
@@ -263,6 +271,12 @@ class MlflowTracker:
             raise TrackingError(f"the MLflow run {run_id} could not be completed ({', '.join(lost)} failed)")
         # MLflow's own "View run … at <url>" line is switched off (MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT): it
         # printed the tracking URI's password. This line says the same, without credentials, as a log event.
+        if self._version is not None:
+            # The version page leads to its latest scoring run (one tag write per run, best effort).
+            with contextlib.suppress(Exception):
+                self.client.set_model_version_tag(
+                    *self._version, "last_scoring_run", f"#/experiments/{self._experiment_id}/runs/{run_id}"
+                )
         url = ui_url(self._tracking_uri, experiment_id=self._experiment_id, run_id=run_id)
         log.info("run_recorded", run_id=run_id, status=status, **({"url": url} if url else {}))
 

@@ -440,3 +440,22 @@ def test_a_bug_in_the_batch_loop_prints_its_traceback_and_exits_70(sqlite_url, m
     assert snapshot(sqlite_url)["lead_score"].isna().all()
     (run,) = _runs(settings)
     assert run.info.status == "FAILED"
+
+
+def test_a_run_describes_itself_and_the_version_leads_to_it(sqlite_url, mlflow_local):
+    make_product(sqlite_url, users=200, seed=35)
+    settings = mlflow_local.settings(sqlite_url)
+    _train(settings, mlflow_local, promote=True)
+    run_scoring(settings)
+    run_scoring(settings)  # nothing changed since
+
+    first, second = _runs(settings)
+    note = first.data.tags["mlflow.note.content"]
+    assert note.startswith("Rescored 200 users (200 changed) with [")
+    assert f"(#/models/{settings.model_name}/versions/1)" in note and "drift vs training" in note
+    assert second.data.tags["mlflow.note.content"].startswith("Nothing to do")
+    assert first.info.run_name.startswith("score v1 · ") and first.info.run_name.endswith(" UTC")
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    tag = client.get_model_version(settings.model_name, "1").tags["last_scoring_run"]
+    assert tag.endswith(f"/runs/{second.info.run_id}")
+    assert first.data.params["dry_run"] == "false" and first.data.params["limit"] == ""
