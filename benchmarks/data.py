@@ -5,11 +5,15 @@ of the user id, so the users table and the events table agree without a join) th
 share of buying signals among their events and their chance to convert, so a model trained on the
 data is a real model. About 20 events per user over 150 days, with the mess real tables have: NULL
 and padded/mixed-case event types, NULL and future timestamps, users without a visitor id.
+
+Day 2 (`pass_a_day`, `add_events`, `snapshot_day`, `restore_day`): every stored time one day earlier, which
+is what the job sees when the clock moves a day forward; new events for a hash-chosen 5 % of the users.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -17,9 +21,19 @@ import sqlalchemy as sa
 
 from scorer.demo import create_tables
 from scorer.schema import migrate
-from scorer.stores.sql import engine_for
+from scorer.stores.base import Names
+from scorer.stores.sql import SqlStore, engine_for
 
-__all__ = ["build", "count_users", "read_scores", "reset_scores"]
+__all__ = [
+    "add_events",
+    "build",
+    "count_users",
+    "pass_a_day",
+    "read_scores",
+    "reset_scores",
+    "restore_day",
+    "snapshot_day",
+]
 
 EVENTS_PER_USER = 20  # mean; uniform on 0..40
 GENERAL = ["page_view", "docs_view", "email_open", "feature_used", "webinar_join", "support_ticket", "unsubscribe"]
@@ -75,16 +89,18 @@ SELECT {vis},
     ]
 
 
+def _sqlite_pick(values: list[str], r: str) -> str:
+    """One of ``values`` by a uniform [0, 1) expression ``r`` (SQLite has no arrays)."""
+    whens = " ".join(f"WHEN {r} < {(k + 1) / len(values)!r} THEN '{v}'" for k, v in enumerate(values[:-1]))
+    return f"CASE {whens} ELSE '{values[-1]}' END"
+
+
 def _sqlite_statements(users: int) -> list[str]:
     intent = _hash("i", 17, pg=False)
     no_vis = _hash("i", 91, pg=False)
     signup, converts, converted = (_hash("i", salt, pg=False, mult=m) for salt, m in (_SIGNUP, _CONVERTS, _CONVERTED))
     vis = "'v' || printf('%08x', i)"
     rnd = "(random() / 18446744073709551616.0 + 0.5)"
-
-    def pick(values: list[str], r: str) -> str:
-        whens = " ".join(f"WHEN {r} < {(k + 1) / len(values)!r} THEN '{v}'" for k, v in enumerate(values[:-1]))
-        return f"CASE {whens} ELSE '{values[-1]}' END"
 
     ts = "strftime('%Y-%m-%d %H:%M:%f', 'now', '{sign}' || (({days}) * 86400.0) || ' seconds')"
     return [
@@ -105,8 +121,8 @@ INSERT INTO events (visitor_id, event_type, created_at)
 SELECT {vis},
        CASE WHEN noise < 0.004 THEN NULL
             WHEN noise < 0.006 THEN '  LEGACY_Click '
-            WHEN pick < 0.05 + 0.45 * intent THEN {pick(BUYING, "which")}
-            ELSE {pick(GENERAL, "which")} END,
+            WHEN pick < 0.05 + 0.45 * intent THEN {_sqlite_pick(BUYING, "which")}
+            ELSE {_sqlite_pick(GENERAL, "which")} END,
        CASE WHEN noise >= 0.006 AND noise < 0.008 THEN NULL
             WHEN noise >= 0.008 AND noise < 0.010 THEN {ts.format(sign="+", days="1 + 29 * age")}
             ELSE {ts.format(sign="-", days="150 * power(age, 1 + intent)")} END
@@ -151,21 +167,35 @@ def build(url: str, users: int) -> dict[str, Any]:
 
 
 def reset_scores(url: str) -> None:
-    """Every user unscored again; on PostgreSQL vacuum the dead rows so every run starts equal."""
+    """Every user unscored again, with no reasons, history or checkpoint (else a stale run after a previous
+    one would select nobody); on PostgreSQL vacuum the dead rows so every run starts equal."""
     engine = engine_for(url)
-    pg = engine.dialect.name == "postgresql"
+    n = Names()
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql(
-                "UPDATE users SET lead_score = NULL, lead_score_model_version = NULL, lead_scored_at = NULL"
+                f"UPDATE users SET {n.lead_score} = NULL, {n.model_version} = NULL, {n.scored_at} = NULL, "
+                f"{n.reasons} = NULL"
             )
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            if pg:
-                conn.exec_driver_sql("VACUUM ANALYZE users")
-            else:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.exec_driver_sql(f"DELETE FROM {n.checkpoints}")
+            conn.exec_driver_sql(f"DELETE FROM {n.history}")
+        _settle(engine, "users", n.checkpoints)
     finally:
         engine.dispose()
+
+
+def _settle(engine: sa.Engine, *tables: str, full: bool = False) -> None:
+    """After a bulk change: PostgreSQL vacuums (``full``: rewrites the tables and their indexes compactly)
+    and analyzes ``tables``; SQLite folds its write-ahead log back (``full``: VACUUM and ANALYZE)."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if engine.dialect.name == "postgresql":
+            for t in tables:
+                conn.exec_driver_sql(f"VACUUM {'FULL ' if full else ''}ANALYZE {t}")
+        else:
+            if full:
+                conn.exec_driver_sql("VACUUM")
+                conn.exec_driver_sql("ANALYZE")
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def read_scores(url: str) -> tuple[np.ndarray, int]:
@@ -178,3 +208,196 @@ def read_scores(url: str) -> tuple[np.ndarray, int]:
         engine.dispose()
     scores = np.array([np.nan if r[0] is None else r[0] for r in rows], dtype=np.float64)
     return scores, int(np.isnan(scores).sum())
+
+
+# -- day 2: the clock moves a day, some users come back -------------------------------------------------
+
+#: Every timestamp the job compares (and the rest of the data's, so the tables stay consistent): shifted back
+#: together, they are what the job sees when the clock moves forward by the same amount.
+_TIMES = {
+    "events": ("created_at",),
+    "users": ("signed_up_at", "converted_at", Names().scored_at),
+    Names().checkpoints: ("complete_as_of", "partial_as_of", "updated_at"),
+    Names().history: ("scored_at",),
+}
+# The chosen users and how many events each gets: hashes of the user id, unrelated to the generator's.
+_RETURNS, _RETURN_EVENTS = (43, 134775813), (59, 214013)
+_SQLITE_RND = "(random() / 18446744073709551616.0 + 0.5)"
+
+
+def _sqlite_shift(col: str) -> str:
+    """``col`` one day earlier, in the form it is stored in: SQLite keeps times as ISO text (the generator's
+    ``YYYY-MM-DD HH:MM:SS.SSS``, the job's ``isoformat(sep=" ")`` with microseconds and ``+00:00``). The
+    first 19 characters move a day; the fraction and offset after them are kept as they were."""
+    moved = f"strftime('%Y-%m-%d %H:%M:%S', {col}, '-1 day') || substr({col}, 20)"
+    return f"CASE WHEN {col} IS NULL THEN NULL ELSE {moved} END"
+
+
+def _samples(conn: sa.Connection) -> dict[str, list[Any]]:
+    """A sample of stored times per column, parsed by the SQL store's own reader of stored timestamps."""
+    from scorer.stores.sql import _as_utc
+
+    keys = {"events": "id", "users": "user_id", Names().checkpoints: "key", Names().history: "user_id"}
+    every = {"events": 1009, "users": 101}
+    out: dict[str, list[Any]] = {}
+    for table, cols in _TIMES.items():
+        where = f"WHERE mod({keys[table]}, {every[table]}) = 1" if table in every else ""
+        rows = conn.exec_driver_sql(f"SELECT {', '.join(cols)} FROM {table} {where} ORDER BY {keys[table]}").all()
+        for i, col in enumerate(cols):
+            out[f"{table}.{col}"] = [_as_utc(r[i]) for r in rows]
+    return out
+
+
+def pass_a_day(url: str) -> dict[str, Any]:
+    """Make a day pass without a fake clock: every stored time one day earlier, in SQL.
+
+    PostgreSQL: ``- interval '24 hours'`` (not ``'1 day'``: on a ``timestamptz`` that is a calendar day in
+    the session's time zone, 23 or 25 hours across a DST change). SQLite: `_sqlite_shift`, checked on every
+    row before it is applied (``julianday`` exactly one day less, the same length of text). Afterwards the
+    checkpoints, as the job reads them (`SqlStore.read_checkpoint`), and a sample of every column, as the
+    store parses stored times, must be exactly one day earlier. Then the tables are rewritten compactly
+    (PostgreSQL ``VACUUM FULL``, SQLite ``VACUUM``), so the runs after this see tables as dense as before
+    every row was updated."""
+    engine = engine_for(url)
+    pg = engine.dialect.name == "postgresql"
+    t0 = time.perf_counter()
+    store = SqlStore(url, engine=engine)
+    day = timedelta(days=1)
+    shifted: dict[str, int] = {}
+    try:
+        store.check()
+        with engine.connect() as conn:
+            keys = [r[0] for r in conn.exec_driver_sql(f"SELECT key FROM {Names().checkpoints}")]
+            before = _samples(conn)
+        checkpoints = {k: store.read_checkpoint(k) for k in keys}
+        with engine.begin() as conn:
+            for table, cols in _TIMES.items():
+                if not pg:
+                    for col in cols:
+                        bad = conn.exec_driver_sql(
+                            f"SELECT count(*) FROM {table} WHERE {col} IS NOT NULL AND ({_sqlite_shift(col)} IS NULL "
+                            f"OR abs(julianday({_sqlite_shift(col)}) - julianday({col}) + 1) > 1e-8 "
+                            f"OR length({_sqlite_shift(col)}) <> length({col}))"
+                        ).scalar_one()
+                        if bad:
+                            raise RuntimeError(f"{bad} value(s) of {table}.{col} would not move by exactly one day")
+                shift = (lambda c: f"{c} - interval '24 hours'") if pg else _sqlite_shift
+                sets = ", ".join(f"{c} = {shift(c)}" for c in cols)
+                shifted[table] = int(conn.exec_driver_sql(f"UPDATE {table} SET {sets}").rowcount)
+        with engine.connect() as conn:
+            after = _samples(conn)
+        for k, cp in checkpoints.items():
+            now = store.read_checkpoint(k)
+            for name in ("complete_as_of", "partial_as_of"):
+                was, got = getattr(cp, name), getattr(now, name)
+                if (was is None) != (got is None) or (was is not None and got != was - day):
+                    raise RuntimeError(f"checkpoint {k} {name}: {was} became {got}, not one day earlier")
+        for col, values in before.items():
+            wrong = [
+                (b, a)
+                for b, a in zip(values, after[col], strict=True)
+                if (b is None) != (a is None) or (b is not None and a != b - day)
+            ]
+            if wrong:
+                raise RuntimeError(f"{col}: {wrong[0][0]} became {wrong[0][1]}, not one day earlier")
+        _settle(engine, "events", "users", Names().checkpoints, full=True)
+    finally:
+        store.close()
+    return {
+        "rows": shifted,
+        "checked": sum(len(v) for v in before.values()) + 2 * len(checkpoints),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def add_events(url: str, *, share: float = 0.05, most: int = 5, hours: float = 6.0) -> dict[str, Any]:
+    """New events for a deterministic ``share`` of the users with a visitor id (a hash of the user id):
+    1 to ``most`` each (another hash), in the last ``hours`` before now, buying signals and general events
+    mixed by each user's latent intent as the generator mixes them. Returns how many users and events."""
+    engine = engine_for(url)
+    pg = engine.dialect.name == "postgresql"
+    intent = _hash("user_id", 17, pg=pg)
+    chosen = _hash("user_id", _RETURNS[0], pg=pg, mult=_RETURNS[1])
+    count = _hash("user_id", _RETURN_EVENTS[0], pg=pg, mult=_RETURN_EVENTS[1])
+    early = 0.1  # hours: the newest is a few minutes old, before the run that reads it
+    t0 = time.perf_counter()
+    if pg:
+        stmt = f"""INSERT INTO events (visitor_id, event_type, created_at)
+SELECT u.visitor_id,
+       CASE WHEN r.pick < 0.05 + 0.45 * u.intent THEN ({_sql_array(BUYING)})[1 + floor(r.which * {len(BUYING)})::int]
+            ELSE ({_sql_array(GENERAL)})[1 + floor(r.which * {len(GENERAL)})::int] END,
+       now() - ({early} + {hours - early} * r.age) * interval '1 hour'
+  FROM (SELECT visitor_id, {intent} AS intent, 1 + floor({count} * {most})::int AS cnt
+          FROM users WHERE visitor_id IS NOT NULL AND {chosen} < {share}) AS u
+ CROSS JOIN LATERAL generate_series(1, u.cnt) AS k
+ CROSS JOIN LATERAL (SELECT random() AS pick, random() AS which, random() AS age OFFSET 0 * k) AS r"""
+    else:
+        rnd = _SQLITE_RND
+        ts = f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-' || (({early} + {hours - early} * age) * 3600.0) || ' seconds')"
+        stmt = f"""WITH RECURSIVE k(j) AS (SELECT 1 UNION ALL SELECT j + 1 FROM k WHERE j < {most}),
+u AS (SELECT visitor_id, {intent} AS intent, 1 + CAST({count} * {most} AS INTEGER) AS cnt
+        FROM users WHERE visitor_id IS NOT NULL AND {chosen} < {share}),
+r AS MATERIALIZED (SELECT visitor_id, intent, {rnd} AS pick, {rnd} AS which, {rnd} AS age
+        FROM u JOIN k ON k.j <= u.cnt)
+INSERT INTO events (visitor_id, event_type, created_at)
+SELECT visitor_id,
+       CASE WHEN pick < 0.05 + 0.45 * intent THEN {_sqlite_pick(BUYING, "which")}
+            ELSE {_sqlite_pick(GENERAL, "which")} END,
+       {ts}
+  FROM r"""
+    try:
+        with engine.begin() as conn:
+            # Counted, not the statement's rowcount: SQLite reports none for an INSERT behind a WITH.
+            was = int(conn.exec_driver_sql("SELECT count(*) FROM events").scalar_one())
+            conn.exec_driver_sql(stmt)
+            events = int(conn.exec_driver_sql("SELECT count(*) FROM events").scalar_one()) - was
+            users = int(
+                conn.exec_driver_sql(
+                    f"SELECT count(*) FROM users WHERE visitor_id IS NOT NULL AND {chosen} < {share}"
+                ).scalar_one()
+            )
+        _settle(engine, "events")
+    finally:
+        engine.dispose()
+    return {"users": users, "events": events, "seconds": time.perf_counter() - t0}
+
+
+_SNAP_USERS, _SNAP_CHECKPOINTS = "bench_day_users", "bench_day_checkpoints"
+_SCORE_COLS = (Names().lead_score, Names().model_version, Names().scored_at, Names().reasons)
+
+
+def snapshot_day(url: str) -> None:
+    """Keep what a run changes (the users' score columns, the checkpoints) in side tables, to restore it
+    before each timed run (`restore_day`): events are only read."""
+    engine = engine_for(url)
+    try:
+        with engine.begin() as conn:
+            for t in (_SNAP_USERS, _SNAP_CHECKPOINTS):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {t}")
+            conn.exec_driver_sql(f"CREATE TABLE {_SNAP_USERS} AS SELECT user_id, {', '.join(_SCORE_COLS)} FROM users")
+            conn.exec_driver_sql(f"CREATE UNIQUE INDEX {_SNAP_USERS}_key ON {_SNAP_USERS} (user_id)")
+            conn.exec_driver_sql(f"CREATE TABLE {_SNAP_CHECKPOINTS} AS SELECT * FROM {Names().checkpoints}")
+    finally:
+        engine.dispose()
+
+
+def restore_day(url: str) -> int:
+    """The state `snapshot_day` kept: rows whose score, model or time differ are set back, the checkpoints
+    replaced; then vacuumed as `reset_scores` does. Returns how many users were set back."""
+    engine = engine_for(url)
+    pg = engine.dialect.name == "postgresql"
+    differs = " OR ".join(f"u.{c} IS {'DISTINCT FROM' if pg else 'NOT'} s.{c}" for c in _SCORE_COLS[:3])
+    sets = ", ".join(f"{c} = s.{c}" for c in _SCORE_COLS)
+    try:
+        with engine.begin() as conn:
+            restored = int(
+                conn.exec_driver_sql(
+                    f"UPDATE users AS u SET {sets} FROM {_SNAP_USERS} AS s WHERE u.user_id = s.user_id AND ({differs})"
+                ).rowcount
+            )
+            conn.exec_driver_sql(f"DELETE FROM {Names().checkpoints}")
+            conn.exec_driver_sql(f"INSERT INTO {Names().checkpoints} SELECT * FROM {_SNAP_CHECKPOINTS}")
+        _settle(engine, "users", Names().checkpoints)
+    finally:
+        engine.dispose()
+    return restored

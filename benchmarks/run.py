@@ -9,7 +9,10 @@ each method ``--repeat`` times with the scores reset in between and report media
 
 (a) ``naive``: the seed's loop made correct (`benchmarks.methods.naive`);
 (b) ``floor``: one aggregate read, one predict_proba, one bulk write (`benchmarks.methods.floor`);
-(c) ``job``: ``lead-scorer run --select all`` with its defaults (`benchmarks.counted`, the real CLI).
+(c) ``job``: ``lead-scorer run --select all --population everyone`` (`benchmarks.counted`, the real CLI).
+
+Then day 2 (`Bench.day_two`): a day after a complete stale run, with new events for 5 % of the users, the
+daily ``lead-scorer run`` (default selection: stale) and a same-day rerun, beside the full rescore.
 
 Each run is a fresh subprocess, waited for alone, so its peak RSS (its own ``VmHWM``, which it reports
 at exit) and its wall time (start to exit, imports and model load included) are its own. The scores (b) and (a)
@@ -56,6 +59,10 @@ LABELS = {
     "rest": "(c) via REST",
     "fixed": "(c) fixed cost: `run --limit 1`",
 }
+#: The job's own counts, from its ``run_finished`` log line.
+RUN_COUNTS = ("users_selected", "users_changed", "users_unchanged", "events_read")
+DAY_SHARE = 0.05  # of the users with a visitor id get new events on day 2
+DAY_TOLERANCE = 0.001  # the job's default LEAD_SCORER_SCORE_TOLERANCE: a score that moved less is not rewritten
 # Variables of the caller that would change what the subprocesses do.
 _SCRUB = ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_SERVICE_ROLE_KEY", "MLFLOW_TRACKING_URI")
 
@@ -93,6 +100,34 @@ class Measure:
             return p.rss_mib
         v = p.out.get(key)
         return None if v is None else float(v)
+
+
+@dataclass
+class Day:
+    """Day 2 at one backend and size: the daily run a day after a complete one, and a rerun right after."""
+
+    backend: str
+    users: int
+    day2: Measure
+    rerun: Measure
+    setup: dict[str, Any] = field(default_factory=dict)
+    max_abs_diff: float | None = None  # the day-2 state against a full rescore at the same moment
+    crossed_midnight: bool = False  # the rerun ran on another UTC day than the day-2 run: it rereads by design
+
+
+def code_version() -> str:
+    """The commit measured, and whether the job's code differed from it (read-only git, no index refresh)."""
+    env = os.environ | {"GIT_OPTIONAL_LOCKS": "0"}
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", "scorer", "models", "registry"], cwd=ROOT, env=env, check=False
+        ).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" with uncommitted changes to the job's code" if dirty else "")
 
 
 def machine() -> dict[str, str]:
@@ -157,6 +192,8 @@ class Bench:
         self.training: list[dict[str, Any]] = []
         self.models: dict[int, tuple[str, Path]] = {}  # users -> (registered model name, exported model)
         self.builds: list[dict[str, Any]] = []
+        self.days: list[Day] = []
+        self.code_at_start = self.code = code_version()
         self.pg_server: Any = None
         self.pg_admin_url: str | None = None
         self.base_env = {k: v for k, v in os.environ.items() if k not in _SCRUB and not k.startswith("LEAD_SCORER_")}
@@ -212,7 +249,13 @@ class Bench:
             admin.dispose()
         else:
             path = Path(make_url(url).database or "")
-            for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            # The job's run lock (a flock file beside the database) too.
+            for p in (
+                path,
+                Path(f"{path}-wal"),
+                Path(f"{path}-shm"),
+                *path.parent.glob(f"{path.name}.lead-scorer-*.lock"),
+            ):
                 p.unlink(missing_ok=True)
 
     def close(self) -> None:
@@ -232,15 +275,21 @@ class Bench:
         cmd = [sys.executable, "-m", "benchmarks.methods", name, "--url", url, "--model", str(model_dir)]
         return run_proc([*cmd, "--result", str(result)], env=self.base_env, cwd=self.work, log=log, result=result)
 
-    def job(self, env: dict[str, str], tag: str = "job", extra: tuple[str, ...] = ()) -> Proc:
+    def job(
+        self, env: dict[str, str], tag: str = "job", extra: tuple[str, ...] = (), select: str | None = "all"
+    ) -> Proc:
+        """``lead-scorer run`` over everyone (customers too, as (a) and (b) score them), ``--select all`` by
+        default; ``select=None`` leaves the job's default (stale)."""
         log, result = self._paths(tag)
         env = self.base_env | {"MLFLOW_TRACKING_URI": self.job_tracking_uri()} | env | {"BENCH_STATS": str(result)}
-        cmd = [sys.executable, "-m", "benchmarks.counted", "--json-logs", "run", "--select", "all", "--no-progress"]
-        cmd += extra
+        cmd = [sys.executable, "-m", "benchmarks.counted", "--json-logs", "run", "--population", "everyone"]
+        cmd += [*(("--select", select) if select else ()), "--no-progress", *extra]
         proc = run_proc(cmd, env=env, cwd=self.work, log=log, result=result)
         finished = _run_finished(log)
         proc.out["users"] = finished.get("users_scored")
         proc.out["loop_s"] = finished.get("duration_s")
+        for k in RUN_COUNTS:
+            proc.out[k] = finished.get(k)
         return proc
 
     def train(self, url: str, model_name: str) -> tuple[str, Proc]:
@@ -325,6 +374,8 @@ class Bench:
 
         if backend == "postgresql" and users == a.rest_size:
             self.measures.append(self.rest(url, model_name, users, scores["job"]))
+        # Last: it moves the data a day and adds events, which the comparisons above must not see.
+        self.days.append(self.day_two(backend, url, job_env, users, repeat))
         self.drop(backend, url)
 
     def fixed(self, backend: str, env: dict[str, str], users: int, repeat: int) -> Measure:
@@ -336,6 +387,50 @@ class Bench:
             measure.runs.append(proc)
             say(f"   fixed #{r + 1}: {proc.wall_s:.2f} s")
         return measure
+
+    def day_two(self, backend: str, url: str, env: dict[str, str], users: int, repeat: int) -> Day:
+        """What the daily run costs: a day after a complete stale run, with new events for ~5 % of users.
+
+        1. From nothing, one stale run (untimed): every score and the checkpoint are written, as after
+           yesterday's run. 2. A day passes: every stored time moves back 24 hours (`data.pass_a_day`).
+        3. New events for a hash-chosen 5 % of the users with a visitor id, in the last few hours
+        (`data.add_events`). 4. The state is kept in side tables (`data.snapshot_day`) and restored before
+        each of ``repeat`` timed stale runs. 5. One rerun right after the last (same day: nothing to read).
+        6. A check, untimed: ``--select all`` with tolerance 0 rescores and rewrites everyone; every score
+        the day-2 run left must be within the tolerance of it."""
+        day = Day(backend, users, Measure(backend, users, "day2"), Measure(backend, users, "rerun"))
+        data.reset_scores(url)
+        first = self.job(env, tag="day1", select=None)
+        day.setup["first"] = first
+        say(f"   day 1 (stale run from nothing, untimed): {first.wall_s:.2f} s, {first.out['users_selected']} read")
+        day.setup["shift"] = data.pass_a_day(url)
+        say(f"   a day passes: {day.setup['shift']['rows']} rows moved in {day.setup['shift']['seconds']:.1f} s")
+        day.setup["added"] = data.add_events(url, share=DAY_SHARE)
+        say(f"   new events: {day.setup['added']['events']:,} for {day.setup['added']['users']:,} users")
+        data.snapshot_day(url)
+        utc_day = "?"
+        for r in range(repeat):
+            data.restore_day(url)
+            utc_day = time.strftime("%Y-%m-%d", time.gmtime())
+            proc = self.job(env, tag="day2", select=None)
+            day.day2.runs.append(proc)
+            o = proc.out
+            say(
+                f"   day 2 #{r + 1}: {proc.wall_s:.2f} s, {o['users_selected']} read, {o['users_changed']} written, "
+                f"{o['events_read']} events"
+            )
+        proc = self.job(env, tag="rerun", select=None)
+        day.rerun.runs.append(proc)
+        day.crossed_midnight = time.strftime("%Y-%m-%d", time.gmtime()) != utc_day
+        o = proc.out
+        say(f"   same-day rerun: {proc.wall_s:.2f} s, {o['users_selected']} read, {o['users_changed']} written")
+        held, _ = data.read_scores(url)
+        check = self.job(env | {"LEAD_SCORER_SCORE_TOLERANCE": "0"}, tag="check")
+        fresh, unscored = data.read_scores(url)
+        day.setup["check"] = check
+        day.max_abs_diff = float(np.nanmax(np.abs(held - fresh))) if unscored == 0 else float("inf")
+        say(f"   check: day-2 scores vs a full rescore now: {_below(day.max_abs_diff)}")
+        return day
 
     def rest(self, url: str, model_name: str, users: int, job_scores: np.ndarray) -> Measure:
         """The job through the Supabase REST store, against the PostgREST stand-in over the same database."""
@@ -382,7 +477,9 @@ def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
         f"--sizes {args.sizes} --backends {args.backends} --repeat {args.repeat}"
         + (f" --large-repeat {args.large_repeat}" if args.large_repeat is not None else "")
         + "` "
-        f"({(time.perf_counter() - started) / 60:.0f} min in all).",
+        f"({(time.perf_counter() - started) / 60:.0f} min in all). Code: {bench.code}"
+        + ("" if bench.code == bench.code_at_start else f" (at the start: {bench.code_at_start})")
+        + ".",
         "",
         f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory']} RAM, {m['os']}, Python {m['python']}. "
         "Shared with other work while it ran, so times are noisy; each figure is the median of the runs "
@@ -469,6 +566,7 @@ def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
                     f"| {(x.median('rss_mib') / base - 1) * 100:+.1f} % | {_f(x.median('wall_s'))} "
                     f"| {_f(x.median('loop_s') / x.users * 1e6, 1)} |"
                 )
+    lines += _day_two(bench)
     if bench.training:
         lines += [
             "",
@@ -492,6 +590,78 @@ def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
             + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _below(diff: float | None) -> str:
+    """The day-2 check in words: the largest difference, and whether it is below the tolerance (strictly)."""
+    if diff is None:
+        return "not checked"
+    ok = diff < DAY_TOLERANCE
+    return f"max |Δ| {diff:.9f}, {'below' if ok else 'NOT below'} the tolerance {DAY_TOLERANCE}"
+
+
+def _i(x: float | None) -> str:
+    return "-" if x is None or x != x else f"{x:,.0f}"
+
+
+def _day_two(bench: Bench) -> list[str]:
+    """The day-2 table: the daily run and a same-day rerun beside the full rescore."""
+    if not bench.days:
+        return []
+    lines = [
+        "",
+        "**Day 2: what a daily run costs.** A day after a complete stale run, with new events for "
+        f"{DAY_SHARE:.0%} of the users with a visitor id, `lead-scorer run` with its default selection (stale) "
+        "runs over everyone (`--population everyone`, as the rows above). The day passes without a fake clock: "
+        "every stored time (events, scores, checkpoints, sign-ups, conversions) is moved back 24 hours in SQL, "
+        "which is what the job sees when the clock moves a day forward. Each timed run starts from the same "
+        "state (restored from side tables); the same-day rerun follows the last one. Beside them, the full "
+        "rescore (the (c) row above: every score reset, then `--select all`). *written / users*: rows written "
+        "as a share of all users.",
+        "",
+        "| backend | users | run | runs | wall s | loop s | users read | rows written | unchanged | events read "
+        "| written / users | wall vs full |",
+        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    by = {(x.backend, x.users, x.method): x for x in bench.measures}
+    notes = []
+    for day in bench.days:
+        full = by.get((day.backend, day.users, "job"))
+        full_wall = full.median("wall_s") if full and full.runs else float("nan")
+        rerun = "same-day rerun" + (" (crossed UTC midnight: a new day, so it rereads)" if day.crossed_midnight else "")
+        rows = [("(c) full rescore: `run --select all`", full), ("day 2: `run` (stale)", day.day2), (rerun, day.rerun)]
+        for label, x in rows:
+            if x is None or not x.runs:
+                continue
+            wall = x.median("wall_s")
+            lines.append(
+                f"| {day.backend} | {day.users:,} | {label} | {len(x.runs)} | {_f(wall)} | {_f(x.median('loop_s'))} "
+                f"| {_i(x.median('users_selected'))} | {_i(x.median('users_changed'))} "
+                f"| {_i(x.median('users_unchanged'))} | {_i(x.median('events_read'))} "
+                f"| {x.median('users_changed') / day.users:.1%} | {wall / full_wall:.2f} |"
+            )
+        added, shift, first = day.setup.get("added", {}), day.setup.get("shift", {}), day.setup.get("first")
+        read = day.day2.median("users_selected")
+        notes.append(
+            f"{day.backend} {day.users:,}: new events {added.get('events', 0):,} for {added.get('users', 0):,} users "
+            f"({added.get('users', 0) / day.users:.1%} of users, {added.get('users', 0) / read if read else 0:.1%} "
+            f"of those day 2 read); the day passed in {shift.get('seconds', 0):.0f} s "
+            f"({sum(shift.get('rows', {}).values()):,} rows moved, compacted after)"
+            + (f"; the untimed day-1 stale run from nothing took {first.wall_s:.1f} s" if first else "")
+            + f"; the scores day 2 left vs a full rescore right after (tolerance 0, every score rewritten): "
+            f"{_below(day.max_abs_diff)}."
+        )
+    lines += [
+        "",
+        "A daily run rereads every user with an event within the lookback (180 days, plus the partial day) of "
+        "its last check, new events or not: the feature windows move with the day, so those users' features "
+        "changed. It writes only the scores that moved by the tolerance "
+        f"({DAY_TOLERANCE}) or more. A rerun on the same day rereads only users with events since the last "
+        "check: none here.",
+        "",
+        *(f"- {n}" for n in notes),
+    ]
+    return lines
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -537,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         for backend in args.backends.split(","):
             for users in args.size_list:
                 bench.one(backend, users)
+                bench.code = code_version()
                 args.out.write_text(report(bench, started, args))  # what is measured so far survives a stop
     finally:
         bench.close()
@@ -553,7 +724,16 @@ def main(argv: list[str] | None = None) -> int:
             f"error: {x.backend} {x.users:,} {LABELS[x.method]}: scores differ from the job's by {x.max_abs_diff}"
             f" ({x.unscored} users unscored)"
         )
-    return 1 if unequal else 0
+    wrong_days = []
+    for d in bench.days:
+        if d.max_abs_diff is None or d.max_abs_diff >= DAY_TOLERANCE:
+            wrong_days.append(d)
+            say(f"error: {d.backend} {d.users:,} day 2: scores differ from a full rescore by {d.max_abs_diff}")
+        reread = d.rerun.median("users_selected")
+        if reread and not d.crossed_midnight:
+            wrong_days.append(d)
+            say(f"error: {d.backend} {d.users:,} day 2: a same-day rerun read {reread:.0f} users (expected none)")
+    return 1 if unequal or wrong_days else 0
 
 
 if __name__ == "__main__":
