@@ -138,3 +138,28 @@ def test_sigterm_lands_within_15_s_while_a_statement_waits_on_a_lock(trained, pg
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     (run,) = _runs(client, experiment)
     assert run.info.status == "KILLED"
+
+
+def test_a_database_that_goes_away_mid_run_ends_it_with_4_and_the_totals(trained, tmp_path: Path) -> None:
+    """A real outage: the job's own PostgreSQL server stops after the first batch and stays down longer than the
+    store's retries. The run ends with 4 (not 1, "some batches failed"), a `store_lost` line that says why, and
+    a `run_finished` line with the totals so far; the batches before it stay written."""
+    import pgserver
+    from sqlalchemy.engine import make_url
+
+    settings, _model = trained
+    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="stop")
+    url = make_url(server.get_uri()).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    make_product(url, users=3_000, seed=16, events_per_user=4.0)
+    env = job_env(url, settings, f"scoring-outage-{uuid.uuid4().hex[:8]}") | {"LEAD_SCORER_DB_CONNECT_TIMEOUT_S": "2"}
+    job = Job(["--batch-size", "50"], env, cwd=tmp_path)
+    job.wait_for("batch")
+    server.cleanup()  # pg_ctl stop: every session is closed, and the server stays down
+    code = job.finish()
+
+    assert code == 4, job.output()
+    (lost,) = job.events("store_lost")
+    assert "kept failing" in lost["error"] or "connect" in lost["error"].lower(), lost
+    (finished,) = job.events("run_finished")
+    written = sum(b["scored"] for b in job.events("batch"))
+    assert finished["status"] == "FAILED" and finished["users_scored"] == written > 0
