@@ -230,13 +230,13 @@ class Registry:
                 raise RegistryUnavailable(
                     f"cannot reach the MLflow tracking server while {what}: {first}",
                     hint="check MLFLOW_TRACKING_URI and that the server is up (GET /health)",
-                ) from None
-            raise RegistryError(f"MLflow refused {what}: {first}", hint="the message above is MLflow's own") from None
+                ) from exc
+            raise RegistryError(f"MLflow refused {what}: {first}", hint="the message above is MLflow's own") from exc
         except OSError as exc:  # requests/urllib3 connection errors
             raise RegistryUnavailable(
                 f"cannot reach the MLflow tracking server while {what}: {type(exc).__name__}",
                 hint="check MLFLOW_TRACKING_URI and that the server is up (GET /health)",
-            ) from None
+            ) from exc
 
     # -- resolve -------------------------------------------------------------------------------
     def resolve(self, *, pin: str | None = None) -> ResolvedVersion:
@@ -251,7 +251,7 @@ class Registry:
                         raise NoProductionVersion(
                             f"version {pin} of {name} does not exist",
                             hint="list versions with `lead-scorer registry list`",
-                        ) from None
+                        ) from exc
                     raise
             try:
                 model = self.client.get_registered_model(name)
@@ -261,7 +261,7 @@ class Registry:
                 raise NoProductionVersion(
                     f"no registered model named {name}",
                     hint="train and register one: `lead-scorer train --promote`",
-                ) from None
+                ) from exc
             aliased = (model.aliases or {}).get(ALIAS)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
@@ -324,7 +324,7 @@ class Registry:
                     f"{resolved.uri} could not be loaded: {type(exc).__name__}: {redact(str(exc))[:300]}",
                     hint="the job's scikit-learn/skops must be able to read what training saved; "
                     "retrain, or pin a version that loads (--model-version)",
-                ) from None
+                ) from exc
             timings["load_s"] = time.perf_counter() - t0
         if not hasattr(pipeline, "predict_proba"):
             raise RegistryError(f"{resolved.uri} has no predict_proba", hint="register a classifier pipeline")
@@ -426,7 +426,7 @@ class Registry:
                     raise NoProductionVersion(
                         f"version {version} of {self.model_name} does not exist",
                         hint="list versions with `lead-scorer registry list`",
-                    ) from None
+                    ) from exc
                 raise
             current = self._current()
             previous = current.version if current else None
@@ -453,7 +453,7 @@ class Registry:
                     raise PromotionRefused(
                         f"version {version} would not load in the job: {exc.message}",
                         hint=f"{exc.hint}; or promote anyway with --force" if exc.hint else "promote with --force",
-                    ) from None
+                    ) from exc
             self.client.set_registered_model_alias(self.model_name, ALIAS, version)
             self._set_stage(version)
             self.client.set_registered_model_tag(self.model_name, TAG_LAST_PROMOTED, version)

@@ -247,11 +247,11 @@ def _resolve_and_load(settings: Settings, catalog: FeatureCatalog) -> tuple[Reso
         )
         catalog.check(model.input_names)
     except (NoProductionVersion, UnknownFeatureError) as exc:
-        raise ModelError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None)) from None
+        raise ModelError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None)) from exc
     except RegistryUnavailable as exc:
-        raise ServiceUnavailable(exc.message, hint=exc.hint) from None
+        raise ServiceUnavailable(exc.message, hint=exc.hint) from exc
     except RegistryError as exc:
-        raise ModelError(exc.message, hint=exc.hint) from None
+        raise ModelError(exc.message, hint=exc.hint) from exc
     log.info(
         "model_loaded",
         model=resolved.name,
@@ -315,7 +315,7 @@ def _open_run(
             f"could not open the MLflow run: {type(exc).__name__}: {redact(str(exc)).splitlines()[0][:300]}",
             hint="check the MLflow server, and that MLFLOW_TRACKING_USERNAME may create runs in "
             f"the experiment {settings.scoring_experiment!r}",
-        ) from None
+        ) from exc
 
 
 def _as_typed(value: Any) -> str:
@@ -545,7 +545,7 @@ def train_model(
             raise PromotionRefused(
                 f"registered version {version.version}, but did not promote it: {exc.message}",
                 hint=f"promote it anyway with `lead-scorer registry promote {version.version} --force`",
-            ) from None
+            ) from exc
     return TrainOutcome(version=version, result=result, event_types=event_types, users=len(labels), promoted=promote)
 
 
@@ -582,7 +582,7 @@ def import_joblib(
     try:
         catalog.check(names)
     except UnknownFeatureError as exc:
-        raise ModelError(str(exc)) from None
+        raise ModelError(str(exc)) from exc
     example = pd.DataFrame(np.zeros((5, len(names))), columns=names)
     untrusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
     version = _registry(settings).register(

@@ -64,7 +64,7 @@ def _settings(**overrides: Any) -> Settings:
     try:
         return load_settings(**overrides)
     except LeadScorerError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
 
 
 @app.callback()
@@ -191,7 +191,7 @@ def _run_with_progress(settings: Settings, *, show: bool, stop: Any = None, **kw
                 **kwargs,
             )
     except (LeadScorerError, Exception) as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
     if summary.stopped and stop is not None and stop.signal is not None:
         return 128 + stop.signal
     return summary.exit_code
@@ -210,7 +210,7 @@ def explain(
     try:
         out = explain_user(settings, user_id)
     except Exception as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
     stored = "none" if out.stored_score is None else f"{out.stored_score:.4f} (model {out.stored_model})"
     typer.echo(f"user {out.user_id} (visitor {out.visitor_id or 'none'})")
     typer.echo(f"  score now   {out.score:.4f}  with {out.model.name} v{out.model.version}")
@@ -254,7 +254,7 @@ def train(
             seed=seed,
         )
     except Exception as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
     m = out.result.metrics
     typer.echo(
         f"registered {out.version.name} version {out.version.version} on {out.users} users "
@@ -274,7 +274,7 @@ def _registry(tracking_uri: str | None, settings: Settings | None = None) -> Any
     try:
         return Registry(tracking_uri=settings.require_tracking(), model_name=settings.model_name)
     except LeadScorerError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
 
 
 @registry_app.command("list")
@@ -284,7 +284,7 @@ def registry_list(tracking_uri: TrackingOpt = None) -> None:
     try:
         rows = reg.versions()
     except Exception as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
     if not rows:
         typer.echo(f"no versions of {reg.model_name} yet: `lead-scorer train`")
         return
@@ -327,7 +327,7 @@ def registry_promote(
         try:
             FeatureCatalog().check(names)
         except UnknownFeatureError as exc:
-            raise PromotionRefused(str(exc), hint="promote anyway with --force") from None
+            raise PromotionRefused(str(exc), hint="promote anyway with --force") from exc
 
     try:
         previous, new = reg.promote(
@@ -339,7 +339,7 @@ def registry_promote(
             check_inputs=buildable,
         )
     except Exception as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
     typer.echo(f"production is now version {new} (was {previous or 'none'})")
 
 
@@ -350,7 +350,7 @@ def registry_rollback(tracking_uri: TrackingOpt = None) -> None:
     try:
         old, new = reg.rollback()
     except Exception as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
     typer.echo(f"rolled back: production is now version {new} (was {old})")
 
 
@@ -367,7 +367,7 @@ def registry_import_joblib(
     try:
         version = import_joblib(settings, path, trust=trust)
     except Exception as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
     typer.echo(
         f"registered {path.name} as {version.name} version {version.version} (skops); "
         f"promote it with `lead-scorer registry promote {version.version} --force` (it has no holdout metrics)"
@@ -409,7 +409,7 @@ def db_migrate() -> None:
         done = migrate(engine, names=settings.names())
         engine.dispose()
     except Exception as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
     typer.echo(f"applied {len(done)} statement(s) to {redact_url(url)}")
 
 
@@ -426,7 +426,7 @@ def demo(
     try:
         code = run_demo(dir.resolve(), users=users, reset=reset, seed=seed)
     except Exception as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
     raise typer.Exit(code)
 
 

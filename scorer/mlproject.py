@@ -27,8 +27,8 @@ def _integer(minimum: int) -> Callable[[str, str], str]:
     def check(name: str, raw: str) -> str:
         try:
             value = float(raw)
-        except ValueError:
-            raise ParameterError(f"{name} must be a whole number, got {raw!r}") from None
+        except ValueError as exc:
+            raise ParameterError(f"{name} must be a whole number, got {raw!r}") from exc
         if not value.is_integer() or value < minimum:
             raise ParameterError(f"{name} must be a whole number of at least {minimum}, got {raw!r}")
         return str(int(value))
@@ -59,8 +59,8 @@ def _date(name: str, raw: str) -> str:
 
     try:
         date.fromisoformat(raw)
-    except ValueError:
-        raise ParameterError(f"{name} must be a date like 2026-10-01, got {raw!r}") from None
+    except ValueError as exc:
+        raise ParameterError(f"{name} must be a date like 2026-10-01, got {raw!r}") from exc
     return raw
 
 

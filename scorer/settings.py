@@ -178,4 +178,4 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(
             "invalid settings: " + "; ".join(problems),
             hint="fix the environment variable (LEAD_SCORER_<NAME>) or flag named above",
-        ) from None
+        ) from None  # pydantic's error quotes the input, which may be a secret (test_cli_never_prints_secrets)

@@ -248,7 +248,7 @@ class RestStore:
         except APIError as exc:
             if str(exc.code or "") in ("42703", "PGRST204", "PGRST205", "42P01"):
                 return False
-            raise self._translate(exc, f"reading {table}") from None
+            raise self._translate(exc, f"reading {table}") from exc
         return True
 
     def _function(self, name: str, probe: dict[str, Any]) -> bool:
@@ -257,7 +257,7 @@ class RestStore:
             self._retry(lambda: self._pg.rpc(name, probe).execute())()
         except APIError as exc:
             if exc.code != "PGRST202":
-                raise self._translate(exc, f"calling {name}") from None
+                raise self._translate(exc, f"calling {name}") from exc
             return False
         return True
 

@@ -250,12 +250,12 @@ class SqlStore:
         handle = open(f"{path}.lead-scorer-{key}.lock", "a+")  # noqa: SIM115 - held until unlock_run
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as exc:
             handle.close()
             raise RunLocked(
                 f"another lead-scorer run of {key} holds the run lock on {path}",
                 hint="wait for it to finish (it may be the cron job, a laptop or `mlflow run`)",
-            ) from None
+            ) from exc
         self._lock = handle
 
     def cancel(self) -> None:
@@ -300,11 +300,11 @@ class SqlStore:
                 raise AuthError(
                     f"the database refused the credentials in DATABASE_URL ({redact_url(self._url)})",
                     hint="check the user and password of DATABASE_URL",
-                ) from None
+                ) from exc
             raise StoreError(
                 f"cannot connect to {redact_url(self._url)}: {text.splitlines()[0] if text else exc}",
                 hint="check DATABASE_URL and that the database is reachable",
-            ) from None
+            ) from exc
         need_users = [n.user_id, n.visitor_id]
         if scoring:
             need_users += [n.lead_score, n.model_version, n.scored_at]
