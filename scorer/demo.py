@@ -14,8 +14,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from models import SyntheticData, generate
+from scorer.contract import Names
 from scorer.schema import migrate
-from scorer.stores.base import Names
 
 __all__ = ["DemoPaths", "create_tables", "load_data"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from scorer.stores.base import Names
+from scorer.contract import Names
 
 __all__ = [
     "EVENTS_FUNCTION",

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scorer.contract import Names, validate_identifier
 from scorer.errors import SettingsError
-from scorer.stores.base import Names, validate_identifier
 
 __all__ = ["Settings", "load_settings"]
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -12,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from models import DailyGrain, day_numbers, normalize_event_type
-from scorer.errors import SettingsError
+from scorer.contract import Names, validate_identifier
 
 __all__ = [
     "Checkpoint",
@@ -30,43 +29,6 @@ __all__ = [
 ]
 
 Selection = Literal["unscored", "stale", "all"]
-
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-
-
-def validate_identifier(value: str, *, what: str) -> str:
-    """Table and column names come from settings: allow plain identifiers only (no injection)."""
-    if not _IDENT.match(value):
-        raise SettingsError(
-            f"{what} {value!r} is not a plain SQL identifier",
-            hint="use letters, digits and underscores, starting with a letter or underscore",
-        )
-    return value
-
-
-@dataclass(frozen=True, kw_only=True)
-class Names:
-    """Table and column names of the data contract (README "Data contract"), all overridable in settings."""
-
-    schema: str = "public"
-    users: str = "users"
-    events: str = "events"
-    user_id: str = "user_id"
-    visitor_id: str = "visitor_id"
-    lead_score: str = "lead_score"
-    model_version: str = "lead_score_model_version"
-    scored_at: str = "lead_scored_at"
-    converted_at: str = "converted_at"
-    reasons: str = "lead_score_reasons"  # optional: written when the column exists
-    history: str = "lead_score_history"  # optional table, appended to when history is on
-    checkpoints: str = "lead_scorer_checkpoints"
-    event_visitor_id: str = "visitor_id"
-    event_type: str = "event_type"
-    created_at: str = "created_at"
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            validate_identifier(getattr(self, f.name), what=f"name setting {f.name}")
 
 
 @dataclass(frozen=True, kw_only=True)
