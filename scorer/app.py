@@ -137,7 +137,8 @@ def run_scoring(
         # Who failed and why (the database's message, never the row's data), for the operator to look at.
         artifacts["failed_users.json"] = summary.failed_users[:10_000]
     artifacts["score_histogram.svg"] = dist.histogram_svg(
-        title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} changed in this run)"
+        title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} changed in this run)",
+        marks={"warm": settings.warm_threshold, "hot": settings.hot_threshold},
     )
     log.info("run_finished", status=status, **{k: round(v, 4) for k, v in metrics.items()})
     note = describe_run(summary, metrics, resolved, settings, status=status)
@@ -378,7 +379,8 @@ def _drift_and_tiers(
     previous = tracker.previous_deciles()
     if previous and stats.count:
         out["score_psi_previous"] = stats.psi(previous)
-    return out
+    # Shares and indices to 4 decimals: 0.0808, not 0.08080000000000001; a PSI of 1e-30 is 0.
+    return {k: round(v, 4) for k, v in out.items()}
 
 
 @dataclass(frozen=True, kw_only=True)

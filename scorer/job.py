@@ -141,11 +141,12 @@ class RunSummary:
             "users_failed": self.users_failed,
             "users_vanished": self.users_vanished,
             "events_read": self.events_read,
-            "duration_s": self.duration_s,
-            "users_per_s": self.users_scored / self.duration_s if self.duration_s > 0 else 0.0,
+            "duration_s": round(self.duration_s, 2),
+            "users_per_s": round(self.users_scored / self.duration_s, 1) if self.duration_s > 0 else 0.0,
         }
         out |= {f"events_dropped_{k}": v for k, v in self.dropped.items()}
-        return out | self.distribution.summary()
+        # Scores to 4 decimals: the histogram behind them resolves 0.001, and the UI shows what it is given.
+        return out | {k: round(v, 4) for k, v in self.distribution.summary().items()}
 
     @property
     def distribution(self) -> ScoreStats:

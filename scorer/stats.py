@@ -129,7 +129,7 @@ class ScoreStats:
         counts = self.hist.reshape(bins, BINS // bins).sum(axis=1)
         return {"edges": [i / bins for i in range(bins + 1)], "counts": [int(c) for c in counts]}
 
-    def histogram_svg(self, *, title: str, bins: int = 20) -> str:
+    def histogram_svg(self, *, title: str, bins: int = 20, marks: dict[str, float] | None = None) -> str:
         """The coarse histogram as a small SVG bar chart, which the MLflow UI shows as an image.
 
         Written by hand rather than with matplotlib: the image has no plotting library, and
@@ -161,6 +161,13 @@ class ScoreStats:
         for tick in range(0, 11, 2):
             x = left + plot_w * tick / 10
             parts.append(f'<text x="{x:.1f}" y="{axis_y + 16}" text-anchor="middle">{tick / 10:.1f}</text>')
+        for label, at in (marks or {}).items():
+            # A tier threshold, dashed across the bars, named at the top.
+            x = left + plot_w * min(max(at, 0.0), 1.0)
+            parts.append(
+                f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{axis_y}" stroke="#d62728" stroke-dasharray="4 3"/>'
+            )
+            parts.append(f'<text x="{x + 3:.1f}" y="{top + 12}" fill="#d62728">{_xml(label)} ≥ {at:g}</text>')
         parts.append(f'<text x="{left - 6}" y="{top + 4}" text-anchor="end">{peak:,}</text>')
         parts.append(f'<text x="{left - 6}" y="{axis_y}" text-anchor="end">0</text>')
         parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">lead_score</text>')
