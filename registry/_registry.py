@@ -35,6 +35,13 @@ TAG_EVENT_TYPES = "event_types"
 TAG_TRUSTED_TYPES = "skops_trusted_types"
 METRIC_TAG_PREFIX = "holdout_"
 
+#: The registered model's description, set when it has none.
+MODEL_DESCRIPTION = (
+    "Lead-scoring pipeline for lead-scorer: a daily job scores every open lead with the version that holds the "
+    "`production` alias and writes `lead_score` back to the product's database. Each version's description says "
+    "how it was trained and how it did on its holdout; promote with `lead-scorer registry promote VERSION`."
+)
+
 #: Registered-model tag: the version lead-scorer last made production (alias and stage together), so a later
 #: move of only one of them in the MLflow UI can be told apart from the other.
 TAG_LAST_PROMOTED = "lead_scorer.production"
@@ -336,13 +343,17 @@ class Registry:
         )
 
     # -- register ------------------------------------------------------------------------------
-    def ensure_experiment(self, name: str, *, artifact_location: str | None = None) -> str:
-        """The experiment's id, creating it (with ``artifact_location`` if given) when missing."""
+    def ensure_experiment(
+        self, name: str, *, artifact_location: str | None = None, description: str | None = None
+    ) -> str:
+        """The experiment's id, creating it (with ``artifact_location`` and a ``description`` if given) when
+        missing."""
         with self._calls(f"opening experiment {name}"):
             exp = self.client.get_experiment_by_name(name)
             if exp is not None:
                 return str(exp.experiment_id)
-            return str(self.client.create_experiment(name, artifact_location=artifact_location))
+            tags = {"mlflow.note.content": description} if description else None
+            return str(self.client.create_experiment(name, artifact_location=artifact_location, tags=tags))
 
     def register(
         self,
@@ -356,6 +367,8 @@ class Registry:
         run_name: str = "train",
         artifact_location: str | None = None,
         skops_trusted_types: list[str] | None = None,
+        description: str = "",
+        experiment_description: str | None = None,
     ) -> ResolvedVersion:
         """Log ``pipeline`` (skops, float64 signature, input example) and register a new version.
 
@@ -365,7 +378,9 @@ class Registry:
         example = example.astype("float64")
         proba = pipeline.predict_proba(example.head(50))[:, 1]
         with self._calls("registering the model"):
-            exp_id = self.ensure_experiment(experiment, artifact_location=artifact_location)
+            exp_id = self.ensure_experiment(
+                experiment, artifact_location=artifact_location, description=experiment_description
+            )
             with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
                 # Under `mlflow run` this is that run (MLFLOW_RUN_ID), which already holds the entry point's
                 # parameters as typed; MLflow refuses to change a parameter, so keep those.
@@ -387,6 +402,10 @@ class Registry:
             tags["training_run_id"] = run.info.run_id
             for k, v in tags.items():
                 self.client.set_model_version_tag(self.model_name, version, k, v)
+            if description:
+                self.client.update_model_version(self.model_name, version, description=description)
+            if not (self.client.get_registered_model(self.model_name).description or "").strip():
+                self.client.update_registered_model(self.model_name, description=MODEL_DESCRIPTION)
             return self._resolved(self.client.get_model_version(self.model_name, version), "pin")
 
     # -- promote / roll back ---------------------------------------------------------------------
@@ -471,6 +490,15 @@ class Registry:
                 stamp[TAG_PREVIOUS] = previous
             for k, v in stamp.items():
                 self.client.set_model_version_tag(self.model_name, version, k, v)
+            # The version's description says who made it production, when, and what it replaced.
+            current = self.client.get_model_version(self.model_name, version).description or ""
+            line = (
+                f"Promoted to production by {stamp[TAG_PROMOTED_BY]} at {stamp[TAG_PROMOTED_AT][:16]} UTC"
+                + (f", replacing version {previous}" if previous and previous != version else "")
+                + (" (a rollback)" if _rollback_from is not None else "")
+                + "."
+            )
+            self.client.update_model_version(self.model_name, version, description=f"{current}\n\n{line}".strip())
             return previous, version
 
     def _set_stage(self, version: str) -> None:

@@ -84,6 +84,9 @@ def run_scoring(
             experiment=settings.scoring_experiment,
             artifact_location=artifact_location,
             run_id=settings.mlflow_run_id,
+            description="Scoring runs of lead-scorer: one per job run (the daily cron job, or `lead-scorer run`). "
+            "Each run's description says what it rescored and changed, with which model version; its metrics "
+            "hold the totals first, per-batch figures under batch/.",
         )
         now = datetime.now(UTC)
         store_id = hashlib.sha256(store.describe().encode()).hexdigest()[:12]
@@ -570,6 +573,9 @@ def train_model(
             "horizon_days": str(horizon_days),
         },
         run_name=f"train as of {as_of:%Y-%m-%d} · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        description=_version_description(result, as_of=as_of, horizon_days=horizon_days, seed=seed, users=len(labels)),
+        experiment_description="Training runs of lead-scorer (`lead-scorer train`): point-in-time features, a "
+        "holdout evaluation, one registered version of the lead-scoring pipeline per run.",
         artifact_location=artifact_location,
     )
     log.info("registered", model=version.name, version=version.version, **result.metrics)
@@ -586,6 +592,20 @@ def train_model(
                 hint=f"promote it anyway with `lead-scorer registry promote {version.version} --force`",
             ) from exc
     return TrainOutcome(version=version, result=result, event_types=event_types, users=len(labels), promoted=promote)
+
+
+def _version_description(result: TrainResult, *, as_of: datetime, horizon_days: int, seed: int, users: int) -> str:
+    """A model version's description: how it was trained, and its holdout metrics in words."""
+    m = result.metrics
+    positives = round(m.get("positive_rate", 0.0) * users)
+    return (
+        f"Trained on {users:,} leads as of {as_of:%Y-%m-%d} (features from the 180 days before; label: converted "
+        f"within {horizon_days} days after; {positives:,} did), seed {seed}.\n\n"
+        f"On a holdout of {result.n_holdout:,} leads: ROC AUC {m['roc_auc']:.3f} (a lead that converted scores above "
+        f"one that did not {m['roc_auc']:.0%} of the time); the top tenth of scores converted "
+        f"{m['top_decile_lift']:.1f} times as often as average, and the top fifth held {m['top20_capture']:.0%} of the "
+        f"conversions; calibration error {m.get('ece', float('nan')):.3f} (predicted vs observed rate, by decile)."
+    )
 
 
 def import_joblib(

@@ -83,9 +83,11 @@ class MlflowTracker:
         artifact_location: str | None = None,
         run_id: str | None = None,
         finish_attempts: int = 3,
+        description: str | None = None,
     ) -> None:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self._tracking_uri = tracking_uri
+        self._description = description
         self.experiment = experiment
         self.artifact_location = artifact_location
         self.run_id: str | None = None
@@ -116,7 +118,11 @@ class MlflowTracker:
             self._experiment_id = (
                 exp.experiment_id
                 if exp is not None
-                else self.client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+                else self.client.create_experiment(
+                    self.experiment,
+                    artifact_location=self.artifact_location,
+                    tags={"mlflow.note.content": self._description} if self._description else None,
+                )
             )
             run = self.client.create_run(self._experiment_id, run_name=run_name, tags=str_tags)
             self.run_id = run.info.run_id

@@ -459,3 +459,20 @@ def test_a_run_describes_itself_and_the_version_leads_to_it(sqlite_url, mlflow_l
     tag = client.get_model_version(settings.model_name, "1").tags["last_scoring_run"]
     assert tag.endswith(f"/runs/{second.info.run_id}")
     assert first.data.params["dry_run"] == "false" and first.data.params["limit"] == ""
+
+
+def test_experiments_the_model_and_its_versions_describe_themselves(sqlite_url, mlflow_local):
+    make_product(sqlite_url, users=300, seed=36)
+    settings = mlflow_local.settings(sqlite_url)
+    _train(settings, mlflow_local, promote=True, seed=5)
+    run_scoring(settings)
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    version = client.get_model_version(settings.model_name, "1")
+    assert version.description.startswith("Trained on ") and "ROC AUC" in version.description
+    assert "seed 5" in version.description and "Promoted to production by " in version.description
+    assert "open lead" in client.get_registered_model(settings.model_name).description
+    for name in (settings.training_experiment, settings.scoring_experiment):
+        assert client.get_experiment_by_name(name).tags["mlflow.note.content"]
+    (train_run,) = client.search_runs([client.get_experiment_by_name(settings.training_experiment).experiment_id])
+    assert train_run.data.params["seed"] == "5" and " to " in train_run.data.params["training_window"]
+    assert train_run.info.run_name.startswith("train as of ")
