@@ -163,3 +163,18 @@ def test_a_database_that_goes_away_mid_run_ends_it_with_4_and_the_totals(trained
     (finished,) = job.events("run_finished")
     written = sum(b["scored"] for b in job.events("batch"))
     assert finished["status"] == "FAILED" and finished["users_scored"] == written > 0
+
+
+def test_two_runs_started_together_write_each_user_once(trained, pg_url, tmp_path: Path) -> None:
+    """The same job started twice at once (a laptop beside the cron job): one takes the run lock, the other
+    exits 6 having done nothing (or, if the first already finished, finds nobody stale). Every user is written
+    exactly once between them."""
+    settings, _model = trained
+    make_product(pg_url, users=2_000, seed=17, events_per_user=6.0)
+    env = job_env(pg_url, settings, f"scoring-twice-{uuid.uuid4().hex[:8]}")
+    first = Job(["--batch-size", "100"], env, cwd=tmp_path)
+    second = Job(["--batch-size", "100"], env, cwd=tmp_path)
+    codes = sorted([first.finish(), second.finish()])
+    assert codes in ([0, 0], [0, 6]), first.output() + second.output()
+    written = sum(b["scored"] for job in (first, second) for b in job.events("batch"))
+    assert written == 2_000 == int(_users(pg_url)["lead_score"].notna().sum())
