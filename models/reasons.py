@@ -118,7 +118,10 @@ def top_reasons(
     # Columns in name order, then a stable sort on -|effect|: equal effects keep name order.
     by_name = np.array(sorted(range(n_cols), key=names.__getitem__), dtype=np.intp)
     size = np.abs(effects[:, by_name])
-    chosen = by_name[np.argsort(-size, axis=1, kind="stable")[:, :k]]
+    # A few more candidates than reasons: one behaviour over several windows ("4 demo requests in the last
+    # 90 days", "… 30 days") is one reason, its strongest window, so later candidates fill the gaps.
+    candidates = min(n_cols, k * 4)
+    chosen = by_name[np.argsort(-size, axis=1, kind="stable")[:, :candidates]]
     rows = np.arange(n_rows)[:, None]
     picked = effects[rows, chosen]
     # Sorted by |effect|, so the reasons worth naming are a prefix of each row.
@@ -126,6 +129,7 @@ def top_reasons(
     values = features.to_numpy(dtype=np.float64)[rows, chosen].tolist()
     rounded = np.round(picked, 3).tolist()
     columns = chosen.tolist()
+    groups = [_group(name) for name in names]
 
     lookback = (catalog or _DEFAULT_CATALOG).lookback_days
     phrases = [_phrase(name, lookback) for name in names]
@@ -135,13 +139,24 @@ def top_reasons(
     out: list[list[Reason]] = []
     for i, count in enumerate(counts):
         mine: list[Reason] = []
+        seen: set[str] = set()
         for j, value, effect in zip(columns[i][:count], values[i][:count], rounded[i][:count], strict=True):
+            if groups[j] in seen:
+                continue
+            seen.add(groups[j])
             reason = made.get((j, value, effect))
             if reason is None:
                 reason = made[(j, value, effect)] = Reason(text=phrases[j](value), effect=effect)
             mine.append(reason)
+            if len(mine) == k:
+                break
         out.append(mine)
     return out
+
+
+def _group(name: str) -> str:
+    """Which behaviour a feature measures, whatever its window: ``evt_demo_request_30d`` → ``evt_demo_request``."""
+    return re.sub(r"_\d+d$", "", name)
 
 
 def describe(name: str, value: float, *, catalog: FeatureCatalog | None = None) -> str:
