@@ -24,7 +24,14 @@ import pandas as pd
 
 from models.catalog import FeatureCatalog
 
-__all__ = ["MIN_EFFECT", "Reason", "contributions", "describe", "top_reasons"]
+__all__ = [
+    "MIN_EFFECT",
+    "Reason",
+    "contributions",
+    "describe",
+    "gives_reasons",
+    "top_reasons",
+]
 
 #: Contributions to the log-odds smaller than this (in absolute value) are not worth naming.
 MIN_EFFECT = 0.05
@@ -90,6 +97,11 @@ def contributions(pipeline: Any, features: pd.DataFrame) -> np.ndarray | None:
     if z.ndim != 2 or z.shape[1] != features.shape[1] or coef.shape[0] != z.shape[1]:
         return None
     return z * coef
+
+
+def gives_reasons(pipeline: Any, names: list[str]) -> bool:
+    """Whether ``pipeline`` breaks its score down into per-feature contributions (one zero row is enough)."""
+    return contributions(pipeline, pd.DataFrame(np.zeros((1, len(names))), columns=names)) is not None
 
 
 def top_reasons(

@@ -19,7 +19,7 @@ import numpy as np
 import structlog
 
 from models import FeatureCatalog
-from models.reasons import top_reasons
+from models.reasons import gives_reasons, top_reasons
 from registry import LoadedModel
 from scorer.errors import (
     EXIT_BATCH_FAILED,
@@ -388,6 +388,15 @@ def score_users(
     # only over an unbroken prefix of written batches: a user past a failed batch is not known to be done.
     moves_checkpoint = options.select != "unscored" and not options.dry_run and selector.freshness is not None
     checkpoint = selector.freshness.key if selector.freshness is not None else None
+    reasons = options.reasons and store.has_reasons
+    if reasons and not gives_reasons(model.pipeline, model.input_names):
+        # Said once per run, not per batch: this model type has no per-feature contributions to name.
+        log.warning(
+            "reasons_unavailable",
+            model=model.resolved.uri,
+            hint="lead_score_reasons is left as it is; linear pipelines (what `lead-scorer train` makes) give reasons",
+        )
+        reasons = False
     batcher = _Batcher(
         store=store,
         model=model,
@@ -396,7 +405,7 @@ def score_users(
         identity=identity,
         as_of=as_of,
         since=since,
-        reasons=options.reasons and store.has_reasons,
+        reasons=reasons,
     )
     started = time.perf_counter()
     step = 0

@@ -332,3 +332,27 @@ def test_a_held_row_lock_fails_that_batch_within_the_lock_timeout(pg_url, traine
     assert summary.failed_batches == 1 and summary.users_scored == 200 and summary.exit_code == 1
     unscored = execute(pg_url, "SELECT min(user_id), max(user_id) FROM users WHERE lead_score IS NULL")
     assert tuple(unscored[0][0]) == (101, 200)
+
+
+def test_a_model_without_contributions_scores_without_reasons_and_says_so_once(target, trained, capsys):
+    """A tree model has no per-feature contributions to name: scores are written, reasons are not, and the run
+    says so once, not once per batch."""
+    import dataclasses
+
+    from sklearn.tree import DecisionTreeClassifier
+
+    _, model = trained
+    make_product(target.url, users=150, seed=18)
+    rng = np.random.default_rng(0)
+    x = rng.poisson(2, (300, len(model.input_names))).astype(float)
+    import pandas as pd
+
+    tree = DecisionTreeClassifier(max_depth=3, random_state=0).fit(
+        pd.DataFrame(x, columns=model.input_names), rng.integers(0, 2, 300)
+    )
+    treed = dataclasses.replace(model, pipeline=tree)
+    summary = score_users(store=target.store(), model=treed, options=JobOptions(batch_size=50, leads_only=False))
+    assert summary.exit_code == 0 and summary.users_scored == 150
+    after = snapshot(target.url)
+    assert after["lead_score"].notna().all() and after["lead_score_reasons"].isna().all()
+    assert capsys.readouterr().out.count("reasons_unavailable") == 1
