@@ -3,8 +3,24 @@
 PostgreSQL uses ``generate_series``; SQLite a recursive CTE. Each user has a latent intent (a hash
 of the user id, so the users table and the events table agree without a join) that raises both the
 share of buying signals among their events and their chance to convert, so a model trained on the
-data is a real model. About 20 events per user over 150 days, with the mess real tables have: NULL
-and padded/mixed-case event types, NULL and future timestamps, users without a visitor id.
+data is a real model. About 20 events per user over 182 days (a little beyond the job's 181-day reach),
+with the mess real tables have (`build`):
+
+- dirty rows, 1 % of events: NULL types (0.4 %), blank types ('', spaces, a tab, a no-break space: 0.2 %),
+  NULL times (0.2 %), future times (0.2 %);
+- messy spellings of real types, 5 % of events: upper case, capitalized, padded with tabs, newlines,
+  trailing spaces, no-break and ideographic spaces and the other characters Python's ``str.strip()`` takes
+  (`MESSY`); plus a legacy spelling (``'  LEGACY_Click '``) and ``'Pricing View '`` beside ``pricing_view``
+  (one slug, two types);
+- users without a visitor id (4 %), users who share the previous user's visitor id (~0.5 %: two users, one
+  visitor), and a few very heavy visitors (1 in 10,000 users, 1,000 to 5,000 events each).
+
+The events table's physical order is the ``layout``: ``time`` (the default) appends events in time order
+across visitors, as a product writes them (``INSERT … ORDER BY`` the time each event arrived), so one
+visitor's events are scattered over the whole table; ``visitor`` writes each visitor's events together
+(the order of the benchmark's data before issue 13: the same events, laid out the friendly way).
+On PostgreSQL the random choices are seeded (``setseed``), so a size's data are the same on every run and
+in both layouts; SQLite's ``random()`` cannot be seeded.
 
 Day 2 (`pass_a_day`, `add_events`, `snapshot_day`, `restore_day`): every stored time one day earlier, which
 is what the job sees when the clock moves a day forward; new events for a hash-chosen 5 % of the users.
@@ -18,16 +34,20 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
+from scorer.contract import Names
 from scorer.demo import create_tables
 from scorer.schema import migrate
-from scorer.stores.base import Names
-from scorer.stores.sql import SqlStore, engine_for
+from scorer.stores.sql import SqlStore, Waits, engine_for
 
 __all__ = [
+    "LAYOUTS",
+    "WHITESPACE",
     "add_events",
     "build",
     "count_users",
+    "long_engine",
     "pass_a_day",
     "read_scores",
     "reset_scores",
@@ -35,9 +55,31 @@ __all__ = [
     "snapshot_day",
 ]
 
+LAYOUTS = ("time", "visitor")
 EVENTS_PER_USER = 20  # mean; uniform on 0..40
+SPAN_DAYS = 182  # events reach this far back: a little beyond the job's reach (180 days + the partial day)
 GENERAL = ["page_view", "docs_view", "email_open", "feature_used", "webinar_join", "support_ticket", "unsubscribe"]
 BUYING = ["pricing_view", "demo_request", "signup_started", "invite_sent", "Pricing View "]
+#: Every character Python's ``str.strip()`` removes (``str.isspace``): what the job's normalization trims.
+WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+#: Messy spellings of a type ``{t}`` (a SQL expression), each normalizing to the type itself.
+MESSY = (
+    "upper({t})",
+    "{cap}",
+    "{t} || '  '",
+    "chr(9) || {t}",
+    "{t} || chr(10)",
+    "chr(160) || {t}",
+    "chr(12288) || upper({t}) || chr(8239)",
+    "{t} || chr(133)",
+    "chr(31) || {t} || chr(13)",
+    "' ' || {cap} || chr(8199) || chr(11)",
+)
+MESSY_SHARE = 0.05
+BLANKS = ("''", "' '", "chr(9)", "' ' || chr(160) || chr(10)")
+HEAVY_SHARE, HEAVY_MIN, HEAVY_MAX = 0.0001, 1_000, 5_000  # very heavy visitors: share of users, events each
+SHARED_SHARE = 0.005  # users who try to share the previous user's visitor id
+NO_VISITOR_SHARE = 0.04
 
 
 def _hash(i: str, salt: int, *, pg: bool, mult: int = 2654435761) -> str:
@@ -52,82 +94,148 @@ def _hash(i: str, salt: int, *, pg: bool, mult: int = 2654435761) -> str:
 # training horizon is then the same on every run and every server (a small dataset near the threshold of
 # five positives would otherwise fail training now and then).
 _SIGNUP, _CONVERTS, _CONVERTED = (29, 69069), (53, 1103515245), (71, 22695477)
+# Who shares a visitor id, who is a heavy visitor and how heavy: hashes too (the users and events agree).
+_SHARES, _HEAVY, _HEAVY_EVENTS = (83, 40692), (37, 48271), (97, 16807)
 
 
 def _sql_array(values: list[str]) -> str:
     return "ARRAY[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
 
 
-def _pg_statements(users: int) -> list[str]:
+def _who(i: str, *, pg: bool) -> dict[str, str]:
+    """SQL conditions on user ``i``: has no visitor id; shares user i-1's visitor id; owns a visitor (and
+    so generates its events). A user shares only with a previous user who owns its visitor and does not try
+    to share itself, so a shared visitor id always has its events."""
+    h = lambda x, salt, mult=2654435761: _hash(x, salt, pg=pg, mult=mult)  # noqa: E731
+    none = f"{h(i, 91)} < {NO_VISITOR_SHARE}"
+    prev = f"({i} - 1)"
+    shares = (
+        f"({i} > 1 AND {h(i, *_SHARES)} < {SHARED_SHARE} AND {h(prev, *_SHARES)} >= {SHARED_SHARE} "
+        f"AND {h(prev, 91)} >= {NO_VISITOR_SHARE})"
+    )
+    owns = f"(NOT ({none}) AND NOT {shares})"
+    count = (
+        f"CASE WHEN {h(i, *_HEAVY)} < {HEAVY_SHARE} "
+        f"THEN {HEAVY_MIN} + CAST(floor({h(i, *_HEAVY_EVENTS)} * {HEAVY_MAX - HEAVY_MIN}) AS INTEGER) "
+        + (
+            f"ELSE mod({i}::bigint * 7919, {2 * EVENTS_PER_USER + 1})::int END"
+            if pg
+            else f"ELSE ({i} * 7919) % {2 * EVENTS_PER_USER + 1} END"
+        )
+    )
+    return {"none": none, "shares": shares, "owns": owns, "count": count}
+
+
+def _pick(values: list[str], r: str) -> str:
+    """One of the SQL expressions ``values`` by a uniform [0, 1) expression ``r`` (no arrays: SQLite)."""
+    whens = " ".join(f"WHEN {r} < {(k + 1) / len(values)!r} THEN {v}" for k, v in enumerate(values[:-1]))
+    return f"CASE {whens} ELSE {values[-1]} END"
+
+
+def _quoted(values: list[str]) -> list[str]:
+    return ["'" + v.replace("'", "''") + "'" for v in values]
+
+
+def _event_type(g: str, *, pg: bool) -> str:
+    """The stored event type of generated row ``g`` (columns noise, mess, t): dirty, messy or clean."""
+    cap = "initcap({t})" if pg else "upper(substr({t}, 1, 1)) || substr({t}, 2)"
+    t = f"{g}.t"
+    messy = [m.format(t=t, cap=cap.format(t=t)) for m in MESSY]
+    blanks = list(BLANKS)
+    if not pg:
+        messy = [m.replace("chr(", "char(") for m in messy]
+        blanks = [b.replace("chr(", "char(") for b in blanks]
+    return f"""CASE WHEN {g}.noise < 0.004 THEN NULL
+            WHEN {g}.noise < 0.006 THEN {_pick(blanks, f"{g}.mess")}
+            WHEN {g}.noise < 0.008 THEN '  LEGACY_Click '
+            WHEN {g}.mess < {MESSY_SHARE} THEN {_pick(messy, f"({g}.mess / {MESSY_SHARE})")}
+            ELSE {t} END"""
+
+
+def _pg_statements(users: int, layout: str) -> list[str]:
     intent = _hash("i", 17, pg=True)
-    no_vis = _hash("i", 91, pg=True)
     signup, converts, converted = (_hash("i", salt, pg=True, mult=m) for salt, m in (_SIGNUP, _CONVERTS, _CONVERTED))
-    vis = "'v' || lpad(to_hex(i), 8, '0')"
+    who = _who("i", pg=True)
+    vis, prev_vis, u_vis = (f"'v' || lpad(to_hex({x}), 8, '0')" for x in ("i", "i - 1", "u.i"))
     general, buying = _sql_array(GENERAL), _sql_array(BUYING)
+    order = "ORDER BY g.arrived, g.i, g.k" if layout == "time" else "ORDER BY g.i, g.k"
     return [
+        "SELECT setseed(0.13)",  # the random() below: the same data on every run (one process, one plan)
         f"""INSERT INTO users (user_id, visitor_id, email, signed_up_at, converted_at)
 SELECT i,
-       CASE WHEN {no_vis} < 0.04 THEN NULL ELSE {vis} END,
+       CASE WHEN {who["none"]} THEN NULL WHEN {who["shares"]} THEN {prev_vis} ELSE {vis} END,
        'user' || i || '@example.com',
        now() - (1 + 149 * {signup}) * interval '1 day',
        CASE WHEN {converts} < 0.02 + 0.3 * {intent} * {intent} THEN now() - 90 * {converted} * interval '1 day' END
   FROM generate_series(1, {users}) AS i""",
+        # Each row's arrival: its time, or for a row without one (or a future one) the time it would have had.
         f"""INSERT INTO events (visitor_id, event_type, created_at)
-SELECT {vis},
-       CASE WHEN r.noise < 0.004 THEN NULL
-            WHEN r.noise < 0.006 THEN '  LEGACY_Click '
-            WHEN r.pick < 0.05 + 0.45 * u.intent
-                 THEN ({buying})[1 + floor(r.which * {len(BUYING)})::int]
-            ELSE ({general})[1 + floor(r.which * {len(GENERAL)})::int] END,
-       CASE WHEN r.noise >= 0.006 AND r.noise < 0.008 THEN NULL
-            WHEN r.noise >= 0.008 AND r.noise < 0.010 THEN now() + (1 + 29 * r.age) * interval '1 day'
-            ELSE now() - 150 * power(r.age, 1 + u.intent) * interval '1 day' END
-  FROM (SELECT i, {intent} AS intent FROM generate_series(1, {users}) AS i WHERE {no_vis} >= 0.04) AS u
- CROSS JOIN LATERAL generate_series(1, mod(u.i::bigint * 7919, {2 * EVENTS_PER_USER + 1})::int) AS k
- CROSS JOIN LATERAL (SELECT random() AS noise, random() AS pick, random() AS which,
-                            random() AS age OFFSET 0 * k) AS r""",
+SELECT g.visitor_id,
+       {_event_type("g", pg=True)},
+       CASE WHEN g.noise >= 0.008 AND g.noise < 0.010 THEN NULL
+            WHEN g.noise >= 0.010 AND g.noise < 0.012 THEN now() + (2 + 28 * g.skew) * interval '1 day'
+            ELSE g.arrived END
+  FROM (SELECT u.i, k, {u_vis} AS visitor_id, r.noise, r.mess, r.skew,
+               CASE WHEN r.pick < 0.05 + 0.45 * u.intent THEN ({buying})[1 + floor(r.which * {len(BUYING)})::int]
+                    ELSE ({general})[1 + floor(r.which * {len(GENERAL)})::int] END AS t,
+               now() - {SPAN_DAYS} * power(r.age, 1 + u.intent) * interval '1 day' AS arrived
+          FROM (SELECT i, {intent} AS intent, {who["count"]} AS cnt
+                  FROM generate_series(1, {users}) AS i WHERE {who["owns"]}) AS u
+         CROSS JOIN LATERAL generate_series(1, u.cnt) AS k
+         CROSS JOIN LATERAL (SELECT random() AS noise, random() AS pick, random() AS which, random() AS age,
+                                    random() AS mess, random() AS skew OFFSET 0 * k) AS r) AS g
+ {order}""",
     ]
 
 
-def _sqlite_pick(values: list[str], r: str) -> str:
-    """One of ``values`` by a uniform [0, 1) expression ``r`` (SQLite has no arrays)."""
-    whens = " ".join(f"WHEN {r} < {(k + 1) / len(values)!r} THEN '{v}'" for k, v in enumerate(values[:-1]))
-    return f"CASE {whens} ELSE '{values[-1]}' END"
-
-
-def _sqlite_statements(users: int) -> list[str]:
+def _sqlite_statements(users: int, layout: str) -> list[str]:
     intent = _hash("i", 17, pg=False)
-    no_vis = _hash("i", 91, pg=False)
     signup, converts, converted = (_hash("i", salt, pg=False, mult=m) for salt, m in (_SIGNUP, _CONVERTS, _CONVERTED))
+    who = _who("i", pg=False)
     vis = "'v' || printf('%08x', i)"
+    prev_vis = "'v' || printf('%08x', i - 1)"
     rnd = "(random() / 18446744073709551616.0 + 0.5)"
-
     ts = "strftime('%Y-%m-%d %H:%M:%f', 'now', '{sign}' || (({days}) * 86400.0) || ' seconds')"
+    order = "ORDER BY ago DESC, i, j" if layout == "time" else "ORDER BY i, j"
     return [
         f"""WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {users})
 INSERT INTO users (user_id, visitor_id, email, signed_up_at, converted_at)
 SELECT i,
-       CASE WHEN {no_vis} < 0.04 THEN NULL ELSE {vis} END,
+       CASE WHEN {who["none"]} THEN NULL WHEN {who["shares"]} THEN {prev_vis} ELSE {vis} END,
        'user' || i || '@example.com',
        {ts.format(sign="-", days=f"1 + 149 * {signup}")},
        CASE WHEN {converts} < 0.02 + 0.3 * {intent} * {intent} THEN {ts.format(sign="-", days=f"90 * {converted}")} END
   FROM n""",
         f"""WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {users}),
 k(j) AS (SELECT 1 UNION ALL SELECT j + 1 FROM k WHERE j < {2 * EVENTS_PER_USER}),
-u AS (SELECT i, {intent} AS intent, i * 7919 % {2 * EVENTS_PER_USER + 1} AS cnt FROM n WHERE {no_vis} >= 0.04),
-r AS MATERIALIZED (SELECT i, intent, {rnd} AS noise, {rnd} AS pick, {rnd} AS which, {rnd} AS age
-        FROM u JOIN k ON k.j <= u.cnt)
+kh(j) AS (SELECT {2 * EVENTS_PER_USER + 1} UNION ALL SELECT j + 1 FROM kh WHERE j < {HEAVY_MAX}),
+u AS MATERIALIZED (SELECT i, {intent} AS intent, {who["count"]} AS cnt FROM n WHERE {who["owns"]}),
+-- Each user's up to 40 events, then the heavy visitors' thousands (CROSS JOIN: SQLite keeps that order, so
+-- only the few heavy users meet the 5,000 rows of kh).
+uk AS (SELECT i, intent, j FROM u CROSS JOIN k ON k.j <= u.cnt
+       UNION ALL
+       SELECT i, intent, j FROM (SELECT * FROM u WHERE cnt > {2 * EVENTS_PER_USER}) AS h
+       CROSS JOIN kh ON kh.j <= h.cnt),
+r AS MATERIALIZED (SELECT i, j, intent, {rnd} AS noise, {rnd} AS pick, {rnd} AS which, {rnd} AS age,
+                          {rnd} AS mess, {rnd} AS skew FROM uk),
+g AS MATERIALIZED (SELECT i, j, {vis} AS visitor_id, noise, mess, skew,
+                          CASE WHEN pick < 0.05 + 0.45 * intent THEN {_pick(_quoted(BUYING), "which")}
+                               ELSE {_pick(_quoted(GENERAL), "which")} END AS t,
+                          {SPAN_DAYS} * power(age, 1 + intent) AS ago FROM r)
 INSERT INTO events (visitor_id, event_type, created_at)
-SELECT {vis},
-       CASE WHEN noise < 0.004 THEN NULL
-            WHEN noise < 0.006 THEN '  LEGACY_Click '
-            WHEN pick < 0.05 + 0.45 * intent THEN {_sqlite_pick(BUYING, "which")}
-            ELSE {_sqlite_pick(GENERAL, "which")} END,
-       CASE WHEN noise >= 0.006 AND noise < 0.008 THEN NULL
-            WHEN noise >= 0.008 AND noise < 0.010 THEN {ts.format(sign="+", days="1 + 29 * age")}
-            ELSE {ts.format(sign="-", days="150 * power(age, 1 + intent)")} END
-  FROM r""",
+SELECT visitor_id,
+       {_event_type("g", pg=False)},
+       CASE WHEN noise >= 0.008 AND noise < 0.010 THEN NULL
+            WHEN noise >= 0.010 AND noise < 0.012 THEN {ts.format(sign="+", days="2 + 28 * skew")}
+            ELSE {ts.format(sign="-", days="ago")} END
+  FROM g {order}""",
     ]
+
+
+def long_engine(url: str) -> sa.Engine:
+    """An engine for the benchmark's own bulk statements (building, moving a day, the floors' reads): the
+    SQL store's engine without its 60-second statement timeout, which a statement over 20M rows exceeds."""
+    return engine_for(url, waits=Waits(statement_s=0, lock_s=600))
 
 
 def count_users(url: str) -> int | None:
@@ -141,9 +249,23 @@ def count_users(url: str) -> int | None:
         engine.dispose()
 
 
-def build(url: str, users: int) -> dict[str, Any]:
-    """Create ``users``/``events`` (the data contract, via `scorer.demo.create_tables`) and fill them."""
-    engine = engine_for(url)
+def _build_engine(url: str) -> sa.Engine:
+    """The build's engine: no statement timeout, and (PostgreSQL) memory for the time-order sort of ~20M rows
+    and the index builds: the benchmark's setup, not what the measured programs get."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return engine_for(url)
+    parsed = parsed.set(drivername="postgresql+psycopg")
+    options = "-c statement_timeout=0 -c work_mem=1GB -c maintenance_work_mem=1GB"
+    return sa.create_engine(parsed, connect_args={"options": options})
+
+
+def build(url: str, users: int, *, layout: str = "time") -> dict[str, Any]:
+    """Create ``users``/``events`` (the data contract, via `scorer.demo.create_tables`) and fill them, the
+    events in ``layout`` order (``time``: as a product appends them; ``visitor``: each visitor's together)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
+    engine = _build_engine(url)
     pg = engine.dialect.name == "postgresql"
     t0 = time.perf_counter()
     try:
@@ -155,7 +277,7 @@ def build(url: str, users: int) -> dict[str, Any]:
         with engine.begin() as conn:
             if not pg:
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-            for stmt in _pg_statements(users) if pg else _sqlite_statements(users):
+            for stmt in _pg_statements(users, layout) if pg else _sqlite_statements(users, layout):
                 conn.exec_driver_sql(stmt)
         migrate(engine)  # the lead_score* columns, the job's indexes (and PostgreSQL functions for REST)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -163,13 +285,13 @@ def build(url: str, users: int) -> dict[str, Any]:
             events = int(conn.exec_driver_sql("SELECT count(*) FROM events").scalar_one())
     finally:
         engine.dispose()
-    return {"users": users, "events": events, "seconds": time.perf_counter() - t0}
+    return {"users": users, "events": events, "layout": layout, "seconds": time.perf_counter() - t0}
 
 
 def reset_scores(url: str) -> None:
     """Every user unscored again, with no reasons, history or checkpoint (else a stale run after a previous
     one would select nobody); on PostgreSQL vacuum the dead rows so every run starts equal."""
-    engine = engine_for(url)
+    engine = long_engine(url)
     n = Names()
     try:
         with engine.begin() as conn:
@@ -200,7 +322,7 @@ def _settle(engine: sa.Engine, *tables: str, full: bool = False) -> None:
 
 def read_scores(url: str) -> tuple[np.ndarray, int]:
     """(lead_score ordered by user_id with NaN for NULL, number of NULL scores)."""
-    engine = engine_for(url)
+    engine = long_engine(url)
     try:
         with engine.connect() as conn:
             rows = conn.exec_driver_sql("SELECT lead_score FROM users ORDER BY user_id").all()
@@ -258,7 +380,7 @@ def pass_a_day(url: str) -> dict[str, Any]:
     store parses stored times, must be exactly one day earlier. Then the tables are rewritten compactly
     (PostgreSQL ``VACUUM FULL``, SQLite ``VACUUM``), so the runs after this see tables as dense as before
     every row was updated."""
-    engine = engine_for(url)
+    engine = long_engine(url)
     pg = engine.dialect.name == "postgresql"
     t0 = time.perf_counter()
     store = SqlStore(url, engine=engine)
@@ -314,7 +436,7 @@ def add_events(url: str, *, share: float = 0.05, most: int = 5, hours: float = 6
     """New events for a deterministic ``share`` of the users with a visitor id (a hash of the user id):
     1 to ``most`` each (another hash), in the last ``hours`` before now, buying signals and general events
     mixed by each user's latent intent as the generator mixes them. Returns how many users and events."""
-    engine = engine_for(url)
+    engine = long_engine(url)
     pg = engine.dialect.name == "postgresql"
     intent = _hash("user_id", 17, pg=pg)
     chosen = _hash("user_id", _RETURNS[0], pg=pg, mult=_RETURNS[1])
@@ -341,8 +463,8 @@ r AS MATERIALIZED (SELECT visitor_id, intent, {rnd} AS pick, {rnd} AS which, {rn
         FROM u JOIN k ON k.j <= u.cnt)
 INSERT INTO events (visitor_id, event_type, created_at)
 SELECT visitor_id,
-       CASE WHEN pick < 0.05 + 0.45 * intent THEN {_sqlite_pick(BUYING, "which")}
-            ELSE {_sqlite_pick(GENERAL, "which")} END,
+       CASE WHEN pick < 0.05 + 0.45 * intent THEN {_pick(_quoted(BUYING), "which")}
+            ELSE {_pick(_quoted(GENERAL), "which")} END,
        {ts}
   FROM r"""
     try:
@@ -369,7 +491,7 @@ _SCORE_COLS = (Names().lead_score, Names().model_version, Names().scored_at, Nam
 def snapshot_day(url: str) -> None:
     """Keep what a run changes (the users' score columns, the checkpoints) in side tables, to restore it
     before each timed run (`restore_day`): events are only read."""
-    engine = engine_for(url)
+    engine = long_engine(url)
     try:
         with engine.begin() as conn:
             for t in (_SNAP_USERS, _SNAP_CHECKPOINTS):
@@ -384,7 +506,7 @@ def snapshot_day(url: str) -> None:
 def restore_day(url: str) -> int:
     """The state `snapshot_day` kept: rows whose score, model or time differ are set back, the checkpoints
     replaced; then vacuumed as `reset_scores` does. Returns how many users were set back."""
-    engine = engine_for(url)
+    engine = long_engine(url)
     pg = engine.dialect.name == "postgresql"
     differs = " OR ".join(f"u.{c} IS {'DISTINCT FROM' if pg else 'NOT'} s.{c}" for c in _SCORE_COLS[:3])
     sets = ", ".join(f"{c} = s.{c}" for c in _SCORE_COLS)

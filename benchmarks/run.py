@@ -8,8 +8,18 @@ folder), export it for the benchmark's own programs, then run
 each method ``--repeat`` times with the scores reset in between and report medians:
 
 (a) ``naive``: the seed's loop made correct (`benchmarks.methods.naive`);
-(b) ``floor``: one aggregate read, one predict_proba, one bulk write (`benchmarks.methods.floor`);
-(c) ``job``: ``lead-scorer run --select all --population everyone`` (`benchmarks.counted`, the real CLI).
+(b) ``sqlfloor``: every feature in one PostgreSQL statement, one predict_proba, one bulk write
+    (`benchmarks.methods.sql_floor`, `benchmarks.sql_features`);
+(b0) ``floor``: one aggregate read at the daily grain, features in Python, one predict_proba, one bulk write
+    (`benchmarks.methods.floor`);
+(c) ``job``: ``lead-scorer run --select all --population everyone`` (`benchmarks.counted`, the real CLI);
+    on PostgreSQL also with prepared statements off (``noprep``: the URL on port 6543, as on Supabase's
+    transaction pooler, through a socket link to the same server).
+
+The data's layout (``--layout``): ``time``, events appended in time order across visitors as a product writes
+them (the default), or ``visitor``, each visitor's events together (`benchmarks.data`). On PostgreSQL every
+run also records the database server's CPU time (`ServerCpu`), and the job's event read is explained
+(``EXPLAIN ANALYZE``, `explain_event_read`).
 
 Then day 2 (`Bench.day_two`): a day after a complete stale run, with new events for 5 % of the users, the
 daily ``lead-scorer run`` (default selection: stale) and a same-day rerun, beside the full rescore.
@@ -54,11 +64,15 @@ REST_MAX_ROWS = 1000
 SCORE_TOLERANCE = 1e-9  # same features, same model: only floating-point summation order may differ
 LABELS = {
     "naive": "(a) original loop",
-    "floor": "(b) floor",
+    "sqlfloor": "(b) SQL floor",
+    "floor": "(b0) floor (grain in Python)",
     "job": "(c) lead-scorer run",
+    "noprep": "(c) prepared statements off",
     "rest": "(c) via REST",
     "fixed": "(c) fixed cost: `run --limit 1`",
 }
+POOLER_PORT = 6543  # Supabase's transaction pooler: the SQL store turns prepared statements off on this port
+EXPLAIN_BATCH = 2_000  # the job's default batch size: the key page whose event read is explained
 #: The job's own counts, from its ``run_finished`` log line.
 RUN_COUNTS = ("users_selected", "users_changed", "users_unchanged", "events_read")
 DAY_SHARE = 0.05  # of the users with a visitor id get new events on day 2
@@ -69,12 +83,92 @@ _SCRUB = ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_SERVICE_ROLE
 
 @dataclass
 class Proc:
-    """One subprocess: wall seconds from start to exit, peak RSS in MiB, its result file."""
+    """One subprocess: wall seconds from start to exit, peak RSS in MiB, its result file, its own CPU seconds
+    (user + system) and the database server's over the same span (PostgreSQL, when measurable)."""
 
     wall_s: float
     rss_mib: float
     out: dict[str, Any]
     log: Path
+    cpu_s: float | None = None
+    db_cpu_s: float | None = None
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (field 3, the state, is index 0)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+class ServerCpu:
+    """CPU seconds used by one PostgreSQL server on this machine: the postmaster and every process it
+    started (backends, parallel workers, autovacuum, checkpointer, …), live or exited.
+
+    From /proc/<pid>/stat: utime + stime of the postmaster and of each live child (ppid = the postmaster),
+    plus the postmaster's cutime + cstime, the CPU of children it has already reaped (a backend whose client
+    disconnected). The difference of two readings is the server's CPU in between, whichever processes did
+    the work and whether or not they still exist."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    @classmethod
+    def find(cls, pg_server: Any, admin_url: str) -> ServerCpu | None:
+        """The benchmark's own pgserver, or the server at ``admin_url`` if it runs here (its data directory's
+        postmaster.pid); None if its processes cannot be seen."""
+        pid: int | None = None
+        if pg_server is not None:
+            pid = pg_server.get_pid()
+        else:
+            try:
+                engine = sa.create_engine(make_url(admin_url).set(drivername="postgresql+psycopg"))
+                with engine.connect() as conn:
+                    data_dir = conn.exec_driver_sql("SHOW data_directory").scalar_one()
+                engine.dispose()
+                pid = int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
+            except (sa.exc.DBAPIError, OSError, ValueError, IndexError):
+                return None
+        if pid is None or _stat(pid) is None:
+            return None
+        return cls(pid)
+
+    def seconds(self) -> float:
+        own = _stat(self.pid)
+        if own is None:
+            return float("nan")
+        ticks = sum(int(x) for x in own[11:15])  # utime, stime, cutime, cstime
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            f = _stat(entry.name)
+            if f is not None and f[1] == str(self.pid):
+                ticks += int(f[11]) + int(f[12])
+        return ticks / self.tick
+
+
+def pooler_url(url: str, link_dir: Path) -> str | None:
+    """The same database through port 6543, where the SQL store turns prepared statements off (Supabase's
+    transaction pooler): a symbolic link named for port 6543 beside nothing else, to the server's Unix socket.
+    None when the server is reached over TCP (no socket to link to)."""
+    parsed = make_url(url)
+    host = parsed.query.get("host") or parsed.host or ""
+    if isinstance(host, tuple):
+        host = host[0]
+    if not host.startswith("/"):
+        return None
+    socket = Path(host) / f".s.PGSQL.{parsed.port or 5432}"
+    link = link_dir / f".s.PGSQL.{POOLER_PORT}"
+    if not socket.exists() or len(str(link)) > 100:  # sun_path holds 108 bytes
+        return None
+    link_dir.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(socket)
+    query = {k: v for k, v in parsed.query.items() if k != "host"} | {"host": str(link_dir)}
+    return parsed.set(port=POOLER_PORT, query=query).render_as_string(hide_password=False)
 
 
 @dataclass
@@ -94,10 +188,8 @@ class Measure:
 
     @staticmethod
     def _get(p: Proc, key: str) -> float | None:
-        if key == "wall_s":
-            return p.wall_s
-        if key == "rss_mib":
-            return p.rss_mib
+        if key in ("wall_s", "rss_mib", "cpu_s", "db_cpu_s"):
+            return getattr(p, key)
         v = p.out.get(key)
         return None if v is None else float(v)
 
@@ -153,13 +245,21 @@ def machine() -> dict[str, str]:
     }
 
 
-def run_proc(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, result: Path | None) -> Proc:
-    """Run ``cmd`` alone and wait for it with ``wait4``: the rusage is this child's, not all children's."""
+def run_proc(
+    cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, result: Path | None, server: ServerCpu | None = None
+) -> Proc:
+    """Run ``cmd`` alone and wait for it with ``wait4``: the rusage is this child's, not all children's.
+    With ``server``, the database server's CPU seconds over the run too."""
+    db0 = server.seconds() if server is not None else None
     t0 = time.perf_counter()
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
+    db_cpu = None
+    if server is not None and db0 is not None:
+        time.sleep(0.3)  # the backends of the child's connections exit and are reaped (their CPU moves to cutime)
+        db_cpu = server.seconds() - db0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
@@ -168,7 +268,98 @@ def run_proc(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, resul
     # The child's own VmHWM when it reports it: ru_maxrss (KiB on Linux) also counts this process's memory
     # at fork, so it is only an upper bound.
     rss = out.get("peak_rss_mib") or usage.ru_maxrss / 1024
-    return Proc(wall_s=wall, rss_mib=float(rss), out=out, log=log)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Proc(wall_s=wall, rss_mib=float(rss), out=out, log=log, cpu_s=cpu, db_cpu_s=db_cpu)
+
+
+def _batch_ms(log: Path) -> list[float]:
+    """Each batch's time (``ms``: from waiting for its read to its write returning) from the job's JSON log."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if '"batch"' in line and '"ms"' in line:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("event") == "batch":
+                out.append(float(rec["ms"]))
+    return out
+
+
+def explain_event_read(url: str, users: int) -> dict[str, Any]:
+    """``EXPLAIN (ANALYZE, BUFFERS)`` of the job's event read for one key page in the middle of the users: the
+    statement the SQL store sends for one of the page's two halves of visitors (as the job splits a batch),
+    captured with a ``before_cursor_execute`` listener, explained with its parameters on a fresh connection
+    (the plan of its first executions), and again under the generic plan a prepared statement may get."""
+    from datetime import UTC, datetime
+
+    from models import FeatureCatalog
+    from scorer.contract import Names
+    from scorer.stores.base import Selector
+    from scorer.stores.sql import SqlStore
+
+    store = SqlStore(url)
+    store.check()
+    catalog = FeatureCatalog()
+    as_of = datetime.now(UTC)
+    page = store.select_users(Selector(select="all"), after=users // 2, limit=EXPLAIN_BATCH)
+    visitors = sorted({v for v in page.visitor_ids if v is not None})[0::2]
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def grab(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        seen.append((statement, dict(parameters)))
+
+    sa.event.listen(store.engine, "before_cursor_execute", grab)
+    try:
+        t0 = time.perf_counter()
+        read = store.read_events(visitors, since=catalog.since(as_of), as_of=as_of)
+        read_ms = (time.perf_counter() - t0) * 1000
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", grab)
+    statement, parameters = seen[-1]
+    plans: dict[str, list[str]] = {}
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters).all()
+        plans["custom"] = [r[0] for r in rows]
+        conn.rollback()
+    plans["generic"] = _generic_plan(url, statement, parameters)
+    store.close()
+    names = Names()
+    return {
+        "visitors": len(visitors),
+        "events_read": read.events_read,
+        "read_ms": read_ms,
+        "statement": statement,
+        "plans": plans,
+        "table": f"{names.events}",
+    }
+
+
+def _generic_plan(url: str, statement: str, parameters: dict[str, Any]) -> list[str]:
+    """EXPLAIN ANALYZE of ``statement`` prepared, under the generic plan (as `tests/test_plans.py` does)."""
+    import re
+
+    import psycopg
+
+    order: list[str] = []
+
+    def number(m: re.Match[str]) -> str:
+        if m[1] not in order:
+            order.append(m[1])
+        return f"${order.index(m[1]) + 1}"
+
+    sql = re.sub(r"%\((\w+)\)s", number, statement)
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        # The simple query protocol: over the extended one the server would read $n as PREPARE's own arguments.
+        result = conn.pgconn.exec_(f"PREPARE q AS {sql}".encode())
+        if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+            return [f"PREPARE failed: {result.error_message!r}"]
+        args = ", ".join("%s" for _ in order)
+        cur = psycopg.ClientCursor(conn)
+        rows = cur.execute(f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE q({args})", [parameters[k] for k in order]).fetchall()
+    return [r[0] for r in rows]
 
 
 def _run_finished(log: Path) -> dict[str, Any]:
@@ -194,6 +385,7 @@ class Bench:
         self.builds: list[dict[str, Any]] = []
         self.days: list[Day] = []
         self.code_at_start = self.code = code_version()
+        self.started = time.perf_counter()
         self.pg_server: Any = None
         self.pg_admin_url: str | None = None
         self.base_env = {k: v for k, v in os.environ.items() if k not in _SCRUB and not k.startswith("LEAD_SCORER_")}
@@ -202,6 +394,9 @@ class Bench:
         self._seq = 0
         self._servers = contextlib.ExitStack()
         self._job_tracking_uri: str | None = None
+        self.server_cpu: ServerCpu | None = None  # the PostgreSQL server's CPU, when its processes are visible
+        self.explains: list[dict[str, Any]] = []
+        self._links = Path(tempfile.mkdtemp(prefix="lsb-", dir="/tmp"))  # short: a socket path holds 108 bytes
 
     def job_tracking_uri(self) -> str:
         """An ``mlflow server`` over the benchmark's MLflow store, started once: the job reaches its
@@ -224,6 +419,7 @@ class Bench:
 
                 self.pg_server = pgserver.get_server(str(self.work / "pgdata"), cleanup_mode="stop")
                 self.pg_admin_url = self.pg_server.get_uri()
+            self.server_cpu = ServerCpu.find(self.pg_server, self.pg_admin_url)
         admin = sa.create_engine(
             make_url(self.pg_admin_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
         )
@@ -259,6 +455,7 @@ class Bench:
                 p.unlink(missing_ok=True)
 
     def close(self) -> None:
+        shutil.rmtree(self._links, ignore_errors=True)
         self._servers.close()
         if self.pg_server is not None:
             self.pg_server.cleanup()
@@ -270,10 +467,19 @@ class Bench:
         stem.parent.mkdir(exist_ok=True)
         return stem.with_suffix(".log"), stem.with_suffix(".json")
 
+    def progress(self) -> None:
+        """Write the report with what is measured so far."""
+        self.code = code_version()
+        self.args.out.write_text(report(self, self.started, self.args))
+
+    def server_for(self, url: str) -> ServerCpu | None:
+        return self.server_cpu if make_url(url).get_backend_name() == "postgresql" else None
+
     def method(self, name: str, url: str, model_dir: Path) -> Proc:
         log, result = self._paths(name)
         cmd = [sys.executable, "-m", "benchmarks.methods", name, "--url", url, "--model", str(model_dir)]
-        return run_proc([*cmd, "--result", str(result)], env=self.base_env, cwd=self.work, log=log, result=result)
+        cmd += ["--result", str(result)]
+        return run_proc(cmd, env=self.base_env, cwd=self.work, log=log, result=result, server=self.server_for(url))
 
     def job(
         self, env: dict[str, str], tag: str = "job", extra: tuple[str, ...] = (), select: str | None = "all"
@@ -284,8 +490,13 @@ class Bench:
         env = self.base_env | {"MLFLOW_TRACKING_URI": self.job_tracking_uri()} | env | {"BENCH_STATS": str(result)}
         cmd = [sys.executable, "-m", "benchmarks.counted", "--json-logs", "run", "--population", "everyone"]
         cmd += [*(("--select", select) if select else ()), "--no-progress", *extra]
-        proc = run_proc(cmd, env=env, cwd=self.work, log=log, result=result)
+        server = self.server_for(env["DATABASE_URL"]) if "DATABASE_URL" in env else self.server_cpu
+        proc = run_proc(cmd, env=env, cwd=self.work, log=log, result=result, server=server)
         finished = _run_finished(log)
+        batches = _batch_ms(log)
+        if batches:
+            proc.out["batch_ms_median"] = statistics.median(batches)
+            proc.out["batch_ms_p90"] = float(np.percentile(batches, 90))
         proc.out["users"] = finished.get("users_scored")
         proc.out["loop_s"] = finished.get("duration_s")
         for k in RUN_COUNTS:
@@ -296,7 +507,7 @@ class Bench:
         log, result = self._paths("train")
         cmd = [sys.executable, "-m", "benchmarks.methods", "train", "--url", url, "--tracking-uri", self.tracking_uri]
         cmd += ["--model-name", model_name, "--artifacts", self.artifacts, "--result", str(result)]
-        proc = run_proc(cmd, env=self.base_env, cwd=self.work, log=log, result=result)
+        proc = run_proc(cmd, env=self.base_env, cwd=self.work, log=log, result=result, server=self.server_for(url))
         return str(proc.out["version"]), proc
 
     def export_model(self, model_name: str, version: str, dest: Path) -> Path:
@@ -324,7 +535,7 @@ class Bench:
             if backend == "postgresql"
             else f"sqlite:///{self.work / f'bench_{users}.db'}"
         )
-        built = data.build(url, users)
+        built = data.build(url, users, layout=a.layout)
         self.builds.append({"backend": backend, **built})
         say(f"   data: {built['users']:,} users, {built['events']:,} events in {built['seconds']:.1f} s")
 
@@ -349,16 +560,25 @@ class Bench:
             model_dir = self.export_model(model_name, version, self.work / f"model_{users}")
             self.models[users] = (model_name, model_dir)
 
-        methods = ["naive"] if users <= a.naive_max else []
-        methods += ["floor", "job"]
-        measures = {m: Measure(backend, users, m) for m in methods}
-        scores: dict[str, np.ndarray] = {}
         job_env = {"DATABASE_URL": url, "LEAD_SCORER_MODEL_NAME": model_name}
+        pooled = pooler_url(url, self._links) if backend == "postgresql" else None
+        methods = ["naive"] if users <= a.naive_max else []
+        methods += ["sqlfloor"] if backend == "postgresql" else []
+        methods += ["floor", "job"] + (["noprep"] if pooled else [])
+        measures = {m: Measure(backend, users, m) for m in methods}
+        if "noprep" in measures:
+            measures["noprep"].note = f"port {POOLER_PORT}"
+        scores: dict[str, np.ndarray] = {}
         repeat = a.repeat if users < a.large or a.large_repeat is None else a.large_repeat
         for r in range(repeat):
             for m in methods:
                 data.reset_scores(url)
-                proc = self.job(job_env) if m == "job" else self.method(m, url, model_dir)
+                if m == "job":
+                    proc = self.job(job_env)
+                elif m == "noprep":
+                    proc = self.job(job_env | {"DATABASE_URL": pooled or url}, tag="noprep")
+                else:
+                    proc = self.method(m, url, model_dir)
                 measures[m].runs.append(proc)
                 say(f"   {m} #{r + 1}: {proc.wall_s:.2f} s, peak RSS {proc.rss_mib:.0f} MiB")
                 if r == repeat - 1:
@@ -374,8 +594,12 @@ class Bench:
 
         if backend == "postgresql" and users == a.rest_size:
             self.measures.append(self.rest(url, model_name, users, scores["job"]))
+        if backend == "postgresql":
+            self.explains.append({"users": users, **explain_event_read(url, users)})
         # Last: it moves the data a day and adds events, which the comparisons above must not see.
-        self.days.append(self.day_two(backend, url, job_env, users, repeat))
+        if a.day_two_max is None or users <= a.day_two_max:
+            self.progress()  # what is measured so far survives a stop during day 2 (minutes at 1M users)
+            self.days.append(self.day_two(backend, url, job_env, users, repeat))
         self.drop(backend, url)
 
     def fixed(self, backend: str, env: dict[str, str], users: int, repeat: int) -> Measure:
@@ -471,11 +695,13 @@ def _f(x: float | None, digits: int = 2) -> str:
 def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
     m = machine()
     lines = [
-        "# Benchmark: lead-scorer against the original loop and the floor",
+        "# Benchmark: lead-scorer against the original loop and the floors",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `python3 dev.py bench "
-        f"--sizes {args.sizes} --backends {args.backends} --repeat {args.repeat}"
+        f"--sizes {args.sizes} --backends {args.backends} --layout {args.layout} --repeat {args.repeat}"
         + (f" --large-repeat {args.large_repeat}" if args.large_repeat is not None else "")
+        + (f" --rest-size {args.rest_size}" if args.rest_size_given else "")
+        + (f" --day-two-max {args.day_two_max}" if args.day_two_max is not None else "")
         + "` "
         f"({(time.perf_counter() - started) / 60:.0f} min in all). Code: {bench.code}"
         + ("" if bench.code == bench.code_at_start else f" (at the start: {bench.code_at_start})")
@@ -485,20 +711,32 @@ def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
         "Shared with other work while it ran, so times are noisy; each figure is the median of the runs "
         "counted in the *runs* column.",
         "",
+        f"Data layout: **{args.layout}** ("
+        + (
+            "events appended in time order across visitors, as a product writes them: one visitor's events are "
+            "scattered over the whole table"
+            if args.layout == "time"
+            else "each visitor's events stored together"
+        )
+        + "); ~1 % dirty rows, messy type spellings, heavy visitors, shared and missing visitor ids "
+        "(`benchmarks/data.py`).",
+        "",
         "Each run is a fresh process; *wall s* is from its start to its exit (imports, model load and, for the "
         "job, MLflow tracking included); *loop s* is the scoring alone (after the model is loaded). "
         "*statements / 1k users* counts SQL statements sent to the data database (an executemany of N rows "
         "counts N), or HTTP requests for the REST row. *peak RSS* is the process's own `VmHWM`, read by it at exit. "
+        "*CPU s* is the process's own user + system time; *DB CPU s* the PostgreSQL server's over the same run "
+        "(every server process, live or exited: `ServerCpu`). "
         "*max |Δ| vs job* compares every user's written score with the job's. The job records its run in an "
         "`mlflow server` on loopback (SQLite behind it), as a deployment reaches its tracking server over HTTP.",
         "",
         "| backend | users | method | runs | wall s | loop s | users/s | statements / 1k users | peak RSS MiB "
-        "| max abs Δ vs job |",
-        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| CPU s | DB CPU s | max abs Δ vs job |",
+        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for x in bench.measures:
         if not x.runs:
-            lines.append(f"| {x.backend} | {x.users:,} | {LABELS[x.method]} | 0 | {x.note} | | | | | |")
+            lines.append(f"| {x.backend} | {x.users:,} | {LABELS[x.method]} | 0 | {x.note} | | | | | | | |")
             continue
         wall = x.median("wall_s")
         n = x.median("users") or x.users
@@ -507,65 +745,81 @@ def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
         if x.unscored:
             diff += f" ({x.unscored} unscored!)"
         label = LABELS[x.method] + (f" ({x.note})" if x.note else "")
+        cpu = f"| {_f(x.median('cpu_s'), 1)} | {_f(x.median('db_cpu_s'), 1)} "
         if x.method == "fixed":  # one user: per-user figures would say nothing
             lines.append(
                 f"| {x.backend} | {x.users:,} | {label} | {len(x.runs)} | {_f(wall)} | - | - | - "
-                f"| {_f(x.median('rss_mib'), 0)} | - |"
+                f"| {_f(x.median('rss_mib'), 0)} {cpu}| - |"
             )
             continue
         lines.append(
             f"| {x.backend} | {x.users:,} | {label} | {len(x.runs)} | {_f(wall)} | {_f(x.median('loop_s'))} "
             f"| {_f(n / wall, 0)} "
-            f"| {_f(per_k, 1)} | {_f(x.median('rss_mib'), 0)} | {diff} |"
+            f"| {_f(per_k, 1)} | {_f(x.median('rss_mib'), 0)} {cpu}| {diff} |"
         )
     lines += [
         "",
         "Ratios of median wall times. *(a)/(c)*: how many times faster the job is than the original loop "
-        "(higher is better); *(c)/(b)*: how many times the floor's time the job takes (1.0 is the floor); "
+        "(higher is better); *(c)/(b)*: how many times the SQL floor's time the job takes (1.0 is the floor; "
+        "issue 13's target: at most 1.3); *(c)/(b0)*: the same against the floor that builds features in Python; "
         "*(a)/fixed*: the most (a)/(c) could be if the batches took no time at all.",
         "",
-        "| backend | users | (a)/(c): job is N times faster | (c)/(b): job / floor | on loop s: (a)/(c), (c)/(b) "
-        "| (a)/fixed |",
-        "|---|--:|--:|--:|--:|--:|",
+        "| backend | users | (a)/(c): job is N times faster | (c)/(b): job / SQL floor | (c)/(b0): job / floor "
+        "(grain in Python) | on loop s: (c)/(b), (c)/(b0) | (a)/fixed |",
+        "|---|--:|--:|--:|--:|--:|--:|",
     ]
     by = {(x.backend, x.users, x.method): x for x in bench.measures}
+
+    def ratio(num: Measure | None, den: Measure | None, key: str = "wall_s") -> str:
+        if num is None or den is None or not num.runs or not den.runs:
+            return "-"
+        return _f(num.median(key) / den.median(key))
+
     for backend in args.backends.split(","):
         for users in sorted({x.users for x in bench.measures if x.backend == backend}):
-            job, floor, naive, fixed = (by.get((backend, users, k)) for k in ("job", "floor", "naive", "fixed"))
-            if job is None or floor is None:
+            job, sqlf, floor, naive, fixed = (
+                by.get((backend, users, k)) for k in ("job", "sqlfloor", "floor", "naive", "fixed")
+            )
+            if job is None:
                 continue
             has_naive = naive is not None and naive.runs
             ac = naive.median("wall_s") / job.median("wall_s") if has_naive else None
-            cb = job.median("wall_s") / floor.median("wall_s")
-            ac_loop = naive.median("loop_s") / job.median("loop_s") if has_naive else None
-            cb_loop = job.median("loop_s") / floor.median("loop_s")
             bound = naive.median("wall_s") / fixed.median("wall_s") if has_naive and fixed and fixed.runs else None
             lines.append(
-                f"| {backend} | {users:,} | {_f(ac, 1) if ac else 'not run'} | {_f(cb)} "
-                f"| {_f(ac_loop, 1) if ac_loop else '-'}, {_f(cb_loop)} | {_f(bound, 1) if bound else '-'} |"
+                f"| {backend} | {users:,} | {_f(ac, 1) if ac else 'not run'} | {ratio(job, sqlf)} "
+                f"| {ratio(job, floor)} | {ratio(job, sqlf, 'loop_s')}, {ratio(job, floor, 'loop_s')} "
+                f"| {_f(bound, 1) if bound else '-'} |"
             )
     jobs = [x for x in bench.measures if x.method == "job" and x.runs]
     if jobs:
         lines += [
             "",
-            "The job across sizes (default batch size): peak RSS against the smallest size, time per user.",
+            "The job across sizes (default batch size): peak RSS and wall time against the smallest size, time "
+            "per user, the database server's CPU per million users, and each batch's time from the job's log "
+            "(`ms` of its `batch` lines: waiting for the batch's read, features, scores, reasons, its write).",
             "",
         ]
         lines += [
-            "| backend | users | peak RSS MiB | RSS vs smallest | wall s | µs per user (loop) |",
-            "|---|--:|--:|--:|--:|--:|",
+            "| backend | users | peak RSS MiB | RSS vs smallest | wall s | wall vs smallest | µs per user (loop) "
+            "| job CPU s | DB CPU s | DB CPU s per 1M users | batch ms: median, p90 |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for backend in args.backends.split(","):
             mine = sorted((x for x in jobs if x.backend == backend), key=lambda x: x.users)
             if not mine:
                 continue
-            base = mine[0].median("rss_mib")
+            base, base_wall, base_users = mine[0].median("rss_mib"), mine[0].median("wall_s"), mine[0].users
             for x in mine:
+                db = x.median("db_cpu_s")
                 lines.append(
                     f"| {backend} | {x.users:,} | {_f(x.median('rss_mib'), 0)} "
                     f"| {(x.median('rss_mib') / base - 1) * 100:+.1f} % | {_f(x.median('wall_s'))} "
-                    f"| {_f(x.median('loop_s') / x.users * 1e6, 1)} |"
+                    f"| {_f(x.median('wall_s') / base_wall, 1)} x for {x.users / base_users:,.0f} x the users "
+                    f"| {_f(x.median('loop_s') / x.users * 1e6, 1)} | {_f(x.median('cpu_s'), 1)} | {_f(db, 1)} "
+                    f"| {_f(db / x.users * 1e6, 0)} "
+                    f"| {_f(x.median('batch_ms_median'), 0)}, {_f(x.median('batch_ms_p90'), 0)} |"
                 )
+    lines += _explains(bench)
     lines += _day_two(bench)
     if bench.training:
         lines += [
@@ -584,12 +838,38 @@ def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
             "",
             "Data: "
             + "; ".join(
-                f"{b['backend']} {b['users']:,} users / {b['events']:,} events built in {b['seconds']:.0f} s"
+                f"{b['backend']} {b['users']:,} users / {b['events']:,} events ({b['layout']} layout) built in "
+                f"{b['seconds']:.0f} s"
                 for b in bench.builds
             )
             + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _explains(bench: Bench) -> list[str]:
+    """The job's event read, explained (`explain_event_read`): the first lines of each plan."""
+    lines: list[str] = []
+    for e in bench.explains:
+        lines += [
+            "",
+            f"**The job's event read at {e['users']:,} users**, explained: one half of a key page of "
+            f"{EXPLAIN_BATCH:,} users from the middle of the table ({e['visitors']:,} visitors, "
+            f"{e['events_read']:,} events, {e['read_ms']:.0f} ms through the store just before), with its "
+            "parameters (the plan of a statement's first executions) and under a generic plan (what a prepared "
+            "statement may switch to):",
+            "",
+            "```",
+            *(ln for ln in e["plans"]["custom"] if "Buffers" not in ln and "Planning" not in ln),
+            "```",
+            "",
+            "Generic plan:",
+            "",
+            "```",
+            *(ln for ln in e["plans"]["generic"] if "Buffers" not in ln and "Planning" not in ln),
+            "```",
+        ]
+    return lines
 
 
 def _below(diff: float | None) -> str:
@@ -680,11 +960,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--large-repeat", type=int, default=None, help="runs of each method at large sizes (default --repeat)"
     )
+    p.add_argument("--layout", choices=data.LAYOUTS, default="time", help="the events table's physical order")
+    p.add_argument(
+        "--day-two-max", type=int, default=None, help="run day 2 only up to this many users (default: every size)"
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the markdown table goes")
     p.add_argument("--workdir", type=Path, default=None, help="keep databases, logs and MLflow here")
     p.add_argument("--keep", action="store_true", help="keep each size's database")
     a = p.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in a.sizes.split(",") if s]
+    a.rest_size_given = a.rest_size is not None
     if a.rest_size is None:
         a.rest_size = max((s for s in sizes if s <= 100_000), default=0)
     a.size_list = sizes
@@ -702,13 +987,13 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="lead-scorer-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     bench = Bench(args, work.resolve())
+    bench.started = started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
         for backend in args.backends.split(","):
             for users in args.size_list:
                 bench.one(backend, users)
-                bench.code = code_version()
-                args.out.write_text(report(bench, started, args))  # what is measured so far survives a stop
+                bench.progress()  # what is measured so far survives a stop
     finally:
         bench.close()
     text = report(bench, started, args)

@@ -1,0 +1,211 @@
+"""Every feature a model needs, computed by PostgreSQL in one statement: the SQL floor's read.
+
+The statement is generated from the model's feature names and the catalog's windows and lookback
+(`models.FeatureCatalog` stays the one definition; `tests/test_benchmark_smoke.py` checks the SQL against
+`FeatureCatalog.features` on messy data):
+
+- one pass over the events in the lookback (``created_at`` from the start of the oldest feature day, before
+  ``as_of``), each row's UTC day turned into its age in days (age 0 is the UTC day of ``as_of - 1µs``);
+- event types normalized like the job's `models.normalize_event_type` (Python's ``str.strip()``, which
+  takes every Unicode whitespace character, then ``lower()``): ``lower(btrim(event_type, <those
+  characters>))``; blank and NULL types dropped; the slug of `models.slugify` by ``regexp_replace``;
+- ``GROUP BY visitor_id`` with ``FILTER`` aggregates: events per window, distinct days (a bit per day, OR-ed
+  into 64-bit words and counted with ``bit_count``, which a hash aggregate can do, unlike ``count(DISTINCT
+  …)``), distinct types, the newest and oldest age, events per (type slug, window);
+- joined to every user (no visitor id, or no events: the catalog's zero-activity row), in user order.
+
+>>> sql = feature_sql(FeatureCatalog(), names, as_of=datetime.now(UTC))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from models import FeatureCatalog
+from scorer.contract import Names
+
+__all__ = ["WHITESPACE_SQL", "feature_sql", "normalized_type_sql"]
+
+
+def _whitespace() -> str:
+    """Every character Python's ``str.strip()`` removes, as a PostgreSQL escape string literal."""
+    chars = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    return "E'" + "".join(f"\\u{ord(c):04x}" for c in chars) + "'"
+
+
+#: ``E'\u0009\u000a…\u3000'``: tab, newline, vertical tab, form feed, carriage return, U+001C to U+001F, space,
+#: U+0085, U+00A0, U+1680, U+2000 to U+200A, U+2028, U+2029, U+202F, U+205F, U+3000.
+WHITESPACE_SQL = _whitespace()
+
+
+def normalized_type_sql(column: str) -> str:
+    """``models.normalize_event_type`` in SQL (NULL stays NULL; blank becomes '')."""
+    return f"lower(btrim({column}, {WHITESPACE_SQL}))"
+
+
+def _slug_sql(t: str) -> str:
+    """``models.slugify`` of a normalized type ``t``: runs of anything but [a-z0-9] become one '_', trimmed."""
+    slug = f"btrim(regexp_replace({t}, '[^a-z0-9]+', '_', 'g'), '_')"
+    return f"coalesce(nullif({slug}, ''), 'blank')"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _low_bits(n: int) -> str:
+    return "-1::int8" if n >= 64 else f"{(1 << n) - 1}::int8"
+
+
+TYPE_WORDS = 1  # distinct types counted by bits for the first 64 normalized types; beyond, by arrays
+FIELD_BITS = 21  # a packed counter's width: three per 64-bit word
+#: The extra last column: each visitor's events in the lookback. Every packed count is at most this, so the
+#: counts are exact while it stays below 2**FIELD_BITS (`check_packed`).
+GUARD = "_lookback_events"
+
+
+def _packed(fields: Sequence[int], windows: Sequence[int]) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Counters for ``fields`` (windows, in days), three to a word: (the word's per-bucket increments as a
+    SQL array, [(field, bit offset)]). A row in bucket b (the first window its age is under) counts in
+    every field whose window is at least ``windows[b]``."""
+    out = []
+    for start in range(0, len(fields), 64 // FIELD_BITS):
+        chunk = fields[start : start + 64 // FIELD_BITS]
+        steps = []
+        for b in range(len(windows) + 1):  # the last bucket: ages past every window (only days_since sees them)
+            inc = sum(1 << (FIELD_BITS * k) for k, f in enumerate(chunk) if b < len(windows) and windows[b] <= f)
+            steps.append(f"{inc}")
+        out.append((f"(ARRAY[{', '.join(steps)}]::int8[])", [(f, FIELD_BITS * k) for k, f in enumerate(chunk)]))
+    return out
+
+
+def check_packed(lookback_events: Any) -> None:
+    """Raise if a visitor has so many events in the lookback that a packed counter could have overflowed."""
+    most = int(max(lookback_events, default=0))
+    if most >= 1 << FIELD_BITS:
+        raise OverflowError(f"a visitor has {most:,} events in the lookback: more than a packed counter holds")
+
+
+def feature_sql(
+    catalog: FeatureCatalog,
+    names: Sequence[str],
+    *,
+    as_of: datetime,
+    table_names: Names | None = None,
+) -> str:
+    """One SELECT returning ``user_id``, then ``names`` (in that order), then `GUARD`, for every user, by
+    user id.
+
+    Counts come back as integers, ages as integers; both are exact in float64, so the features equal
+    `FeatureCatalog.features`'s for the same events (check `GUARD` with `check_packed`).
+    """
+    catalog.check(names)
+    n = table_names or Names()
+    users = f"{n.schema}.{n.users}"
+    events = f"{n.schema}.{n.events}"
+    as_of = as_of.astimezone(UTC)
+    day0 = (as_of - timedelta(microseconds=1)).date()  # age 0
+    lookback = catalog.lookback_days
+    oldest = day0 - timedelta(days=lookback)  # events on older days move no feature
+    start = datetime(oldest.year, oldest.month, oldest.day, tzinfo=UTC)
+    never = lookback + 1
+    windows = tuple(sorted(catalog.windows))
+    all_windows = (*windows, lookback)
+    wanted = set(names)
+    vid, etype, created = _ident(n.event_visitor_id), _ident(n.event_type), _ident(n.created_at)
+
+    def in_reach(alias: str) -> str:
+        c, v = f"{alias}.{created}", f"{alias}.{vid}"
+        return (
+            f"{c} >= {_lit(start.isoformat())}::timestamptz AND {c} < {_lit(as_of.isoformat())}::timestamptz "
+            f"AND {v} IS NOT NULL"
+        )
+
+    # The distinct stored spellings are few: normalize, number and slug those, not every row. The inner join
+    # on the spelling drops NULL types; blank ones are not in the list.
+    slugs = catalog.type_slugs(names)
+    slot = "NULL::int"
+    if slugs:
+        slot = f"CASE {_slug_sql('x.t')} " + " ".join(f"WHEN {_lit(s)} THEN {i}" for i, s in enumerate(slugs)) + " END"
+    types = (
+        f'SELECT x.raw, (dense_rank() OVER (ORDER BY x.t COLLATE "C") - 1)::int AS code, {slot} AS slot '
+        f"FROM (SELECT d.raw, {normalized_type_sql('d.raw')} AS t "
+        f"FROM (SELECT DISTINCT ev.{etype} AS raw FROM {events} AS ev WHERE {in_reach('ev')}) AS d) AS x "
+        "WHERE x.t <> ''"
+    )
+    # Per event: visitor, age in days, type number and slot, and its bucket: the first window its age is under.
+    age = f"{_lit(day0.isoformat())}::date - (ev.{created} AT TIME ZONE 'UTC')::date"
+    whens = " ".join(f"WHEN a.age < {w} THEN {b}" for b, w in enumerate(all_windows))
+    bucket = f"CASE {whens} ELSE {len(all_windows)} END"
+    per_row = (
+        f"SELECT a.visitor_id, a.age, a.code, a.slot, {bucket} AS bucket FROM ("
+        f"SELECT ev.{vid} AS visitor_id, {age} AS age, ty.code, ty.slot "
+        f"FROM {events} AS ev JOIN types AS ty ON ty.raw = ev.{etype} WHERE {in_reach('ev')} OFFSET 0) AS a OFFSET 0"
+    )
+
+    aggs: dict[str, str] = {}
+    unpack: dict[str, str] = {}
+    # Counts per window, packed: a row adds a constant per bucket to one word, instead of one FILTER per window.
+    for k, (inc, fields) in enumerate(_packed(all_windows, all_windows)):
+        aggs[f"_events{k}"] = f"sum({inc}[e.bucket + 1])"
+        for w, shift in fields:
+            unpack[f"events_{w}d"] = f"((coalesce(f._events{k}, 0)::int8 >> {shift}) & {(1 << FIELD_BITS) - 1})"
+    for i, s in enumerate(slugs):
+        per_type = [w for w in windows if f"evt_{s}_{w}d" in wanted]
+        for k, (inc, fields) in enumerate(_packed(per_type, all_windows)):
+            aggs[f"_slot{i}_{k}"] = f"sum({inc}[e.bucket + 1]) FILTER (WHERE e.slot = {i})"
+            for w, shift in fields:
+                unpack[f"evt_{s}_{w}d"] = f"((coalesce(f._slot{i}_{k}, 0)::int8 >> {shift}) & {(1 << FIELD_BITS) - 1})"
+    # Distinct days and distinct types: one bit each in 64-bit words, OR-ed (count(DISTINCT …) would need
+    # sorted input per aggregate). Days: as many words as the largest window needs.
+    day_words = -(-max(windows) // 64)
+    for c in range(day_words):
+        lo, hi = 64 * c, 64 * (c + 1)
+        aggs[f"_days{c}"] = f"bit_or(1::int8 << (e.age - {lo})) FILTER (WHERE e.age >= {lo} AND e.age < {hi})"
+    for w in windows[1:]:
+        b = all_windows.index(w)
+        for c in range(TYPE_WORDS):
+            lo, hi = 64 * c, 64 * (c + 1)
+            within = f"e.bucket <= {b} AND e.code >= {lo} AND e.code < {hi}"
+            aggs[f"_types{w}_{c}"] = f"bit_or(1::int8 << (e.code - {lo})) FILTER (WHERE {within})"
+        # Types beyond the bits (more than 64 spellings after normalization): listed, counted distinct below.
+        aggs[f"_types{w}_more"] = f"array_agg(e.code) FILTER (WHERE e.bucket <= {b} AND e.code >= {64 * TYPE_WORDS})"
+    aggs["days_since_last_event"] = "min(e.age)"
+    aggs["days_since_first_event"] = "max(e.age)"
+    aggs[GUARD] = "count(*)"
+    grouped = (
+        'SELECT e.visitor_id COLLATE "C" AS visitor_id, '
+        + ", ".join(f"{expr} AS {_ident(k)}" for k, expr in aggs.items())
+        + " FROM per_row AS e GROUP BY 1"
+    )
+
+    def bits(word: str, keep: int = 64) -> str:
+        return f"bit_count((coalesce(f.{word}, 0) & {_low_bits(keep)})::bit(64))"
+
+    def column(name: str) -> str:
+        if name in unpack:
+            return unpack[name]
+        if name.startswith("active_days_"):
+            w = int(name.removeprefix("active_days_").removesuffix("d"))
+            return " + ".join(bits(f"_days{c}", w - 64 * c) for c in range(day_words) if 64 * c < w)
+        if name.startswith("distinct_types_"):
+            w = int(name.removeprefix("distinct_types_").removesuffix("d"))
+            more = f"f._types{w}_more"
+            beyond = f"CASE WHEN {more} IS NULL THEN 0 ELSE (SELECT count(DISTINCT m) FROM unnest({more}) AS m) END"
+            return " + ".join([*(bits(f"_types{w}_{c}") for c in range(TYPE_WORDS)), beyond])
+        if name.startswith("days_since_"):
+            return f"coalesce(f.{_ident(name)}, {never})"
+        raise AssertionError(name)  # catalog.check let through a name this function does not build
+
+    select = ", ".join(f"{column(name)} AS {_ident(name)}" for name in names)
+    return (
+        f"WITH types AS MATERIALIZED ({types}), per_row AS ({per_row}) "
+        f"SELECT u.{_ident(n.user_id)}, {select}, coalesce(f.{GUARD}, 0) AS {GUARD} FROM {users} AS u "
+        f"LEFT JOIN ({grouped}) AS f ON f.visitor_id = u.{_ident(n.visitor_id)}"
+    )
