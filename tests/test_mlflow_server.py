@@ -244,7 +244,9 @@ def test_import_joblib_needs_trust_then_registers_a_skops_version_the_job_uses(s
     assert imported.exit_code == 0, imported.output
     assert "version 1 (skops)" in imported.output
     model_dir = MlflowClient(tracking_uri=server).download_artifacts(
-        registry.resolve(pin="1").run_id or "", settings.model_name, str(tmp_path / "dl")  # named after the model
+        registry.resolve(pin="1").run_id or "",
+        settings.model_name,
+        str(tmp_path / "dl"),  # named after the model
     )
     assert "serialization_format: skops" in (Path(model_dir) / "MLmodel").read_text()
 
