@@ -430,6 +430,50 @@ def demo(
     raise typer.Exit(code)
 
 
+spark_app = typer.Typer(help="Score on Apache Spark when one machine is not enough (lead-scorer[spark]).")
+app.add_typer(spark_app, name="spark")
+
+
+@spark_app.command("run", epilog=EXIT_CODES_HELP)
+def spark_run(
+    users: Annotated[str, typer.Option(help="db (DATABASE_URL over JDBC, in key ranges) or parquet:PATH.")] = "db",
+    events: Annotated[str, typer.Option(help="db (DATABASE_URL over JDBC) or parquet:PATH.")] = "db",
+    output: Annotated[
+        str | None, typer.Option(help="db (update-only; the default for --users db) or parquet:PATH (a score table).")
+    ] = None,
+    master: Annotated[str | None, typer.Option(help="Spark master; default: spark-submit's, else local[*].")] = None,
+    partitions: Annotated[int | None, typer.Option(help="Parallel reads and shuffle partitions.")] = None,
+    group_users: Annotated[int, typer.Option(help="At most about this many users per pandas group.")] = 50_000,
+    chunk_rows: Annotated[int, typer.Option(help="Users per staging write and UPDATE.")] = 5_000,
+    jdbc_jar: Annotated[str | None, typer.Option(help="PostgreSQL JDBC jar (default: Debian's).")] = None,
+    population: Annotated[str | None, typer.Option(help="leads (default) or everyone.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Score but write nothing.")] = False,
+    model_version: Annotated[str | None, typer.Option(help="Pin a version instead of the production one.")] = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Score the whole population (--select all) on Spark with the production model; one MLflow run."""
+    settings = _settings(
+        population=population, dry_run=dry_run or None, model_version=model_version, mlflow_tracking_uri=tracking_uri
+    )
+    from scorer.spark import run_spark
+
+    try:
+        summary = run_spark(
+            settings,
+            users=users,
+            events=events,
+            output=output,
+            master=master,
+            partitions=partitions,
+            group_users=group_users,
+            chunk_rows=chunk_rows,
+            jdbc_jar=jdbc_jar,
+        )
+    except Exception as exc:
+        raise _fail(exc) from exc
+    raise typer.Exit(summary.exit_code)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,70 @@
+"""Scale-out: the same registry version and feature catalog, scored on Apache Spark (``lead-scorer[spark]``).
+
+pyspark is optional: this module imports it only when a run starts, and says how to install it when it
+is missing (exit 2). The run itself is `scorer.spark._run.run_spark`.
+
+>>> summary = run_spark(load_settings(), master="local[2]", events="parquet:/lake/events", users="db")
+>>> summary.exit_code
+0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from scorer.errors import EXIT_BATCH_FAILED, LeadScorerError, SettingsError
+
+if TYPE_CHECKING:
+    from scorer.job import RunSummary
+    from scorer.settings import Settings
+
+__all__ = ["INSTALL_HINT", "Source", "SparkJobFailed", "run_spark"]
+
+INSTALL_HINT = "pip install 'lead-scorer[spark]'"
+
+
+class SparkJobFailed(LeadScorerError):
+    """A Spark job failed after its task retries. The key ranges whose tasks finished are written (update-only
+    and idempotent, so the next run rewrites nothing twice); the MLflow run is FAILED."""
+
+    exit_code = EXIT_BATCH_FAILED
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    """Where users or events come from, or where scores go: the database (``db``) or ``parquet:PATH``.
+
+    >>> Source.parse("parquet:/lake/events")
+    Source(kind='parquet', path='/lake/events')
+    """
+
+    kind: Literal["db", "parquet"]
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, *, what: str) -> Source:
+        value = text.strip()
+        if value in ("db", "database"):
+            return cls(kind="db")
+        if value.startswith("parquet:") and value[len("parquet:") :].strip():
+            return cls(kind="parquet", path=value[len("parquet:") :].strip())
+        raise SettingsError(
+            f"--{what} {text!r} is neither db nor parquet:PATH",
+            hint=f"e.g. --{what} db (DATABASE_URL, over JDBC) or --{what} parquet:/lake/{what}",
+        )
+
+    def __str__(self) -> str:
+        return "db" if self.kind == "db" else f"parquet:{self.path}"
+
+
+def run_spark(settings: Settings, **kwargs: Any) -> RunSummary:
+    """`scorer.spark._run.run_spark` (see there for the arguments), or a `SettingsError` (exit 2) naming the
+    extra to install when pyspark is missing."""
+    try:
+        import pyspark  # noqa: F401 - only to know it is there
+    except ImportError as exc:
+        raise SettingsError("pyspark is not installed", hint=INSTALL_HINT) from exc
+    from scorer.spark._run import run_spark as run
+
+    return run(settings, **kwargs)

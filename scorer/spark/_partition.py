@@ -1,0 +1,261 @@
+"""What one Spark task does with one group of users: the batch loop's step 5, on an executor.
+
+A group is the users of one key range and the daily-grain rows of their visitors (a cogroup). The rows go
+through the same code the single-machine job runs: `scorer.stores.base.split_dropped` (normalized types,
+dropped rows counted), `FeatureCatalog.features`, `LoadedModel.predict_scores`, `scorer.job._changed` (the
+tolerance) and `scorer.job._reasons_json`. Only the write is Spark's own (`PgWriter`).
+
+Nothing here imports pyspark at module level: the function runs inside Spark's Python workers, and the
+module stays importable (and testable) without Spark.
+
+>>> fn = group_scorer(plan)            # on the driver; plan is a picklable `GroupPlan`
+>>> out = fn(users_frame, grain_frame)  # on an executor, once per key range
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from models import FeatureCatalog
+from registry import LoadedModel
+from scorer.contract import Names
+from scorer.job import _changed, _check_scores, _reasons_json
+from scorer.stores.base import UserPage, split_dropped
+
+__all__ = ["OUT_COLUMNS", "GroupPlan", "PgWriter", "group_scorer"]
+
+Sink = Literal["db", "parquet", "none"]
+
+#: What a group hands back, one row per user; the group's own counts ride on its first row (0 elsewhere),
+#: so one aggregation on the driver sums them without a second pass over the data.
+OUT_COLUMNS = (
+    "lead_score",  # the new score
+    "lead_score_reasons",  # JSON text (None: not computed for this user, or the model gives none)
+    "changed",  # written (or would be): new, another model, or moved by the tolerance
+    "final_score",  # the user's score once the run is done: new if changed, else the one it kept
+    "group_batches",
+    "group_vanished",
+    "group_events",
+    "group_null_type",
+    "group_null_time",
+    "group_future",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupPlan:
+    """Everything a task needs, fixed on the driver: pinned model, run time, where and how to write."""
+
+    model: Any  # a Broadcast of the LoadedModel, or the LoadedModel itself (tests, local calls)
+    catalog: FeatureCatalog
+    as_of: datetime
+    tolerance: float
+    sink: Sink
+    reasons: bool  # write reasons (the store has the column and the model gives them)
+    compare: bool  # the users carry their current score and model (skip nothing otherwise)
+    user_id: str = "user_id"
+    visitor_id: str = "visitor_id"
+    lead_score: str = "lead_score"
+    model_version: str = "model_version"
+    writer: PgWriter | None = None
+    chunk_rows: int = 5_000
+    #: Test-only: the task of the first key range (bucket 0) dies (its Python worker exits) on its first attempt, after
+    #: its second chunk is staged and before that chunk's UPDATE runs, so Spark retries it.
+    fail_once_after_staging: bool = False
+
+
+def _loaded(model: Any) -> LoadedModel:
+    return model.value if hasattr(model, "value") else model
+
+
+def group_scorer(plan: GroupPlan) -> Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]:
+    """The function `cogroup(...).applyInPandas` calls per key range: (users, their visitors' grain) → rows."""
+
+    def score_group(users: pd.DataFrame, grain: pd.DataFrame) -> pd.DataFrame:
+        return _score_group(plan, users, grain)
+
+    return score_group
+
+
+def _objects(values: pd.Series) -> np.ndarray:
+    """A column as an object array with None for a missing value (what `split_dropped` expects)."""
+    arr = values.to_numpy(dtype=object)
+    return np.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in arr], dtype=object)
+
+
+def _score_group(plan: GroupPlan, users: pd.DataFrame, grain: pd.DataFrame) -> pd.DataFrame:
+    if users.empty:
+        return pd.DataFrame({plan.user_id: users[plan.user_id]} | {c: [] for c in OUT_COLUMNS})
+    model = _loaded(plan.model)
+    users = users.sort_values(plan.user_id, kind="stable").reset_index(drop=True)
+    read = split_dropped(
+        visitor_id=_objects(grain["visitor_id"]),
+        event_type=_objects(grain["event_type"]),
+        day=_objects(grain["day"].astype(object)),
+        future=_objects(grain["future"].astype(object)),
+        n=grain["n"].to_numpy(dtype=np.int64),
+    )
+    visitor_ids = [v if isinstance(v, str) else None for v in users[plan.visitor_id].to_numpy(dtype=object)]
+    features = plan.catalog.features(read.grain, visitor_ids=visitor_ids, as_of=plan.as_of, names=model.input_names)
+    scores = _check_scores(model.predict_scores(features))
+    user_ids = users[plan.user_id].tolist()
+    if plan.compare:
+        old = pd.to_numeric(users[plan.lead_score], errors="coerce").to_numpy(dtype=np.float64)
+        models = [m if isinstance(m, str) else None for m in users[plan.model_version].to_numpy(dtype=object)]
+        page = UserPage(user_ids=user_ids, visitor_ids=visitor_ids, scores=old, models=models)
+        changed = _changed(page, scores, model=model.resolved.identity, tolerance=plan.tolerance)
+    else:
+        old = np.full(len(scores), np.nan)
+        changed = np.ones(len(scores), dtype=bool)
+    # A lake's score table is a snapshot of everyone; the database gets only what changed (as the job writes).
+    explain = np.ones(len(scores), dtype=bool) if plan.sink == "parquet" else changed
+    reasons: list[str | None] = [None] * len(scores)
+    if plan.reasons and explain.any():
+        given = _reasons_json(model, features[explain], plan.catalog)
+        if given is not None:
+            for i, r in zip(np.flatnonzero(explain), given, strict=True):
+                reasons[i] = r
+    vanished = 0
+    if plan.sink == "db" and changed.any():
+        if plan.writer is None:
+            raise ValueError("a database sink needs a writer")
+        idx = np.flatnonzero(changed)
+        vanished = plan.writer.write(
+            user_ids=[user_ids[i] for i in idx],
+            scores=scores[idx],
+            reasons=[reasons[i] for i in idx] if plan.reasons else None,
+            model=model.resolved.identity,
+            scored_at=plan.as_of,
+            chunk_rows=plan.chunk_rows,
+            fail_once_after_staging=plan.fail_once_after_staging and int(users["bucket"].iloc[0]) == 0,
+        )
+    final = np.where(changed | (plan.sink == "parquet"), scores, old)
+    first = np.zeros(len(scores), dtype=np.int64)
+    out = pd.DataFrame(
+        {
+            plan.user_id: users[plan.user_id],
+            "lead_score": scores,
+            "lead_score_reasons": pd.Series(reasons, dtype=object),
+            "changed": changed,
+            "final_score": final,
+        }
+    )
+    for name, value in (
+        ("group_batches", 1),
+        ("group_vanished", vanished),
+        ("group_events", read.events_read),
+        ("group_null_type", read.dropped.get("null_type", 0)),
+        ("group_null_time", read.dropped.get("null_time", 0)),
+        ("group_future", read.dropped.get("future", 0)),
+    ):
+        col = first.copy()
+        col[0] = value
+        out[name] = col
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class PgWriter:
+    """Update-only writes from an executor: per chunk of a key range, the chunk's scores into a staging table
+    (``COPY``), then one ``UPDATE … FROM`` bounded by the chunk's own lowest and highest key, in one
+    transaction. A retried task writes the same values again: the UPDATE skips rows that already hold them
+    (so a retry neither rewrites a row nor fires its triggers twice), and nothing is ever inserted into the
+    users table.
+
+    >>> PgWriter(url="postgresql://…", names=Names()).write(user_ids=[1, 2], scores=np.array([0.1, 0.7]),
+    ...     reasons=None, model="3/m-0a1b", scored_at=as_of, chunk_rows=5_000, fail_once_after_staging=False)
+    0
+    """
+
+    url: str  # a libpq URI (postgresql://…), secrets included: never logged
+    names: Names
+    statement_timeout_s: float = 60.0
+    lock_timeout_s: float = 10.0
+    connect_timeout_s: float = 5.0
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(
+            self.url,
+            connect_timeout=max(1, round(self.connect_timeout_s)),
+            application_name="lead-scorer spark",
+            options=f"-c statement_timeout={round(self.statement_timeout_s * 1000)} "
+            f"-c lock_timeout={round(self.lock_timeout_s * 1000)}",
+        )
+
+    def _statements(self, *, reasons: bool) -> tuple[Any, Any]:
+        from psycopg import sql
+
+        n = self.names
+        users = sql.Identifier(n.schema, n.users)
+        uid, score, model, at = (sql.Identifier(c) for c in (n.user_id, n.lead_score, n.model_version, n.scored_at))
+        # The staging table takes the key's and the score's own types from the users table; a temporary table
+        # is the session's own, so concurrent tasks never see each other's rows.
+        create = sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS lead_scorer_stage ON COMMIT DELETE ROWS AS "
+            "SELECT {uid} AS user_id, {score} AS score, NULL::text AS reasons FROM {users} WITH NO DATA"
+        ).format(uid=uid, score=score, users=users)
+        sets = sql.SQL("{score} = s.score, {model} = %(model)s, {at} = %(at)s").format(score=score, model=model, at=at)
+        if reasons:
+            sets += sql.SQL(", {r} = s.reasons::jsonb").format(r=sql.Identifier(n.reasons))
+        # Bounded by the chunk's own key range (ORDER BY … LIMIT 1: no min(uuid) before PostgreSQL 16): without
+        # it PostgreSQL may join the chunk against a scan of the whole table.
+        update = sql.SQL(
+            "WITH lo AS (SELECT user_id FROM lead_scorer_stage ORDER BY user_id LIMIT 1), "
+            "hi AS (SELECT user_id FROM lead_scorer_stage ORDER BY user_id DESC LIMIT 1), "
+            "upd AS (UPDATE {users} AS u SET {sets} FROM lead_scorer_stage AS s "
+            "WHERE u.{uid} = s.user_id AND u.{uid} >= (SELECT user_id FROM lo) AND u.{uid} <= (SELECT user_id FROM hi) "
+            "AND (u.{score}, u.{model}, u.{at}) IS DISTINCT FROM (s.score, %(model)s::text, %(at)s::timestamptz) "
+            "RETURNING 1) "
+            "SELECT (SELECT count(*) FROM upd), "
+            "(SELECT count(*) FROM lead_scorer_stage AS s JOIN {users} AS u ON u.{uid} = s.user_id)"
+        ).format(users=users, sets=sets, uid=uid, score=score, model=model, at=at)
+        return create, update
+
+    def write(
+        self,
+        *,
+        user_ids: Sequence[Any],
+        scores: np.ndarray,
+        reasons: Sequence[str | None] | None,
+        model: str,
+        scored_at: datetime,
+        chunk_rows: int,
+        fail_once_after_staging: bool,
+    ) -> int:
+        """Write the scores chunk by chunk; returns how many users were gone (deleted since they were read)."""
+        create, update = self._statements(reasons=reasons is not None)
+        vanished = 0
+        with self._connect() as conn:
+            for c, start in enumerate(range(0, len(user_ids), chunk_rows)):
+                stop = min(start + chunk_rows, len(user_ids))
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute(create)
+                    with cur.copy("COPY lead_scorer_stage (user_id, score, reasons) FROM STDIN") as copy:
+                        for i in range(start, stop):
+                            r = reasons[i] if reasons is not None else None
+                            # None reasons are JSON null, as the SQL store writes them.
+                            copy.write_row((user_ids[i], repr(float(scores[i])), r if r is not None else "null"))
+                    if fail_once_after_staging and (c == 1 or stop == len(user_ids)):
+                        _die_on_first_attempt()
+                    cur.execute(update, {"model": model, "at": scored_at})
+                    _, matched = cur.fetchone()
+                vanished += (stop - start) - int(matched)
+        return vanished
+
+
+def _die_on_first_attempt() -> None:
+    """The test switch's crash: the Python worker exits as a killed process would, mid-transaction."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    if ctx is not None and ctx.attemptNumber() == 0:
+        os._exit(137)

@@ -1,0 +1,646 @@
+"""`lead-scorer spark run`: the whole population scored on Spark, recorded like `lead-scorer run`.
+
+On the driver, as `scorer.app.run_scoring` does it: settings → the store checked and the run lock taken →
+the production version resolved once and loaded safely (`scorer.app._resolve_and_load`), pinned → one MLflow
+run with the same tags (`scorer.app._open_run`). Then Spark: users in parallel key ranges (JDBC) or Parquet,
+events to the daily grain in Spark SQL, one cogroup per key range scored by `scorer.spark._partition` with
+the broadcast model, written update-only per key range (or to a Parquet score table). The groups' histograms
+and counts are summed into one `RunSummary`, so the run's metrics, drift and tiers are `lead-scorer run`'s.
+
+Spark scores everyone (``--select all``): there is no stale selection and no per-batch checkpoint; a run
+that finishes marks the model's checkpoint complete, so the next single-machine stale run starts from it.
+
+>>> summary = run_spark(settings, master="local[2]", users="db", events="parquet:/lake/events")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import math
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+import structlog
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from sqlalchemy.engine import make_url
+
+from models import FeatureCatalog
+from models.reasons import gives_reasons
+from scorer.app import _drift_and_tiers, _open_run, _require_temp_dir, _resolve_and_load, describe_run, open_store
+from scorer.contract import Names
+from scorer.errors import SettingsError
+from scorer.job import RunSummary, checkpoint_key
+from scorer.logs import redact_text
+from scorer.settings import Settings
+from scorer.spark import Source, SparkJobFailed
+from scorer.spark._partition import GroupPlan, PgWriter, group_scorer
+from scorer.stats import BINS, ScoreStats
+from scorer.stores.base import ScoreWrite, Selector
+from scorer.stores.sql import SqlStore, redact_url
+from scorer.tracking import MlflowTracker, TrackingError
+
+__all__ = ["DEFAULT_JDBC_JAR", "jdbc_target", "run_spark", "spark_session"]
+
+log = structlog.get_logger("lead_scorer.spark")
+
+#: Debian's libpostgresql-jdbc-java (what `.ci/run` installs); else `--jdbc-jar`, or `spark.jars.packages`
+#: org.postgresql:postgresql from Maven Central.
+DEFAULT_JDBC_JAR = "/usr/share/java/postgresql.jar"
+_NUMERIC = {"smallint", "integer", "bigint", "numeric"}
+
+
+def spark_session(*, master: str | None, jdbc_jar: str | None, partitions: int | None = None) -> SparkSession:
+    """The session `run_spark` makes when it is given none: UTC (the catalog's days are UTC days), Arrow for
+    the pandas groups, the JDBC driver on the class path. Under spark-submit the master is submit's.
+
+    >>> spark = spark_session(master="local[2]", jdbc_jar="/usr/share/java/postgresql.jar")
+    """
+    builder = SparkSession.builder.appName("lead-scorer")
+    if master:
+        builder = builder.master(master)
+    if (master or "").startswith("local"):
+        # Local workers must run this interpreter (its venv has lead-scorer); pyspark reads only the variable,
+        # when the context starts. On a cluster, PYSPARK_PYTHON names the executors' Python.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (
+        builder.config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+    )
+    if partitions:
+        builder = builder.config("spark.sql.shuffle.partitions", str(partitions))
+    if jdbc_jar:
+        builder = builder.config("spark.jars", jdbc_jar)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def jdbc_target(url: str) -> tuple[str, dict[str, str]]:
+    """A SQLAlchemy/libpq PostgreSQL URL as Spark's JDBC URL and connection properties (the password goes in
+    the properties, never in the URL Spark prints).
+
+    >>> jdbc_target("postgresql://scorer:secret@db.example.com:5432/postgres?sslmode=require")[0]
+    'jdbc:postgresql://db.example.com:5432/postgres'
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise SettingsError(
+            f"spark run reads and writes PostgreSQL, not {parsed.get_backend_name()} ({redact_url(url)})",
+            hint="point DATABASE_URL at the PostgreSQL (Supabase) database, or use --users/--events parquet:PATH",
+        )
+    if not parsed.host:
+        raise SettingsError(
+            f"DATABASE_URL {redact_url(url)} names no TCP host (a Unix socket?), which JDBC cannot reach",
+            hint="use postgresql://user:password@host:5432/db",
+        )
+    jdbc = f"jdbc:postgresql://{parsed.host}:{parsed.port or 5432}/{parsed.database or 'postgres'}"
+    props = {"driver": "org.postgresql.Driver", "user": parsed.username or "", "fetchsize": "10000"}
+    if parsed.password:
+        props["password"] = str(parsed.password)
+    for key in ("sslmode", "sslrootcert"):
+        value = parsed.query.get(key)
+        if isinstance(value, str):
+            props[key] = value
+    return jdbc, props
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'  # names are validated plain identifiers (scorer.contract)
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ts(value: datetime) -> str:
+    return f"TIMESTAMPTZ {_literal(value.astimezone(UTC).isoformat())}"
+
+
+class _Db:
+    """The driver's look at the database: key range, visitor quantiles, column types (one query each)."""
+
+    def __init__(self, store: SqlStore, names: Names, *, leads_only: bool) -> None:
+        self.engine = store.engine
+        self.n = names
+        self.leads_only = leads_only
+        self.users = f"{_q(names.schema)}.{_q(names.users)}"
+        self.events = f"{_q(names.schema)}.{_q(names.events)}"
+
+    def _type(self, table: str, column: str) -> str:
+        q = sa.text(
+            "SELECT data_type FROM information_schema.columns WHERE table_schema = :s AND table_name = :t "
+            "AND column_name = :c"
+        )
+        with self.engine.connect() as conn:
+            return str(conn.execute(q, {"s": self.n.schema, "t": table, "c": column}).scalar_one())
+
+    def where(self) -> str:
+        return f"WHERE {_q(self.n.converted_at)} IS NULL" if self.leads_only else ""
+
+    def key_range(self) -> tuple[int, int] | None:
+        """The population's lowest and highest key, for numeric keys (JDBC reads those in key ranges)."""
+        if self._type(self.n.users, self.n.user_id) not in _NUMERIC:
+            return None
+        uid = _q(self.n.user_id)
+        with self.engine.connect() as conn:
+            lo, hi = conn.execute(sa.text(f"SELECT min({uid}), max({uid}) FROM {self.users} {self.where()}")).one()
+        return (int(lo), int(hi)) if lo is not None else (0, 0)
+
+    def visitor_bounds(self, parts: int) -> list[str]:
+        """Visitor ids that cut the population's visitors in ``parts`` equal ranges (the events' partitions)."""
+        if parts <= 1:
+            return []
+        vid = _q(self.n.visitor_id)
+        cuts = ", ".join(str(k / parts) for k in range(1, parts))
+        extra = "AND" if self.where() else "WHERE"
+        q = f"SELECT percentile_disc(ARRAY[{cuts}]) WITHIN GROUP (ORDER BY {vid}) FROM {self.users} {self.where()} "
+        q += f"{extra} {vid} IS NOT NULL"
+        with self.engine.connect() as conn:
+            bounds = conn.execute(sa.text(q)).scalar_one() or []
+        return sorted({str(b) for b in bounds if b is not None})
+
+    def created_has_tz(self) -> bool:
+        return "with time zone" in self._type(self.n.events, self.n.created_at)
+
+
+def _users_db(
+    spark: SparkSession, db: _Db, jdbc: str, props: dict[str, str], *, parts: int, key: tuple[int, int] | None
+) -> DataFrame:
+    n = db.n
+    cols = ", ".join(
+        f"{_q(c)} AS {a}"
+        for c, a in (
+            (n.user_id, "user_id"),
+            (n.visitor_id, "visitor_id"),
+            (n.lead_score, "lead_score"),
+            (n.model_version, "model_version"),
+        )
+    )
+    table = f"(SELECT {cols} FROM {db.users} {db.where()}) AS lead_scorer_users"
+    if key is not None:
+        lo, hi = key
+        return spark.read.jdbc(
+            jdbc, table, column="user_id", lowerBound=lo, upperBound=hi + 1, numPartitions=parts, properties=props
+        )
+    # Keys with no order Spark can split (uuid, text): hash slices, each a scan of the users table.
+    predicates = [f"mod(abs(hashtext(user_id::text)), {parts}) = {k}" for k in range(parts)]
+    return spark.read.jdbc(jdbc, table, predicates=predicates, properties=props)
+
+
+def _events_db(
+    spark: SparkSession,
+    db: _Db,
+    jdbc: str,
+    props: dict[str, str],
+    *,
+    parts: int,
+    since: datetime,
+    as_of: datetime,
+) -> DataFrame:
+    """Events in ``[since, as_of)`` plus those with no time or a later one (dropped and counted, as the SQL
+    store counts them), each with its UTC day number computed by PostgreSQL as the SQL store computes it."""
+    n = db.n
+    created = _q(n.created_at)
+    if db.created_has_tz():
+        day = f"(timezone('UTC', {created}))::date - DATE '1970-01-01'"
+        at, frm = _ts(as_of), _ts(since)
+    else:
+        day = f"{created}::date - DATE '1970-01-01'"
+        at = f"TIMESTAMP {_literal(as_of.astimezone(UTC).replace(tzinfo=None).isoformat())}"
+        frm = f"TIMESTAMP {_literal(since.astimezone(UTC).replace(tzinfo=None).isoformat())}"
+    vid = _q(n.event_visitor_id)
+    table = (
+        f"(SELECT {vid}::text AS visitor_id, {_q(n.event_type)}::text AS event_type, "
+        f"CASE WHEN isfinite({created}) THEN {day} END AS day, {created} >= {at} AS future "
+        f"FROM {db.events} WHERE {vid} IS NOT NULL AND ({created} >= {frm} OR {created} IS NULL)) AS lead_scorer_events"
+    )
+    bounds = db.visitor_bounds(parts)
+    if not bounds:
+        return spark.read.jdbc(jdbc, table, properties=props)
+    # Visitor ranges cut at the population's quantiles: disjoint and complete in PostgreSQL's own order.
+    edges = [_literal(b) for b in bounds]
+    predicates = [f"visitor_id < {edges[0]}"]
+    predicates += [f"visitor_id >= {a} AND visitor_id < {b}" for a, b in itertools.pairwise(edges)]
+    predicates.append(f"visitor_id >= {edges[-1]}")
+    return spark.read.jdbc(jdbc, table, predicates=predicates, properties=props)
+
+
+def _users_parquet(spark: SparkSession, path: str, names: Names, *, leads_only: bool) -> DataFrame:
+    frame = spark.read.parquet(path)
+    have = set(frame.columns)
+    for needed in (names.user_id, names.visitor_id):
+        if needed not in have:
+            raise SettingsError(f"the users at {path} have no column {needed!r}", hint="check LEAD_SCORER_*_COLUMN")
+    if leads_only and names.converted_at in have:
+        frame = frame.where(F.col(names.converted_at).isNull())
+    return frame.select(
+        F.col(names.user_id).alias("user_id"),
+        F.col(names.visitor_id).cast("string").alias("visitor_id"),
+        (F.col(names.lead_score) if names.lead_score in have else F.lit(None)).cast("double").alias("lead_score"),
+        (F.col(names.model_version) if names.model_version in have else F.lit(None))
+        .cast("string")
+        .alias("model_version"),
+    )
+
+
+def _events_parquet(spark: SparkSession, path: str, names: Names, *, since: datetime, as_of: datetime) -> DataFrame:
+    frame = spark.read.parquet(path)
+    missing = [c for c in (names.event_visitor_id, names.event_type, names.created_at) if c not in frame.columns]
+    if missing:
+        raise SettingsError(f"the events at {path} have no column(s) {', '.join(missing)}")
+    created = F.col(names.created_at).cast("timestamp")
+    return frame.where(F.col(names.event_visitor_id).isNotNull() & ((created >= since) | created.isNull())).select(
+        F.col(names.event_visitor_id).cast("string").alias("visitor_id"),
+        F.col(names.event_type).cast("string").alias("event_type"),
+        # The session is in UTC, so to_date is the UTC day, as `models.day_number` counts it.
+        F.datediff(F.to_date(created), F.lit("1970-01-01").cast("date")).alias("day"),
+        (created >= as_of).alias("future"),
+    )
+
+
+def _bucket(users: DataFrame, *, groups: int, key: tuple[int, int] | None) -> DataFrame:
+    """Each user's key range (the cogroup key): contiguous keys when they are numbers, else a hash slice."""
+    if key is not None:
+        lo, hi = key
+        width = float(hi - lo + 1)
+        b = F.floor((F.col("user_id").cast("double") - lo) / width * groups).cast("int")
+        return users.withColumn("bucket", F.least(F.greatest(b, F.lit(0)), F.lit(groups - 1)))
+    return users.withColumn("bucket", F.pmod(F.hash("user_id"), F.lit(groups)))
+
+
+def _numeric_range(users: DataFrame) -> tuple[int, int] | None:
+    if not isinstance(users.schema["user_id"].dataType, T.IntegralType):
+        return None
+    row = users.agg(F.min("user_id"), F.max("user_id")).first()
+    return (int(row[0]), int(row[1])) if row is not None and row[0] is not None else (0, 0)
+
+
+def run_spark(
+    settings: Settings,
+    *,
+    users: str = "db",
+    events: str = "db",
+    output: str | None = None,
+    master: str | None = None,
+    spark: SparkSession | None = None,
+    partitions: int | None = None,
+    group_users: int = 50_000,
+    chunk_rows: int = 5_000,
+    jdbc_jar: str | None = None,
+    artifact_location: str | None = None,
+    catalog: FeatureCatalog | None = None,
+    fail_once_after_staging: bool = False,
+) -> RunSummary:
+    """Score the whole population on Spark and record one MLflow run, as `scorer.app.run_scoring` records it.
+
+    ``users``/``events``: ``db`` (DATABASE_URL, over JDBC) or ``parquet:PATH``; ``output``: ``db`` (update-only,
+    the default when users come from the database) or ``parquet:PATH`` (a score table, overwritten).
+    ``partitions``: parallel JDBC reads and shuffle partitions (default: Spark's parallelism); ``group_users``:
+    at most about this many users per pandas group; ``chunk_rows``: users per staging write and UPDATE.
+    ``fail_once_after_staging`` is for tests: the first key range's task dies once mid-write (Spark retries it,
+    so the master needs task retries, e.g. ``local[2,3]``).
+
+    >>> run_spark(load_settings(), master="local[4]").users_scored
+    100000
+    """
+    if settings.limit is not None:
+        raise SettingsError("spark run scores the whole population; --limit is for `lead-scorer run`")
+    if settings.history:
+        raise SettingsError(
+            "spark run does not append to lead_score_history", hint="unset LEAD_SCORER_HISTORY for spark run"
+        )
+    if partitions is not None and partitions < 1:
+        raise SettingsError("--partitions must be at least 1")
+    if chunk_rows < 1 or group_users < 1:
+        raise SettingsError("--chunk-rows and --group-users must be at least 1")
+    users_src = Source.parse(users, what="users")
+    events_src = Source.parse(events, what="events")
+    out = Source.parse(output, what="output") if output else (Source(kind="db") if users_src.kind == "db" else None)
+    if out is None:
+        raise SettingsError("users from Parquet need --output parquet:PATH (a score table)")
+    if out.kind == "db" and users_src.kind != "db":
+        raise SettingsError("--output db updates the users table, so --users must be db")
+    # Scores everyone: the run's tags and params say so, as `lead-scorer run --select all` would.
+    settings = settings.model_copy(update={"select": "all"})
+    catalog = catalog or FeatureCatalog()
+    tracking_uri = settings.require_tracking()
+    _require_temp_dir()
+    names = settings.names()
+    uses_db = "db" in (users_src.kind, events_src.kind, out.kind)
+    writes_db = out.kind == "db" and not settings.dry_run
+
+    store: SqlStore | None = None
+    if uses_db:
+        opened = open_store(settings)
+        if not isinstance(opened, SqlStore) or opened.dialect != "postgresql":
+            opened.close()
+            raise SettingsError(
+                "spark run reaches the database over JDBC: DATABASE_URL must be a PostgreSQL URL",
+                hint="for a Supabase project, use its direct connection string (Settings → Database)",
+            )
+        store = opened
+    leads_only = settings.population == "leads"
+    try:
+        if store is not None:
+            store.check(scoring=True)
+            leads_only = leads_only and store.has_converted
+            if writes_db:
+                store.lock_run(settings.model_name)  # the same lock as `lead-scorer run`: never both at once
+        resolved, model = _resolve_and_load(settings, catalog)
+        tracker = MlflowTracker(
+            tracking_uri=tracking_uri,
+            experiment=settings.scoring_experiment,
+            artifact_location=artifact_location,
+            run_id=settings.mlflow_run_id,
+            description="Scoring runs of lead-scorer: one per job run (the daily cron job, or `lead-scorer run`). "
+            "Each run's description says what it rescored and changed, with which model version; its metrics "
+            "hold the totals first, per-batch figures under batch/.",
+        )
+        now = datetime.now(UTC)
+        where = store.describe() if out.kind == "db" and store is not None else f"parquet {out.path}"
+        store_id = hashlib.sha256(where.encode()).hexdigest()[:12]
+        _open_run(
+            tracker,
+            settings,
+            resolved,
+            model,
+            store_kind="sql" if out.kind == "db" else "parquet",
+            store_id=store_id,
+            now=now,
+        )
+        if tracker.run_id is not None:
+            with contextlib.suppress(Exception):  # a label for people; the run is the same without it
+                tracker.client.set_tag(tracker.run_id, "engine", "spark")
+                tracker.client.set_tag(tracker.run_id, "sources", f"users={users_src} events={events_src} out={out}")
+        if writes_db and store is not None:
+            tracker.close_orphans(
+                tags={"model_name": resolved.name, "store_id": store_id, "dry_run": "false"}, started_before_ms=None
+            )
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+
+    started = time.perf_counter()
+    try:
+        if spark is None:
+            jar = jdbc_jar or (DEFAULT_JDBC_JAR if Path(DEFAULT_JDBC_JAR).is_file() else None)
+            if "db" in (users_src.kind, events_src.kind) and jar is None:
+                raise SettingsError(
+                    "no PostgreSQL JDBC driver found",
+                    hint="apt-get install libpostgresql-jdbc-java, or pass --jdbc-jar PATH",
+                )
+            spark = spark_session(master=master, jdbc_jar=jar, partitions=partitions)
+        parts = partitions or max(2, spark.sparkContext.defaultParallelism)
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+        spark.conf.set("spark.sql.shuffle.partitions", str(parts))
+        summary = _score(
+            spark,
+            settings=settings,
+            store=store,
+            names=names,
+            users_src=users_src,
+            events_src=events_src,
+            out=out,
+            model=model,
+            catalog=catalog,
+            as_of=now,
+            leads_only=leads_only,
+            parts=parts,
+            group_users=group_users,
+            chunk_rows=chunk_rows,
+            fail_once_after_staging=fail_once_after_staging,
+        )
+        if writes_db and store is not None:
+            # Everyone was checked at `now`: the next stale run of this model rereads only what changes after.
+            store.write_scores(
+                ScoreWrite(
+                    user_ids=[],
+                    scores=[],
+                    model=resolved.identity,
+                    scored_at=now,
+                    checkpoint_key=checkpoint_key(resolved.identity, leads_only=leads_only),
+                    complete=True,
+                )
+            )
+            summary.complete = True
+    except BaseException as exc:
+        with contextlib.suppress(TrackingError):
+            tracker.finish(metrics={}, artifacts={}, status="FAILED")
+        if isinstance(exc, Exception) and type(exc).__module__.startswith(("py4j", "pyspark")):
+            # The first line says where (Spark's words), the last what (a Python worker's own exception).
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+            first = redact_text(lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1]}")
+            raise SparkJobFailed(
+                f"the Spark job failed: {first[:300]}",
+                hint="the key ranges whose tasks finished are written; fix the cause and run again",
+            ) from exc
+        raise
+    finally:
+        if store is not None:
+            store.close()
+    summary.duration_s = time.perf_counter() - started
+
+    status = "FINISHED"
+    metrics = summary.metrics() | _drift_and_tiers(summary, settings, resolved, tracker)
+    dist = summary.distribution
+    who = "open leads" if leads_only else "users"
+    artifacts: dict[str, Any] = {
+        "score_histogram.json": dist.coarse_histogram() | {"count": dist.count},
+        "run_summary.json": metrics | {"dropped": summary.dropped, "model_version": resolved.version},
+        "score_histogram.svg": dist.histogram_svg(
+            title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} changed in this run)",
+            marks={"warm": settings.warm_threshold, "hot": settings.hot_threshold},
+        ),
+    }
+    log.info("run_finished", engine="spark", status=status, **{k: round(v, 4) for k, v in metrics.items()})
+    note = describe_run(summary, metrics, resolved, settings, status=status)
+    try:
+        tracker.finish(metrics=metrics, artifacts=artifacts, status=status, note=note)
+    except TrackingError as exc:
+        summary.tracking_lost = True
+        log.error("run_record_lost", error=str(exc), hint="the run_finished log line holds the run's summary")
+    return summary
+
+
+def _score(
+    spark: SparkSession,
+    *,
+    settings: Settings,
+    store: SqlStore | None,
+    names: Names,
+    users_src: Source,
+    events_src: Source,
+    out: Source,
+    model: Any,
+    catalog: FeatureCatalog,
+    as_of: datetime,
+    leads_only: bool,
+    parts: int,
+    group_users: int,
+    chunk_rows: int,
+    fail_once_after_staging: bool,
+) -> RunSummary:
+    """Steps 4 to 6 on Spark: read, grain, one cogroup per key range, one aggregation back to the driver."""
+    since = catalog.since(as_of)
+    db = _Db(store, names, leads_only=leads_only) if store is not None else None
+    jdbc, props = jdbc_target(settings.require_database()) if store is not None else ("", {})
+
+    if users_src.kind == "db" and db is not None:
+        key = db.key_range()
+        population = store.count_users(Selector(select="all", leads_only=leads_only)) if store is not None else 0
+        users = _users_db(spark, db, jdbc, props, parts=parts, key=key)
+    else:
+        users = _users_parquet(spark, str(users_src.path), names, leads_only=leads_only)
+        key = _numeric_range(users)
+        population = users.count()
+    groups = max(parts, math.ceil((population or 0) / group_users))
+    # Read once (JDBC or files), used twice: the visitors the events are kept for, and the groups themselves.
+    users = _bucket(users, groups=groups, key=key).persist()
+
+    if events_src.kind == "db" and db is not None:
+        raw = _events_db(spark, db, jdbc, props, parts=parts, since=since, as_of=as_of)
+    else:
+        raw = _events_parquet(spark, str(events_src.path), names, since=since, as_of=as_of)
+    # The daily grain, by the stored spelling of a type: the catalog's normalization runs per group
+    # (`split_dropped`), the same code every store's rows go through.
+    # A new column for the key (not `bucket` itself): Spark refuses a self-join whose key it cannot tell apart.
+    targets = (
+        users.where(F.col("visitor_id").isNotNull())
+        .select("visitor_id", (F.col("bucket") + 0).alias("gbucket"))
+        .distinct()
+    )
+    grain = (
+        raw.groupBy("visitor_id", "event_type", "day", "future")
+        .agg(F.count(F.lit(1)).cast("long").alias("n"))
+        .join(targets, "visitor_id")
+    )
+
+    loaded = model
+    sink = "none" if settings.dry_run else ("db" if out.kind == "db" else "parquet")
+    reasons = (
+        gives_reasons(loaded.pipeline, loaded.input_names)
+        and (sink == "parquet" or (store is not None and store.has_reasons))
+        and sink != "none"
+    )
+    writer = None
+    if sink == "db":
+        writer = PgWriter(
+            url=_libpq(settings.require_database()),
+            names=names,
+            statement_timeout_s=settings.db_statement_timeout_s,
+            lock_timeout_s=settings.db_lock_timeout_s,
+            connect_timeout_s=settings.db_connect_timeout_s,
+        )
+    plan = GroupPlan(
+        model=spark.sparkContext.broadcast(loaded),
+        catalog=catalog,
+        as_of=as_of,
+        tolerance=settings.score_tolerance,
+        sink=sink,  # type: ignore[arg-type]
+        reasons=reasons,
+        compare=True,
+        writer=writer,
+        chunk_rows=chunk_rows,
+        fail_once_after_staging=fail_once_after_staging,
+    )
+    schema = T.StructType(
+        [
+            users.schema["user_id"],
+            T.StructField("lead_score", T.DoubleType()),
+            T.StructField("lead_score_reasons", T.StringType()),
+            T.StructField("changed", T.BooleanType()),
+            T.StructField("final_score", T.DoubleType()),
+            *(
+                T.StructField(c, T.LongType())
+                for c in ("group_batches", "group_vanished", "group_events", "group_null_type")
+            ),
+            T.StructField("group_null_time", T.LongType()),
+            T.StructField("group_future", T.LongType()),
+        ]
+    )
+    scored = users.groupBy("bucket").cogroup(grain.groupBy("gbucket")).applyInPandas(group_scorer(plan), schema)
+    if sink == "parquet":
+        # Two actions over the scores (the table, the totals): computed once.
+        scored = scored.persist()
+        n = names
+        scored.select(
+            F.col("user_id").alias(n.user_id),
+            F.col("lead_score").alias(n.lead_score),
+            F.lit(model.resolved.identity).alias(n.model_version),
+            F.lit(as_of).alias(n.scored_at),
+            F.col("lead_score_reasons").alias(n.reasons),
+        ).write.mode("overwrite").parquet(str(out.path))
+    bins = F.least(F.floor(F.col("final_score") * BINS).cast("int"), F.lit(BINS - 1))
+    rows = (
+        scored.groupBy(bins.alias("bin"))
+        .agg(
+            F.count(F.lit(1)).alias("users"),
+            F.sum(F.col("changed").cast("long")).alias("changed"),
+            *(
+                F.sum(c).alias(c)
+                for c in (
+                    "group_batches",
+                    "group_vanished",
+                    "group_events",
+                    "group_null_type",
+                    "group_null_time",
+                    "group_future",
+                )
+            ),
+        )
+        .collect()
+    )
+    if sink == "parquet":
+        scored.unpersist()
+    hist = np.zeros(BINS, dtype=np.int64)
+    totals: dict[str, int] = {}
+    for row in rows:
+        d = row.asDict()
+        if d["bin"] is not None:
+            hist[int(d["bin"])] += int(d["users"])
+        for k, v in d.items():
+            if k != "bin":
+                totals[k] = totals.get(k, 0) + int(v or 0)
+    selected = totals.get("users", 0)
+    vanished = totals.get("group_vanished", 0)
+    changed = totals.get("changed", 0)
+    summary = RunSummary(
+        model_version=model.resolved.version,
+        batches=totals.get("group_batches", 0),
+        users_selected=selected,
+        users_scored=selected - vanished,
+        users_changed=changed - vanished,
+        users_unchanged=selected - changed,
+        users_vanished=vanished,
+        events_read=totals.get("group_events", 0),
+        dropped={
+            "null_type": totals.get("group_null_type", 0),
+            "null_time": totals.get("group_null_time", 0),
+            "future": totals.get("group_future", 0),
+        },
+    )
+    stats = ScoreStats.from_histogram(hist)
+    summary.stats = stats
+    # The database's population after the run is every lead's kept or new score (the merged histograms of
+    # the groups), what `lead-scorer run` reads back with one query; a lake table is its own population.
+    if sink != "none":
+        summary.population = ScoreStats.from_histogram(hist)
+    users.unpersist()
+    log.info("spark_scored", users=selected, changed=summary.users_changed, groups=summary.batches, partitions=parts)
+    return summary
