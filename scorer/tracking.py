@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import stamina
 import structlog
@@ -101,6 +101,7 @@ class MlflowTracker:
         # holds up the scoring; `_drain` waits for them before anything reads or closes the run.
         self._sender: ThreadPoolExecutor | None = None
         self._version: tuple[str, str] | None = None
+        self._previous_run: tuple[str, str] | None = None  # (id, name) of the drift baseline, for the run's note
 
     def start(
         self, *, run_name: str, tags: dict[str, str], params: dict[str, Any], model_id: str | None = None
@@ -159,6 +160,7 @@ class MlflowTracker:
                 continue
             m = run.data.metrics
             if all(f"score_p{p}" in m for p in range(10, 100, 10)):
+                self._previous_run = (run.info.run_id, run.info.run_name or run.info.run_id)
                 if self.run_id is not None:
                     with contextlib.suppress(Exception):  # which run is the baseline, for whoever reads the PSI
                         self.client.set_tag(self.run_id, "score_psi_previous_run", run.info.run_id)
@@ -255,6 +257,10 @@ class MlflowTracker:
                         path.write_text(json.dumps(content, indent=2, default=str))
                 self.client.log_artifacts(run_id, tmp)
 
+        if note and self._previous_run is not None:
+            prev_id, prev_name = self._previous_run
+            note += f"\n\nCompared with the previous run: [{prev_name}]({_run_link(self._experiment_id, prev_id)})."
+
         @retry
         def terminate() -> None:
             if note:
@@ -283,8 +289,24 @@ class MlflowTracker:
                 self.client.set_model_version_tag(
                     *self._version, "last_scoring_run", f"#/experiments/{self._experiment_id}/runs/{run_id}"
                 )
+                # The UI shows tags as plain text but renders the description as Markdown: the clickable way
+                # from the version page back to its runs is a link there, added once per version.
+                name, version = self._version
+                where = quote(f"tags.model_name = '{name}' and tags.model_version = '{version}'", safe="")
+                runs = f"#/experiments/{self._experiment_id}/runs?workflowType=machine_learning&searchFilter={where}"
+                described = self.client.get_model_version(name, version).description or ""
+                if runs not in described:
+                    self.client.update_model_version(
+                        name, version, description=f"{described}\n\n[Scoring runs of this version]({runs})".strip()
+                    )
         url = ui_url(self._tracking_uri, experiment_id=self._experiment_id, run_id=run_id)
         log.info("run_recorded", run_id=run_id, status=status, **({"url": url} if url else {}))
+
+
+def _run_link(experiment_id: str | None, run_id: str) -> str:
+    """A run page inside the UI (a hash route), kept in the "Model training" view: without workflowType the UI
+    falls back to its GenAI view, whose breadcrumb leads to evaluation runs instead of these runs."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def ui_url(tracking_uri: str, *, experiment_id: str | None, run_id: str | None = None) -> str | None:
@@ -299,5 +321,5 @@ def ui_url(tracking_uri: str, *, experiment_id: str | None, run_id: str | None =
         netloc += f":{parts.port}"
     base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
     if run_id:
-        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"{base}/{_run_link(experiment_id, run_id)}"
     return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
