@@ -51,6 +51,11 @@ class TcpPostgres:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user)
 
     @property
+    def pid(self) -> int:
+        """The postmaster's process id (of the restarted server, not the one pgserver started)."""
+        return int((self.server.pgdata / "postmaster.pid").read_text().split()[0])
+
+    @property
     def url(self) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
