@@ -7,7 +7,7 @@
 
 (a) ``naive`` is the seed's loop made correct, what a user writes first: key pages of 100 users, their
 raw event rows, features grouped in pandas, one UPDATE statement per user. (b) ``sqlfloor`` is the least
-work there is: every feature computed by PostgreSQL in one statement (`benchmarks.sql_features`), one
+work there is: every feature computed by PostgreSQL in one statement (`scorer.stores.pg_features`), one
 ``predict_proba``, one bulk write. (b0) ``floor`` is the job's own method done in one go: one aggregate
 read of everyone's events at the daily grain, the features in Python (`FeatureCatalog.features`), one
 ``predict_proba``, one bulk write. All use the job's feature catalog and the production model (exported once
@@ -30,8 +30,8 @@ import sqlalchemy as sa
 
 from benchmarks.counted import peak_rss_mib
 from benchmarks.data import long_engine
-from benchmarks.sql_features import GUARD, check_packed, feature_sql
 from models import DailyGrain, FeatureCatalog, normalize_event_type
+from scorer.stores.pg_features import GUARD, check_packed, feature_sql
 
 NAIVE_BATCH = 100
 

@@ -9,7 +9,7 @@ each method ``--repeat`` times with the scores reset in between and report media
 
 (a) ``naive``: the seed's loop made correct (`benchmarks.methods.naive`);
 (b) ``sqlfloor``: every feature in one PostgreSQL statement, one predict_proba, one bulk write
-    (`benchmarks.methods.sql_floor`, `benchmarks.sql_features`);
+    (`benchmarks.methods.sql_floor`, `scorer.stores.pg_features`);
 (b0) ``floor``: one aggregate read at the daily grain, features in Python, one predict_proba, one bulk write
     (`benchmarks.methods.floor`);
 (c) ``job``: ``lead-scorer run --select all --population everyone`` (`benchmarks.counted`, the real CLI);

@@ -198,18 +198,28 @@ class FeatureCatalog:
                 for s, i in slug_pos.items():
                     cols[f"evt_{s}_{w}d"] = flat[:, i]
 
-        # Row n_vis is the zero-activity row, for None visitors and visitors with no events.
-        table = np.empty((n_vis + 1, len(names)), dtype=np.float64)
+        table = np.empty((n_vis, len(names)), dtype=np.float64)
         for j, name in enumerate(names):
-            table[:n_vis, j] = cols[name]
-            table[n_vis, j] = never if name.startswith("days_since") else 0.0
-        position = {v: i for i, v in enumerate(grain.visitors)}
+            table[:, j] = cols[name]
+        return self.for_users(grain.visitors, table, visitor_ids=visitor_ids, names=names)
+
+    def for_users(
+        self, visitors: Sequence[str], table: np.ndarray, *, visitor_ids: Sequence[str | None], names: Sequence[str]
+    ) -> pd.DataFrame:
+        """Per-user features from per-visitor rows (``table[i]`` is ``visitors[i]``'s, columns ``names``): a
+        None visitor, or one not listed, gets the zero-activity row."""
+        n_vis = len(visitors)
+        never = float(self.lookback_days + 1)
+        full = np.empty((n_vis + 1, len(names)), dtype=np.float64)
+        full[:n_vis] = np.asarray(table, dtype=np.float64).reshape(n_vis, len(names))
+        full[n_vis] = [never if name.startswith("days_since") else 0.0 for name in names]
+        position = {v: i for i, v in enumerate(visitors)}
         user_pos = np.fromiter(
             (position.get(v, n_vis) if isinstance(v, str) else n_vis for v in visitor_ids),
             dtype=np.int64,
             count=len(visitor_ids),
         )
-        return pd.DataFrame(table[user_pos], columns=list(names))
+        return pd.DataFrame(full[user_pos], columns=list(names))
 
 
 def _distinct(keys: np.ndarray, size: int) -> np.ndarray:

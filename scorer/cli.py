@@ -399,6 +399,9 @@ def db_sql(
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply that SQL through DATABASE_URL. Applying it again is harmless."""
+    import sqlalchemy as sa
+
+    from scorer.errors import StoreError
     from scorer.schema import migrate
     from scorer.stores.sql import engine_for, redact_url
 
@@ -408,6 +411,14 @@ def db_migrate() -> None:
         engine = engine_for(url)
         done = migrate(engine, names=settings.names())
         engine.dispose()
+    except sa.exc.DBAPIError as exc:
+        first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+        failed = StoreError(
+            f"the migration failed and was rolled back: {first}",
+            hint="a lock timeout means the product held the table: apply it again at a quiet time, or apply "
+            "`lead-scorer db sql` yourself (CREATE INDEX CONCURRENTLY on a large live table)",
+        )
+        raise _fail(failed) from exc
     except Exception as exc:
         raise _fail(exc) from exc
     typer.echo(f"applied {len(done)} statement(s) to {redact_url(url)}")

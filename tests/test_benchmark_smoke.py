@@ -7,7 +7,7 @@ PostgreSQL only, with the REST row and the day-2 rows, to stay near two minutes:
 and the job's own start (imports, model load, MLflow run) is ~7-10 s. The SQLite paths run with
 `--backends sqlite`.
 
-Beside it, at a tinier size: the SQL floor's generated statement (`benchmarks.sql_features`) against the
+Beside it, at a tinier size: the SQL floor's generated statement (`scorer.stores.pg_features`) against the
 catalog's numpy path on the generator's messy data (every whitespace character Python's ``str.strip()`` takes,
 slug collisions, more types than the statement's bit words hold), and the generator's two layouts."""
 
@@ -65,7 +65,7 @@ def test_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path, pg_server_url, monke
 
 
 def test_the_whitespace_the_sql_trims_is_what_python_strips():
-    from benchmarks.sql_features import WHITESPACE_SQL
+    from scorer.stores.pg_features import WHITESPACE_SQL
 
     chars = {chr(int(h, 16)) for h in re.findall(r"\\u([0-9a-f]{4})", WHITESPACE_SQL)}
     assert chars == {chr(c) for c in range(0x110000) if chr(c).isspace()}

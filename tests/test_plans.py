@@ -1,6 +1,7 @@
 """The store's statements keep their plans on a real PostgreSQL, with the generic plan a prepared statement
 gets after five executions (and Supabase's pooler can force): events are reached through the
-(visitor_id, created_at) index by id, never by a filter that re-reads the id list for every row.
+(visitor_id, created_at) index by id, never by a filter that re-reads the id list for every row, whether the
+store reads the daily grain or computes the features in the database.
 
 The events are laid out as a product writes them: appended in time order, one visitor's events scattered
 over the whole table.
@@ -18,6 +19,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from models import FeatureCatalog
+from scorer.stores.base import FeatureRequest
 from scorer.stores.sql import SqlStore
 from tests.support import execute, make_product
 
@@ -93,14 +96,19 @@ def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def test_event_reads_use_the_index_by_id_under_a_generic_plan(scattered: str) -> None:
+@pytest.mark.parametrize("features", [False, True], ids=["daily-grain", "features-in-the-database"])
+def test_event_reads_use_the_index_by_id_under_a_generic_plan(scattered: str, features: bool) -> None:
     store = SqlStore(scattered)
     store.check()
     as_of = datetime.now(UTC)
     visitors = [f"v{i}" for i in range(0, VISITORS, 30)]  # 1,000 visitors spread over the table
+    catalog = FeatureCatalog()
+    request = FeatureRequest(catalog=catalog, names=catalog.feature_names(event_types=["login"])) if features else None
     statement, parameters = _captured(
-        store, lambda: store.read_events(visitors, since=as_of - timedelta(days=181), as_of=as_of)
+        store,
+        lambda: store.read_events(visitors, since=as_of - timedelta(days=181), as_of=as_of, features=request),
     )
+    assert ("_lookback_events" in statement) == features  # the statement asked about is the one under test
     plan = _generic_plan(scattered, statement, parameters)
 
     on_events = [n for n in _nodes(plan) if n.get("Relation Name") == "events" or "Index Cond" in n]
@@ -111,7 +119,7 @@ def test_event_reads_use_the_index_by_id_under_a_generic_plan(scattered: str) ->
     assert "visitor_id" not in filters, json.dumps(plan, indent=1)[:3000]
     assert not any(n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "events" for n in _nodes(plan))
     # And the read is complete: every event of those visitors (10 each), none of anyone else's.
-    read = store.read_events(visitors, since=as_of - timedelta(days=181), as_of=as_of)
+    read = store.read_events(visitors, since=as_of - timedelta(days=181), as_of=as_of, features=request)
     assert read.events_read == EVENTS // VISITORS * len(visitors)
     store.close()
 

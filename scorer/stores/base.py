@@ -10,12 +10,13 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from models import DailyGrain, day_numbers, normalize_event_type
+from models import DailyGrain, FeatureCatalog, day_numbers, normalize_event_type
 from scorer.contract import Names, validate_identifier
 
 __all__ = [
     "Checkpoint",
     "EventRead",
+    "FeatureRequest",
     "Freshness",
     "Names",
     "ScoreWrite",
@@ -23,6 +24,7 @@ __all__ = [
     "Selector",
     "Store",
     "UserPage",
+    "VisitorFeatures",
     "split_dropped",
     "split_dropped_frame",
     "validate_identifier",
@@ -122,13 +124,49 @@ class ScoreWrite:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FeatureRequest:
+    """The features a batch needs (the model's inputs, from the catalog), which a store may compute itself."""
+
+    catalog: FeatureCatalog
+    names: Sequence[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisitorFeatures:
+    """Features a store computed itself: one row of ``values`` (columns: the request's names) per visitor with
+    events. A visitor not listed gets the catalog's zero-activity row (`FeatureCatalog.for_users`)."""
+
+    visitors: list[str]
+    values: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: Sequence[VisitorFeatures]) -> VisitorFeatures:
+        return cls(
+            visitors=[v for p in parts for v in p.visitors],
+            values=np.concatenate([p.values for p in parts]) if parts else np.empty((0, 0)),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class EventRead:
-    """A batch's events at the daily grain, and what was dropped on the way."""
+    """A batch's events at the daily grain, and what was dropped on the way; or, from a store that computes
+    the requested features itself, those features (and an empty grain)."""
 
     grain: DailyGrain = field(default_factory=DailyGrain.empty)
     events_read: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # null_type, null_time, future
     requests: int = 0
+    features: VisitorFeatures | None = None
+
+    def features_for(
+        self, request: FeatureRequest, *, visitor_ids: Sequence[str | None], as_of: datetime
+    ) -> pd.DataFrame:
+        """The requested features for each of ``visitor_ids`` (a page's users, in order)."""
+        if self.features is not None:
+            return request.catalog.for_users(
+                self.features.visitors, self.features.values, visitor_ids=visitor_ids, names=request.names
+            )
+        return request.catalog.features(self.grain, visitor_ids=visitor_ids, as_of=as_of, names=request.names)
 
     @classmethod
     def combine(cls, reads: Sequence[EventRead]) -> EventRead:
@@ -137,11 +175,15 @@ class EventRead:
         for r in reads:
             for k, v in r.dropped.items():
                 dropped[k] = dropped.get(k, 0) + v
+        computed = [r.features for r in reads if r.features is not None]
+        if computed and len(computed) != len(reads):
+            raise ValueError("cannot combine computed features with daily grains")
         return cls(
             grain=DailyGrain.concat([r.grain for r in reads]),
             events_read=sum(r.events_read for r in reads),
             dropped=dropped,
             requests=sum(r.requests for r in reads),
+            features=VisitorFeatures.concat(computed) if computed else None,
         )
 
     @property
@@ -199,8 +241,16 @@ class Store(Protocol):
         """How many current scores fall in each of ``bins`` equal bins of [0, 1] (None: the store cannot tell)."""
         ...
 
-    def read_events(self, visitor_ids: Sequence[str], *, since: datetime, as_of: datetime) -> EventRead:
-        """All events of ``visitor_ids`` in ``[since, as_of)``, complete, at the daily grain."""
+    def read_events(
+        self,
+        visitor_ids: Sequence[str],
+        *,
+        since: datetime,
+        as_of: datetime,
+        features: FeatureRequest | None = None,
+    ) -> EventRead:
+        """All events of ``visitor_ids`` in ``[since, as_of)``, complete, at the daily grain. Given
+        ``features``, a store may return those features instead of the grain, computed where the events are."""
         ...
 
     def write_scores(self, write: ScoreWrite) -> int:

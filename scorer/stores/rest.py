@@ -41,7 +41,16 @@ from scorer.schema import (
     UNLOCK_FUNCTION,
     WRITE_FUNCTION,
 )
-from scorer.stores.base import Checkpoint, EventRead, Names, ScoreWrite, Selector, UserPage, split_dropped_frame
+from scorer.stores.base import (
+    Checkpoint,
+    EventRead,
+    FeatureRequest,
+    Names,
+    ScoreWrite,
+    Selector,
+    UserPage,
+    split_dropped_frame,
+)
 
 __all__ = ["RestStore", "is_transient"]
 
@@ -382,7 +391,14 @@ class RestStore:
             out[max(0, min(int(b), bins - 1))] += int(count)
         return out
 
-    def read_events(self, visitor_ids: Sequence[str], *, since: datetime, as_of: datetime) -> EventRead:
+    def read_events(
+        self,
+        visitor_ids: Sequence[str],
+        *,
+        since: datetime,
+        as_of: datetime,
+        features: FeatureRequest | None = None,  # the daily grain is computed in the database already
+    ) -> EventRead:
         vids = sorted({v for v in visitor_ids if v is not None})
         before = self.requests
         if not vids:

@@ -1,20 +1,24 @@
-"""Every feature a model needs, computed by PostgreSQL in one statement: the SQL floor's read.
+"""Every feature a model needs, computed by PostgreSQL: the SQL store's batch read, and the benchmark's floor.
 
 The statement is generated from the model's feature names and the catalog's windows and lookback
-(`models.FeatureCatalog` stays the one definition; `tests/test_benchmark_smoke.py` checks the SQL against
-`FeatureCatalog.features` on messy data):
+(`models.FeatureCatalog` stays the one definition; `tests/test_sql_features.py` checks the SQL against
+`FeatureCatalog.features` on messy data, `tests/test_benchmark_smoke.py` the floor's):
 
-- one pass over the events in the lookback (``created_at`` from the start of the oldest feature day, before
-  ``as_of``), each row's UTC day turned into its age in days (age 0 is the UTC day of ``as_of - 1µs``);
+- one pass over the events (``created_at`` from the start of the oldest feature day, before ``as_of``), each
+  row's UTC day turned into its age in days (age 0 is the UTC day of ``as_of - 1µs``);
 - event types normalized like the job's `models.normalize_event_type` (Python's ``str.strip()``, which
   takes every Unicode whitespace character, then ``lower()``): ``lower(btrim(event_type, <those
-  characters>))``; blank and NULL types dropped; the slug of `models.slugify` by ``regexp_replace``;
+  characters>))``; blank and NULL types dropped; the slug of `models.slugify` by ``regexp_replace``. Only the
+  distinct stored spellings are normalized, not every row;
 - ``GROUP BY visitor_id`` with ``FILTER`` aggregates: events per window, distinct days (a bit per day, OR-ed
   into 64-bit words and counted with ``bit_count``, which a hash aggregate can do, unlike ``count(DISTINCT
-  …)``), distinct types, the newest and oldest age, events per (type slug, window);
-- joined to every user (no visitor id, or no events: the catalog's zero-activity row), in user order.
+  …)``), distinct types, the newest and oldest age, events per (type slug, window).
 
->>> sql = feature_sql(FeatureCatalog(), names, as_of=datetime.now(UTC))
+Two shapes: ``batch=True`` (the job, `SqlStore.read_features`) reads the events of a bound list of visitors
+(``%(ids)s``, an array literal) exactly as `SqlStore.read_events` does, and returns one row per visitor with
+events, with the dropped rows counted (`DROPPED`); ``batch=False`` (the benchmark's floor) joins every user.
+
+>>> sql = feature_sql(FeatureCatalog(), ["events_7d", "days_since_last_event"], as_of=datetime.now(UTC), batch=True)
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 from models import FeatureCatalog
 from scorer.contract import Names
 
-__all__ = ["WHITESPACE_SQL", "feature_sql", "normalized_type_sql"]
+__all__ = ["DROPPED", "GUARD", "WHITESPACE_SQL", "check_packed", "feature_sql", "fits_packed", "normalized_type_sql"]
 
 
 def _whitespace() -> str:
@@ -68,6 +72,9 @@ FIELD_BITS = 21  # a packed counter's width: three per 64-bit word
 #: The extra last column: each visitor's events in the lookback. Every packed count is at most this, so the
 #: counts are exact while it stays below 2**FIELD_BITS (`check_packed`).
 GUARD = "_lookback_events"
+#: A batch read's counts of the rows it read and dropped (`stores.base.split_dropped`'s names).
+DROPPED = ("null_type", "null_time", "future")
+READ = "_events_read"
 
 
 def _packed(fields: Sequence[int], windows: Sequence[int]) -> list[tuple[str, list[tuple[int, int]]]]:
@@ -85,10 +92,15 @@ def _packed(fields: Sequence[int], windows: Sequence[int]) -> list[tuple[str, li
     return out
 
 
+def fits_packed(lookback_events: Any) -> bool:
+    """Whether every visitor's events in the lookback fit a packed counter (so every count is exact)."""
+    return int(max(lookback_events, default=0)) < 1 << FIELD_BITS
+
+
 def check_packed(lookback_events: Any) -> None:
     """Raise if a visitor has so many events in the lookback that a packed counter could have overflowed."""
-    most = int(max(lookback_events, default=0))
-    if most >= 1 << FIELD_BITS:
+    if not fits_packed(lookback_events):
+        most = int(max(lookback_events))
         raise OverflowError(f"a visitor has {most:,} events in the lookback: more than a packed counter holds")
 
 
@@ -98,9 +110,11 @@ def feature_sql(
     *,
     as_of: datetime,
     table_names: Names | None = None,
+    batch: bool = False,
+    since: datetime | None = None,
 ) -> str:
-    """One SELECT returning ``user_id``, then ``names`` (in that order), then `GUARD`, for every user, by
-    user id.
+    """One SELECT returning the visitor id (``batch``) or ``user_id`` (every user, by user id), then ``names``
+    (in that order), then `GUARD`, then (``batch``) the counts of `DROPPED` and of every row read.
 
     Counts come back as integers, ages as integers; both are exact in float64, so the features equal
     `FeatureCatalog.features`'s for the same events (check `GUARD` with `check_packed`).
@@ -119,35 +133,58 @@ def feature_sql(
     all_windows = (*windows, lookback)
     wanted = set(names)
     vid, etype, created = _ident(n.event_visitor_id), _ident(n.event_type), _ident(n.created_at)
+    at_start, at_end = f"{_lit(start.isoformat())}::timestamptz", f"{_lit(as_of.isoformat())}::timestamptz"
 
-    def in_reach(alias: str) -> str:
-        c, v = f"{alias}.{created}", f"{alias}.{vid}"
-        return (
-            f"{c} >= {_lit(start.isoformat())}::timestamptz AND {c} < {_lit(as_of.isoformat())}::timestamptz "
-            f"AND {v} IS NOT NULL"
+    if batch:
+        # What `SqlStore.read_events` reads (from `FeatureCatalog.since`, and rows with no time, which are
+        # counted as dropped), read once: the spellings and the rows come from the same snapshot. The ids
+        # are one array literal cast once (an InitPlan), as `sql._pg_array` binds them.
+        since_sql = f"{_lit((since or catalog.since(as_of)).astimezone(UTC).isoformat())}::timestamptz"
+        source = (
+            f"SELECT ev.{vid} AS v, ev.{etype} AS raw, ev.{created} AS c FROM {events} AS ev "
+            f"WHERE ev.{vid} = ANY((SELECT CAST(%(ids)s AS text[]))::text[]) AND (ev.{created} >= {since_sql} "
+            f"OR ev.{created} IS NULL)"
         )
+        rows = "rows"
+        spellings = f"SELECT DISTINCT r.raw FROM {rows} AS r"
+    else:
+        rows = events
+        in_reach = f"ev.{created} >= {at_start} AND ev.{created} < {at_end} AND ev.{vid} IS NOT NULL"
+        spellings = f"SELECT DISTINCT ev.{etype} AS raw FROM {events} AS ev WHERE {in_reach}"
 
-    # The distinct stored spellings are few: normalize, number and slug those, not every row. The inner join
-    # on the spelling drops NULL types; blank ones are not in the list.
+    # The distinct stored spellings are few: normalize, number and slug those, not every row. NULL and blank
+    # types get no code. OFFSET 0 keeps the normalization above the DISTINCT (pushed into the scan, it ran
+    # for every row: half of a batch's time).
     slugs = catalog.type_slugs(names)
     slot = "NULL::int"
     if slugs:
         slot = f"CASE {_slug_sql('x.t')} " + " ".join(f"WHEN {_lit(s)} THEN {i}" for i, s in enumerate(slugs)) + " END"
     types = (
         f'SELECT x.raw, (dense_rank() OVER (ORDER BY x.t COLLATE "C") - 1)::int AS code, {slot} AS slot '
-        f"FROM (SELECT d.raw, {normalized_type_sql('d.raw')} AS t "
-        f"FROM (SELECT DISTINCT ev.{etype} AS raw FROM {events} AS ev WHERE {in_reach('ev')}) AS d) AS x "
+        f"FROM (SELECT d.raw, {normalized_type_sql('d.raw')} AS t FROM ({spellings}) AS d OFFSET 0) AS x "
         "WHERE x.t <> ''"
     )
     # Per event: visitor, age in days, type number and slot, and its bucket: the first window its age is under.
-    age = f"{_lit(day0.isoformat())}::date - (ev.{created} AT TIME ZONE 'UTC')::date"
     whens = " ".join(f"WHEN a.age < {w} THEN {b}" for b, w in enumerate(all_windows))
-    bucket = f"CASE {whens} ELSE {len(all_windows)} END"
-    per_row = (
-        f"SELECT a.visitor_id, a.age, a.code, a.slot, {bucket} AS bucket FROM ("
-        f"SELECT ev.{vid} AS visitor_id, {age} AS age, ty.code, ty.slot "
-        f"FROM {events} AS ev JOIN types AS ty ON ty.raw = ev.{etype} WHERE {in_reach('ev')} OFFSET 0) AS a OFFSET 0"
-    )
+    if batch:
+        # Every row read stays (to be counted); only a typed event in the feature days has an age, so the
+        # aggregates below (which skip NULL) see exactly the rows the catalog keeps.
+        age = (
+            f"CASE WHEN ty.code IS NOT NULL AND r.c >= {at_start} AND r.c < {at_end} "
+            f"THEN {_lit(day0.isoformat())}::date - (r.c AT TIME ZONE 'UTC')::date END"
+        )
+        per_row = (
+            f"SELECT a.*, CASE WHEN a.age IS NULL THEN NULL {whens} ELSE {len(all_windows)} END AS bucket FROM ("
+            f"SELECT r.v AS visitor_id, {age} AS age, ty.code, ty.slot, r.c FROM {rows} AS r "
+            f"LEFT JOIN types AS ty ON ty.raw = r.raw OFFSET 0) AS a"
+        )
+    else:
+        age = f"{_lit(day0.isoformat())}::date - (ev.{created} AT TIME ZONE 'UTC')::date"
+        per_row = (
+            f"SELECT a.visitor_id, a.age, a.code, a.slot, CASE {whens} ELSE {len(all_windows)} END AS bucket FROM ("
+            f"SELECT ev.{vid} AS visitor_id, {age} AS age, ty.code, ty.slot "
+            f"FROM {events} AS ev JOIN types AS ty ON ty.raw = ev.{etype} WHERE {in_reach} OFFSET 0) AS a OFFSET 0"
+        )
 
     aggs: dict[str, str] = {}
     unpack: dict[str, str] = {}
@@ -178,7 +215,13 @@ def feature_sql(
         aggs[f"_types{w}_more"] = f"array_agg(e.code) FILTER (WHERE e.bucket <= {b} AND e.code >= {64 * TYPE_WORDS})"
     aggs["days_since_last_event"] = "min(e.age)"
     aggs["days_since_first_event"] = "max(e.age)"
-    aggs[GUARD] = "count(*)"
+    aggs[GUARD] = "count(e.age)"
+    if batch:
+        # `stores.base.split_dropped`'s counts: no type first, then a time at or after as_of, then no time.
+        aggs["null_type"] = "count(*) FILTER (WHERE e.code IS NULL)"
+        aggs["future"] = f"count(*) FILTER (WHERE e.code IS NOT NULL AND e.c >= {at_end})"
+        aggs["null_time"] = "count(*) FILTER (WHERE e.code IS NOT NULL AND e.c IS NULL)"
+        aggs[READ] = "count(*)"
     grouped = (
         'SELECT e.visitor_id COLLATE "C" AS visitor_id, '
         + ", ".join(f"{expr} AS {_ident(k)}" for k, expr in aggs.items())
@@ -204,6 +247,12 @@ def feature_sql(
         raise AssertionError(name)  # catalog.check let through a name this function does not build
 
     select = ", ".join(f"{column(name)} AS {_ident(name)}" for name in names)
+    if batch:
+        counts = ", ".join(f"f.{_ident(k)}" for k in (*DROPPED, READ))
+        return (
+            f"WITH {rows} AS MATERIALIZED ({source}), types AS MATERIALIZED ({types}), per_row AS ({per_row}) "
+            f"SELECT f.visitor_id, {select}, f.{GUARD}, {counts} FROM ({grouped}) AS f"
+        )
     return (
         f"WITH types AS MATERIALIZED ({types}), per_row AS ({per_row}) "
         f"SELECT u.{_ident(n.user_id)}, {select}, coalesce(f.{GUARD}, 0) AS {GUARD} FROM {users} AS u "
