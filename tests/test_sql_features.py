@@ -167,3 +167,9 @@ def test_the_migration_replaces_the_old_index_past_the_statement_timeout(pg_url)
         ).all()
     admin.dispose()
     assert "Index Only Scan" in " ".join(r[0] for r in plan)
+
+
+def test_the_whitespace_list_is_what_python_strips():
+    from scorer.stores.pg_features import WHITESPACE
+
+    assert "".join(chr(c) for c in range(0x110000) if chr(c).isspace()) == WHITESPACE
