@@ -33,6 +33,7 @@ class TcpPostgres:
 
         # pgserver initializes the cluster (as its own system user when run as root) and starts it on a socket;
         # it is restarted here listening on 127.0.0.1 as well.
+        self.root.mkdir(parents=True, exist_ok=True)
         self.server = pgserver.get_server(str(self.root / "pgdata"), cleanup_mode=None)
         data = self.server.pgdata
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data, user=self.server.system_user)
