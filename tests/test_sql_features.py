@@ -173,3 +173,31 @@ def test_the_whitespace_list_is_what_python_strips():
     from scorer.stores.pg_features import WHITESPACE
 
     assert "".join(chr(c) for c in range(0x110000) if chr(c).isspace()) == WHITESPACE
+
+
+def test_a_visitor_too_busy_for_a_packed_counter_is_counted_from_the_daily_grain(pg_url):
+    """Counts are packed three to a word (17 bits each): a batch with a visitor of 131,072 events or more in
+    the lookback is read at the daily grain instead, and its features stay exact."""
+    from scorer.stores.pg_features import FIELD_BITS
+
+    make_product(pg_url, users=5, seed=9)
+    execute(
+        pg_url,
+        "DELETE FROM events",
+        f"INSERT INTO events (visitor_id, event_type, created_at) SELECT 'bot', 'page_view', "
+        f"now() - (i % 20) * interval '1 day' - interval '1 hour' FROM generate_series(1, {1 << FIELD_BITS}) AS i",
+        "INSERT INTO events (visitor_id, event_type, created_at) VALUES ('human', 'login', now() - interval '2 days')",
+    )
+    catalog = FeatureCatalog()
+    as_of = datetime.now(UTC)
+    names = catalog.feature_names(event_types=["page_view", "login"])
+    request = FeatureRequest(catalog=catalog, names=names)
+    store = SqlStore(pg_url)
+    store.check()
+    read = store.read_events(["bot", "human"], since=catalog.since(as_of), as_of=as_of, features=request)
+    alone = store.read_events(["human"], since=catalog.since(as_of), as_of=as_of, features=request)
+    store.close()
+    assert read.features is None and alone.features is not None  # the busy batch fell back, the other did not
+    got = read.features_for(request, visitor_ids=["bot", "human"], as_of=as_of)
+    assert got.loc[0, "events_180d"] == got.loc[0, "evt_page_view_90d"] == 1 << FIELD_BITS
+    assert got.loc[1].equals(alone.features_for(request, visitor_ids=["human"], as_of=as_of).loc[0])

@@ -76,9 +76,14 @@ def _low_bits(n: int) -> str:
 
 
 TYPE_WORDS = 1  # distinct types counted by bits for the first 64 normalized types; beyond, by arrays
-FIELD_BITS = 21  # a packed counter's width: three per 64-bit word
+#: A packed counter's width: three to a float8 word (51 of its 53 exact bits). float8, not int8: sum(int8)
+#: keeps a 128-bit state allocated per group, sum(float8) a plain number, and a batch's aggregate spilled to
+#: disk with the former.
+FIELD_BITS = 17
+PER_WORD = 3
 #: The extra last column: each visitor's events in the lookback. Every packed count is at most this, so the
-#: counts are exact while it stays below 2**FIELD_BITS (`check_packed`).
+#: counts are exact while it stays below 2**FIELD_BITS, 131,072 events in the lookback (`fits_packed`); the
+#: job reads a batch with a busier visitor at the daily grain instead (`SqlStore.read_events`).
 GUARD = "_lookback_events"
 #: A batch read's counts of the rows it read and dropped (`stores.base.split_dropped`'s names).
 DROPPED = ("null_type", "null_time", "future")
@@ -90,13 +95,13 @@ def _packed(fields: Sequence[int], windows: Sequence[int]) -> list[tuple[str, li
     SQL array, [(field, bit offset)]). A row in bucket b (the first window its age is under) counts in
     every field whose window is at least ``windows[b]``."""
     out = []
-    for start in range(0, len(fields), 64 // FIELD_BITS):
-        chunk = fields[start : start + 64 // FIELD_BITS]
+    for start in range(0, len(fields), PER_WORD):
+        chunk = fields[start : start + PER_WORD]
         steps = []
         for b in range(len(windows) + 1):  # the last bucket: ages past every window (only days_since sees them)
             inc = sum(1 << (FIELD_BITS * k) for k, f in enumerate(chunk) if b < len(windows) and windows[b] <= f)
             steps.append(f"{inc}")
-        out.append((f"(ARRAY[{', '.join(steps)}]::int8[])", [(f, FIELD_BITS * k) for k, f in enumerate(chunk)]))
+        out.append((f"(ARRAY[{', '.join(steps)}]::float8[])", [(f, FIELD_BITS * k) for k, f in enumerate(chunk)]))
     return out
 
 
