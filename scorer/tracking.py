@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,8 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModelInput, Metric, Param, RunTag
 
 __all__ = ["MlflowTracker", "NullTracker", "Tracker", "TrackingError"]
+
+_MAX_METRICS = 1000  # MLflow's limit per log_batch request
 
 log = structlog.get_logger("lead_scorer.tracking")
 Status = Literal["FINISHED", "FAILED", "KILLED"]
@@ -84,6 +87,7 @@ class MlflowTracker:
         run_id: str | None = None,
         finish_attempts: int = 3,
         description: str | None = None,
+        batch_metrics_every_s: float = 2.0,
     ) -> None:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self._tracking_uri = tracking_uri
@@ -100,6 +104,13 @@ class MlflowTracker:
         # Per-batch metrics go out from one background thread, in order, so a slow tracking server never
         # holds up the scoring; `_drain` waits for them before anything reads or closes the run.
         self._sender: ThreadPoolExecutor | None = None
+        # Sent together, at most one request per `batch_metrics_every_s`: one request per batch was 500 writes
+        # on the tracking server per 1M users, and a tenth of the job's own time.
+        self._every_s = batch_metrics_every_s
+        self._queued: list[Metric] = []
+        self._queue_lock = threading.Lock()
+        self._in_flight = False
+        self._last_sent = 0.0
         self._version: tuple[str, str] | None = None
         self._previous_run: tuple[str, str] | None = None  # (id, name) of the drift baseline, for the run's note
 
@@ -203,12 +214,29 @@ class MlflowTracker:
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         if self._sender is None:
             self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lead-scorer-metrics")
-        self._sender.submit(self._send_batch, self.run_id, step, batch)
+        with self._queue_lock:
+            self._queued += batch
+            if self._in_flight or time.monotonic() - self._last_sent < self._every_s:
+                return  # goes out with the next request, or at `_drain`
+            self._in_flight = True
+        self._sender.submit(self._send_queued, self.run_id, step)
 
     def _drain(self) -> None:
         if self._sender is not None:
+            if self.run_id is not None:
+                self._sender.submit(self._send_queued, self.run_id, -1)
             self._sender.shutdown(wait=True)
             self._sender = None
+
+    def _send_queued(self, run_id: str, step: int) -> None:
+        while True:
+            with self._queue_lock:
+                batch, self._queued = self._queued[:_MAX_METRICS], self._queued[_MAX_METRICS:]
+                if not batch:
+                    self._in_flight = False
+                    self._last_sent = time.monotonic()
+                    return
+            self._send_batch(run_id, step, batch)
 
     def _send_batch(self, run_id: str, step: int, batch: list[Metric]) -> None:
         if self._degraded:
