@@ -123,6 +123,9 @@ class TrainResult:
     n_holdout: int
     feature_names: list[str] = field(default_factory=list)
     reliability: list[dict[str, float]] = field(default_factory=list)  # `reliability_table` of the holdout
+    #: The holdout's scores: the reference's whole distribution, for what the deciles alone do not say (how
+    #: much of it an edge at a point mass holds).
+    holdout_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def _ranking_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -180,4 +183,5 @@ def fit_and_evaluate(
         n_holdout=len(y_hold),
         feature_names=list(x.columns),
         reliability=reliability_table(y_hold, p),
+        holdout_scores=p,
     )

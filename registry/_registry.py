@@ -31,6 +31,8 @@ TAG_PROMOTED_BY = "promoted_by"
 TAG_PROMOTED_AT = "promoted_at"
 TAG_ROLLED_BACK_FROM = "rolled_back_from"
 TAG_REFERENCE = "reference_deciles"
+#: The training holdout's share of scores through each reference decile's histogram bin (`ScoreStats.psi`).
+TAG_REFERENCE_SHARES = "reference_shares"
 TAG_EVENT_TYPES = "event_types"
 TAG_TRUSTED_TYPES = "skops_trusted_types"
 METRIC_TAG_PREFIX = "holdout_"
@@ -85,6 +87,11 @@ class ResolvedVersion:
 
     def reference_deciles(self) -> list[float] | None:
         raw = self.tags.get(TAG_REFERENCE)
+        return [float(x) for x in json.loads(raw)] if raw else None
+
+    def reference_shares(self) -> list[float] | None:
+        """What the reference holds through each of its deciles; None for versions trained before it was kept."""
+        raw = self.tags.get(TAG_REFERENCE_SHARES)
         return [float(x) for x in json.loads(raw)] if raw else None
 
 

@@ -26,6 +26,7 @@ from registry import (
     DEFAULT_TRUSTED_TYPES,
     TAG_EVENT_TYPES,
     TAG_REFERENCE,
+    TAG_REFERENCE_SHARES,
     TAG_TRUSTED_TYPES,
     LoadedModel,
     NoProductionVersion,
@@ -39,6 +40,7 @@ from registry import (
 from scorer.errors import ModelError, ServiceUnavailable, SettingsError
 from scorer.job import BatchReport, JobOptions, RunSummary, batch_cap, score_users, selector_for
 from scorer.settings import Settings
+from scorer.stats import ScoreStats
 from scorer.stores import SqlStore, Store, Waits
 from scorer.stores.base import Selector
 from scorer.tracking import MlflowTracker, Tracker, TrackingError
@@ -378,7 +380,7 @@ def _drift_and_tiers(
     out = {"tier_hot_share": hot, "tier_warm_share": warm, "tier_cold_share": (1.0 - hot - warm) if stats.count else 0}
     reference = resolved.reference_deciles()
     if reference and stats.count:
-        out["score_psi_reference"] = stats.psi(reference)
+        out["score_psi_reference"] = stats.psi(reference, resolved.reference_shares())
     previous = tracker.previous_deciles()
     if previous and stats.count:
         out["score_psi_previous"] = stats.psi(previous)
@@ -547,6 +549,10 @@ def train_model(
         store.close()
     log.info("training_set", users=len(labels), positives=int(labels.sum()), event_types=len(event_types))
     result = fit_and_evaluate(features, labels, seed=seed)
+    # The holdout counted on the bins a scoring run counts its scores on: what drift compares with.
+    holdout = ScoreStats()
+    holdout.add(result.holdout_scores)
+    reference_shares = holdout.shares_through(result.reference_deciles)
     version = registry.register(
         result.pipeline,
         example=features,
@@ -565,6 +571,7 @@ def train_model(
         },
         version_tags={
             TAG_REFERENCE: json.dumps([round(x, 6) for x in result.reference_deciles]),
+            TAG_REFERENCE_SHARES: json.dumps([round(x, 6) for x in reference_shares]),
             TAG_EVENT_TYPES: json.dumps(event_types),
             "reliability": json.dumps(
                 [{k: round(v, 4) for k, v in row.items()} for row in result.reliability], separators=(",", ":")

@@ -87,22 +87,48 @@ class ScoreStats:
         below = self.hist[:i].sum() + self.hist[i] * (pos - i)
         return float(below / self.count)
 
-    def psi(self, decile_edges: list[float]) -> float:
-        """Population stability index against a reference whose deciles are ``decile_edges`` (10 % each).
+    def shares_through(self, edges: list[float]) -> list[float]:
+        """For each edge, the share of scores in the histogram bins up to and including the one it falls in.
 
-        Equal edges mean the reference has a point mass there (many leads with no activity share one
-        score): their deciles merge into one bin holding all of it, instead of empty bins that would each
-        add ~0.7 to the index. An edge counts the whole 0.001-wide histogram bin it falls in.
+        What `psi` measures of today's scores at each reference edge; measured the same way on the training
+        holdout, it is the reference's own share there (kept with the model version), so both sides of the
+        index are counted on the same bins.
+        """
+        if not self.count:
+            return [0.0] * len(edges)
+        cum = np.cumsum(self.hist)
+        return [float(cum[_top(e) - 1] / self.count) for e in edges]
+
+    def psi(self, decile_edges: list[float], shares: list[float] | None = None) -> float:
+        """Population stability index against a reference whose deciles are ``decile_edges``.
+
+        ``shares`` are the reference's `shares_through` its own edges (the training holdout's, kept with
+        the model version): what the reference really holds through each edge, counted on the bins today's
+        scores are counted on. Nominal 10 % per decile are not that when an edge falls on a point mass (the
+        leads with no activity, 10 to 16 % of them, share one score: the bin of the edge at it holds the
+        whole mass) or when a 0.001-wide bin is a sizeable part of a decile (low scores are a few thousandths
+        apart); then the same kind of data read as a drift of 0.04 to 0.92, depending on where the day's
+        training put the edges. Without ``shares`` (a version trained before they were kept) the reference
+        is taken to hold 10 % per decile.
+
+        Edges in one histogram bin merge into one boundary (many leads with no activity share one score),
+        as does a boundary below which the reference holds nothing more, instead of empty bins that would
+        each add ~0.7 to the index.
         """
         if not self.count or len(decile_edges) != 9:
             return 0.0
+        if shares is None or len(shares) != len(decile_edges):
+            shares = [k / 10 for k in range(1, 10)]
+        tops = [_top(edge) for edge in decile_edges]
+        cum = np.cumsum(self.hist)
         cum_expected, cum_actual = [0.0], [0.0]
-        for k, edge in enumerate(decile_edges, start=1):
-            if k < 9 and round(decile_edges[k], 6) <= round(edge, 6):
-                continue  # tied with the next edge: that one closes the merged bin
-            cum_expected.append(k / 10)
-            top = min(int(min(max(edge, 0.0), 1.0) * BINS) + 1, BINS)
-            cum_actual.append(float(self.hist[:top].sum() / self.count))
+        for k, (top, share) in enumerate(zip(tops, shares, strict=True)):
+            if k < 8 and tops[k + 1] <= top:
+                continue  # in the same bin as the next edge: that one closes the merged bin
+            if share - cum_expected[-1] < _EMPTY or share > 1.0 - _EMPTY:
+                continue  # the reference holds nothing between the two: one bin
+            cum_expected.append(float(share))
+            cum_actual.append(float(cum[top - 1] / self.count))
         cum_expected.append(1.0)
         cum_actual.append(1.0)
         expected = np.diff(cum_expected)
@@ -177,6 +203,15 @@ class ScoreStats:
         )
         parts.append("</svg>")
         return "\n".join(parts)
+
+
+#: A reference share below this is no bin at all (a boundary below which nothing more lies merges upward).
+_EMPTY = 1e-9
+
+
+def _top(edge: float) -> int:
+    """How many histogram bins an edge closes: those below it and the one it falls in."""
+    return min(int(min(max(edge, 0.0), 1.0) * BINS) + 1, BINS)
 
 
 def _xml(text: str) -> str:

@@ -160,8 +160,9 @@ def test_runs_link_to_their_model_and_log_drift_and_tiers(server, sqlite_url):
         m["score_psi_previous"] == pytest.approx(stats.psi(first_deciles), abs=2e-3) and m["score_psi_previous"] > 0.05
     )
     assert second.data.tags["score_psi_previous_run"] == first.info.run_id
-    reference = json.loads(client.get_model_version(settings.model_name, "1").tags["reference_deciles"])
-    assert m["score_psi_reference"] == pytest.approx(stats.psi(reference), abs=1e-4)
+    tags = client.get_model_version(settings.model_name, "1").tags
+    reference, shares = json.loads(tags["reference_deciles"]), json.loads(tags["reference_shares"])
+    assert m["score_psi_reference"] == pytest.approx(stats.psi(reference, shares), abs=1e-4)
 
 
 def test_lower_holdout_auc_is_refused_unless_forced(server, sqlite_url):
