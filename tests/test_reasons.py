@@ -239,3 +239,18 @@ def test_importing_models_does_not_load_scikit_learn():
     # Stores and `lead-scorer --help` import models; scikit-learn would add a second and a half to each.
     code = "import sys, models; models.top_reasons; sys.exit(any(m.startswith('sklearn') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_the_jobs_reasons_json_is_byte_for_byte_what_json_dumps_gives(fitted):
+    import json
+    from types import SimpleNamespace
+
+    from scorer.job import _reasons_json
+
+    pipeline, features = fitted
+    model = SimpleNamespace(pipeline=pipeline, input_names=list(features.columns))
+    got = _reasons_json(model, features, FeatureCatalog())
+    reasons = top_reasons(pipeline, features, top=3)
+    assert reasons is not None and any(len(row) == 3 for row in reasons)
+    want = [json.dumps([{"reason": r.text, "effect": r.effect} for r in row], ensure_ascii=False) for row in reasons]
+    assert got == want
