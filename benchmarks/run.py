@@ -287,16 +287,17 @@ def _batch_ms(log: Path) -> list[float]:
     return out
 
 
-def explain_event_read(url: str, users: int) -> dict[str, Any]:
+def explain_event_read(url: str, users: int, *, names: list[str]) -> dict[str, Any]:
     """``EXPLAIN (ANALYZE, BUFFERS)`` of the job's event read for one key page in the middle of the users: the
-    statement the SQL store sends for one of the page's two halves of visitors (as the job splits a batch),
+    statement the SQL store sends for one of the page's two halves of visitors (as the job splits a batch; the
+    model's features ``names`` computed in the database, `scorer.stores.pg_features`),
     captured with a ``before_cursor_execute`` listener, explained with its parameters on a fresh connection
     (the plan of its first executions), and again under the generic plan a prepared statement may get."""
     from datetime import UTC, datetime
 
     from models import FeatureCatalog
     from scorer.contract import Names
-    from scorer.stores.base import Selector
+    from scorer.stores.base import FeatureRequest, Selector
     from scorer.stores.sql import SqlStore
 
     store = SqlStore(url)
@@ -313,7 +314,8 @@ def explain_event_read(url: str, users: int) -> dict[str, Any]:
     sa.event.listen(store.engine, "before_cursor_execute", grab)
     try:
         t0 = time.perf_counter()
-        read = store.read_events(visitors, since=catalog.since(as_of), as_of=as_of)
+        request = FeatureRequest(catalog=catalog, names=names)
+        read = store.read_events(visitors, since=catalog.since(as_of), as_of=as_of, features=request)
         read_ms = (time.perf_counter() - t0) * 1000
     finally:
         sa.event.remove(store.engine, "before_cursor_execute", grab)
@@ -635,7 +637,8 @@ class Bench:
         if backend == "postgresql" and users == a.rest_size:
             self.measures.append(self.rest(url, model_name, users, scores["job"]))
         if backend == "postgresql":
-            self.explains.append({"users": users, **explain_event_read(url, users)})
+            names = json.loads((model_dir / "model.json").read_text())["input_names"]
+            self.explains.append({"users": users, **explain_event_read(url, users, names=names)})
         # Last: it moves the data a day and adds events, which the comparisons above must not see.
         if a.day_two_max is None or users <= a.day_two_max:
             self.progress()  # what is measured so far survives a stop during day 2 (minutes at 1M users)
