@@ -81,15 +81,7 @@ def run_scoring(
         log.info("store_ready", store=store.kind, where=store.describe())
         resolved, model = _resolve_and_load(settings, catalog)
         # 3. One MLflow run per job run.
-        tracker = tracker or MlflowTracker(
-            tracking_uri=tracking_uri,
-            experiment=settings.scoring_experiment,
-            artifact_location=artifact_location,
-            run_id=settings.mlflow_run_id,
-            description="Scoring runs of lead-scorer: one per job run (the daily cron job, or `lead-scorer run`). "
-            "Each run's description says what it rescored and changed, with which model version; its metrics "
-            "hold the totals first, per-batch figures under batch/.",
-        )
+        tracker = tracker or scoring_tracker(settings, tracking_uri=tracking_uri, artifact_location=artifact_location)
         now = datetime.now(UTC)
         store_id = hashlib.sha256(store.describe().encode()).hexdigest()[:12]
         _open_run(tracker, settings, resolved, model, store_kind=store.kind, store_id=store_id, now=now)
@@ -154,6 +146,19 @@ def run_scoring(
         summary.tracking_lost = True
         log.error("run_record_lost", error=str(exc), hint="the run_finished log line holds the run's summary")
     return summary
+
+
+def scoring_tracker(settings: Settings, *, tracking_uri: str, artifact_location: str | None = None) -> MlflowTracker:
+    """The MLflow record of a scoring run (`lead-scorer run` and `lead-scorer spark run` alike)."""
+    return MlflowTracker(
+        tracking_uri=tracking_uri,
+        experiment=settings.scoring_experiment,
+        artifact_location=artifact_location,
+        run_id=settings.mlflow_run_id,
+        description="Scoring runs of lead-scorer: one per job run (the daily cron job, or `lead-scorer run`). "
+        "Each run's description says what it rescored and changed, with which model version; its metrics "
+        "hold the totals first, per-batch figures under batch/.",
+    )
 
 
 def describe_run(

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -266,9 +267,10 @@ class _Batcher:
     since: datetime
     reasons: bool
 
-    @property
+    @functools.cached_property
     def request(self) -> FeatureRequest:
-        """The model's inputs, which a store may compute where the events are (`Store.read_events`)."""
+        """The model's inputs, which a store may compute where the events are (`Store.read_events`); made once
+        per run, as it keys the store's generated statement."""
         return FeatureRequest(catalog=self.catalog, names=self.model.input_names)
 
     def __call__(

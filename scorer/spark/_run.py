@@ -36,7 +36,15 @@ from sqlalchemy.engine import make_url
 
 from models import FeatureCatalog
 from models.reasons import gives_reasons
-from scorer.app import _drift_and_tiers, _open_run, _require_temp_dir, _resolve_and_load, describe_run, open_store
+from scorer.app import (
+    _drift_and_tiers,
+    _open_run,
+    _require_temp_dir,
+    _resolve_and_load,
+    describe_run,
+    open_store,
+    scoring_tracker,
+)
 from scorer.contract import Names
 from scorer.errors import SettingsError
 from scorer.job import RunSummary, checkpoint_key
@@ -47,7 +55,7 @@ from scorer.spark._partition import GroupPlan, PgWriter, group_scorer
 from scorer.stats import BINS, ScoreStats
 from scorer.stores.base import ScoreWrite, Selector
 from scorer.stores.sql import SqlStore, redact_url
-from scorer.tracking import MlflowTracker, TrackingError
+from scorer.tracking import TrackingError
 
 __all__ = ["DEFAULT_JDBC_JAR", "jdbc_target", "run_spark", "spark_session"]
 
@@ -362,15 +370,7 @@ def run_spark(
             if writes_db:
                 store.lock_run(settings.model_name)  # the same lock as `lead-scorer run`: never both at once
         resolved, model = _resolve_and_load(settings, catalog)
-        tracker = MlflowTracker(
-            tracking_uri=tracking_uri,
-            experiment=settings.scoring_experiment,
-            artifact_location=artifact_location,
-            run_id=settings.mlflow_run_id,
-            description="Scoring runs of lead-scorer: one per job run (the daily cron job, or `lead-scorer run`). "
-            "Each run's description says what it rescored and changed, with which model version; its metrics "
-            "hold the totals first, per-batch figures under batch/.",
-        )
+        tracker = scoring_tracker(settings, tracking_uri=tracking_uri, artifact_location=artifact_location)
         now = datetime.now(UTC)
         where = store.describe() if out.kind == "db" and store is not None else f"parquet {out.path}"
         store_id = hashlib.sha256(where.encode()).hexdigest()[:12]
