@@ -27,9 +27,12 @@ from models.catalog import FeatureCatalog
 __all__ = [
     "MIN_EFFECT",
     "Reason",
+    "ReasonTable",
     "contributions",
     "describe",
     "gives_reasons",
+    "reason_table",
+    "score_with_effects",
     "top_reasons",
 ]
 
@@ -74,6 +77,30 @@ def contributions(pipeline: Any, features: pd.DataFrame) -> np.ndarray | None:
     >>> contributions(result.pipeline, features).shape  # 3,455 leads, 44 features
     (3455, 44)
     """
+    parts = _linear(pipeline)
+    if parts is None:
+        return None
+    before, _final, coef = parts
+    return _effects(_transform(before, features), coef, features.shape[1])
+
+
+def score_with_effects(pipeline: Any, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """The positive class's probability and `contributions`, from ONE pass through the steps before the
+    last: the scores are what ``pipeline.predict_proba(features)[:, 1]`` gives, to the bit (the same
+    transforms, then the same last step), so the job pays scikit-learn's input checks once per batch, not
+    twice. ``effects`` is None when `contributions` would be.
+    """
+    parts = _linear(pipeline)
+    if parts is None:
+        return np.asarray(pipeline.predict_proba(features))[:, 1], None
+    before, final, coef = parts
+    seen = _transform(before, features)
+    return np.asarray(final.predict_proba(seen))[:, 1], _effects(seen, coef, features.shape[1])
+
+
+def _linear(pipeline: Any) -> tuple[list[Any], Any, np.ndarray] | None:
+    """(steps before the last, the last, its 1-D ``coef_``), or None when the last step is not one linear
+    log-odds (no ``coef_``, or a multi-class one)."""
     steps = getattr(pipeline, "steps", None)
     if isinstance(steps, list) and steps:
         before = [step for _, step in steps[:-1] if step is not None and step != "passthrough"]
@@ -88,14 +115,22 @@ def contributions(pipeline: Any, features: pd.DataFrame) -> np.ndarray | None:
         coef = coef[0]
     if coef.ndim != 1:
         return None
-    seen: Any = features
+    return before, final, coef
+
+
+def _transform(before: list[Any], features: Any) -> Any:
+    seen = features
     for step in before:
         seen = step.transform(seen)
+    return seen
+
+
+def _effects(seen: Any, coef: np.ndarray, n_columns: int) -> np.ndarray | None:
     if hasattr(seen, "toarray"):  # a sparse matrix
         seen = seen.toarray()
     z = np.asarray(seen, dtype=np.float64)
-    if z.ndim != 2 or z.shape[1] != features.shape[1] or coef.shape[0] != z.shape[1]:
-        return None
+    if z.ndim != 2 or z.shape[1] != n_columns or coef.shape[0] != z.shape[1]:
+        return None  # steps that change the number of columns: no per-feature split
     return z * coef
 
 
@@ -110,60 +145,104 @@ def top_reasons(
     *,
     top: int = 3,
     catalog: FeatureCatalog | None = None,
+    effects: np.ndarray | None = None,
 ) -> list[list[Reason]] | None:
     """For each row, up to ``top`` reasons, largest ``|effect|`` first (ties broken by feature name, so
     the order never depends on column order), skipping features whose ``|effect|`` < `MIN_EFFECT`.
-    None when `contributions` is None.
+    None when `contributions` is None. ``effects``: `contributions` already at hand (`score_with_effects`).
 
     >>> top_reasons(result.pipeline, features, top=2)[0]
     [Reason(text='invite sent once in the last 7 days', effect=1.104),
      Reason(text='2 pricing views in the last 7 days', effect=0.725)]
     """
-    effects = contributions(pipeline, features)
+    table = reason_table(pipeline, features, top=top, catalog=catalog, effects=effects)
+    return None if table is None else table.lists()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReasonTable:
+    """A batch's reasons: each distinct Reason once (most leads share theirs with others: "no activity for 41
+    days"), and for each lead the places of its own in ``reasons``, strongest first, padded with -1. Whatever
+    is made of a Reason (its JSON) is then made once per batch."""
+
+    reasons: list[Reason]
+    codes: np.ndarray  # (leads, top) int
+
+    def lists(self) -> list[list[Reason]]:
+        """One list per lead."""
+        every = self.reasons
+        return [[every[c] for c in row if c >= 0] for row in self.codes.tolist()]
+
+
+def reason_table(
+    pipeline: Any,
+    features: pd.DataFrame,
+    *,
+    top: int = 3,
+    catalog: FeatureCatalog | None = None,
+    effects: np.ndarray | None = None,
+) -> ReasonTable | None:
+    """`top_reasons`, as a `ReasonTable`; None when `contributions` is None."""
+    if effects is None:
+        effects = contributions(pipeline, features)
     if effects is None:
         return None
+    names = [str(c) for c in features.columns]
+    columns, values, rounded = _pick(effects, features.to_numpy(dtype=np.float64), names, top=top)
+    used = columns >= 0
+    # Distinct (column, value, effect) by their bytes, so -0.0 and 0.0, which print differently, stay apart.
+    keys = np.ascontiguousarray(np.stack([columns[used].astype(np.float64), values[used], rounded[used]], axis=1))
+    _, first, inverse = np.unique(
+        keys.view(np.dtype((np.void, keys.itemsize * 3))).ravel(), return_index=True, return_inverse=True
+    )
+    lookback = (catalog or _DEFAULT_CATALOG).lookback_days
+    phrases = [_phrase(name, lookback) for name in names]
+    reasons = [Reason(text=phrases[int(col)](value), effect=effect) for col, value, effect in keys[first].tolist()]
+    codes = np.full(columns.shape, -1, dtype=np.intp)
+    codes[used] = inverse.ravel()
+    return ReasonTable(reasons=reasons, codes=codes)
+
+
+def _pick(effects: np.ndarray, values: np.ndarray, names: list[str], *, top: int) -> tuple[np.ndarray, ...]:
+    """Up to ``top`` features per row, largest ``|effect|`` first (ties in name order), at least
+    `MIN_EFFECT`, one per behaviour (`_group`): (columns, their values, their effects rounded to 3 places),
+    each ``(n_rows, k)``, a row's unused places at column -1. A per-row walk written as array operations: at
+    a million leads the Python loop over every candidate was a fifth of the job's own time."""
     n_rows, n_cols = effects.shape
     k = max(0, min(top, n_cols))
-    if k == 0:
-        return [[] for _ in range(n_rows)]
-    names = [str(c) for c in features.columns]
+    if k == 0 or n_rows == 0:
+        return np.full((n_rows, k), -1, dtype=np.intp), np.zeros((n_rows, k)), np.zeros((n_rows, k))
     # Columns in name order, then a stable sort on -|effect|: equal effects keep name order.
     by_name = np.array(sorted(range(n_cols), key=names.__getitem__), dtype=np.intp)
-    size = np.abs(effects[:, by_name])
     # A few more candidates than reasons: one behaviour over several windows ("4 demo requests in the last
     # 90 days", "… 30 days") is one reason, its strongest window, so later candidates fill the gaps.
     candidates = min(n_cols, k * 4)
-    chosen = by_name[np.argsort(-size, axis=1, kind="stable")[:, :candidates]]
+    chosen = by_name[np.argsort(-np.abs(effects[:, by_name]), axis=1, kind="stable")[:, :candidates]]
     rows = np.arange(n_rows)[:, None]
     picked = effects[rows, chosen]
-    # Sorted by |effect|, so the reasons worth naming are a prefix of each row.
-    counts = (np.abs(picked) >= MIN_EFFECT).sum(axis=1).tolist()
-    values = features.to_numpy(dtype=np.float64)[rows, chosen].tolist()
-    rounded = np.round(picked, 3).tolist()
-    columns = chosen.tolist()
-    groups = [_group(name) for name in names]
+    # Sorted by |effect|, so the candidates worth naming are a prefix of each row, and a candidate repeats
+    # a behaviour exactly when an earlier candidate of that prefix has its group.
+    strong = np.abs(picked) >= MIN_EFFECT
+    groups = _group_ids(tuple(names))[chosen]
+    earlier = np.tril(np.ones((candidates, candidates), dtype=bool), k=-1)
+    fresh = strong & ~((groups[:, :, None] == groups[:, None, :]) & earlier).any(axis=2)
+    place = np.cumsum(fresh, axis=1) - 1
+    keep = fresh & (place < k)
+    r, c = np.nonzero(keep)
+    columns = np.full((n_rows, k), -1, dtype=np.intp)
+    out_values = np.zeros((n_rows, k))
+    out_effects = np.zeros((n_rows, k))
+    columns[r, place[r, c]] = chosen[r, c]
+    out_values[r, place[r, c]] = values[r, chosen[r, c]]
+    out_effects[r, place[r, c]] = np.round(picked[r, c], 3)
+    return columns, out_values, out_effects
 
-    lookback = (catalog or _DEFAULT_CATALOG).lookback_days
-    phrases = [_phrase(name, lookback) for name in names]
-    # Many leads share a value and its effect (no activity for 41 days): build each Reason once per batch.
-    # They are frozen, so sharing them is safe.
-    made: dict[tuple[int, float, float], Reason] = {}
-    out: list[list[Reason]] = []
-    for i, count in enumerate(counts):
-        mine: list[Reason] = []
-        seen: set[str] = set()
-        for j, value, effect in zip(columns[i][:count], values[i][:count], rounded[i][:count], strict=True):
-            if groups[j] in seen:
-                continue
-            seen.add(groups[j])
-            reason = made.get((j, value, effect))
-            if reason is None:
-                reason = made[(j, value, effect)] = Reason(text=phrases[j](value), effect=effect)
-            mine.append(reason)
-            if len(mine) == k:
-                break
-        out.append(mine)
-    return out
+
+@lru_cache(maxsize=64)
+def _group_ids(names: tuple[str, ...]) -> np.ndarray:
+    """Each column's behaviour (`_group`) as a small integer."""
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(_group(name), len(ids)) for name in names], dtype=np.intp)
 
 
 def _group(name: str) -> str:

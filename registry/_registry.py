@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+# isort: off
+# skops builds its trusted-type list at import time, finding each numpy/scipy ufunc's module by scanning
+# sys.modules (pickle's whichmodule). After mlflow has loaded its ~2,000 modules that scan alone takes ~1.6 s
+# of every run's start; imported first, a fraction of it. Loading a version needs skops anyway.
+import skops.io  # noqa: F401
+
+# isort: on
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient

@@ -20,7 +20,7 @@ import numpy as np
 import structlog
 
 from models import FeatureCatalog
-from models.reasons import gives_reasons, top_reasons
+from models.reasons import gives_reasons, reason_table, score_with_effects
 from registry import LoadedModel
 from scorer.errors import (
     EXIT_BATCH_FAILED,
@@ -277,14 +277,21 @@ class _Batcher:
         self, page: UserPage, read: EventRead, *, checkpoint_key: str | None, pending: Future[Any] | None
     ) -> _Done:
         features = read.features_for(self.request, visitor_ids=page.visitor_ids, as_of=self.as_of)
-        scores = _check_scores(self.model.predict_scores(features))
+        effects = None
+        if self.reasons and not self.options.dry_run:
+            # One pass through the pipeline's transforms for the scores and their reasons.
+            inputs = features[self.model.input_names]
+            raw, effects = score_with_effects(self.model.pipeline, inputs)
+            scores = _check_scores(raw)
+        else:
+            scores = _check_scores(self.model.predict_scores(features))
         changed = _changed(page, scores, model=self.identity, tolerance=self.options.tolerance)
         n_changed = int(changed.sum())
         vanished = 0
         if not self.options.dry_run:
             reasons = None
-            if self.reasons and n_changed:
-                reasons = _reasons_json(self.model, features[changed], self.catalog)
+            if effects is not None and n_changed:
+                reasons = _reasons_json(self.model, inputs[changed], self.catalog, effects=effects[changed])
             ids = [uid for uid, c in zip(page.user_ids, changed, strict=True) if c]
             write = ScoreWrite(
                 user_ids=ids,
@@ -370,26 +377,20 @@ def _changed(page: UserPage, scores: np.ndarray, *, model: str, tolerance: float
     return np.isnan(old) | other_model | (np.abs(scores - np.nan_to_num(old)) >= tolerance)
 
 
-def _reasons_json(model: LoadedModel, features: Any, catalog: FeatureCatalog) -> list[str | None] | None:
-    """Each user's top three reasons as JSON text, or None when the model gives none."""
-    reasons = top_reasons(model.pipeline, features[model.input_names], top=3, catalog=catalog)
-    if reasons is None:
+def _reasons_json(
+    model: LoadedModel, features: Any, catalog: FeatureCatalog, *, effects: np.ndarray | None = None
+) -> list[str | None] | None:
+    """Each user's top three reasons as JSON text, or None when the model gives none: what ``json.dumps``
+    gives a list of ``{"reason", "effect"}``, byte for byte (tests/test_reasons.py), each distinct reason's
+    made once per batch and joined. ``effects``: the contributions `score_with_effects` gave with the scores."""
+    table = reason_table(model.pipeline, features[model.input_names], top=3, catalog=catalog, effects=effects)
+    if table is None:
         return None
-    # One json.dumps per lead was ~30 ms per 2,000. A batch's Reason objects are shared between leads
-    # (`top_reasons`), so each one's JSON is made once and joined: the text json.dumps gives, byte for byte
-    # (its separators, its float repr; tests/test_reasons.py).
-    made: dict[int, str] = {}
-    out: list[str | None] = []
-    for row in reasons:
-        parts = []
-        for r in row:
-            part = made.get(id(r))
-            if part is None:
-                text = json.dumps(r.text, ensure_ascii=False)
-                part = made[id(r)] = f'{{"reason": {text}, "effect": {json.dumps(r.effect)}}}'
-            parts.append(part)
-        out.append("[" + ", ".join(parts) + "]")
-    return out
+    parts = [
+        f'{{"reason": {json.dumps(r.text, ensure_ascii=False)}, "effect": {json.dumps(r.effect)}}}'
+        for r in table.reasons
+    ]
+    return ["[" + ", ".join([parts[c] for c in row if c >= 0]) + "]" for row in table.codes.tolist()]
 
 
 def score_users(

@@ -17,7 +17,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
 from models import FeatureCatalog, Reason, contributions, describe, generate, make_pipeline, normalize_event_type
-from models.reasons import MIN_EFFECT, top_reasons
+from models.reasons import MIN_EFFECT, score_with_effects, top_reasons
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -254,3 +254,46 @@ def test_the_jobs_reasons_json_is_byte_for_byte_what_json_dumps_gives(fitted):
     assert reasons is not None and any(len(row) == 3 for row in reasons)
     want = [json.dumps([{"reason": r.text, "effect": r.effect} for r in row], ensure_ascii=False) for row in reasons]
     assert got == want
+
+
+def _walk(effects: np.ndarray, features: pd.DataFrame, top: int) -> list[list[Reason]]:
+    """The rule of `top_reasons`, one lead and one candidate at a time, as a reader would apply it."""
+    names = list(features.columns)
+    out = []
+    for i in range(len(features)):
+        ranked = sorted(range(len(names)), key=lambda j: (-abs(effects[i, j]), names[j]))
+        mine: list[Reason] = []
+        seen: set[str] = set()
+        for j in ranked:
+            if abs(effects[i, j]) < MIN_EFFECT or len(mine) == top:
+                break
+            behaviour = re.sub(r"_\d+d$", "", names[j])
+            if behaviour not in seen:
+                seen.add(behaviour)
+                mine.append(Reason(text=describe(names[j], features.iat[i, j]), effect=round(float(effects[i, j]), 3)))
+        out.append(mine)
+    return out
+
+
+@pytest.mark.parametrize("top", [1, 3, 5])
+def test_many_ties_and_repeated_behaviours_pick_as_one_lead_at_a_time(top):
+    # Effects from a handful of values, so ties, sub-threshold effects and one behaviour over three windows
+    # crowd every row: the batch's array walk must give what the one-lead walk gives.
+    rng = np.random.default_rng(top)
+    names = [f"evt_{kind}_{w}d" for kind in ("pricing_view", "demo_request", "invite_sent") for w in (7, 30, 90)]
+    names += ["events_7d", "events_30d", "active_days_30d", "days_since_last_event"]
+    features = pd.DataFrame(rng.integers(0, 4, size=(400, len(names))).astype(np.float64), columns=names)
+    effects = rng.choice([-0.7, -0.2, -0.04, 0.0, 0.03, 0.2, 0.7], size=features.shape)
+    got = top_reasons(None, features, top=top, effects=effects)
+    assert got == _walk(effects, features, top)
+    assert max(map(len, got)) == top
+
+
+def test_scores_with_their_effects_are_the_pipelines_scores_to_the_bit(fitted):
+    pipeline, features = fitted
+    scores, effects = score_with_effects(pipeline, features)
+    assert np.array_equal(scores, pipeline.predict_proba(features)[:, 1])
+    assert effects is not None and np.array_equal(effects, contributions(pipeline, features))
+    tree = DecisionTreeClassifier(random_state=0).fit(features, np.arange(len(features)) % 2)
+    scores, effects = score_with_effects(tree, features)
+    assert effects is None and np.array_equal(scores, tree.predict_proba(features)[:, 1])
