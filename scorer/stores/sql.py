@@ -41,7 +41,7 @@ from scorer.stores.base import (
     VisitorFeatures,
     split_dropped,
 )
-from scorer.stores.pg_features import DROPPED, feature_sql, fits_packed
+from scorer.stores.pg_features import DROPPED, feature_sql, fits_packed, unpack
 
 __all__ = ["SqlStore", "Waits", "engine_for", "redact_url"]
 
@@ -582,13 +582,13 @@ class SqlStore:
         with self.engine.connect() as conn:
             rows = conn.exec_driver_sql(sql, {"ids": _array_literal(vids)}).cursor.fetchall()
         k = len(request.names)
-        values = np.array([r[1:] for r in rows], dtype=np.float64).reshape(len(rows), k + 2 + len(DROPPED))
+        visitors, values = unpack(rows, k + 2 + len(DROPPED))
         if not fits_packed(values[:, k]):
             return None  # a visitor with millions of events: counted from the daily grain instead
         return EventRead(
             events_read=int(values[:, -1].sum()),
             dropped={name: int(values[:, k + 1 + i].sum()) for i, name in enumerate(DROPPED)},
-            features=VisitorFeatures(visitors=[r[0] for r in rows], values=values[:, :k]),
+            features=VisitorFeatures(visitors=visitors, values=values[:, :k]),
         )
 
     @_retrying
