@@ -20,6 +20,8 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from lead_errors import UnknownFeatureError
+
 __all__ = [
     "DAILY_COLUMNS",
     "DailyGrain",
@@ -37,19 +39,6 @@ DAILY_COLUMNS = ("visitor_id", "event_type", "day", "n")
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 _EPOCH = date(1970, 1, 1)
 _EVT_RE = re.compile(r"^evt_(?P<slug>[a-z0-9_]+)_(?P<window>\d+)d$")
-
-
-class UnknownFeatureError(ValueError):
-    """A model asks for features this catalog cannot build."""
-
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = list(names)
-        shown = ", ".join(self.names[:10]) + (" …" if len(self.names) > 10 else "")
-        super().__init__(
-            f"the model asks for {len(self.names)} feature(s) the catalog cannot build: {shown}. "
-            "Train a new version with this release (`lead-scorer train`) or pin a version this release "
-            "supports (`--model-version`)."
-        )
 
 
 def normalize_event_type(value: str | None) -> str | None:

@@ -17,6 +17,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from lead_errors import TrainingError
+
 __all__ = [
     "DEFAULT_C",
     "TrainResult",
@@ -27,10 +29,6 @@ __all__ = [
     "make_pipeline",
     "reliability_table",
 ]
-
-
-class TrainingError(ValueError):
-    """The data cannot train a meaningful model (too few rows, a single class)."""
 
 
 #: LogisticRegression's inverse regularization strength. Scikit-learn's default (1.0) overfits the few

@@ -5,7 +5,9 @@
 >>> model = reg.load(reg.resolve())
 """
 
-from registry._errors import NoProductionVersion, PromotionRefused, RegistryError, RegistryUnavailable
+from lead_errors import LeadScorerError as RegistryError  # every error the registry raises, as before
+from lead_errors import NoProductionVersion, PromotionRefused
+from lead_errors import ServiceUnavailable as RegistryUnavailable
 from registry._registry import (
     ALIAS,
     DEFAULT_TRUSTED_TYPES,

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import structlog
 
-from models import FeatureCatalog, TrainResult, UnknownFeatureError, day_number, fit_and_evaluate
+from lead_errors import ModelError, ServiceUnavailable, SettingsError
+from models import FeatureCatalog, TrainResult, day_number, fit_and_evaluate
 from models.reasons import Reason, top_reasons
 from registry import (
     DEFAULT_TRUSTED_TYPES,
@@ -29,15 +30,11 @@ from registry import (
     TAG_REFERENCE_SHARES,
     TAG_TRUSTED_TYPES,
     LoadedModel,
-    NoProductionVersion,
     PromotionRefused,
     Registry,
-    RegistryError,
-    RegistryUnavailable,
     ResolvedVersion,
     redact,
 )
-from scorer.errors import ModelError, ServiceUnavailable, SettingsError
 from scorer.job import BatchReport, JobOptions, RunSummary, batch_cap, score_users, selector_for
 from scorer.settings import Settings
 from scorer.stats import ScoreStats
@@ -283,23 +280,16 @@ def job_options(settings: Settings) -> JobOptions:
 def _resolve_and_load(settings: Settings, catalog: FeatureCatalog) -> tuple[ResolvedVersion, LoadedModel]:
     """2. Resolve once, load once; the version is pinned for the whole run."""
     registry = _registry(settings)
-    try:
-        t0 = time.perf_counter()
-        registry.ping()
-        resolved = registry.resolve(pin=settings.model_version)
-        resolve_s = time.perf_counter() - t0
-        model = registry.load(
-            resolved,
-            allow_pickle=settings.allow_pickle,
-            trusted_types=(*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types),
-        )
-        catalog.check(model.input_names)
-    except (NoProductionVersion, UnknownFeatureError) as exc:
-        raise ModelError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None)) from exc
-    except RegistryUnavailable as exc:
-        raise ServiceUnavailable(exc.message, hint=exc.hint) from exc
-    except RegistryError as exc:
-        raise ModelError(exc.message, hint=exc.hint) from exc
+    t0 = time.perf_counter()
+    registry.ping()
+    resolved = registry.resolve(pin=settings.model_version)
+    resolve_s = time.perf_counter() - t0
+    model = registry.load(
+        resolved,
+        allow_pickle=settings.allow_pickle,
+        trusted_types=(*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types),
+    )
+    catalog.check(model.input_names)
     log.info(
         "model_loaded",
         model=resolved.name,
@@ -650,10 +640,7 @@ def import_joblib(
             f"{path.name} does not record its feature names, so the catalog cannot feed it",
             hint="fit the pipeline on a pandas DataFrame whose columns are catalog feature names",
         )
-    try:
-        catalog.check(names)
-    except UnknownFeatureError as exc:
-        raise ModelError(str(exc)) from exc
+    catalog.check(names)
     example = pd.DataFrame(np.zeros((5, len(names))), columns=names)
     untrusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
     version = _registry(settings).register(

@@ -15,11 +15,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from lead_errors import SettingsError
+
 __all__ = ["ParameterError", "to_argv"]
 
 
-class ParameterError(ValueError):
-    """An MLproject parameter with a value its type does not allow."""
+#: An MLproject parameter with a value its type does not allow: invalid settings, as the CLI's own.
+ParameterError = SettingsError
 
 
 def _integer(minimum: int) -> Callable[[str, str], str]:

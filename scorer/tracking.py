@@ -23,16 +23,14 @@ import structlog
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelInput, Metric, Param, RunTag
 
+from lead_errors import TrackingError
+
 __all__ = ["MlflowTracker", "NullTracker", "Tracker", "TrackingError"]
 
 _MAX_METRICS = 1000  # MLflow's limit per log_batch request
 
 log = structlog.get_logger("lead_scorer.tracking")
 Status = Literal["FINISHED", "FAILED", "KILLED"]
-
-
-class TrackingError(Exception):
-    """The run record could not be saved (the scores themselves may be written)."""
 
 
 class Tracker(Protocol):

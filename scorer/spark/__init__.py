@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from scorer.errors import EXIT_BATCH_FAILED, LeadScorerError, SettingsError
+from lead_errors import BatchesFailed, SettingsError
 
 if TYPE_CHECKING:
     from scorer.job import RunSummary
@@ -24,11 +24,9 @@ __all__ = ["INSTALL_HINT", "Source", "SparkJobFailed", "run_spark"]
 INSTALL_HINT = "pip install 'lead-scorer[spark]'"
 
 
-class SparkJobFailed(LeadScorerError):
+class SparkJobFailed(BatchesFailed):
     """A Spark job failed after its task retries. The key ranges whose tasks finished are written (update-only
     and idempotent, so the next run rewrites nothing twice); the MLflow run is FAILED."""
-
-    exit_code = EXIT_BATCH_FAILED
 
 
 @dataclass(frozen=True, kw_only=True)

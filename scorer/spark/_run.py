@@ -34,6 +34,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sqlalchemy.engine import make_url
 
+from lead_errors import SettingsError
 from models import FeatureCatalog
 from models.reasons import gives_reasons
 from scorer.app import (
@@ -46,7 +47,6 @@ from scorer.app import (
     scoring_tracker,
 )
 from scorer.contract import Names
-from scorer.errors import SettingsError
 from scorer.job import RunSummary, checkpoint_key
 from scorer.logs import redact_text
 from scorer.settings import Settings

@@ -32,7 +32,7 @@ import structlog
 from postgrest.exceptions import APIError
 from supabase import ClientOptions, create_client
 
-from scorer.errors import AuthError, RunLocked, SchemaError, StoreError, TransientError
+from lead_errors import AuthError, RunLocked, SchemaError, StoreError, TransientError
 from scorer.schema import (
     EVENTS_FUNCTION,
     HISTOGRAM_FUNCTION,

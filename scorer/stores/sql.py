@@ -26,8 +26,8 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 
+from lead_errors import AuthError, RunLocked, SchemaError, SettingsError, StoreError, TransientError
 from models import normalize_event_type
-from scorer.errors import AuthError, RunLocked, SchemaError, SettingsError, StoreError, TransientError
 from scorer.logs import redact_text
 from scorer.stores.base import (
     Checkpoint,
