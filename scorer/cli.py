@@ -61,7 +61,7 @@ EXIT_CODES: Mapping[type[LeadScorerError], ExitCode] = MappingProxyType(
 #: What each code means, for --help and the README (tests/test_errors.py holds the README's table to it).
 EXIT_MEANINGS: tuple[tuple[tuple[ExitCode, ...], str], ...] = (
     ((ExitCode.OK,), "every selected user scored"),
-    ((ExitCode.BATCHES_FAILED,), "some batches failed after retries; the others were written"),
+    ((ExitCode.BATCHES_FAILED,), "some batches failed after retries, the others were written"),
     ((ExitCode.SETTINGS,), "invalid settings or usage (the message names the variable or flag)"),
     (
         (ExitCode.MODEL,),
@@ -74,8 +74,8 @@ EXIT_MEANINGS: tuple[tuple[tuple[ExitCode, ...], str], ...] = (
         "table/column/function",
     ),
     ((ExitCode.TRACKING,), "every score written, but the MLflow run record could not be saved"),
-    ((ExitCode.BUSY,), "another run of the same model holds the database's run lock; this one did nothing"),
-    ((ExitCode.PROMOTION_REFUSED,), "a promotion or rollback was refused; production is unchanged (`--force`)"),
+    ((ExitCode.BUSY,), "another run of the same model holds the database's run lock: this one did nothing"),
+    ((ExitCode.PROMOTION_REFUSED,), "a promotion or rollback was refused: production is unchanged (`--force` overrides)"),
     ((ExitCode.INTERNAL,), "a bug in lead-scorer: its traceback is printed"),
     ((ExitCode.SIGINT, ExitCode.SIGTERM), "stopped by SIGINT / SIGTERM after finishing the current batch"),
 )
