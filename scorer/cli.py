@@ -75,7 +75,10 @@ EXIT_MEANINGS: tuple[tuple[tuple[ExitCode, ...], str], ...] = (
     ),
     ((ExitCode.TRACKING,), "every score written, but the MLflow run record could not be saved"),
     ((ExitCode.BUSY,), "another run of the same model holds the database's run lock: this one did nothing"),
-    ((ExitCode.PROMOTION_REFUSED,), "a promotion or rollback was refused: production is unchanged (`--force` overrides)"),
+    (
+        (ExitCode.PROMOTION_REFUSED,),
+        "a promotion or rollback was refused: production is unchanged (`--force` overrides)",
+    ),
     ((ExitCode.INTERNAL,), "a bug in lead-scorer: its traceback is printed"),
     ((ExitCode.SIGINT, ExitCode.SIGTERM), "stopped by SIGINT / SIGTERM after finishing the current batch"),
 )
