@@ -83,9 +83,11 @@ EXIT_MEANINGS: tuple[tuple[tuple[ExitCode, ...], str], ...] = (
     ((ExitCode.SIGINT, ExitCode.SIGTERM), "stopped by SIGINT / SIGTERM after finishing the current batch"),
 )
 
-EXIT_CODES_HELP = "Exit codes: " + "; ".join(
-    f"{'/'.join(str(int(c)) for c in codes)} {meaning}" for codes, meaning in EXIT_MEANINGS
-) + "."
+EXIT_CODES_HELP = (
+    "Exit codes: "
+    + "; ".join(f"{'/'.join(str(int(c)) for c in codes)} {meaning}" for codes, meaning in EXIT_MEANINGS)
+    + "."
+)
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:
