@@ -5,9 +5,19 @@ Every feature is computed from events aggregated to the daily grain
 and a very active visitor costs a few rows, not thousands. The same function
 serves training and scoring, so there is no training/serving skew.
 
+>>> from datetime import UTC
 >>> catalog = FeatureCatalog()
 >>> names = catalog.feature_names(event_types=["page_view", "pricing_view"])
+>>> daily = pd.DataFrame(  # what a store hands over: events before as_of, per visitor, type and day
+...     {"visitor_id": ["v1", "v1", "v1"], "event_type": ["pricing_view", "pricing_view", "page_view"],
+...      "day": [date(2026, 11, 24), date(2026, 11, 20), date(2026, 10, 1)], "n": [2, 1, 5]}
+... )
+>>> as_of = datetime(2026, 11, 25, tzinfo=UTC)
 >>> frame = catalog.build(daily, visitor_ids=["v1", None], as_of=as_of, names=names)
+>>> frame[["events_7d", "evt_pricing_view_7d", "evt_page_view_90d", "days_since_last_event"]]
+   events_7d  evt_pricing_view_7d  evt_page_view_90d  days_since_last_event
+0        3.0                  3.0                5.0                    0.0
+1        0.0                  0.0                0.0                  181.0
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """MLflow Model Registry access for lead-scorer: resolve, load, register, promote, roll back.
 
->>> from registry import Registry
->>> reg = Registry(tracking_uri="sqlite:///mlflow.db")
->>> model = reg.load(reg.resolve())
+`Registry.resolve` says which version is production now, `Registry.load` loads it safely; every error is
+one of `lead_errors`' kinds (`RegistryError` is their base, kept under the name callers catch).
 """
 
 from lead_errors import LeadScorerError as RegistryError  # every error the registry raises, as before

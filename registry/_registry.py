@@ -184,9 +184,8 @@ def _model_id(mv: ModelVersion) -> str | None:
 class Registry:
     """Resolve, load, register, promote and roll back versions of one registered model.
 
-    >>> reg = Registry(tracking_uri="http://mlflow:5000")
-    >>> resolved = reg.resolve()           # pin → alias "production" → stage "Production"
-    >>> model = reg.load(resolved)         # downloaded once, pinned for the whole run
+    `resolve` follows a pin, then the alias ``production``, then the stage ``Production``; `load` downloads
+    the version once, and the job keeps it pinned for the whole run.
     """
 
     def __init__(self, *, tracking_uri: str, model_name: str = "lead_scoring_pipeline") -> None:
@@ -446,9 +445,6 @@ class Registry:
         Unless ``force``, refuses a candidate whose holdout ``metric`` is lower than production's, and one
         the job would refuse to load (a pickle, untrusted types, or inputs ``check_inputs`` rejects), so a
         promotion cannot break the next run.
-
-        >>> Registry(tracking_uri="http://mlflow:5000").promote("4", actor="ana")
-        ('3', '4')
         """
         version = str(version)
         with self._calls(f"promoting version {version}"):

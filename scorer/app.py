@@ -1,7 +1,4 @@
-"""The commands' work, with settings passed in: the CLI is a thin layer over these functions.
-
->>> summary = run_scoring(load_settings(), progress=None)
-"""
+"""The commands' work, with settings passed in: the CLI is a thin layer over these functions."""
 
 from __future__ import annotations
 
@@ -163,9 +160,6 @@ def describe_run(
 ) -> str:
     """The run's description (MLflow's run note, Markdown): what happened in a line a person reads, a link to
     the model version, and what to do when something is off.
-
-    >>> describe_run(summary, metrics, resolved, settings, status="FINISHED").splitlines()[0]
-    'Rescored 4,812 open leads (1,203 changed) with lead_scoring_pipeline v2 in 14 s; …'
     """
     who = "open leads" if settings.population == "leads" else "users"
     dist = summary.distribution
@@ -400,11 +394,7 @@ class Explanation:
 def explain_user(
     settings: Settings, user_id: str, *, store: Store | None = None, catalog: FeatureCatalog | None = None
 ) -> Explanation:
-    """Score one user now with the production model (nothing is written) and say why.
-
-    >>> explain_user(load_settings(), "1947").reasons[0].text
-    '8 pricing views in the last 7 days'
-    """
+    """Score one user now with the production model (nothing is written) and say why."""
     catalog = catalog or FeatureCatalog()
     store = store or open_store(settings)
     try:

@@ -1,9 +1,5 @@
-"""The batch loop, steps 4 to 6 of the run (docs/architecture.md).
-
->>> summary = score_users(store=store, model=model, options=JobOptions(select="stale"))
->>> summary.exit_code
-0
-"""
+"""The batch loop, steps 4 to 6 of the run (docs/architecture.md): `score_users` returns a `RunSummary`,
+whose ``exit_code`` says how the run went (0, 1 some batches failed, 4 the store was lost, 5 the record)."""
 
 from __future__ import annotations
 

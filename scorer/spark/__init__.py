@@ -2,10 +2,6 @@
 
 pyspark is optional: this module imports it only when a run starts, and says how to install it when it
 is missing (exit 2). The run itself is `scorer.spark._run.run_spark`.
-
->>> summary = run_spark(load_settings(), master="local[2]", events="parquet:/lake/events", users="db")
->>> summary.exit_code
-0
 """
 
 from __future__ import annotations
@@ -33,7 +29,7 @@ class SparkJobFailed(BatchesFailed):
 class Source:
     """Where users or events come from, or where scores go: the database (``db``) or ``parquet:PATH``.
 
-    >>> Source.parse("parquet:/lake/events")
+    >>> Source.parse("parquet:/lake/events", what="events")
     Source(kind='parquet', path='/lake/events')
     """
 

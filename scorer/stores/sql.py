@@ -2,10 +2,6 @@
 
 Three statements per batch: a key page of users, one aggregate read of their events at
 the daily grain, one set-based update-only write.
-
->>> store = SqlStore("sqlite:///leads.db")
->>> store.check()
->>> page = store.select_users(Selector(select="all"), after=None, limit=1000)
 """
 
 from __future__ import annotations
