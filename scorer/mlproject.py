@@ -130,8 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli_args = to_argv(args[0], args[1:])
     except ParameterError as exc:
+        from scorer.cli import exit_code_for
+
         print(f"error: invalid MLproject parameter: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exit_code_for(exc))
     from scorer.cli import app
 
     app(args=cli_args, prog_name="lead-scorer")
