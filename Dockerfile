@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY scorer scorer
 COPY registry registry
 COPY models models
+COPY lead_errors lead_errors
 RUN sh docker/install.sh project /opt/venv
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -5,9 +5,19 @@ Every feature is computed from events aggregated to the daily grain
 and a very active visitor costs a few rows, not thousands. The same function
 serves training and scoring, so there is no training/serving skew.
 
+>>> from datetime import UTC
 >>> catalog = FeatureCatalog()
 >>> names = catalog.feature_names(event_types=["page_view", "pricing_view"])
+>>> daily = pd.DataFrame(  # what a store hands over: events before as_of, per visitor, type and day
+...     {"visitor_id": ["v1", "v1", "v1"], "event_type": ["pricing_view", "pricing_view", "page_view"],
+...      "day": [date(2026, 11, 24), date(2026, 11, 20), date(2026, 10, 1)], "n": [2, 1, 5]}
+... )
+>>> as_of = datetime(2026, 11, 25, tzinfo=UTC)
 >>> frame = catalog.build(daily, visitor_ids=["v1", None], as_of=as_of, names=names)
+>>> frame[["events_7d", "evt_pricing_view_7d", "evt_page_view_90d", "days_since_last_event"]]
+   events_7d  evt_pricing_view_7d  evt_page_view_90d  days_since_last_event
+0        3.0                  3.0                5.0                    0.0
+1        0.0                  0.0                0.0                  181.0
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ from datetime import date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+
+from lead_errors import UnknownFeatureError
 
 __all__ = [
     "DAILY_COLUMNS",
@@ -37,19 +49,6 @@ DAILY_COLUMNS = ("visitor_id", "event_type", "day", "n")
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 _EPOCH = date(1970, 1, 1)
 _EVT_RE = re.compile(r"^evt_(?P<slug>[a-z0-9_]+)_(?P<window>\d+)d$")
-
-
-class UnknownFeatureError(ValueError):
-    """A model asks for features this catalog cannot build."""
-
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = list(names)
-        shown = ", ".join(self.names[:10]) + (" …" if len(self.names) > 10 else "")
-        super().__init__(
-            f"the model asks for {len(self.names)} feature(s) the catalog cannot build: {shown}. "
-            "Train a new version with this release (`lead-scorer train`) or pin a version this release "
-            "supports (`--model-version`)."
-        )
 
 
 def normalize_event_type(value: str | None) -> str | None:

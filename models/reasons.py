@@ -4,11 +4,16 @@ For a pipeline whose last step is linear (ours: log1p → StandardScaler → Log
 log-odds are ``intercept + sum(coef_j * z_j)`` where ``z`` is what that last step sees, so each term is
 one feature's exact contribution. No scikit-learn import here: ``import models`` stays light.
 
->>> result = fit_and_evaluate(features, labels)  # the synthetic product: generate(users=5000, seed=42)
+>>> from models import fit_and_evaluate
+>>> rng = np.random.default_rng(0)
+>>> features = pd.DataFrame({"events_7d": rng.poisson(2.0, 500), "evt_pricing_view_7d": rng.poisson(0.5, 500),
+...                          "days_since_last_event": rng.integers(0, 180, 500)}).astype(float)
+>>> labels = (rng.random(500) < 1 / (1 + np.exp(3 - features["events_7d"] - features["evt_pricing_view_7d"])))
+>>> result = fit_and_evaluate(features, labels.astype(int))
 >>> top_reasons(result.pipeline, features.iloc[:1])
-[[Reason(text='invite sent once in the last 7 days', effect=1.104),
-  Reason(text='2 pricing views in the last 7 days', effect=0.725),
-  Reason(text='2 pricing views in the last 30 days', effect=0.633)]]
+[[Reason(text='no pricing views in the last 7 days', effect=-0.427),
+  Reason(text='2 events in the last 7 days', effect=0.28),
+  Reason(text='no activity for 159 days', effect=-0.065)]]
 """
 
 from __future__ import annotations
@@ -74,8 +79,10 @@ def contributions(pipeline: Any, features: pd.DataFrame) -> np.ndarray | None:
     None when the model has no such decomposition: a final step without a 1-row ``coef_`` (a tree, a
     multi-class model), steps before it that change the number of columns, or no steps nor ``coef_`` at all.
 
-    >>> contributions(result.pipeline, features).shape  # 3,455 leads, 44 features
-    (3455, 44)
+    >>> from models import make_pipeline
+    >>> features = pd.DataFrame({"events_7d": [0.0, 1.0, 5.0, 9.0], "days_since_last_event": [90.0, 30.0, 20.0, 10.0]})
+    >>> contributions(make_pipeline().fit(features, [0, 0, 1, 1]), features).shape  # 4 users, 2 features
+    (4, 2)
     """
     parts = _linear(pipeline)
     if parts is None:
@@ -151,9 +158,10 @@ def top_reasons(
     the order never depends on column order), skipping features whose ``|effect|`` < `MIN_EFFECT`.
     None when `contributions` is None. ``effects``: `contributions` already at hand (`score_with_effects`).
 
-    >>> top_reasons(result.pipeline, features, top=2)[0]
-    [Reason(text='invite sent once in the last 7 days', effect=1.104),
-     Reason(text='2 pricing views in the last 7 days', effect=0.725)]
+    >>> from models import make_pipeline
+    >>> features = pd.DataFrame({"events_7d": [0.0, 1.0, 5.0, 9.0], "days_since_last_event": [90.0, 30.0, 20.0, 10.0]})
+    >>> top_reasons(make_pipeline().fit(features, [0, 0, 1, 1]), features.iloc[3:], top=2)
+    [[Reason(text='9 events in the last 7 days', effect=0.196), Reason(text='no activity for 10 days', effect=0.166)]]
     """
     table = reason_table(pipeline, features, top=top, catalog=catalog, effects=effects)
     return None if table is None else table.lists()

@@ -3,9 +3,9 @@
 The data is deliberately messy the way real event tables are: mixed-case and padded event
 types, NULL types and timestamps, a few future timestamps, users without a ``visitor_id``.
 
->>> data = generate(users=5_000, seed=42, now=datetime(2026, 11, 25, tzinfo=UTC))
+>>> data = generate(users=200, seed=42, now=datetime(2026, 11, 25, tzinfo=UTC))
 >>> len(data.users), len(data.events)
-(5000, 151234)
+(200, 3703)
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """MLflow Model Registry access for lead-scorer: resolve, load, register, promote, roll back.
 
->>> from registry import Registry
->>> reg = Registry(tracking_uri="sqlite:///mlflow.db")
->>> model = reg.load(reg.resolve())
+`Registry.resolve` says which version is production now, `Registry.load` loads it safely; every error is
+one of `lead_errors`' kinds (`RegistryError` is their base, kept under the name callers catch).
 """
 
-from registry._errors import NoProductionVersion, PromotionRefused, RegistryError, RegistryUnavailable
+from lead_errors import LeadScorerError as RegistryError  # every error the registry raises, as before
+from lead_errors import NoProductionVersion, PromotionRefused
+from lead_errors import ServiceUnavailable as RegistryUnavailable
 from registry._registry import (
     ALIAS,
     DEFAULT_TRUSTED_TYPES,

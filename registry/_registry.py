@@ -28,7 +28,14 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 
-from registry._errors import NoProductionVersion, PromotionRefused, RegistryError, RegistryUnavailable
+from lead_errors import (
+    LeadScorerError,
+    ModelError,
+    NoProductionVersion,
+    PromotionRefused,
+    ServiceError,
+    ServiceUnavailable,
+)
 
 ALIAS = "production"
 STAGE = "Production"
@@ -125,19 +132,19 @@ def _check_loadable(
 ) -> None:
     """Refuse, before loading anything, a version the job cannot or must not load."""
     if signature is None:
-        raise RegistryError(
+        raise ModelError(
             f"{resolved.uri} has no signature, so its feature columns are unknown",
             hint="re-register it with `lead-scorer train` or `registry import-joblib`",
         )
     flavor = (flavors or {}).get("sklearn")
     if flavor is None:
-        raise RegistryError(
+        raise ModelError(
             f"{resolved.uri} is not a scikit-learn model", hint="register the pipeline with mlflow.sklearn"
         )
     fmt = flavor.get("serialization_format")
     if fmt != "skops":
         if not allow_pickle:
-            raise RegistryError(
+            raise ModelError(
                 f"{resolved.uri} is serialized with {fmt}, and loading a pickle runs whatever code it contains",
                 hint="re-register it in the skops format (`lead-scorer registry import-joblib PATH --trust`), "
                 "or, if you trust it, set LEAD_SCORER_ALLOW_PICKLE=true",
@@ -146,7 +153,7 @@ def _check_loadable(
     asked = set(flavor.get("skops_trusted_types") or [])
     extra = sorted(asked - set(trusted_types))
     if extra:
-        raise RegistryError(
+        raise ModelError(
             f"{resolved.uri} asks to trust types the job does not allow: {', '.join(extra)}",
             hint="add them to LEAD_SCORER_SKOPS_TRUSTED_TYPES if you trust them",
         )
@@ -184,9 +191,8 @@ def _model_id(mv: ModelVersion) -> str | None:
 class Registry:
     """Resolve, load, register, promote and roll back versions of one registered model.
 
-    >>> reg = Registry(tracking_uri="http://mlflow:5000")
-    >>> resolved = reg.resolve()           # pin → alias "production" → stage "Production"
-    >>> model = reg.load(resolved)         # downloaded once, pinned for the whole run
+    `resolve` follows a pin, then the alias ``production``, then the stage ``Production``; `load` downloads
+    the version once, and the job keeps it pinned for the whole run.
     """
 
     def __init__(self, *, tracking_uri: str, model_name: str = "lead_scoring_pipeline") -> None:
@@ -219,7 +225,7 @@ class Registry:
             if resp.status_code < 500:  # 200, or 401/403: the server answered; credentials are checked later
                 return
             reason = f"HTTP {resp.status_code}"
-        raise RegistryUnavailable(
+        raise ServiceUnavailable(
             f"cannot reach the MLflow tracking server: {reason} (GET /health)",
             hint="check MLFLOW_TRACKING_URI and that the server is up",
         )
@@ -228,7 +234,7 @@ class Registry:
     def _calls(self, what: str) -> Iterator[None]:
         try:
             yield
-        except RegistryError:
+        except LeadScorerError:
             raise
         except MlflowException as exc:
             if _is_missing(exc):
@@ -237,24 +243,24 @@ class Registry:
             status = exc.get_http_status_code()
             if status == 403 and "host header" in first.lower():
                 # MLflow >= 3.5 refuses requests whose Host it was not told to accept: the server's setting.
-                raise RegistryUnavailable(
+                raise ServiceUnavailable(
                     f"MLflow refused {what}: {first}",
                     hint="the server does not accept the host name in MLFLOW_TRACKING_URI: add it to the "
                     "server's MLFLOW_ALLOWED_HOSTS (or --allowed-hosts)",
                 ) from exc
             if status in (401, 403):
-                raise RegistryUnavailable(
+                raise ServiceUnavailable(
                     f"MLflow refused {what}: {first}",
                     hint="check MLFLOW_TRACKING_USERNAME/PASSWORD and that user's permissions",
                 ) from exc
             if "API request to" in first:  # connection errors, after MLflow's own retries
-                raise RegistryUnavailable(
+                raise ServiceUnavailable(
                     f"cannot reach the MLflow tracking server while {what}: {first}",
                     hint="check MLFLOW_TRACKING_URI and that the server is up (GET /health)",
                 ) from exc
-            raise RegistryError(f"MLflow refused {what}: {first}", hint="the message above is MLflow's own") from exc
+            raise ServiceError(f"MLflow refused {what}: {first}", hint="the message above is MLflow's own") from exc
         except OSError as exc:  # requests/urllib3 connection errors
-            raise RegistryUnavailable(
+            raise ServiceUnavailable(
                 f"cannot reach the MLflow tracking server while {what}: {type(exc).__name__}",
                 hint="check MLFLOW_TRACKING_URI and that the server is up (GET /health)",
             ) from exc
@@ -341,14 +347,14 @@ class Registry:
             try:
                 pipeline = mlflow.sklearn.load_model(local)
             except Exception as exc:  # a local problem (library versions, a broken file), not the server
-                raise RegistryError(
+                raise ModelError(
                     f"{resolved.uri} could not be loaded: {type(exc).__name__}: {redact(str(exc))[:300]}",
                     hint="the job's scikit-learn/skops must be able to read what training saved; "
                     "retrain, or pin a version that loads (--model-version)",
                 ) from exc
             timings["load_s"] = time.perf_counter() - t0
         if not hasattr(pipeline, "predict_proba"):
-            raise RegistryError(f"{resolved.uri} has no predict_proba", hint="register a classifier pipeline")
+            raise ModelError(f"{resolved.uri} has no predict_proba", hint="register a classifier pipeline")
         return LoadedModel(
             resolved=resolved,
             pipeline=pipeline,
@@ -446,9 +452,6 @@ class Registry:
         Unless ``force``, refuses a candidate whose holdout ``metric`` is lower than production's, and one
         the job would refuse to load (a pickle, untrusted types, or inputs ``check_inputs`` rejects), so a
         promotion cannot break the next run.
-
-        >>> Registry(tracking_uri="http://mlflow:5000").promote("4", actor="ana")
-        ('3', '4')
         """
         version = str(version)
         with self._calls(f"promoting version {version}"):
@@ -482,7 +485,7 @@ class Registry:
                     )
                     if check_inputs is not None:
                         check_inputs(list(info.signature.inputs.input_names()))
-                except RegistryError as exc:
+                except ModelError as exc:
                     raise PromotionRefused(
                         f"version {version} would not load in the job: {exc.message}",
                         hint=f"{exc.hint}; or promote anyway with --force" if exc.hint else "promote with --force",
@@ -539,7 +542,7 @@ class Registry:
         else:
             target = current.tags.get(TAG_PREVIOUS) or (last[1] if last else None)
         if not target:
-            raise RegistryError(
+            raise PromotionRefused(
                 f"production version {current.version} records no previous production version",
                 hint="promote the version you want explicitly: `lead-scorer registry promote VERSION --force`",
             )

@@ -1,7 +1,4 @@
-"""The commands' work, with settings passed in: the CLI is a thin layer over these functions.
-
->>> summary = run_scoring(load_settings(), progress=None)
-"""
+"""The commands' work, with settings passed in: the CLI is a thin layer over these functions."""
 
 from __future__ import annotations
 
@@ -20,7 +17,8 @@ import numpy as np
 import pandas as pd
 import structlog
 
-from models import FeatureCatalog, TrainResult, UnknownFeatureError, day_number, fit_and_evaluate
+from lead_errors import ModelError, ServiceUnavailable, SettingsError
+from models import FeatureCatalog, TrainResult, day_number, fit_and_evaluate
 from models.reasons import Reason, top_reasons
 from registry import (
     DEFAULT_TRUSTED_TYPES,
@@ -29,15 +27,11 @@ from registry import (
     TAG_REFERENCE_SHARES,
     TAG_TRUSTED_TYPES,
     LoadedModel,
-    NoProductionVersion,
     PromotionRefused,
     Registry,
-    RegistryError,
-    RegistryUnavailable,
     ResolvedVersion,
     redact,
 )
-from scorer.errors import ModelError, ServiceUnavailable, SettingsError
 from scorer.job import BatchReport, JobOptions, RunSummary, batch_cap, score_users, selector_for
 from scorer.settings import Settings
 from scorer.stats import ScoreStats
@@ -166,9 +160,6 @@ def describe_run(
 ) -> str:
     """The run's description (MLflow's run note, Markdown): what happened in a line a person reads, a link to
     the model version, and what to do when something is off.
-
-    >>> describe_run(summary, metrics, resolved, settings, status="FINISHED").splitlines()[0]
-    'Rescored 4,812 open leads (1,203 changed) with lead_scoring_pipeline v2 in 14 s; …'
     """
     who = "open leads" if settings.population == "leads" else "users"
     dist = summary.distribution
@@ -283,23 +274,16 @@ def job_options(settings: Settings) -> JobOptions:
 def _resolve_and_load(settings: Settings, catalog: FeatureCatalog) -> tuple[ResolvedVersion, LoadedModel]:
     """2. Resolve once, load once; the version is pinned for the whole run."""
     registry = _registry(settings)
-    try:
-        t0 = time.perf_counter()
-        registry.ping()
-        resolved = registry.resolve(pin=settings.model_version)
-        resolve_s = time.perf_counter() - t0
-        model = registry.load(
-            resolved,
-            allow_pickle=settings.allow_pickle,
-            trusted_types=(*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types),
-        )
-        catalog.check(model.input_names)
-    except (NoProductionVersion, UnknownFeatureError) as exc:
-        raise ModelError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None)) from exc
-    except RegistryUnavailable as exc:
-        raise ServiceUnavailable(exc.message, hint=exc.hint) from exc
-    except RegistryError as exc:
-        raise ModelError(exc.message, hint=exc.hint) from exc
+    t0 = time.perf_counter()
+    registry.ping()
+    resolved = registry.resolve(pin=settings.model_version)
+    resolve_s = time.perf_counter() - t0
+    model = registry.load(
+        resolved,
+        allow_pickle=settings.allow_pickle,
+        trusted_types=(*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types),
+    )
+    catalog.check(model.input_names)
     log.info(
         "model_loaded",
         model=resolved.name,
@@ -410,11 +394,7 @@ class Explanation:
 def explain_user(
     settings: Settings, user_id: str, *, store: Store | None = None, catalog: FeatureCatalog | None = None
 ) -> Explanation:
-    """Score one user now with the production model (nothing is written) and say why.
-
-    >>> explain_user(load_settings(), "1947").reasons[0].text
-    '8 pricing views in the last 7 days'
-    """
+    """Score one user now with the production model (nothing is written) and say why."""
     catalog = catalog or FeatureCatalog()
     store = store or open_store(settings)
     try:
@@ -650,10 +630,7 @@ def import_joblib(
             f"{path.name} does not record its feature names, so the catalog cannot feed it",
             hint="fit the pipeline on a pandas DataFrame whose columns are catalog feature names",
         )
-    try:
-        catalog.check(names)
-    except UnknownFeatureError as exc:
-        raise ModelError(str(exc)) from exc
+    catalog.check(names)
     example = pd.DataFrame(np.zeros((5, len(names))), columns=names)
     untrusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
     version = _registry(settings).register(

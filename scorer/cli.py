@@ -11,16 +11,28 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any
 
 import structlog
 import typer
 
-from scorer.errors import EXIT_INTERNAL, EXIT_MODEL, EXIT_SETTINGS, EXIT_STORE, LeadScorerError
+from lead_errors import (
+    BatchesFailed,
+    ExitCode,
+    LeadScorerError,
+    ModelError,
+    PromotionRefused,
+    RunLocked,
+    ServiceError,
+    SettingsError,
+    StoreError,
+    TrackingError,
+)
 from scorer.logs import configure_logging, redact_text
 from scorer.settings import Settings, load_settings
 
@@ -35,33 +47,72 @@ db_app = typer.Typer(help="The SQL the job needs: print it or apply it.", no_arg
 app.add_typer(registry_app, name="registry")
 app.add_typer(db_app, name="db")
 
-EXIT_CODES_HELP = """Exit codes: 0 every selected user scored; 1 some batches failed (the others were written);
-2 invalid settings; 3 no production model or an incompatible one; 4 database or MLflow unreachable, wrong
-key or missing schema; 5 every score written but the MLflow run record could not be saved; 6 another run of
-the same model holds the database's run lock; 70 a bug (its traceback is printed); 130/143 stopped by
-SIGINT/SIGTERM after finishing the current batch."""
+#: Error kind → exit code, the one place that says it. The most specific kind an error is wins (its class's
+#: MRO is looked up in order), so a subclass may get a code of its own. No code means two things.
+EXIT_CODES: Mapping[type[LeadScorerError], ExitCode] = MappingProxyType(
+    {
+        BatchesFailed: ExitCode.BATCHES_FAILED,
+        SettingsError: ExitCode.SETTINGS,
+        ModelError: ExitCode.MODEL,
+        StoreError: ExitCode.UNREACHABLE,
+        ServiceError: ExitCode.UNREACHABLE,
+        TrackingError: ExitCode.TRACKING,
+        RunLocked: ExitCode.BUSY,
+        PromotionRefused: ExitCode.PROMOTION_REFUSED,
+    }
+)
+
+#: What each code means, for --help and the README (tests/test_errors.py holds the README's table to it).
+EXIT_MEANINGS: tuple[tuple[tuple[ExitCode, ...], str], ...] = (
+    ((ExitCode.OK,), "every selected user scored"),
+    ((ExitCode.BATCHES_FAILED,), "some batches failed after retries, the others were written"),
+    ((ExitCode.SETTINGS,), "invalid settings or usage (the message names the variable or flag)"),
+    (
+        (ExitCode.MODEL,),
+        "no usable model: none in production, one the job must not or cannot load or feed, or (`train`) "
+        "data that cannot train one",
+    ),
+    (
+        (ExitCode.UNREACHABLE,),
+        "the database or the MLflow server unreachable or refusing: wrong key or credentials, missing "
+        "table/column/function",
+    ),
+    ((ExitCode.TRACKING,), "every score written, but the MLflow run record could not be saved"),
+    ((ExitCode.BUSY,), "another run of the same model holds the database's run lock: this one did nothing"),
+    (
+        (ExitCode.PROMOTION_REFUSED,),
+        "a promotion or rollback was refused: production is unchanged (`--force` overrides)",
+    ),
+    ((ExitCode.INTERNAL,), "a bug in lead-scorer: its traceback is printed"),
+    ((ExitCode.SIGINT, ExitCode.SIGTERM), "stopped by SIGINT / SIGTERM after finishing the current batch"),
+)
+
+EXIT_CODES_HELP = (
+    "Exit codes: "
+    + "; ".join(f"{'/'.join(str(int(c)) for c in codes)} {meaning}" for codes, meaning in EXIT_MEANINGS)
+    + "."
+)
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """The code `lead-scorer` exits with when ``exc`` stops a command: anything not in `EXIT_CODES` is a bug."""
+    for kind in type(exc).__mro__:
+        code = EXIT_CODES.get(kind)  # type: ignore[call-overload]
+        if code is not None:
+            return code
+    return ExitCode.INTERNAL
 
 
 def _fail(exc: BaseException) -> typer.Exit:
-    """Print a clear error (never a secret, never a traceback) and pick the exit code."""
-    from models import TrainingError, UnknownFeatureError
-    from registry import NoProductionVersion, PromotionRefused, RegistryError, RegistryUnavailable
-
-    if isinstance(exc, LeadScorerError):
-        code = exc.exit_code
-    elif isinstance(exc, NoProductionVersion | UnknownFeatureError | TrainingError):
-        code = EXIT_MODEL
-    elif isinstance(exc, RegistryUnavailable):
-        code = EXIT_STORE
-    elif isinstance(exc, PromotionRefused | RegistryError):
-        code = 1
-    else:
+    """Print a clear error (never a secret; a traceback only for a bug) and pick the exit code."""
+    code = exit_code_for(exc)
+    if code == ExitCode.INTERNAL:
         # Not one of the project's errors: a bug. Its traceback (redacted) and a code of its own, not 1,
         # which means "some batches failed".
         trace = "".join(traceback.format_exception(exc))
         typer.echo(redact_text(f"internal error (a bug in lead-scorer, please report it):\n{trace}"), err=True)
-        return typer.Exit(EXIT_INTERNAL)
-    typer.echo(redact_text(f"error: {exc}"), err=True)
+    else:
+        typer.echo(redact_text(f"error: {exc}"), err=True)
     return typer.Exit(code)
 
 
@@ -325,17 +376,11 @@ def registry_promote(
     Refused (unless --force) when VERSION's holdout ROC AUC is lower than production's, or when the job could
     not load it: a pickle, types outside the skops allowlist, or features the catalog cannot build.
     """
-    from models import FeatureCatalog, UnknownFeatureError
-    from registry import DEFAULT_TRUSTED_TYPES, PromotionRefused
+    from models import FeatureCatalog
+    from registry import DEFAULT_TRUSTED_TYPES
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     reg = _registry(tracking_uri, settings)
-
-    def buildable(names: list[str]) -> None:
-        try:
-            FeatureCatalog().check(names)
-        except UnknownFeatureError as exc:
-            raise PromotionRefused(str(exc), hint="promote anyway with --force") from exc
 
     try:
         previous, new = reg.promote(
@@ -344,7 +389,7 @@ def registry_promote(
             actor=actor,
             allow_pickle=settings.allow_pickle,
             trusted_types=(*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types),
-            check_inputs=buildable,
+            check_inputs=FeatureCatalog().check,
         )
     except Exception as exc:
         raise _fail(exc) from exc
@@ -401,7 +446,7 @@ def db_sql(
 
     settings = _settings()
     if dialect not in ("postgresql", "sqlite"):
-        raise _fail(LeadScorerError("--dialect must be postgresql or sqlite"))
+        raise _fail(SettingsError("--dialect must be postgresql or sqlite"))
     typer.echo(schema_sql(dialect=dialect, names=settings.names()), nl=False)
 
 
@@ -410,7 +455,6 @@ def db_migrate() -> None:
     """Apply that SQL through DATABASE_URL. Applying it again is harmless."""
     import sqlalchemy as sa
 
-    from scorer.errors import StoreError
     from scorer.schema import migrate
     from scorer.stores.sql import engine_for, redact_url
 
@@ -546,4 +590,4 @@ def main() -> None:
         raise
 
 
-__all__ = ["EXIT_SETTINGS", "app", "main"]
+__all__ = ["EXIT_CODES", "EXIT_CODES_HELP", "EXIT_MEANINGS", "app", "exit_code_for", "main"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
-from scorer.errors import SettingsError
+from lead_errors import SettingsError
 
 __all__ = ["Names", "validate_identifier"]
 

@@ -1,9 +1,5 @@
-"""The batch loop, steps 4 to 6 of the run (docs/architecture.md).
-
->>> summary = score_users(store=store, model=model, options=JobOptions(select="stale"))
->>> summary.exit_code
-0
-"""
+"""The batch loop, steps 4 to 6 of the run (docs/architecture.md): `score_users` returns a `RunSummary`,
+whose ``exit_code`` says how the run went (0, 1 some batches failed, 4 the store was lost, 5 the record)."""
 
 from __future__ import annotations
 
@@ -19,19 +15,10 @@ from typing import Any
 import numpy as np
 import structlog
 
+from lead_errors import AuthError, ExitCode, SchemaError, ScoreValueError, StoreError, TransientError
 from models import FeatureCatalog
 from models.reasons import gives_reasons, reason_table, score_with_effects
 from registry import LoadedModel
-from scorer.errors import (
-    EXIT_BATCH_FAILED,
-    EXIT_OK,
-    EXIT_STORE,
-    EXIT_TRACKING,
-    AuthError,
-    SchemaError,
-    StoreError,
-    TransientError,
-)
 from scorer.logs import redact_text
 from scorer.stats import BINS, ScoreStats
 from scorer.stores.base import (
@@ -59,10 +46,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger("lead_scorer.job")
-
-
-class ScoreValueError(ValueError):
-    """The model produced a score that is not a finite probability; the batch is not written."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,10 +117,10 @@ class RunSummary:
     @property
     def exit_code(self) -> int:
         if self.store_lost:
-            return EXIT_STORE
+            return ExitCode.UNREACHABLE
         if self.failed_batches or self.users_failed:
-            return EXIT_BATCH_FAILED
-        return EXIT_TRACKING if self.tracking_lost else EXIT_OK
+            return ExitCode.BATCHES_FAILED
+        return ExitCode.TRACKING if self.tracking_lost else ExitCode.OK
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {

@@ -15,11 +15,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from lead_errors import SettingsError
+
 __all__ = ["ParameterError", "to_argv"]
 
 
-class ParameterError(ValueError):
-    """An MLproject parameter with a value its type does not allow."""
+#: An MLproject parameter with a value its type does not allow: invalid settings, as the CLI's own.
+ParameterError = SettingsError
 
 
 def _integer(minimum: int) -> Callable[[str, str], str]:
@@ -128,8 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli_args = to_argv(args[0], args[1:])
     except ParameterError as exc:
+        from scorer.cli import exit_code_for
+
         print(f"error: invalid MLproject parameter: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exit_code_for(exc))
     from scorer.cli import app
 
     app(args=cli_args, prog_name="lead-scorer")

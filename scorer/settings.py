@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lead_errors import SettingsError
 from scorer.contract import Names, validate_identifier
-from scorer.errors import SettingsError
 
 __all__ = ["Settings", "load_settings"]
 

@@ -161,7 +161,11 @@ class ScoreStats:
         Written by hand rather than with matplotlib: the image has no plotting library, and
         importing one cost the job more than a second.
 
-        >>> svg = stats.histogram_svg(title="model v3: 120,000 users")
+        >>> stats = ScoreStats()
+        >>> stats.add(np.array([0.1, 0.2, 0.9]))
+        >>> svg = stats.histogram_svg(title="model v3: 3 users", marks={"hot": 0.8})
+        >>> svg.startswith("<svg") and svg.count("<rect") == 1 + 20  # the background and one bar per bin
+        True
         """
         counts = self.coarse_histogram(bins)["counts"]
         width, height, left, bottom, top = 600, 300, 60, 40, 30

@@ -1,9 +1,7 @@
 """Run tracking: one MLflow run per job run, tagged with the model it used.
 
->>> tracker = MlflowTracker(tracking_uri="sqlite:///mlflow.db", experiment="lead-scorer/scoring")
->>> tracker.start(run_name="score-2026-11-25", tags={...}, params={...})
->>> tracker.log_batch(step=1, metrics={"batch_users": 2000})
->>> tracker.finish(metrics={...}, artifacts={"score_histogram.json": {...}}, status="FINISHED")
+A `Tracker` is started once (`MlflowTracker.start`: tags and parameters), logs per-batch metrics as the run
+goes (`log_batch`), and finishes once with the totals, the artifacts and the status (`finish`).
 """
 
 from __future__ import annotations
@@ -23,16 +21,14 @@ import structlog
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelInput, Metric, Param, RunTag
 
+from lead_errors import TrackingError
+
 __all__ = ["MlflowTracker", "NullTracker", "Tracker", "TrackingError"]
 
 _MAX_METRICS = 1000  # MLflow's limit per log_batch request
 
 log = structlog.get_logger("lead_scorer.tracking")
 Status = Literal["FINISHED", "FAILED", "KILLED"]
-
-
-class TrackingError(Exception):
-    """The run record could not be saved (the scores themselves may be written)."""
 
 
 class Tracker(Protocol):

@@ -445,8 +445,8 @@ def test_prod_venv_is_the_slim_one(prod_venv: ProdVenv, record_property, tmp_pat
             "import importlib.metadata as m, sys\n"
             "names = {d.metadata['Name'].lower() for d in m.distributions()}\n"
             "print(sorted(n for n in ('mlflow', 'flask', 'matplotlib', 'pytest', 'pip', 'setuptools') if n in names))\n"
-            "import models, registry, scorer\n"
-            "print(all(p.__file__.startswith(sys.prefix) for p in (models, registry, scorer)))",
+            "import lead_errors, models, registry, scorer\n"
+            "print(all(p.__file__.startswith(sys.prefix) for p in (lead_errors, models, registry, scorer)))",
         ],
         cwd=tmp_path,
         capture_output=True,

@@ -171,7 +171,7 @@ def test_training_is_point_in_time_and_learns_the_products_own_events(db_url, ml
 
 
 def test_training_refuses_a_horizon_ending_in_the_future(sqlite_url, mlflow_local):
-    from scorer.errors import SettingsError
+    from lead_errors import SettingsError
 
     with pytest.raises(SettingsError, match="future"):
         train_model(mlflow_local.settings(sqlite_url), as_of=datetime.now(UTC) - timedelta(days=3), horizon_days=30)

@@ -25,11 +25,11 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from lead_errors import ModelError
 from models import FeatureCatalog, make_pipeline
 from registry import Registry
 from scorer.app import run_scoring, train_model
 from scorer.cli import app
-from scorer.errors import ModelError
 from scorer.mlproject import ParameterError, to_argv
 from scorer.stats import ScoreStats
 from tests.jobproc import LEAD_SCORER, Job, job_env
@@ -175,7 +175,7 @@ def test_lower_holdout_auc_is_refused_unless_forced(server, sqlite_url):
     client.set_model_version_tag(settings.model_name, "2", "holdout_roc_auc", f"{v1_auc - 0.05:.6f}")
 
     refused = _cli(["registry", "promote", "2"], settings)
-    assert refused.exit_code == 1
+    assert refused.exit_code == 7
     assert "lower than production version 1" in refused.output and "--force" in refused.output
     assert run_scoring(settings).model_version == "1"
 
@@ -277,7 +277,7 @@ def test_a_model_asking_to_trust_more_types_loads_only_when_allowed(server, sqli
     assert imported.exit_code == 0 and "LEAD_SCORER_SKOPS_TRUSTED_TYPES='[" in imported.output
     extra = json.loads(imported.output.split("LEAD_SCORER_SKOPS_TRUSTED_TYPES='")[1].split("'")[0])
     refused = _cli(["registry", "promote", "1"], settings)
-    assert refused.exit_code == 1 and "asks to trust types" in refused.output
+    assert refused.exit_code == 7 and "asks to trust types" in refused.output
     assert _cli(["registry", "promote", "1", "--force"], settings).exit_code == 0
 
     before = snapshot(sqlite_url)
@@ -320,7 +320,7 @@ def test_pickled_versions_load_only_when_the_operator_allows_it(server, sqlite_u
             serialization_format="cloudpickle",
         )
     refused_promotion = _cli(["registry", "promote", "1"], settings)
-    assert refused_promotion.exit_code == 1 and "would not load in the job" in refused_promotion.output
+    assert refused_promotion.exit_code == 7 and "would not load in the job" in refused_promotion.output
     Registry(tracking_uri=server, model_name=settings.model_name).promote("1", force=True)
     before = snapshot(sqlite_url)
 

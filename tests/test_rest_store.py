@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from lead_errors import AuthError, SchemaError, StoreError
 from models import FeatureCatalog
 from scorer.cli import app
-from scorer.errors import AuthError, SchemaError, StoreError
 from scorer.job import JobOptions, score_users
 from scorer.stores.base import ScoreWrite, Selector
 from scorer.stores.rest import RestStore
@@ -363,7 +363,7 @@ def test_visitor_ids_the_api_returns_in_another_form_stop_the_read(pg_url):
 def test_one_run_at_a_time_over_rest_and_a_dead_holder_lets_go(pg_url, rest):
     """Over the Data API the run lock is a lease: a second store is refused while the first holds it, gets it
     once the first gives it back, and gets it from a holder that died once its lease ran out."""
-    from scorer.errors import RunLocked
+    from lead_errors import RunLocked
 
     make_product(pg_url, users=10, seed=53)
     first = RestStore(rest.url, key=REST_KEY)

@@ -13,11 +13,11 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from lead_errors import ModelError
 from models import make_pipeline
 from registry import Registry
 from scorer.app import run_scoring, train_model
 from scorer.cli import app
-from scorer.errors import ModelError
 from scorer.stores.sql import engine_for
 from tests.support import execute, make_product, snapshot
 
@@ -258,7 +258,7 @@ def test_cli_registry_promote_refuse_and_rollback(sqlite_url, mlflow_local):
     client.set_model_version_tag(settings.model_name, "2", "holdout_roc_auc", "0.100000")  # a worse candidate
 
     refused = _cli(["registry", "promote", "2"], env)
-    assert refused.exit_code == 1 and "--force" in refused.output
+    assert refused.exit_code == 7 and "--force" in refused.output
     assert reg.resolve().version == "1"
     forced = _cli(["registry", "promote", "2", "--force"], env)
     assert forced.exit_code == 0 and "version 2 (was 1)" in forced.output
@@ -310,7 +310,7 @@ def test_one_run_at_a_time_and_a_dead_holder_never_blocks(db_url, mlflow_local):
     import subprocess
     import sys
 
-    from scorer.errors import RunLocked
+    from lead_errors import RunLocked
     from scorer.stores.sql import SqlStore
 
     make_product(db_url, users=100, seed=31)

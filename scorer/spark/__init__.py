@@ -2,10 +2,6 @@
 
 pyspark is optional: this module imports it only when a run starts, and says how to install it when it
 is missing (exit 2). The run itself is `scorer.spark._run.run_spark`.
-
->>> summary = run_spark(load_settings(), master="local[2]", events="parquet:/lake/events", users="db")
->>> summary.exit_code
-0
 """
 
 from __future__ import annotations
@@ -13,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from scorer.errors import EXIT_BATCH_FAILED, LeadScorerError, SettingsError
+from lead_errors import BatchesFailed, SettingsError
 
 if TYPE_CHECKING:
     from scorer.job import RunSummary
@@ -24,18 +20,16 @@ __all__ = ["INSTALL_HINT", "Source", "SparkJobFailed", "run_spark"]
 INSTALL_HINT = "pip install 'lead-scorer[spark]'"
 
 
-class SparkJobFailed(LeadScorerError):
+class SparkJobFailed(BatchesFailed):
     """A Spark job failed after its task retries. The key ranges whose tasks finished are written (update-only
     and idempotent, so the next run rewrites nothing twice); the MLflow run is FAILED."""
-
-    exit_code = EXIT_BATCH_FAILED
 
 
 @dataclass(frozen=True, kw_only=True)
 class Source:
     """Where users or events come from, or where scores go: the database (``db``) or ``parquet:PATH``.
 
-    >>> Source.parse("parquet:/lake/events")
+    >>> Source.parse("parquet:/lake/events", what="events")
     Source(kind='parquet', path='/lake/events')
     """
 

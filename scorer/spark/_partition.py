@@ -6,10 +6,8 @@ dropped rows counted), `FeatureCatalog.features`, `LoadedModel.predict_scores`, 
 tolerance) and `scorer.job._reasons_json`. Only the write is Spark's own (`PgWriter`).
 
 Nothing here imports pyspark at module level: the function runs inside Spark's Python workers, and the
-module stays importable (and testable) without Spark.
-
->>> fn = group_scorer(plan)            # on the driver; plan is a picklable `GroupPlan`
->>> out = fn(users_frame, grain_frame)  # on an executor, once per key range
+module stays importable (and testable) without Spark. `group_scorer` is called on the driver with a
+picklable `GroupPlan`; the function it returns runs on an executor, once per key range.
 """
 
 from __future__ import annotations
@@ -168,10 +166,6 @@ class PgWriter:
     transaction. A retried task writes the same values again: the UPDATE skips rows that already hold them
     (so a retry neither rewrites a row nor fires its triggers twice), and nothing is ever inserted into the
     users table.
-
-    >>> PgWriter(url="postgresql://…", names=Names()).write(user_ids=[1, 2], scores=np.array([0.1, 0.7]),
-    ...     reasons=None, model="3/m-0a1b", scored_at=as_of, chunk_rows=5_000, fail_once_after_staging=False)
-    0
     """
 
     url: str  # a libpq URI (postgresql://…), secrets included: never logged

@@ -9,8 +9,6 @@ and counts are summed into one `RunSummary`, so the run's metrics, drift and tie
 
 Spark scores everyone (``--select all``): there is no stale selection and no per-batch checkpoint; a run
 that finishes marks the model's checkpoint complete, so the next single-machine stale run starts from it.
-
->>> summary = run_spark(settings, master="local[2]", users="db", events="parquet:/lake/events")
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sqlalchemy.engine import make_url
 
+from lead_errors import SettingsError
 from models import FeatureCatalog
 from models.reasons import gives_reasons
 from scorer.app import (
@@ -46,7 +45,6 @@ from scorer.app import (
     scoring_tracker,
 )
 from scorer.contract import Names
-from scorer.errors import SettingsError
 from scorer.job import RunSummary, checkpoint_key
 from scorer.logs import redact_text
 from scorer.settings import Settings
@@ -70,8 +68,6 @@ _NUMERIC = {"smallint", "integer", "bigint", "numeric"}
 def spark_session(*, master: str | None, jdbc_jar: str | None, partitions: int | None = None) -> SparkSession:
     """The session `run_spark` makes when it is given none: UTC (the catalog's days are UTC days), Arrow for
     the pandas groups, the JDBC driver on the class path. Under spark-submit the master is submit's.
-
-    >>> spark = spark_session(master="local[2]", jdbc_jar="/usr/share/java/postgresql.jar")
     """
     builder = SparkSession.builder.appName("lead-scorer")
     if master:
@@ -322,9 +318,6 @@ def run_spark(
     at most about this many users per pandas group; ``chunk_rows``: users per staging write and UPDATE.
     ``fail_once_after_staging`` is for tests: the first key range's task dies once mid-write (Spark retries it,
     so the master needs task retries, e.g. ``local[2,3]``).
-
-    >>> run_spark(load_settings(), master="local[4]").users_scored
-    100000
     """
     if settings.limit is not None:
         raise SettingsError("spark run scores the whole population; --limit is for `lead-scorer run`")

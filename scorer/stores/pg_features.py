@@ -19,6 +19,8 @@ Two shapes: ``batch=True`` (the job, `SqlStore.read_features`) reads the events 
 events, with the dropped rows counted (`DROPPED`); ``batch=False`` (the benchmark's floor) joins every user.
 
 >>> sql = feature_sql(FeatureCatalog(), ["events_7d", "days_since_last_event"], as_of=datetime.now(UTC), batch=True)
+>>> sql.startswith("WITH rows AS MATERIALIZED") and "%(ids)s" in sql
+True
 """
 
 from __future__ import annotations

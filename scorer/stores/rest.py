@@ -9,8 +9,6 @@
 - Scores are written by ``lead_scorer_write_scores`` (project SQL): one POST per batch, update-only.
 - Transient failures are retried with exponential backoff and jitter, bounded in attempts and time;
   a wrong key stops at once.
-
->>> store = RestStore("https://abc.supabase.co", key=os.environ["SUPABASE_SERVICE_ROLE_KEY"])
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ import structlog
 from postgrest.exceptions import APIError
 from supabase import ClientOptions, create_client
 
-from scorer.errors import AuthError, RunLocked, SchemaError, StoreError, TransientError
+from lead_errors import AuthError, RunLocked, SchemaError, StoreError, TransientError
 from scorer.schema import (
     EVENTS_FUNCTION,
     HISTOGRAM_FUNCTION,

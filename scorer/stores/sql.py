@@ -2,10 +2,6 @@
 
 Three statements per batch: a key page of users, one aggregate read of their events at
 the daily grain, one set-based update-only write.
-
->>> store = SqlStore("sqlite:///leads.db")
->>> store.check()
->>> page = store.select_users(Selector(select="all"), after=None, limit=1000)
 """
 
 from __future__ import annotations
@@ -26,8 +22,8 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 
+from lead_errors import AuthError, RunLocked, SchemaError, SettingsError, StoreError, TransientError
 from models import normalize_event_type
-from scorer.errors import AuthError, RunLocked, SchemaError, SettingsError, StoreError, TransientError
 from scorer.logs import redact_text
 from scorer.stores.base import (
     Checkpoint,
