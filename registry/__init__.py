@@ -2,12 +2,13 @@
 
 >>> from registry import Registry
 >>> reg = Registry(tracking_uri="sqlite:///mlflow.db")
->>> model = reg.load(reg.resolve())
+>>> model = reg.load(reg.resolve(), policy=LoadPolicy.trusting(extra_types))
 """
 
 from registry._errors import NoProductionVersion, PromotionRefused, RegistryError, RegistryUnavailable
 from registry._registry import (
     ALIAS,
+    DEFAULT_POLICY,
     DEFAULT_TRUSTED_TYPES,
     STAGE,
     TAG_EVENT_TYPES,
@@ -16,6 +17,7 @@ from registry._registry import (
     TAG_REFERENCE_SHARES,
     TAG_TRUSTED_TYPES,
     LoadedModel,
+    LoadPolicy,
     Registry,
     ResolvedVersion,
     redact,
@@ -23,6 +25,7 @@ from registry._registry import (
 
 __all__ = [
     "ALIAS",
+    "DEFAULT_POLICY",
     "DEFAULT_TRUSTED_TYPES",
     "STAGE",
     "TAG_EVENT_TYPES",
@@ -30,6 +33,7 @@ __all__ = [
     "TAG_REFERENCE",
     "TAG_REFERENCE_SHARES",
     "TAG_TRUSTED_TYPES",
+    "LoadPolicy",
     "LoadedModel",
     "NoProductionVersion",
     "PromotionRefused",

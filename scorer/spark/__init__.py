@@ -3,7 +3,7 @@
 pyspark is optional: this module imports it only when a run starts, and says how to install it when it
 is missing (exit 2). The run itself is `scorer.spark._run.run_spark`.
 
->>> summary = run_spark(load_settings(), master="local[2]", events="parquet:/lake/events", users="db")
+>>> summary = run_spark(run_options(load_settings()), master="local[2]", events="parquet:/lake/events", users="db")
 >>> summary.exit_code
 0
 """
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from scorer.errors import EXIT_BATCH_FAILED, LeadScorerError, SettingsError
 
 if TYPE_CHECKING:
+    from scorer.app import RunOptions
     from scorer.job import RunSummary
-    from scorer.settings import Settings
 
 __all__ = ["INSTALL_HINT", "Source", "SparkJobFailed", "run_spark"]
 
@@ -58,7 +58,7 @@ class Source:
         return "db" if self.kind == "db" else f"parquet:{self.path}"
 
 
-def run_spark(settings: Settings, **kwargs: Any) -> RunSummary:
+def run_spark(options: RunOptions, **kwargs: Any) -> RunSummary:
     """`scorer.spark._run.run_spark` (see there for the arguments), or a `SettingsError` (exit 2) naming the
     extra to install when pyspark is missing."""
     try:
@@ -67,4 +67,4 @@ def run_spark(settings: Settings, **kwargs: Any) -> RunSummary:
         raise SettingsError("pyspark is not installed", hint=INSTALL_HINT) from exc
     from scorer.spark._run import run_spark as run
 
-    return run(settings, **kwargs)
+    return run(options, **kwargs)
