@@ -217,8 +217,10 @@ class Registry:
     @contextmanager
     def _fluent(self) -> Iterator[None]:
         """MLflow's fluent API for this registry's server: ``start_run``/``log_model`` (there is no client
-        method that logs a model in a flavor and registers it) and ``get_model_info`` (it reads a ``models:/``
-        URI through the process-wide registry). They read the global tracking URI, so it is set for the call and
+        method that logs a model in a flavor and registers it), and ``download_artifacts``/``get_model_info`` on
+        a ``models:/`` URI (MLflow 3.17 resolves one through the process-wide registry URI whatever
+        ``registry_uri`` it is given: ``ModelsArtifactRepository._get_model_uri_infos``). They read the
+        global tracking URI, so it is set for the call and
         put back after, with the ``MLFLOW_TRACKING_URI`` variable MLflow rewrites when it is set: two
         registries in one process (tests, a notebook) then never write to each other's server. Not for
         concurrent use from several threads (the URI is one per process)."""
@@ -364,13 +366,8 @@ class Registry:
         timings: dict[str, float] = {}
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            with self._calls(f"downloading {resolved.uri}"):
-                local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=resolved.uri,
-                    dst_path=tmp,
-                    tracking_uri=self.tracking_uri,
-                    registry_uri=self.tracking_uri,
-                )
+            with self._calls(f"downloading {resolved.uri}"), self._fluent():
+                local = mlflow.artifacts.download_artifacts(artifact_uri=resolved.uri, dst_path=tmp)
             timings["download_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             meta = Model.load(local)

@@ -428,7 +428,7 @@ def test_a_bug_in_the_batch_loop_prints_its_traceback_and_exits_70(sqlite_url, m
     def broken(*_args: object, **_kwargs: object) -> object:
         return 1 / 0
 
-    monkeypatch.setattr(scorer.job, "_changed", broken)
+    monkeypatch.setattr(scorer.job, "which_changed", broken)
     env = {
         "DATABASE_URL": sqlite_url,
         "MLFLOW_TRACKING_URI": mlflow_local.tracking_uri,
@@ -438,7 +438,7 @@ def test_a_bug_in_the_batch_loop_prints_its_traceback_and_exits_70(sqlite_url, m
     result = CliRunner().invoke(app, ["run"], env={"LEAD_SCORER_LOG_LEVEL": "WARNING"} | env)
     assert result.exit_code == 70, result.output
     assert "internal error" in result.output and "Traceback" in result.output
-    assert "ZeroDivisionError" in result.output and "_changed" in result.output
+    assert "ZeroDivisionError" in result.output and "which_changed" in result.output
     assert snapshot(sqlite_url)["lead_score"].isna().all()
     (run,) = _runs(settings)
     assert run.info.status == "FAILED"
