@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -262,13 +263,43 @@ def test_cli_registry_promote_refuse_and_rollback(sqlite_url, mlflow_local):
     refused = _cli(["registry", "promote", "2"], env)
     assert refused.exit_code == 1 and "--force" in refused.output
     assert reg.resolve().version == "1"
-    forced = _cli(["registry", "promote", "2", "--force"], env)
+    # Who promotes is the CLI's to say: the MLflow user, else the login.
+    forced = _cli(["registry", "promote", "2", "--force"], env | {"MLFLOW_TRACKING_USERNAME": "", "USER": "ana"})
     assert forced.exit_code == 0 and "version 2 (was 1)" in forced.output
+    assert client.get_model_version(settings.model_name, "2").tags["promoted_by"] == "ana"
     listing = _cli(["registry", "list"], env)
     assert "production" in listing.output.splitlines()[1]
-    back = _cli(["registry", "rollback"], env)
+    back = _cli(["registry", "rollback"], env | {"MLFLOW_TRACKING_USERNAME": "ops-bot", "USER": "ana"})
     assert back.exit_code == 0 and reg.resolve().version == "1"
-    assert client.get_model_version(settings.model_name, "1").tags["rolled_back_from"] == "2"
+    v1 = client.get_model_version(settings.model_name, "1")
+    assert v1.tags["rolled_back_from"] == "2" and v1.tags["promoted_by"] == "ops-bot"
+    assert v1.description.endswith("replacing version 2 (a rollback).")
+
+
+def test_the_registry_leaves_the_process_wide_tracking_uri_alone(sqlite_url, mlflow_local, monkeypatch):
+    """Registering, resolving, loading and promoting go to the registry's own server, and leave MLflow's global
+    tracking URI (and the MLFLOW_TRACKING_URI variable it mirrors) as they were: another registry or tracker
+    in the same process is not redirected."""
+    import mlflow
+
+    elsewhere = f"sqlite:///{Path(mlflow_local.tracking_uri.removeprefix('sqlite:///')).parent / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    mlflow.set_tracking_uri(elsewhere)
+    try:
+        make_product(sqlite_url, users=150, seed=36)
+        settings = mlflow_local.settings(sqlite_url)
+        _train(settings, mlflow_local)
+        _train(settings, mlflow_local, seed=2)
+        reg = _registry(settings)
+        assert mlflow.get_tracking_uri() == elsewhere
+        reg.promote("1", actor="test")  # not forced: the load check reads the candidate's MLmodel
+        reg.promote("2", actor="test", force=True)
+        loaded = reg.load(reg.resolve())
+        assert loaded.resolved.version == "2"
+        assert mlflow.get_tracking_uri() == elsewhere and os.environ["MLFLOW_TRACKING_URI"] == elsewhere
+        assert [m.name for m in MlflowClient(tracking_uri=elsewhere).search_registered_models()] == []
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def test_db_sql_prints_idempotent_postgres_sql(pg_url):
