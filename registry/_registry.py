@@ -216,15 +216,18 @@ class Registry:
 
     @contextmanager
     def _fluent(self) -> Iterator[None]:
-        """MLflow's fluent API for this registry's server: ``start_run``/``log_model`` (there is no client
-        method that logs a model in a flavor and registers it), and ``download_artifacts``/``get_model_info`` on
-        a ``models:/`` URI (MLflow 3.17 resolves one through the process-wide registry URI whatever
-        ``registry_uri`` it is given: ``ModelsArtifactRepository._get_model_uri_infos``). They read the
-        global tracking URI, so it is set for the call and
-        put back after, with the ``MLFLOW_TRACKING_URI`` variable MLflow rewrites when it is set: two
-        registries in one process (tests, a notebook) then never write to each other's server. Not for
-        concurrent use from several threads (the URI is one per process)."""
-        from mlflow.tracking._tracking_service import utils as tracking_utils  # the global's one holder
+        """MLflow's fluent API, pointed at this registry's server for the calls inside.
+
+        Used only where MLflow offers nothing else: ``start_run``/``log_model`` (no client method logs a model
+        in a flavor and registers it), and ``download_artifacts``/``get_model_info`` on a ``models:/`` URI
+        (MLflow 3.17 resolves one through the process-wide registry URI, whatever ``registry_uri`` it is
+        given: ``ModelsArtifactRepository._get_model_uri_infos``). Those read the global tracking URI, so it
+        is set here and put back after, with the ``MLFLOW_TRACKING_URI`` variable MLflow rewrites alongside:
+        a Registry leaves no global behind, and two in one process never write to each other's server. Not
+        for concurrent use from several threads (the URI is one per process).
+        """
+        # MLflow's private global: the public getter cannot tell "not set" from the default it falls back to.
+        from mlflow.tracking._tracking_service import utils as tracking_utils
 
         before_uri = tracking_utils._tracking_uri
         before_env = os.environ.get(_TRACKING_ENV)
@@ -232,7 +235,7 @@ class Registry:
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(before_uri)  # type: ignore[arg-type]  # None: back to "not set"
+            mlflow.set_tracking_uri(before_uri)  # None: back to "not set"
             if before_env is None:
                 os.environ.pop(_TRACKING_ENV, None)
             else:
