@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -246,12 +247,14 @@ def test_import_joblib_needs_trust_then_registers_a_skops_version_the_job_uses(s
     imported = _cli(["registry", "import-joblib", str(legacy), "--trust"], settings)
     assert imported.exit_code == 0, imported.output
     assert "version 1 (skops)" in imported.output
-    model_dir = MlflowClient(tracking_uri=server).download_artifacts(
-        registry.resolve(pin="1").run_id or "",
-        settings.model_name,
-        str(tmp_path / "dl"),  # named after the model
+    # Where version 1's files are, asked of this server (not of MLflow's process-wide URI: nothing sets it).
+    client = MlflowClient(tracking_uri=server, registry_uri=server)
+    mlmodel = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{client.get_model_version_download_uri(settings.model_name, '1')}/MLmodel",
+        dst_path=str(tmp_path / "dl"),
+        tracking_uri=server,
     )
-    assert "serialization_format: skops" in (Path(model_dir) / "MLmodel").read_text()
+    assert "serialization_format: skops" in Path(mlmodel).read_text()
 
     # The skops copy predicts exactly what the joblib original does.
     probe = pd.DataFrame(np.random.default_rng(5).poisson(4, (50, len(names))).astype(float), columns=names)
