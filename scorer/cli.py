@@ -478,9 +478,10 @@ def spark_run(
         population=population, dry_run=dry_run or None, model_version=model_version, mlflow_tracking_uri=tracking_uri
     )
     from scorer.edge import run_options
-    from scorer.spark import run_spark
+    from scorer.spark import require_pyspark, run_spark
 
     try:
+        require_pyspark()  # first, as before the options: "install the extra" is the error that helps
         summary = run_spark(
             run_options(settings),
             users=users,
