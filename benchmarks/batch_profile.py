@@ -12,7 +12,7 @@ with this batch's work; here each step runs alone, so the figures add up):
   and the rest (``fetchall`` into Python tuples, columns into numpy, types normalized: `split_dropped`);
 - ``read_alone``: the same two halves one after the other on one connection, each half's ``execute``;
 - ``features`` (`FeatureCatalog.features`), ``predict`` (``predict_proba``), ``reasons`` (the job's
-  `_reasons_json`), ``write`` (`SqlStore.write_scores`: the update-only write of every score, with reasons).
+  `reasons_json`), ``write`` (`SqlStore.write_scores`: the update-only write of every score, with reasons).
 
 Prints one JSON line per batch and medians at the end.
 """
@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from benchmarks.methods import load_model
 from models import FeatureCatalog
-from scorer.job import _reasons_json
+from scorer.job import reasons_json
 from scorer.stores.base import EventRead, ScoreWrite, Selector
 from scorer.stores.sql import SqlStore
 
@@ -96,7 +96,7 @@ def profile(url: str, model_dir: Path, *, batches: int, batch_size: int) -> list
         scores = pipeline.predict_proba(features[names])[:, 1]
         row["predict_ms"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
-        reasons = _reasons_json(model, features, catalog)  # type: ignore[arg-type]
+        reasons = reasons_json(model, features, catalog)  # type: ignore[arg-type]
         row["reasons_ms"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         identity = f"profile/{version}"

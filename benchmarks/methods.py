@@ -265,8 +265,9 @@ def sql_floor(url: str, model_dir: Path) -> dict[str, Any]:
 
 
 def train(url: str, tracking_uri: str, model_name: str, artifacts: str) -> dict[str, Any]:
-    from scorer.app import train_model
+    from scorer.edge import train_options
     from scorer.settings import load_settings
+    from scorer.trainer import train_model
 
     started = time.perf_counter()
     settings = load_settings(
@@ -275,7 +276,7 @@ def train(url: str, tracking_uri: str, model_name: str, artifacts: str) -> dict[
         model_name=model_name,
         training_experiment=f"bench-training-{model_name}",
     )
-    out = train_model(settings, promote=False, artifact_location=artifacts)
+    out = train_model(train_options(settings), promote=False, artifact_location=artifacts)
     return {
         "users": out.users,
         "version": out.version.version,

@@ -558,7 +558,7 @@ class Bench:
         from registry import Registry
 
         reg = Registry(tracking_uri=self.tracking_uri, model_name=model_name)
-        reg.promote(version)
+        reg.promote(version, actor="benchmark")
         # The job's MLflow run goes to the default experiment: keep its artifacts in the work folder.
         reg.ensure_experiment("lead-scorer/scoring", artifact_location=self.artifacts)
         loaded = reg.load(reg.resolve())

@@ -71,7 +71,7 @@ def bench(size: int, *, repeat: int, master: str, work: Path, pg: TcpPostgres, s
     tracking = f"sqlite:///{work / 'mlflow.db'}"
     model = f"bench_spark_{size}"
     train(url, tracking, model, (work / "artifacts").as_uri())
-    Registry(tracking_uri=tracking, model_name=model).promote("1", force=True)
+    Registry(tracking_uri=tracking, model_name=model).promote("1", force=True, actor="benchmark")
     lake = work / f"lake-{size}"
     lake.mkdir()
     _export(url, lake)

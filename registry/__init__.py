@@ -9,6 +9,7 @@ from lead_errors import NoProductionVersion, PromotionRefused
 from lead_errors import ServiceUnavailable as RegistryUnavailable
 from registry._registry import (
     ALIAS,
+    DEFAULT_POLICY,
     DEFAULT_TRUSTED_TYPES,
     STAGE,
     TAG_EVENT_TYPES,
@@ -17,6 +18,7 @@ from registry._registry import (
     TAG_REFERENCE_SHARES,
     TAG_TRUSTED_TYPES,
     LoadedModel,
+    LoadPolicy,
     Registry,
     ResolvedVersion,
     redact,
@@ -24,6 +26,7 @@ from registry._registry import (
 
 __all__ = [
     "ALIAS",
+    "DEFAULT_POLICY",
     "DEFAULT_TRUSTED_TYPES",
     "STAGE",
     "TAG_EVENT_TYPES",
@@ -31,6 +34,7 @@ __all__ = [
     "TAG_REFERENCE",
     "TAG_REFERENCE_SHARES",
     "TAG_TRUSTED_TYPES",
+    "LoadPolicy",
     "LoadedModel",
     "NoProductionVersion",
     "PromotionRefused",

@@ -8,7 +8,7 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,6 +64,8 @@ TAG_LAST_PROMOTED = "lead_scorer.production"
 
 How = Literal["pin", "alias", "stage"]
 
+_TRACKING_ENV = "MLFLOW_TRACKING_URI"
+
 _USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
 
 
@@ -74,6 +76,35 @@ def redact(text: str) -> str:
 
 #: Types a skops model may ask to trust that the job accepts by default (tree models).
 DEFAULT_TRUSTED_TYPES: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadPolicy:
+    """What the job agrees to load: skops types it trusts, and whether a pickle (which runs code) may load.
+
+    Built once, where the settings are read, and passed to `Registry.load` and `Registry.promote`, so a
+    promotion refuses exactly what the next run would.
+
+    >>> LoadPolicy.trusting(["my.Type"]).trusted_types
+    ('sklearn.tree._tree.Tree', 'my.Type')
+    """
+
+    trusted_types: tuple[str, ...] = DEFAULT_TRUSTED_TYPES
+    allow_pickle: bool = False
+
+    @classmethod
+    def trusting(cls, extra_types: Iterable[str] = (), *, allow_pickle: bool = False) -> LoadPolicy:
+        """The defaults, plus ``extra_types`` (LEAD_SCORER_SKOPS_TRUSTED_TYPES)."""
+        extra = tuple(t for t in extra_types if t not in DEFAULT_TRUSTED_TYPES)
+        return cls(trusted_types=(*DEFAULT_TRUSTED_TYPES, *extra), allow_pickle=allow_pickle)
+
+    def untrusted(self, asked: Iterable[str]) -> list[str]:
+        """The types in ``asked`` this policy does not trust, sorted."""
+        return sorted(set(asked) - set(self.trusted_types))
+
+
+#: Skops only, with the default trusted types.
+DEFAULT_POLICY = LoadPolicy()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,12 +154,7 @@ class LoadedModel:
 
 
 def _check_loadable(
-    resolved: ResolvedVersion,
-    flavors: dict[str, Any] | None,
-    signature: Any,
-    *,
-    allow_pickle: bool,
-    trusted_types: tuple[str, ...],
+    resolved: ResolvedVersion, flavors: dict[str, Any] | None, signature: Any, *, policy: LoadPolicy
 ) -> None:
     """Refuse, before loading anything, a version the job cannot or must not load."""
     if signature is None:
@@ -143,15 +169,14 @@ def _check_loadable(
         )
     fmt = flavor.get("serialization_format")
     if fmt != "skops":
-        if not allow_pickle:
+        if not policy.allow_pickle:
             raise ModelError(
                 f"{resolved.uri} is serialized with {fmt}, and loading a pickle runs whatever code it contains",
                 hint="re-register it in the skops format (`lead-scorer registry import-joblib PATH --trust`), "
                 "or, if you trust it, set LEAD_SCORER_ALLOW_PICKLE=true",
             )
         return
-    asked = set(flavor.get("skops_trusted_types") or [])
-    extra = sorted(asked - set(trusted_types))
+    extra = policy.untrusted(flavor.get("skops_trusted_types") or [])
     if extra:
         raise ModelError(
             f"{resolved.uri} asks to trust types the job does not allow: {', '.join(extra)}",
@@ -198,9 +223,36 @@ class Registry:
     def __init__(self, *, tracking_uri: str, model_name: str = "lead_scoring_pipeline") -> None:
         self.tracking_uri = tracking_uri
         self.model_name = model_name
-        # The fluent API (log_model, load_model) reads the global URI; set it to ours.
-        mlflow.set_tracking_uri(tracking_uri)
+        # Every call goes through this client, which holds its own URIs; the few that only MLflow's fluent
+        # API offers run inside `_fluent`, which sets the process-wide URI for the call and restores it.
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @contextmanager
+    def _fluent(self) -> Iterator[None]:
+        """MLflow's fluent API, pointed at this registry's server for the calls inside.
+
+        Used only where MLflow offers nothing else: ``start_run``/``log_model`` (no client method logs a model
+        in a flavor and registers it), and ``download_artifacts``/``get_model_info`` on a ``models:/`` URI
+        (MLflow 3.17 resolves one through the process-wide registry URI, whatever ``registry_uri`` it is
+        given: ``ModelsArtifactRepository._get_model_uri_infos``). Those read the global tracking URI, so it
+        is set here and put back after, with the ``MLFLOW_TRACKING_URI`` variable MLflow rewrites alongside:
+        a Registry leaves no global behind, and two in one process never write to each other's server. Not
+        for concurrent use from several threads (the URI is one per process).
+        """
+        # MLflow's private global: the public getter cannot tell "not set" from the default it falls back to.
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        before_uri = tracking_utils._tracking_uri
+        before_env = os.environ.get(_TRACKING_ENV)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(before_uri)  # None: back to "not set"
+            if before_env is None:
+                os.environ.pop(_TRACKING_ENV, None)
+            else:
+                os.environ[_TRACKING_ENV] = before_env
 
     def ping(self, *, timeout_s: float = 10.0) -> None:
         """Fail fast when an HTTP tracking server is down, instead of after MLflow's long retries."""
@@ -321,29 +373,21 @@ class Registry:
         )
 
     # -- load ----------------------------------------------------------------------------------
-    def load(
-        self,
-        resolved: ResolvedVersion,
-        *,
-        allow_pickle: bool = False,
-        trusted_types: tuple[str, ...] = DEFAULT_TRUSTED_TYPES,
-    ) -> LoadedModel:
+    def load(self, resolved: ResolvedVersion, *, policy: LoadPolicy = DEFAULT_POLICY) -> LoadedModel:
         """Download the version once and load its scikit-learn pipeline and signature.
 
-        Only skops-serialized versions load, and only if every type they ask to trust is in
-        ``trusted_types``; a pickle runs code when loaded, so it needs ``allow_pickle=True``.
+        Only skops-serialized versions load, and only if every type they ask to trust is in the ``policy``'s
+        trusted types; a pickle runs code when loaded, so it needs ``policy.allow_pickle``.
         """
         timings: dict[str, float] = {}
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            with self._calls(f"downloading {resolved.uri}"):
+            with self._calls(f"downloading {resolved.uri}"), self._fluent():
                 local = mlflow.artifacts.download_artifacts(artifact_uri=resolved.uri, dst_path=tmp)
             timings["download_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             meta = Model.load(local)
-            _check_loadable(
-                resolved, meta.flavors, meta.signature, allow_pickle=allow_pickle, trusted_types=trusted_types
-            )
+            _check_loadable(resolved, meta.flavors, meta.signature, policy=policy)
             try:
                 pipeline = mlflow.sklearn.load_model(local)
             except Exception as exc:  # a local problem (library versions, a broken file), not the server
@@ -401,7 +445,7 @@ class Registry:
             exp_id = self.ensure_experiment(
                 experiment, artifact_location=artifact_location, description=experiment_description
             )
-            with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+            with self._fluent(), mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
                 # Under `mlflow run` this is that run (MLFLOW_RUN_ID), which already holds the entry point's
                 # parameters as typed; MLflow refuses to change a parameter, so keep those.
                 taken = self.client.get_run(run.info.run_id).data.params
@@ -439,84 +483,97 @@ class Registry:
         self,
         version: str,
         *,
+        actor: str,
         force: bool = False,
-        actor: str | None = None,
         metric: str = "roc_auc",
-        allow_pickle: bool = False,
-        trusted_types: tuple[str, ...] = DEFAULT_TRUSTED_TYPES,
+        policy: LoadPolicy = DEFAULT_POLICY,
         check_inputs: Callable[[list[str]], None] | None = None,
-        _rollback_from: str | None = None,
     ) -> tuple[str | None, str]:
-        """Make ``version`` production (alias and stage); returns (previous, new).
+        """Make ``version`` production (alias and stage) in ``actor``'s name; returns (previous, new).
 
         Unless ``force``, refuses a candidate whose holdout ``metric`` is lower than production's, and one
-        the job would refuse to load (a pickle, untrusted types, or inputs ``check_inputs`` rejects), so a
-        promotion cannot break the next run.
+        the job would refuse to load (a pickle, types the ``policy`` does not trust, or inputs ``check_inputs``
+        rejects), so a promotion cannot break the next run.
         """
         version = str(version)
         with self._calls(f"promoting version {version}"):
-            try:
-                candidate = self._resolved(self.client.get_model_version(self.model_name, version), "pin")
-            except MlflowException as exc:
-                if _is_missing(exc):
-                    raise NoProductionVersion(
-                        f"version {version} of {self.model_name} does not exist",
-                        hint="list versions with `lead-scorer registry list`",
-                    ) from exc
-                raise
+            candidate = self._version(version)
             current = self._current()
             previous = current.version if current else None
             if previous == version and current is not None and current.how == "alias":
                 return previous, version
-            key = f"{METRIC_TAG_PREFIX}{metric}"
-            if current is not None and not force and _rollback_from is None:
-                cur, cand = current.tags.get(key), candidate.tags.get(key)
-                if cur is not None and (cand is None or float(cand) < float(cur)):
-                    raise PromotionRefused(
-                        f"version {version} has {metric} {cand or 'unknown'} on its holdout, lower than "
-                        f"production version {previous}'s {cur}",
-                        hint="promote anyway with --force",
-                    )
             if not force:
-                info = mlflow.models.get_model_info(candidate.uri)
-                try:
-                    _check_loadable(
-                        candidate, info.flavors, info.signature, allow_pickle=allow_pickle, trusted_types=trusted_types
-                    )
-                    if check_inputs is not None:
-                        check_inputs(list(info.signature.inputs.input_names()))
-                except ModelError as exc:
-                    raise PromotionRefused(
-                        f"version {version} would not load in the job: {exc.message}",
-                        hint=f"{exc.hint}; or promote anyway with --force" if exc.hint else "promote with --force",
-                    ) from exc
-            self.client.set_registered_model_alias(self.model_name, ALIAS, version)
-            self._set_stage(version)
-            self.client.set_registered_model_tag(self.model_name, TAG_LAST_PROMOTED, version)
-            stamp = {
-                TAG_PROMOTED_BY: actor
-                or os.environ.get("MLFLOW_TRACKING_USERNAME")
-                or os.environ.get("USER")
-                or os.environ.get("RENDER_SERVICE_NAME")
-                or f"uid {os.getuid()}",
-                TAG_PROMOTED_AT: datetime.now(UTC).isoformat(timespec="milliseconds"),
-            }
-            if _rollback_from is not None:
-                stamp[TAG_ROLLED_BACK_FROM] = _rollback_from
-            elif previous is not None and previous != version:
-                stamp[TAG_PREVIOUS] = previous
-            for k, v in stamp.items():
-                self.client.set_model_version_tag(self.model_name, version, k, v)
-            # The version's description says who made it production, when, and what it replaced.
-            current = self.client.get_model_version(self.model_name, version).description or ""
-            line = (
-                f"Promoted to production by {stamp[TAG_PROMOTED_BY]} at {stamp[TAG_PROMOTED_AT][:16]} UTC"
-                + (f", replacing version {previous}" if previous and previous != version else "")
-                + (" (a rollback)" if _rollback_from is not None else "")
-                + "."
-            )
-            self.client.update_model_version(self.model_name, version, description=f"{current}\n\n{line}".strip())
+                if current is not None:
+                    self._refuse_worse(candidate, current, metric=metric)
+                self._refuse_unloadable(candidate, policy=policy, check_inputs=check_inputs)
+            self._make_production(version, actor=actor, previous=previous)
             return previous, version
+
+    def _version(self, version: str) -> ResolvedVersion:
+        try:
+            return self._resolved(self.client.get_model_version(self.model_name, version), "pin")
+        except MlflowException as exc:
+            if _is_missing(exc):
+                raise NoProductionVersion(
+                    f"version {version} of {self.model_name} does not exist",
+                    hint="list versions with `lead-scorer registry list`",
+                ) from exc
+            raise
+
+    def _refuse_worse(self, candidate: ResolvedVersion, current: ResolvedVersion, *, metric: str) -> None:
+        """A candidate whose holdout ``metric`` is below production's (or unknown, when production's is known)."""
+        key = f"{METRIC_TAG_PREFIX}{metric}"
+        cur, cand = current.tags.get(key), candidate.tags.get(key)
+        if cur is not None and (cand is None or float(cand) < float(cur)):
+            raise PromotionRefused(
+                f"version {candidate.version} has {metric} {cand or 'unknown'} on its holdout, lower than "
+                f"production version {current.version}'s {cur}",
+                hint="promote anyway with --force",
+            )
+
+    def _refuse_unloadable(
+        self,
+        candidate: ResolvedVersion,
+        *,
+        policy: LoadPolicy,
+        check_inputs: Callable[[list[str]], None] | None,
+    ) -> None:
+        """A candidate the job would refuse to load, read from its MLmodel file (nothing is downloaded)."""
+        with self._fluent():
+            info = mlflow.models.get_model_info(candidate.uri)
+        try:
+            _check_loadable(candidate, info.flavors, info.signature, policy=policy)
+            if check_inputs is not None:
+                check_inputs(list(info.signature.inputs.input_names()))
+        except ModelError as exc:
+            raise PromotionRefused(
+                f"version {candidate.version} would not load in the job: {exc.message}",
+                hint=f"{exc.hint}; or promote anyway with --force" if exc.hint else "promote with --force",
+            ) from exc
+
+    def _make_production(
+        self, version: str, *, actor: str, previous: str | None, rolled_back_from: str | None = None
+    ) -> None:
+        """Alias, stage and the registered model's tag; then the version's stamp (who, when, what it replaced)
+        in its tags and its description."""
+        self.client.set_registered_model_alias(self.model_name, ALIAS, version)
+        self._set_stage(version)
+        self.client.set_registered_model_tag(self.model_name, TAG_LAST_PROMOTED, version)
+        stamp = {TAG_PROMOTED_BY: actor, TAG_PROMOTED_AT: datetime.now(UTC).isoformat(timespec="milliseconds")}
+        if rolled_back_from is not None:
+            stamp[TAG_ROLLED_BACK_FROM] = rolled_back_from
+        elif previous is not None and previous != version:
+            stamp[TAG_PREVIOUS] = previous
+        for k, v in stamp.items():
+            self.client.set_model_version_tag(self.model_name, version, k, v)
+        described = self.client.get_model_version(self.model_name, version).description or ""
+        line = (
+            f"Promoted to production by {actor} at {stamp[TAG_PROMOTED_AT][:16]} UTC"
+            + (f", replacing version {previous}" if previous and previous != version else "")
+            + (" (a rollback)" if rolled_back_from is not None else "")
+            + "."
+        )
+        self.client.update_model_version(self.model_name, version, description=f"{described}\n\n{line}".strip())
 
     def _set_stage(self, version: str) -> None:
         """Mirror the alias in the legacy stage, so either view of the UI shows production.
@@ -531,8 +588,9 @@ class Registry:
                     self.client.transition_model_version_stage(self.model_name, str(other.version), "Archived")
             self.client.transition_model_version_stage(self.model_name, version, STAGE)
 
-    def rollback(self, *, actor: str | None = None) -> tuple[str, str]:
-        """Restore the version that was production before the current one; returns (from, to)."""
+    def rollback(self, *, actor: str) -> tuple[str, str]:
+        """Restore the version that was production before the current one, in ``actor``'s name; returns
+        (from, to). No holdout or load check: the version passed them when it was promoted."""
         current = self.resolve()
         last = self._last_promoted(besides=current.version)
         ours = current.tags.get(TAG_PROMOTED_AT)
@@ -546,8 +604,9 @@ class Registry:
                 f"production version {current.version} records no previous production version",
                 hint="promote the version you want explicitly: `lead-scorer registry promote VERSION --force`",
             )
-        # It was production before: the holdout and load checks were made when it was promoted.
-        self.promote(target, actor=actor, force=True, _rollback_from=current.version)
+        with self._calls(f"rolling back to version {target}"):
+            self._version(target)
+            self._make_production(target, actor=actor, previous=current.version, rolled_back_from=current.version)
         return current.version, target
 
     def _last_promoted(self, *, besides: str) -> tuple[str, str] | None:

@@ -1,55 +1,114 @@
-"""The commands' work, with settings passed in: the CLI is a thin layer over these functions."""
+"""The run's work, with its options passed in: the CLI is a thin layer over these functions, and builds
+their options from its settings once (`scorer.edge`). Training is `scorer.trainer`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import structlog
 
-from lead_errors import ModelError, ServiceUnavailable, SettingsError
-from models import FeatureCatalog, TrainResult, day_number, fit_and_evaluate
+from lead_errors import ServiceUnavailable, SettingsError
+from models import FeatureCatalog
 from models.reasons import Reason, top_reasons
 from registry import (
-    DEFAULT_TRUSTED_TYPES,
-    TAG_EVENT_TYPES,
-    TAG_REFERENCE,
-    TAG_REFERENCE_SHARES,
-    TAG_TRUSTED_TYPES,
+    DEFAULT_POLICY,
     LoadedModel,
-    PromotionRefused,
+    LoadPolicy,
     Registry,
     ResolvedVersion,
     redact,
 )
-from scorer.job import BatchReport, JobOptions, RunSummary, batch_cap, score_users, selector_for
-from scorer.settings import Settings
-from scorer.stats import ScoreStats
+from scorer.contract import Names
+from scorer.job import BatchReport, JobOptions, RunSummary, score_users, selector_for
 from scorer.stores import SqlStore, Store, Waits
-from scorer.stores.base import Selector
 from scorer.tracking import MlflowTracker, Tracker, TrackingError
 
-__all__ = ["Explanation", "TrainOutcome", "explain_user", "import_joblib", "job_options", "run_scoring", "train_model"]
+__all__ = [
+    "ExplainOptions",
+    "Explanation",
+    "ModelSource",
+    "RunOptions",
+    "StoreOptions",
+    "describe_run",
+    "drift_and_tiers",
+    "explain_user",
+    "open_run",
+    "open_store",
+    "require_temp_dir",
+    "resolve_and_load",
+    "run_scoring",
+    "scoring_tracker",
+]
 
 log = structlog.get_logger("lead_scorer")
 
 
-def _registry(settings: Settings) -> Registry:
-    return Registry(tracking_uri=settings.require_tracking(), model_name=settings.model_name)
+@dataclass(frozen=True, kw_only=True)
+class StoreOptions:
+    """The store to open: ``supabase_url`` + ``supabase_key`` → REST; ``database_url`` → SQL; not both.
+
+    The URL and the key are secrets: left out of the repr."""
+
+    database_url: str | None = field(default=None, repr=False)
+    supabase_url: str | None = None
+    supabase_key: str | None = field(default=None, repr=False)
+    names: Names = field(default_factory=Names)
+    supabase_max_rows: int = 1_000
+    supabase_url_budget: int = 6_000
+    supabase_timeout_s: float = 30.0
+    waits: Waits = field(default_factory=Waits)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSource:
+    """Where the model comes from: the registry's server and model, a pinned version (else production), and
+    what the job agrees to load."""
+
+    tracking_uri: str = field(repr=False)  # may hold a password (http://user:pass@host)
+    model_name: str = "lead_scoring_pipeline"
+    pin: str | None = None
+    policy: LoadPolicy = DEFAULT_POLICY
+
+    def registry(self) -> Registry:
+        return Registry(tracking_uri=self.tracking_uri, model_name=self.model_name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """Everything a scoring run (`run_scoring`, `scorer.spark.run_spark`) is told: the store, the model, the
+    batch loop's options, and where and how the run is recorded."""
+
+    store: StoreOptions
+    model: ModelSource
+    job: JobOptions = field(default_factory=JobOptions)
+    experiment: str = "lead-scorer/scoring"
+    #: Record into this MLflow run (``mlflow run`` sets MLFLOW_RUN_ID) instead of a new one.
+    mlflow_run_id: str | None = None
+    git_commit: str | None = None
+    #: Score tiers: hot at or above ``hot_threshold``, warm at or above ``warm_threshold``.
+    hot_threshold: float = 0.5
+    warm_threshold: float = 0.2
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExplainOptions:
+    """What `explain_user` reads: the store and the model."""
+
+    store: StoreOptions
+    model: ModelSource
 
 
 def run_scoring(
-    settings: Settings,
+    options: RunOptions,
     *,
     store: Store | None = None,
     tracker: Tracker | None = None,
@@ -61,28 +120,28 @@ def run_scoring(
 ) -> RunSummary:
     """The whole run (docs/architecture.md): check store → resolve and load model → track → score."""
     catalog = catalog or FeatureCatalog()
-    tracking_uri = settings.require_tracking()
-    _require_temp_dir()
-    store = store or open_store(settings)
+    job = options.job
+    require_temp_dir()
+    store = store or open_store(options.store)
     if should_stop is not None and hasattr(should_stop, "on_stop"):
         should_stop.on_stop(store.cancel)  # a stop request cancels a statement that hangs
     try:
         store.check(scoring=True)
-        if not settings.dry_run:
+        if not job.dry_run:
             # One run per model and database: a second one started beside it (a laptop, `mlflow run`, another
             # scheduler) stops here, before it reads, writes or records anything.
-            store.lock_run(settings.model_name)
+            store.lock_run(options.model.model_name)
         log.info("store_ready", store=store.kind, where=store.describe())
-        resolved, model = _resolve_and_load(settings, catalog)
+        resolved, model = resolve_and_load(options.model, catalog)
         # 3. One MLflow run per job run.
-        tracker = tracker or scoring_tracker(settings, tracking_uri=tracking_uri, artifact_location=artifact_location)
+        tracker = tracker or scoring_tracker(options, artifact_location=artifact_location)
         now = datetime.now(UTC)
         store_id = hashlib.sha256(store.describe().encode()).hexdigest()[:12]
-        _open_run(tracker, settings, resolved, model, store_kind=store.kind, store_id=store_id, now=now)
+        open_run(tracker, options, resolved, model, store_kind=store.kind, store_id=store_id, now=now)
         # A run left RUNNING by a process that died is closed now. Holding the run lock, every other RUNNING
         # run of this model on this database is dead; over REST (no lock) only those older than a day.
         day_ago = None if store.kind == "sql" else int((now - timedelta(days=1)).timestamp() * 1000)
-        if not settings.dry_run:
+        if not job.dry_run:
             tracker.close_orphans(
                 tags={"model_name": resolved.name, "store_id": store_id, "dry_run": "false"},
                 started_before_ms=day_ago,
@@ -90,16 +149,15 @@ def run_scoring(
     except BaseException:
         store.close()  # a run that stops before scoring leaves no connection behind
         raise
-    options = job_options(settings)
     try:
         # 4. Who is stale, by the catalog's windows and the checkpoint earlier runs of this model left.
-        selector = selector_for(store, options=options, model=resolved.identity, catalog=catalog, as_of=now)
+        selector = selector_for(store, options=job, model=resolved.identity, catalog=catalog, as_of=now)
         if on_start is not None:
             on_start(store.count_users(selector))
         summary = score_users(
             store=store,
             model=model,
-            options=options,
+            options=job,
             tracker=tracker,
             catalog=catalog,
             now=now,
@@ -117,22 +175,24 @@ def run_scoring(
     # 6. Totals, distribution, drift, tiers.
     failed = summary.failed_batches or summary.users_failed or summary.store_lost
     status = "KILLED" if summary.stopped else ("FAILED" if failed else "FINISHED")
-    metrics = summary.metrics() | _drift_and_tiers(summary, settings, resolved, tracker)
+    metrics = summary.metrics() | drift_and_tiers(
+        summary, resolved, tracker, hot=options.hot_threshold, warm=options.warm_threshold
+    )
     artifacts: dict[str, Any] = {
         "score_histogram.json": summary.distribution.coarse_histogram() | {"count": summary.distribution.count},
         "run_summary.json": metrics | {"dropped": summary.dropped, "model_version": resolved.version},
     }
     dist = summary.distribution
-    who = "open leads" if options.leads_only else "users"
+    who = "open leads" if job.leads_only else "users"
     if summary.failed_users:
         # Who failed and why (the database's message, never the row's data), for the operator to look at.
         artifacts["failed_users.json"] = summary.failed_users[:10_000]
     artifacts["score_histogram.svg"] = dist.histogram_svg(
         title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} changed in this run)",
-        marks={"warm": settings.warm_threshold, "hot": settings.hot_threshold},
+        marks={"warm": options.warm_threshold, "hot": options.hot_threshold},
     )
     log.info("run_finished", status=status, **{k: round(v, 4) for k, v in metrics.items()})
-    note = describe_run(summary, metrics, resolved, settings, status=status)
+    note = describe_run(summary, metrics, resolved, leads_only=job.leads_only, status=status)
     try:
         tracker.finish(metrics=metrics, artifacts=artifacts, status=status, note=note)  # type: ignore[arg-type]
     except TrackingError as exc:
@@ -142,13 +202,13 @@ def run_scoring(
     return summary
 
 
-def scoring_tracker(settings: Settings, *, tracking_uri: str, artifact_location: str | None = None) -> MlflowTracker:
+def scoring_tracker(options: RunOptions, *, artifact_location: str | None = None) -> MlflowTracker:
     """The MLflow record of a scoring run (`lead-scorer run` and `lead-scorer spark run` alike)."""
     return MlflowTracker(
-        tracking_uri=tracking_uri,
-        experiment=settings.scoring_experiment,
+        tracking_uri=options.model.tracking_uri,
+        experiment=options.experiment,
         artifact_location=artifact_location,
-        run_id=settings.mlflow_run_id,
+        run_id=options.mlflow_run_id,
         description="Scoring runs of lead-scorer: one per job run (the daily cron job, or `lead-scorer run`). "
         "Each run's description says what it rescored and changed, with which model version; its metrics "
         "hold the totals first, per-batch figures under batch/.",
@@ -156,12 +216,12 @@ def scoring_tracker(settings: Settings, *, tracking_uri: str, artifact_location:
 
 
 def describe_run(
-    summary: RunSummary, metrics: dict[str, float], resolved: ResolvedVersion, settings: Settings, *, status: str
+    summary: RunSummary, metrics: dict[str, float], resolved: ResolvedVersion, *, leads_only: bool, status: str
 ) -> str:
     """The run's description (MLflow's run note, Markdown): what happened in a line a person reads, a link to
     the model version, and what to do when something is off.
     """
-    who = "open leads" if settings.population == "leads" else "users"
+    who = "open leads" if leads_only else "users"
     dist = summary.distribution
     model = f"[{resolved.name} v{resolved.version}](#/models/{resolved.name}/versions/{resolved.version})"
     if summary.users_selected:
@@ -198,44 +258,39 @@ def describe_run(
     return "\n\n".join(lines)
 
 
-def open_store(settings: Settings) -> Store:
-    """The store the settings select: ``SUPABASE_URL`` + a key → REST; ``DATABASE_URL`` → SQL; not both."""
-    rest = settings.supabase_url is not None or settings.supabase_key is not None
-    if rest and settings.database_url is not None:
+def open_store(options: StoreOptions) -> Store:
+    """The store the options select: ``SUPABASE_URL`` + a key → REST; ``DATABASE_URL`` → SQL; not both."""
+    rest = options.supabase_url is not None or options.supabase_key is not None
+    if rest and options.database_url is not None:
         raise SettingsError(
             "both DATABASE_URL and SUPABASE_URL/SUPABASE_SERVICE_ROLE_KEY are set; the job uses one store",
             hint="unset DATABASE_URL to use the Supabase REST API, or unset SUPABASE_URL and the key",
         )
     if rest:
-        if settings.supabase_url is None or settings.supabase_key is None:
-            missing = "SUPABASE_URL" if settings.supabase_url is None else "SUPABASE_SERVICE_ROLE_KEY"
+        if options.supabase_url is None or options.supabase_key is None:
+            missing = "SUPABASE_URL" if options.supabase_url is None else "SUPABASE_SERVICE_ROLE_KEY"
             raise SettingsError(f"{missing} is not set", hint="the REST store needs SUPABASE_URL and the service key")
-        if not settings.supabase_url.startswith(("https://", "http://")):
+        if not options.supabase_url.startswith(("https://", "http://")):
             raise SettingsError("SUPABASE_URL must start with https://", hint="e.g. https://<project>.supabase.co")
         from scorer.stores.rest import RestStore  # supabase's client is imported only when it is used
 
         return RestStore(
-            settings.supabase_url,
-            key=settings.supabase_key.get_secret_value(),
-            names=settings.names(),
-            max_rows=settings.supabase_max_rows,
-            url_budget=settings.supabase_url_budget,
-            timeout_s=settings.supabase_timeout_s,
+            options.supabase_url,
+            key=options.supabase_key,
+            names=options.names,
+            max_rows=options.supabase_max_rows,
+            url_budget=options.supabase_url_budget,
+            timeout_s=options.supabase_timeout_s,
         )
-    if settings.database_url is None:
+    if options.database_url is None or not options.database_url.strip():
         raise SettingsError(
             "no data store configured",
             hint="set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, or DATABASE_URL (sqlite:///leads.db, postgresql://…)",
         )
-    waits = Waits(
-        connect_s=settings.db_connect_timeout_s,
-        statement_s=settings.db_statement_timeout_s,
-        lock_s=settings.db_lock_timeout_s,
-    )
-    return SqlStore(settings.require_database(), names=settings.names(), waits=waits)
+    return SqlStore(options.database_url, names=options.names, waits=options.waits)
 
 
-def _require_temp_dir() -> None:
+def require_temp_dir() -> None:
     """The model is downloaded, and the run's artifacts written, through a temporary directory. A read-only root
     with no writable /tmp otherwise surfaced as "FileNotFoundError", blamed on the MLflow server."""
     try:
@@ -249,40 +304,14 @@ def _require_temp_dir() -> None:
         ) from exc
 
 
-def job_options(settings: Settings) -> JobOptions:
-    """The batch loop's options, from settings (the CLI's edge)."""
-    cap = batch_cap(settings.memory_mb)
-    if settings.batch_size > cap:
-        log.warning(
-            "batch_size_capped",
-            asked=settings.batch_size,
-            used=cap,
-            memory_mb=settings.memory_mb,
-            hint="raise LEAD_SCORER_MEMORY_MB on a plan with more memory",
-        )
-    return JobOptions(
-        select=settings.select,
-        batch_size=min(settings.batch_size, cap),
-        limit=settings.limit,
-        dry_run=settings.dry_run,
-        tolerance=settings.score_tolerance,
-        leads_only=settings.population == "leads",
-        history=settings.history,
-    )
-
-
-def _resolve_and_load(settings: Settings, catalog: FeatureCatalog) -> tuple[ResolvedVersion, LoadedModel]:
+def resolve_and_load(source: ModelSource, catalog: FeatureCatalog) -> tuple[ResolvedVersion, LoadedModel]:
     """2. Resolve once, load once; the version is pinned for the whole run."""
-    registry = _registry(settings)
+    registry = source.registry()
     t0 = time.perf_counter()
     registry.ping()
-    resolved = registry.resolve(pin=settings.model_version)
+    resolved = registry.resolve(pin=source.pin)
     resolve_s = time.perf_counter() - t0
-    model = registry.load(
-        resolved,
-        allow_pickle=settings.allow_pickle,
-        trusted_types=(*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types),
-    )
+    model = registry.load(resolved, policy=source.policy)
     catalog.check(model.input_names)
     log.info(
         "model_loaded",
@@ -296,9 +325,9 @@ def _resolve_and_load(settings: Settings, catalog: FeatureCatalog) -> tuple[Reso
     return resolved, model
 
 
-def _open_run(
+def open_run(
     tracker: Tracker,
-    settings: Settings,
+    options: RunOptions,
     resolved: ResolvedVersion,
     model: LoadedModel,
     *,
@@ -307,6 +336,7 @@ def _open_run(
     now: datetime,
 ) -> None:
     """The run's MLflow record, before anything is written: no record, no scoring."""
+    job = options.job
     tags = {
         "model_name": resolved.name,
         "model_version": resolved.version,
@@ -316,28 +346,27 @@ def _open_run(
         "model_run_id": resolved.run_id or "",
         "store": store_kind,
         "store_id": store_id,  # which database (a hash of its redacted address): orphans are closed per store
-        "select": settings.select,
-        "dry_run": str(settings.dry_run).lower(),
+        "select": job.select,
+        "dry_run": str(job.dry_run).lower(),
     }
-    if settings.git_commit:
-        tags["git_commit"] = settings.git_commit
+    if options.git_commit:
+        tags["git_commit"] = options.git_commit
     try:
         tracker.start(
             # A name a person tells apart in the runs table: version, then the minute (UTC).
-            run_name=f"score v{resolved.version} · {now:%Y-%m-%d %H:%M} UTC"
-            + (" · dry run" if settings.dry_run else ""),
+            run_name=f"score v{resolved.version} · {now:%Y-%m-%d %H:%M} UTC" + (" · dry run" if job.dry_run else ""),
             tags=tags,
             params={
                 k: _as_typed(v)
                 for k, v in {
-                    "batch_size": settings.batch_size,
-                    "select": settings.select,
-                    "limit": settings.limit,
-                    "dry_run": settings.dry_run,
+                    "batch_size": job.batch_size,
+                    "select": job.select,
+                    "limit": job.limit,
+                    "dry_run": job.dry_run,
                     "feature_count": len(model.input_names),
-                    "score_tolerance": settings.score_tolerance,
-                    "population": settings.population,
-                    "history": settings.history,
+                    "score_tolerance": job.tolerance,
+                    "population": "leads" if job.leads_only else "everyone",
+                    "history": job.history,
                 }.items()
             },
             model_id=resolved.model_id,
@@ -346,7 +375,7 @@ def _open_run(
         raise ServiceUnavailable(
             f"could not open the MLflow run: {type(exc).__name__}: {redact(str(exc)).splitlines()[0][:300]}",
             hint="check the MLflow server, and that MLFLOW_TRACKING_USERNAME may create runs in "
-            f"the experiment {settings.scoring_experiment!r}",
+            f"the experiment {options.experiment!r}",
         ) from exc
 
 
@@ -359,14 +388,19 @@ def _as_typed(value: Any) -> str:
     return str(value)
 
 
-def _drift_and_tiers(
-    summary: RunSummary, settings: Settings, resolved: ResolvedVersion, tracker: Tracker
+def drift_and_tiers(
+    summary: RunSummary, resolved: ResolvedVersion, tracker: Tracker, *, hot: float, warm: float
 ) -> dict[str, float]:
-    """PSI against the training holdout and the previous run; share of users per tier."""
+    """PSI against the training holdout and the previous run; share of users per tier (``hot`` and ``warm``:
+    the tiers' lower bounds)."""
     stats = summary.distribution
-    hot = stats.share_at_least(settings.hot_threshold)
-    warm = stats.share_at_least(settings.warm_threshold) - hot
-    out = {"tier_hot_share": hot, "tier_warm_share": warm, "tier_cold_share": (1.0 - hot - warm) if stats.count else 0}
+    hot_share = stats.share_at_least(hot)
+    warm_share = stats.share_at_least(warm) - hot_share
+    out = {
+        "tier_hot_share": hot_share,
+        "tier_warm_share": warm_share,
+        "tier_cold_share": (1.0 - hot_share - warm_share) if stats.count else 0,
+    }
     reference = resolved.reference_deciles()
     if reference and stats.count:
         out["score_psi_reference"] = stats.psi(reference, resolved.reference_shares())
@@ -392,18 +426,19 @@ class Explanation:
 
 
 def explain_user(
-    settings: Settings, user_id: str, *, store: Store | None = None, catalog: FeatureCatalog | None = None
+    options: ExplainOptions, user_id: str, *, store: Store | None = None, catalog: FeatureCatalog | None = None
 ) -> Explanation:
     """Score one user now with the production model (nothing is written) and say why."""
     catalog = catalog or FeatureCatalog()
-    store = store or open_store(settings)
+    store = store or open_store(options.store)
     try:
         store.check(scoring=False)
-        resolved, model = _resolve_and_load(settings, catalog)
+        resolved, model = resolve_and_load(options.model, catalog)
         page = store.find_users([user_id])
         if not len(page):
+            names = options.store.names
             raise SettingsError(
-                f"no user with {settings.user_id_column} = {user_id!r} in {settings.users_table}",
+                f"no user with {names.user_id} = {user_id!r} in {names.users}",
                 hint="give the user's id as stored in the users table",
             )
         as_of = datetime.now(UTC)
@@ -424,225 +459,3 @@ def explain_user(
         reasons=reasons[0] if reasons is not None else None,
         features={k: float(v) for k, v in features.iloc[0].items()},
     )
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainOutcome:
-    version: ResolvedVersion
-    result: TrainResult
-    event_types: list[str]
-    users: int
-    promoted: bool
-
-
-def build_training_set(
-    store: Store,
-    *,
-    as_of: datetime,
-    horizon_days: int,
-    event_types: list[str],
-    catalog: FeatureCatalog,
-    batch_size: int,
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Point-in-time features (events strictly before ``as_of``, a UTC midnight) and labels (converted in
-    the horizon).
-
-    Users who converted before ``as_of`` are left out: they are no longer leads. So are users whose first
-    event comes after ``as_of``: they were not leads yet. The training set, its holdout and so the
-    reference deciles then describe what a scoring run scores: the open leads of the day.
-    """
-    names = catalog.feature_names(event_types=event_types)
-    since = catalog.since(as_of)
-    horizon_end = pd.Timestamp(as_of + timedelta(days=horizon_days))
-    cutoff = pd.Timestamp(as_of)
-    frames: list[pd.DataFrame] = []
-    labels: list[np.ndarray] = []
-    after = None
-    while True:
-        page = store.select_users(
-            Selector(select="all", leads_only=False), after=after, limit=batch_size, with_label=True
-        )
-        if not len(page):
-            break
-        after = page.user_ids[-1]
-        conv = page.converted_at if page.converted_at is not None else pd.Series([pd.NaT] * len(page))
-        conv = pd.to_datetime(conv, utc=True).reset_index(drop=True)
-        eligible = (conv.isna() | (conv >= cutoff)).to_numpy()
-        vids = [v for v, ok in zip(page.visitor_ids, eligible, strict=True) if ok]
-        if not vids:
-            continue
-        # Read through the horizon: features only see days before the cutoff (a UTC midnight), and a
-        # visitor whose first event comes after it was not a lead yet (it signed up later). Left in, such
-        # users made a third of the synthetic holdout zero-activity rows that no scoring run sees, and the
-        # reference deciles (hence drift) described another population than the open leads scored.
-        read = store.read_events(vids, since=since, as_of=horizon_end.to_pydatetime())
-        grain = read.grain
-        seen = np.zeros(len(grain.visitors), dtype=bool)
-        seen[grain.visitor[grain.day < day_number(as_of.date())]] = True
-        later = {v for v, ok in zip(grain.visitors, seen, strict=True) if not ok}
-        present = np.array([v is None or v not in later for v in vids], dtype=bool)
-        features = catalog.features(grain, visitor_ids=vids, as_of=as_of, names=names)
-        frames.append(features[present].reset_index(drop=True))
-        labels.append((conv[eligible] < horizon_end).fillna(False).to_numpy(dtype=bool)[present])
-    if not frames:
-        return pd.DataFrame(columns=names, dtype="float64"), np.zeros(0, dtype=np.int64)
-    return pd.concat(frames, ignore_index=True), np.concatenate(labels).astype(np.int64)
-
-
-def train_model(
-    settings: Settings,
-    *,
-    as_of: datetime | None = None,
-    horizon_days: int = 30,
-    top_event_types: int = 12,
-    promote: bool = False,
-    seed: int = 0,
-    store: Store | None = None,
-    artifact_location: str | None = None,
-    catalog: FeatureCatalog | None = None,
-) -> TrainOutcome:
-    """Train on the configured database and register a new version (promote only when asked)."""
-    if horizon_days <= 0:
-        raise SettingsError("--horizon-days must be positive")
-    catalog = catalog or FeatureCatalog()
-    # A cutoff is a UTC midnight, so "before the cutoff" is whole days for the features and the label alike.
-    as_of = (
-        (as_of or (datetime.now(UTC) - timedelta(days=horizon_days)))
-        .astimezone(UTC)
-        .replace(hour=0, minute=0, second=0, microsecond=0)
-    )
-    if as_of + timedelta(days=horizon_days) > datetime.now(UTC):
-        raise SettingsError(
-            f"--as-of {as_of:%Y-%m-%d} plus {horizon_days} days ends in the future, so labels are incomplete",
-            hint="pick an --as-of at least --horizon-days ago",
-        )
-    _require_temp_dir()
-    store = store or open_store(settings)
-    store.check(scoring=False, training=True)
-    registry = _registry(settings)
-    try:
-        event_types = store.top_event_types(since=catalog.since(as_of), as_of=as_of, limit=top_event_types)
-        features, labels = build_training_set(
-            store,
-            as_of=as_of,
-            horizon_days=horizon_days,
-            event_types=event_types,
-            catalog=catalog,
-            batch_size=max(settings.batch_size, 5_000),
-        )
-    finally:
-        store.close()
-    log.info("training_set", users=len(labels), positives=int(labels.sum()), event_types=len(event_types))
-    result = fit_and_evaluate(features, labels, seed=seed)
-    # The holdout counted on the bins a scoring run counts its scores on: what drift compares with.
-    holdout = ScoreStats()
-    holdout.add(result.holdout_scores)
-    reference_shares = holdout.shares_through(result.reference_deciles)
-    version = registry.register(
-        result.pipeline,
-        example=features,
-        experiment=settings.training_experiment,
-        metrics=result.metrics,
-        params={
-            "as_of": as_of.isoformat(),
-            "horizon_days": horizon_days,
-            "training_window": f"{catalog.since(as_of):%Y-%m-%d} to {as_of:%Y-%m-%d}",
-            "seed": seed,
-            "top_event_types": top_event_types,
-            "users": len(labels),
-            "n_train": result.n_train,
-            "n_holdout": result.n_holdout,
-            "features": len(features.columns),
-        },
-        version_tags={
-            TAG_REFERENCE: json.dumps([round(x, 6) for x in result.reference_deciles]),
-            TAG_REFERENCE_SHARES: json.dumps([round(x, 6) for x in reference_shares]),
-            TAG_EVENT_TYPES: json.dumps(event_types),
-            "reliability": json.dumps(
-                [{k: round(v, 4) for k, v in row.items()} for row in result.reliability], separators=(",", ":")
-            ),
-            "as_of": as_of.isoformat(),
-            "horizon_days": str(horizon_days),
-        },
-        run_name=f"train as of {as_of:%Y-%m-%d} · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        description=_version_description(result, as_of=as_of, horizon_days=horizon_days, seed=seed, users=len(labels)),
-        experiment_description="Training runs of lead-scorer (`lead-scorer train`): point-in-time features, a "
-        "holdout evaluation, one registered version of the lead-scoring pipeline per run.",
-        artifact_location=artifact_location,
-    )
-    log.info("registered", model=version.name, version=version.version, **result.metrics)
-    if promote:
-        try:
-            registry.promote(
-                version.version,
-                allow_pickle=settings.allow_pickle,
-                trusted_types=(*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types),
-            )
-        except PromotionRefused as exc:
-            raise PromotionRefused(
-                f"registered version {version.version}, but did not promote it: {exc.message}",
-                hint=f"promote it anyway with `lead-scorer registry promote {version.version} --force`",
-            ) from exc
-    return TrainOutcome(version=version, result=result, event_types=event_types, users=len(labels), promoted=promote)
-
-
-def _version_description(result: TrainResult, *, as_of: datetime, horizon_days: int, seed: int, users: int) -> str:
-    """A model version's description: how it was trained, and its holdout metrics in words."""
-    m = result.metrics
-    positives = round(m.get("positive_rate", 0.0) * users)
-    return (
-        f"Trained on {users:,} leads as of {as_of:%Y-%m-%d} (features from the 180 days before; label: converted "
-        f"within {horizon_days} days after; {positives:,} did), seed {seed}.\n\n"
-        f"On a holdout of {result.n_holdout:,} leads: ROC AUC {m['roc_auc']:.3f} (a lead that converted scores above "
-        f"one that did not {m['roc_auc']:.0%} of the time); the top tenth of scores converted "
-        f"{m['top_decile_lift']:.1f} times as often as average, and the top fifth held {m['top20_capture']:.0%} of the "
-        f"conversions; calibration error {m.get('ece', float('nan')):.3f} (predicted vs observed rate, by decile)."
-    )
-
-
-def import_joblib(
-    settings: Settings,
-    path: Path,
-    *,
-    trust: bool = False,
-    catalog: FeatureCatalog | None = None,
-    artifact_location: str | None = None,
-) -> ResolvedVersion:
-    """Register a legacy joblib pipeline (like the original ``lead_scoring_pipeline_v1.joblib``) as a new
-    version, re-saved in the skops format. Loading a pickle runs its code, so ``trust`` must be given."""
-    if not trust:
-        raise SettingsError(
-            f"refusing to load {path.name}: loading a joblib/pickle file runs any code it contains",
-            hint="pass --trust only for a file you made yourself or got from someone you trust",
-        )
-    if not path.is_file():
-        raise SettingsError(f"{path} is not a file")
-    import joblib
-    import skops.io as sio
-
-    catalog = catalog or FeatureCatalog()
-    pipeline = joblib.load(path)
-    if not hasattr(pipeline, "predict_proba"):
-        raise ModelError(f"{path.name} holds a {type(pipeline).__name__}, which has no predict_proba")
-    names = [str(n) for n in getattr(pipeline, "feature_names_in_", [])]
-    if not names:
-        raise ModelError(
-            f"{path.name} does not record its feature names, so the catalog cannot feed it",
-            hint="fit the pipeline on a pandas DataFrame whose columns are catalog feature names",
-        )
-    catalog.check(names)
-    example = pd.DataFrame(np.zeros((5, len(names))), columns=names)
-    untrusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
-    version = _registry(settings).register(
-        pipeline,
-        example=example,
-        experiment=settings.training_experiment,
-        metrics={},
-        params={"imported_from": path.name},
-        version_tags={"imported_from": path.name, TAG_TRUSTED_TYPES: json.dumps(untrusted)},
-        run_name=f"import-{path.stem}",
-        artifact_location=artifact_location,
-        skops_trusted_types=untrusted or None,
-    )
-    log.info("imported", model=version.name, version=version.version, features=len(names), trusted_types=untrusted)
-    return version

@@ -1,4 +1,5 @@
-"""`lead-scorer`: a thin command line over `scorer.app`; every option is a library argument."""
+"""`lead-scorer`: a thin command line over `scorer.app` and `scorer.trainer`; settings are read here, once,
+and turned into the library's options by `scorer.edge`."""
 
 from __future__ import annotations
 
@@ -132,7 +133,9 @@ def _main(
 ) -> None:
     configure_logging(json=json_logs, level=log_level.upper())
     # MLflow's client retries 7 times by default (~4 minutes against a dead server). Bound it unless the
-    # operator chose otherwise, so an unreachable server fails in seconds, not minutes.
+    # operator chose otherwise, so an unreachable server fails in seconds, not minutes. MLflow reads these
+    # from the environment only (no client or call argument takes them), so the CLI, the process's edge,
+    # sets them for its own process; the library never writes the environment.
     for name, value in (
         ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3"),
         ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
@@ -228,6 +231,7 @@ def _run_with_progress(settings: Settings, *, show: bool, stop: Any = None, **kw
 
     with _loading():
         from scorer.app import run_scoring
+        from scorer.edge import run_options
 
     bar = Progress(
         TextColumn("scoring"),
@@ -239,9 +243,10 @@ def _run_with_progress(settings: Settings, *, show: bool, stop: Any = None, **kw
     )
     task = bar.add_task("users", total=None)
     try:
+        options = run_options(settings)
         with bar:
             summary = run_scoring(
-                settings,
+                options,
                 on_start=(lambda total: bar.update(task, total=total)) if show else None,
                 on_batch=lambda r: bar.advance(task, r.users),
                 should_stop=stop,
@@ -263,10 +268,11 @@ def explain(
     """Score one user from the live data with the production model and say why (nothing is written)."""
     with _loading():
         from scorer.app import explain_user
+        from scorer.edge import explain_options
 
     settings = _settings(model_version=model_version, mlflow_tracking_uri=tracking_uri)
     try:
-        out = explain_user(settings, user_id)
+        out = explain_user(explain_options(settings), user_id)
     except Exception as exc:
         raise _fail(exc) from exc
     stored = "none" if out.stored_score is None else f"{out.stored_score:.4f} (model {out.stored_model})"
@@ -300,12 +306,13 @@ def train(
 ) -> None:
     """Train on the configured database (point in time), evaluate on a holdout, register a new version."""
     with _loading():
-        from scorer.app import train_model
+        from scorer.edge import train_options
+        from scorer.trainer import train_model
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     try:
         out = train_model(
-            settings,
+            train_options(settings),
             as_of=as_of.replace(tzinfo=UTC) if as_of else None,
             horizon_days=horizon_days,
             top_event_types=top_event_types,
@@ -327,11 +334,11 @@ def train(
 
 
 def _registry(tracking_uri: str | None, settings: Settings | None = None) -> Any:
-    from registry import Registry
+    from scorer.edge import registry
 
     settings = settings or _settings(mlflow_tracking_uri=tracking_uri)
     try:
-        return Registry(tracking_uri=settings.require_tracking(), model_name=settings.model_name)
+        return registry(settings)
     except LeadScorerError as exc:
         raise _fail(exc) from exc
 
@@ -377,7 +384,8 @@ def registry_promote(
     not load it: a pickle, types outside the skops allowlist, or features the catalog cannot build.
     """
     from models import FeatureCatalog
-    from registry import DEFAULT_TRUSTED_TYPES
+    from scorer.edge import actor as default_actor
+    from scorer.edge import load_policy
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     reg = _registry(tracking_uri, settings)
@@ -386,9 +394,8 @@ def registry_promote(
         previous, new = reg.promote(
             version,
             force=force,
-            actor=actor,
-            allow_pickle=settings.allow_pickle,
-            trusted_types=(*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types),
+            actor=actor or default_actor(),
+            policy=load_policy(settings),
             check_inputs=FeatureCatalog().check,
         )
     except Exception as exc:
@@ -399,9 +406,11 @@ def registry_promote(
 @registry_app.command("rollback")
 def registry_rollback(tracking_uri: TrackingOpt = None) -> None:
     """Restore the version that was production before the current one."""
+    from scorer.edge import actor
+
     reg = _registry(tracking_uri)
     try:
-        old, new = reg.rollback()
+        old, new = reg.rollback(actor=actor())
     except Exception as exc:
         raise _fail(exc) from exc
     typer.echo(f"rolled back: production is now version {new} (was {old})")
@@ -415,21 +424,21 @@ def registry_import_joblib(
 ) -> None:
     """Register a legacy joblib pipeline as a new version, re-saved in the safe skops format."""
     with _loading():
-        from scorer.app import import_joblib
+        from scorer.edge import load_policy, model_source
+        from scorer.trainer import import_joblib
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     try:
-        version = import_joblib(settings, path, trust=trust)
+        version = import_joblib(model_source(settings), path, experiment=settings.training_experiment, trust=trust)
     except Exception as exc:
         raise _fail(exc) from exc
     typer.echo(
         f"registered {path.name} as {version.name} version {version.version} (skops); "
         f"promote it with `lead-scorer registry promote {version.version} --force` (it has no holdout metrics)"
     )
-    from registry import DEFAULT_TRUSTED_TYPES, TAG_TRUSTED_TYPES
+    from registry import TAG_TRUSTED_TYPES
 
-    asked = json.loads(version.tags.get(TAG_TRUSTED_TYPES) or "[]")
-    extra = sorted(set(asked) - {*DEFAULT_TRUSTED_TYPES, *settings.skops_trusted_types})
+    extra = load_policy(settings).untrusted(json.loads(version.tags.get(TAG_TRUSTED_TYPES) or "[]"))
     if extra:
         typer.echo(
             f"note: it asks to trust types outside the job's allowlist; the job loads it only with "
@@ -486,9 +495,10 @@ def demo(
 ) -> None:
     """Everything on a laptop: synthetic data in SQLite, a local MLflow store, train, promote, score."""
     from scorer.demo import run_demo
+    from scorer.edge import actor
 
     try:
-        code = run_demo(dir.resolve(), users=users, reset=reset, seed=seed)
+        code = run_demo(dir.resolve(), users=users, reset=reset, seed=seed, promoted_by=actor())
     except Exception as exc:
         raise _fail(exc) from exc
     raise typer.Exit(code)
@@ -519,11 +529,13 @@ def spark_run(
     settings = _settings(
         population=population, dry_run=dry_run or None, model_version=model_version, mlflow_tracking_uri=tracking_uri
     )
-    from scorer.spark import run_spark
+    from scorer.edge import run_options
+    from scorer.spark import require_pyspark, run_spark
 
     try:
+        require_pyspark()  # first, as before the options: "install the extra" is the error that helps
         summary = run_spark(
-            settings,
+            run_options(settings),
             users=users,
             events=events,
             output=output,

@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -17,7 +17,11 @@ from models import SyntheticData, generate
 from scorer.contract import Names
 from scorer.schema import migrate
 
-__all__ = ["DemoPaths", "create_tables", "load_data"]
+if TYPE_CHECKING:
+    from scorer.app import RunOptions
+    from scorer.trainer import TrainOptions
+
+__all__ = ["DemoPaths", "create_tables", "demo_options", "load_data"]
 
 
 @dataclass(frozen=True)
@@ -156,20 +160,33 @@ def _reasons_text(raw: str | None) -> str:
     return "; ".join(r["reason"] for r in json.loads(raw))
 
 
-def run_demo(root: Path, *, users: int = 5_000, reset: bool = False, seed: int = 42) -> int:
-    """Build (or reuse) the demo in ``root``, train and promote if no model exists, run the job, report."""
+def demo_options(paths: DemoPaths, *, promoted_by: str) -> tuple[RunOptions, TrainOptions]:
+    """The demo's run and training options: its own SQLite database and local MLflow store, and the defaults
+    for everything else. Built from ``paths`` alone, not from the environment: an exported DATABASE_URL,
+    SUPABASE_URL or MLFLOW_TRACKING_URI (a shell set up for the real job) must not send the demo there."""
+    from scorer.app import ModelSource, RunOptions, StoreOptions
+    from scorer.settings import openable_tracking_uri
+    from scorer.trainer import TrainOptions
+
+    # The demo keeps MLflow in a local store: refused, by name, where only a tracking client is installed.
+    model = ModelSource(tracking_uri=openable_tracking_uri(paths.tracking_uri))
+    store = StoreOptions(database_url=paths.database_url)
+    return RunOptions(store=store, model=model), TrainOptions(store=store, model=model, actor=promoted_by)
+
+
+def run_demo(root: Path, *, promoted_by: str, users: int = 5_000, reset: bool = False, seed: int = 42) -> int:
+    """Build (or reuse) the demo in ``root``, train and promote (in ``promoted_by``'s name) if no model
+    exists, run the job, report."""
     import sys
 
     import typer
 
-    from registry import Registry
-    from scorer.app import run_scoring, train_model
-    from scorer.settings import load_settings
+    from scorer.app import run_scoring
     from scorer.tracking import ui_url
+    from scorer.trainer import train_model
 
     paths = DemoPaths(root)
-    # The demo keeps MLflow in a local store: refused, by name, where only a tracking client is installed.
-    load_settings(database_url=paths.database_url, mlflow_tracking_uri=paths.tracking_uri).require_tracking()
+    options, training = demo_options(paths, promoted_by=promoted_by)
     if reset:
         paths.reset()
     if paths.leads_db.exists():
@@ -177,17 +194,16 @@ def run_demo(root: Path, *, users: int = 5_000, reset: bool = False, seed: int =
     else:
         made = build_demo(paths, users=users, seed=seed)
         typer.echo(f"generated {made['users']:,} users and {made['events']:,} events into {paths.leads_db}")
-    settings = load_settings(database_url=paths.database_url, mlflow_tracking_uri=paths.tracking_uri)
     artifacts = paths.artifacts.as_uri()
-    registry = Registry(tracking_uri=paths.tracking_uri, model_name=settings.model_name)
+    registry = options.model.registry()
     if not registry.versions():
-        out = train_model(settings, promote=True, artifact_location=artifacts)
+        out = train_model(training, promote=True, artifact_location=artifacts)
         m = out.result.metrics
         typer.echo(
             f"trained {out.version.name} v{out.version.version} on {out.users:,} users "
             f"(holdout ROC AUC {m['roc_auc']:.3f}, top-decile lift {m['top_decile_lift']:.2f}) and promoted it"
         )
-    summary = run_scoring(settings, artifact_location=artifacts)
+    summary = run_scoring(options, artifact_location=artifacts)
     counts, top, unscored = _score_table(paths)
     typer.echo("")
     typer.echo(
@@ -209,7 +225,7 @@ def run_demo(root: Path, *, users: int = 5_000, reset: bool = False, seed: int =
         if reasons:
             typer.echo(f"      {_reasons_text(reasons)}")
     mlflow_bin = Path(sys.executable).parent / "mlflow"
-    experiment = registry.client.get_experiment_by_name(settings.scoring_experiment)
+    experiment = registry.client.get_experiment_by_name(options.experiment)
     typer.echo("")
     typer.echo("see the scoring runs in the MLflow UI: start it, then open the address below")
     typer.echo(f"  {mlflow_bin} ui --backend-store-uri {paths.tracking_uri} --port 5000")

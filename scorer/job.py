@@ -153,7 +153,7 @@ def _first_line(exc: BaseException) -> str:
     return redact_text(f"{type(exc).__name__}: {text}")[:300]
 
 
-def _check_scores(scores: np.ndarray) -> np.ndarray:
+def check_scores(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     bad = ~np.isfinite(scores) | (scores < 0.0) | (scores > 1.0)
     if bad.any():
@@ -265,16 +265,16 @@ class _Batcher:
             # One pass through the pipeline's transforms for the scores and their reasons.
             inputs = features[self.model.input_names]
             raw, effects = score_with_effects(self.model.pipeline, inputs)
-            scores = _check_scores(raw)
+            scores = check_scores(raw)
         else:
-            scores = _check_scores(self.model.predict_scores(features))
-        changed = _changed(page, scores, model=self.identity, tolerance=self.options.tolerance)
+            scores = check_scores(self.model.predict_scores(features))
+        changed = which_changed(page, scores, model=self.identity, tolerance=self.options.tolerance)
         n_changed = int(changed.sum())
         vanished = 0
         if not self.options.dry_run:
             reasons = None
             if effects is not None and n_changed:
-                reasons = _reasons_json(self.model, inputs[changed], self.catalog, effects=effects[changed])
+                reasons = reasons_json(self.model, inputs[changed], self.catalog, effects=effects[changed])
             ids = [uid for uid, c in zip(page.user_ids, changed, strict=True) if c]
             write = ScoreWrite(
                 user_ids=ids,
@@ -351,7 +351,7 @@ def selector_for(
     return Selector(select=options.select, leads_only=leads_only, freshness=fresh)
 
 
-def _changed(page: UserPage, scores: np.ndarray, *, model: str, tolerance: float) -> np.ndarray:
+def which_changed(page: UserPage, scores: np.ndarray, *, model: str, tolerance: float) -> np.ndarray:
     """Which users' scores must be written: new, from another model, or moved by ``tolerance`` or more."""
     if page.scores is None or page.models is None:
         return np.ones(len(scores), dtype=bool)
@@ -360,7 +360,7 @@ def _changed(page: UserPage, scores: np.ndarray, *, model: str, tolerance: float
     return np.isnan(old) | other_model | (np.abs(scores - np.nan_to_num(old)) >= tolerance)
 
 
-def _reasons_json(
+def reasons_json(
     model: LoadedModel, features: Any, catalog: FeatureCatalog, *, effects: np.ndarray | None = None
 ) -> list[str | None] | None:
     """Each user's top three reasons as JSON text, or None when the model gives none: what ``json.dumps``

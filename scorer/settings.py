@@ -1,4 +1,4 @@
-"""Settings, read once at the edge (the CLI) and passed in as one object.
+"""Settings, read once at the edge (the CLI), which builds the library's options from them (`scorer.edge`).
 
 Sources, highest first: command-line flags, environment variables, a ``.env`` file.
 ``DATABASE_URL`` and ``MLFLOW_TRACKING_URI`` keep their conventional names; everything
@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from lead_errors import SettingsError
 from scorer.contract import Names, validate_identifier
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "openable_tracking_uri"]
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -152,16 +152,20 @@ class Settings(BaseSettings):
                 "no MLflow tracking server configured",
                 hint="set MLFLOW_TRACKING_URI (e.g. http://mlflow:5000 or sqlite:///mlflow.db)",
             )
-        uri = self.mlflow_tracking_uri
-        if not uri.startswith(("http://", "https://", "databricks")) and importlib.util.find_spec("alembic") is None:
-            # The image carries mlflow-skinny, which talks to a tracking server but has no local store.
-            raise SettingsError(
-                "MLFLOW_TRACKING_URI is a local store, which this installation (the Docker image: mlflow-skinny) "
-                "cannot open",
-                hint="point MLFLOW_TRACKING_URI at an http(s) MLflow server; local stores (sqlite:///mlflow.db) "
-                "need the full install: `python3 dev.py demo`",
-            )
-        return uri
+        return openable_tracking_uri(self.mlflow_tracking_uri)
+
+
+def openable_tracking_uri(uri: str) -> str:
+    """``uri``, if this installation can open it; a local store needs the full MLflow install."""
+    if not uri.startswith(("http://", "https://", "databricks")) and importlib.util.find_spec("alembic") is None:
+        # The image carries mlflow-skinny, which talks to a tracking server but has no local store.
+        raise SettingsError(
+            "MLFLOW_TRACKING_URI is a local store, which this installation (the Docker image: mlflow-skinny) "
+            "cannot open",
+            hint="point MLFLOW_TRACKING_URI at an http(s) MLflow server; local stores (sqlite:///mlflow.db) "
+            "need the full install: `python3 dev.py demo`",
+        )
+    return uri
 
 
 def load_settings(**overrides: Any) -> Settings:

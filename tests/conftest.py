@@ -80,13 +80,14 @@ def mlflow_local(tmp_path_factory: pytest.TempPathFactory):
 def trained(tmp_path_factory: pytest.TempPathFactory, mlflow_local):
     """A model trained on a synthetic product and promoted: (settings of its model, LoadedModel)."""
     from registry import Registry
-    from scorer.app import train_model
+    from scorer.edge import train_options
+    from scorer.trainer import train_model
     from tests.support import make_product
 
     db = f"sqlite:///{tmp_path_factory.mktemp('train') / 'train.db'}"
     make_product(db, users=1500, seed=7)
     settings = mlflow_local.settings(db)
-    train_model(settings, promote=True, artifact_location=mlflow_local.artifacts)
+    train_model(train_options(settings), promote=True, artifact_location=mlflow_local.artifacts)
     reg = Registry(tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)
     return settings, reg.load(reg.resolve())
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from scorer.cli import app
@@ -66,7 +67,16 @@ def test_demo_runs_end_to_end_and_again(tmp_path):
     assert explained.exit_code == 0, explained.output
     assert "reasons" in explained.output and "evt_pricing_view_7d" in explained.output
 
-    # --reset deletes the MLflow store under a live process's cached engine: run it as a user would, afresh.
+    # --reset deletes the MLflow store under a live process's cached engine: run it as a user would, afresh,
+    # from a shell set up for the real job: the demo keeps to its own directory, whatever is exported.
+    real_job = {
+        "DATABASE_URL": "postgresql://job:secret@127.0.0.1:9/product",
+        "SUPABASE_URL": "https://project.supabase.co",
+        "SUPABASE_SERVICE_ROLE_KEY": "sb_secret_not-the-demos",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+        "LEAD_SCORER_MODEL_NAME": "the_real_model",
+        "LEAD_SCORER_SCORING_EXPERIMENT": "the-real/scoring",
+    }
     reset = subprocess.run(
         [
             str(Path(sys.executable).parent / "lead-scorer"),
@@ -77,10 +87,43 @@ def test_demo_runs_end_to_end_and_again(tmp_path):
             "500",
             "--reset",
         ],
-        env=os.environ | env,
+        env=os.environ | {"LEAD_SCORER_LOG_LEVEL": "WARNING"} | real_job,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert reset.returncode == 0, reset.stderr
     assert "generated 500 users" in reset.stdout and "scores written, 0 unchanged" in reset.stdout
+    registry = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'd' / 'mlflow.db'}")
+    assert [m.name for m in registry.search_registered_models()] == ["lead_scoring_pipeline"]
+    assert registry.get_experiment_by_name("lead-scorer/scoring") is not None
+
+
+def test_the_demos_options_come_from_its_directory_not_the_environment(tmp_path, monkeypatch):
+    """What the demo runs with is built from its paths alone: a shell with the real job's variables exported
+    (a database, a Supabase project, an MLflow server, a model name) does not leak into it."""
+    from scorer.app import open_store
+    from scorer.demo import DemoPaths, build_demo, demo_options
+
+    for name, value in {
+        "DATABASE_URL": "postgresql://job:secret@127.0.0.1:9/product",
+        "SUPABASE_URL": "https://project.supabase.co",
+        "SUPABASE_SERVICE_ROLE_KEY": "sb_secret_not-the-demos",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+        "LEAD_SCORER_MODEL_NAME": "the_real_model",
+        "LEAD_SCORER_BATCH_SIZE": "7",
+    }.items():
+        monkeypatch.setenv(name, value)
+    paths = DemoPaths(tmp_path / "d")
+    build_demo(paths, users=50)
+    run, train = demo_options(paths, promoted_by="ana")
+    assert run.store == train.store and run.model == train.model and train.actor == "ana"
+    assert run.store.database_url == paths.database_url
+    assert run.store.supabase_url is None and run.store.supabase_key is None
+    assert run.model.tracking_uri == paths.tracking_uri and run.model.model_name == "lead_scoring_pipeline"
+    assert run.job.batch_size == 2_000
+    store = open_store(run.store)  # one store, the demo's: not "both DATABASE_URL and SUPABASE_URL"
+    try:
+        assert store.kind == "sql" and str(paths.leads_db) in store.describe()
+    finally:
+        store.close()

@@ -460,15 +460,18 @@ def test_prod_venv_is_the_slim_one(prod_venv: ProdVenv, record_property, tmp_pat
 @pytest.fixture(scope="module")
 def tracked_demo(tmp_path_factory: pytest.TempPathFactory):
     """A real MLflow server over HTTP with version 1 registered and promoted, trained on a SQLite demo db."""
-    from scorer.app import train_model
     from scorer.demo import DemoPaths, build_demo
+    from scorer.edge import train_options
     from scorer.settings import load_settings
+    from scorer.trainer import train_model
 
     root = tmp_path_factory.mktemp("deploy-demo")
     with start_mlflow_server(root / "mlflow") as url:
         paths = DemoPaths(root / "data")
         build_demo(paths, users=300)
-        out = train_model(load_settings(database_url=paths.database_url, mlflow_tracking_uri=url), promote=True)
+        out = train_model(
+            train_options(load_settings(database_url=paths.database_url, mlflow_tracking_uri=url)), promote=True
+        )
         assert out.promoted and str(out.version.version) == "1"
         yield url, paths
 

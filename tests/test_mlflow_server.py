@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,10 +29,12 @@ from typer.testing import CliRunner
 from lead_errors import ModelError
 from models import FeatureCatalog, make_pipeline
 from registry import Registry
-from scorer.app import run_scoring, train_model
+from scorer.app import run_scoring
 from scorer.cli import app
+from scorer.edge import run_options, train_options
 from scorer.mlproject import ParameterError, to_argv
 from scorer.stats import ScoreStats
+from scorer.trainer import train_model
 from tests.jobproc import LEAD_SCORER, Job, job_env
 from tests.mlflow_server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerURL, start_mlflow_server
 from tests.support import Mlflow, execute, make_product, snapshot
@@ -76,27 +79,27 @@ def test_promote_ui_alias_move_and_rollback_each_reach_the_next_run(server, sqli
     make_product(sqlite_url, users=500, seed=41)
     settings = _settings(server, sqlite_url, batch_size=200)
     client = MlflowClient(tracking_uri=server)
-    train_model(settings)
+    train_model(train_options(settings))
     promoted = _cli(["registry", "promote", "1", "--actor", "ana"], settings)
     assert promoted.exit_code == 0 and "production is now version 1 (was none)" in promoted.output
-    summaries = [run_scoring(settings)]
+    summaries = [run_scoring(run_options(settings))]
 
-    train_model(settings, seed=1, top_event_types=8)
+    train_model(train_options(settings), seed=1, top_event_types=8)
     client.set_model_version_tag(settings.model_name, "2", "holdout_roc_auc", "0.999999")  # a better candidate
     assert _cli(["registry", "promote", "2"], settings).exit_code == 0
-    summaries.append(run_scoring(settings))
+    summaries.append(run_scoring(run_options(settings)))
     assert _versions_in_table(sqlite_url) == {"2"}
 
     # Someone trains version 3 and moves the alias in the MLflow UI (the same call the UI makes).
-    train_model(settings, seed=2, top_event_types=6)
+    train_model(train_options(settings), seed=2, top_event_types=6)
     client.set_registered_model_alias(settings.model_name, "production", "3")
-    summaries.append(run_scoring(settings))
+    summaries.append(run_scoring(run_options(settings)))
     assert _versions_in_table(sqlite_url) == {"3"}
 
     # Rolling back undoes the UI's move: version 2, which lead-scorer promoted last, not version 1.
     back = _cli(["registry", "rollback"], settings)
     assert back.exit_code == 0 and "production is now version 2 (was 3)" in back.output, back.output
-    summaries.append(run_scoring(settings))
+    summaries.append(run_scoring(run_options(settings)))
     assert _versions_in_table(sqlite_url) == {"2"}
 
     assert [s.users_scored for s in summaries] == [500, 500, 500, 500]
@@ -114,14 +117,14 @@ def test_promote_ui_alias_move_and_rollback_each_reach_the_next_run(server, sqli
 def test_a_stage_moved_in_the_ui_after_a_promotion_is_honoured(server, sqlite_url):
     make_product(sqlite_url, users=150, seed=52)
     settings = _settings(server, sqlite_url)
-    train_model(settings, promote=True)  # alias and stage on version 1
-    train_model(settings, seed=1)
+    train_model(train_options(settings), promote=True)  # alias and stage on version 1
+    train_model(train_options(settings), seed=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         MlflowClient(tracking_uri=server).transition_model_version_stage(
             settings.model_name, "2", "Production", archive_existing_versions=False
         )
-    summary = run_scoring(settings)
+    summary = run_scoring(run_options(settings))
     assert summary.model_version == "2" and summary.users_scored == 150
     assert _runs(settings)[0].data.tags["model_resolved_by"] == "stage"
     assert _versions_in_table(sqlite_url) == {"2"}
@@ -130,12 +133,12 @@ def test_a_stage_moved_in_the_ui_after_a_promotion_is_honoured(server, sqlite_ur
 def test_runs_link_to_their_model_and_log_drift_and_tiers(server, sqlite_url):
     make_product(sqlite_url, users=400, seed=42)
     settings = _settings(server, sqlite_url, hot_threshold=0.6, warm_threshold=0.3)
-    outcome = train_model(settings, promote=True)
+    outcome = train_model(train_options(settings), promote=True)
     assert outcome.version.source.startswith("models:/m-")
-    run_scoring(settings)
+    run_scoring(run_options(settings))
     # Half the visitors go quiet: the next run's scores shift, and the PSI against the first run says so.
     execute(sqlite_url, "DELETE FROM events WHERE visitor_id IN (SELECT visitor_id FROM users WHERE user_id % 2 = 0)")
-    run_scoring(settings.model_copy(update={"select": "all"}))
+    run_scoring(run_options(settings.model_copy(update={"select": "all"})))
 
     first, second = _runs(settings)
     client = MlflowClient(tracking_uri=server)
@@ -168,8 +171,8 @@ def test_runs_link_to_their_model_and_log_drift_and_tiers(server, sqlite_url):
 def test_lower_holdout_auc_is_refused_unless_forced(server, sqlite_url):
     make_product(sqlite_url, users=300, seed=43)
     settings = _settings(server, sqlite_url)
-    train_model(settings, promote=True)
-    train_model(settings, seed=2)
+    train_model(train_options(settings), promote=True)
+    train_model(train_options(settings), seed=2)
     client = MlflowClient(tracking_uri=server)
     v1_auc = float(client.get_model_version(settings.model_name, "1").tags["holdout_roc_auc"])
     client.set_model_version_tag(settings.model_name, "2", "holdout_roc_auc", f"{v1_auc - 0.05:.6f}")
@@ -177,23 +180,23 @@ def test_lower_holdout_auc_is_refused_unless_forced(server, sqlite_url):
     refused = _cli(["registry", "promote", "2"], settings)
     assert refused.exit_code == 7
     assert "lower than production version 1" in refused.output and "--force" in refused.output
-    assert run_scoring(settings).model_version == "1"
+    assert run_scoring(run_options(settings)).model_version == "1"
 
     forced = _cli(["registry", "promote", "2", "--force"], settings)
     assert forced.exit_code == 0
     tags = client.get_model_version(settings.model_name, "2").tags
     assert tags["previous_production_version"] == "1" and tags["promoted_by"]
-    assert run_scoring(settings).model_version == "2"
+    assert run_scoring(run_options(settings)).model_version == "2"
 
 
 def test_legacy_stage_set_in_the_ui_is_honoured(server, sqlite_url):
     make_product(sqlite_url, users=150, seed=44)
     settings = _settings(server, sqlite_url)
-    train_model(settings)
+    train_model(train_options(settings))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         MlflowClient(tracking_uri=server).transition_model_version_stage(settings.model_name, "1", "Production")
-    summary = run_scoring(settings)
+    summary = run_scoring(run_options(settings))
     assert summary.users_scored == 150 and summary.model_version == "1"
     assert _runs(settings)[0].data.tags["model_resolved_by"] == "stage"
 
@@ -201,18 +204,18 @@ def test_legacy_stage_set_in_the_ui_is_honoured(server, sqlite_url):
 def test_a_promotion_during_a_run_does_not_change_its_model(server, sqlite_url):
     make_product(sqlite_url, users=600, seed=45)
     settings = _settings(server, sqlite_url, batch_size=100)
-    train_model(settings, promote=True)
-    train_model(settings, seed=3)
+    train_model(train_options(settings), promote=True)
+    train_model(train_options(settings), seed=3)
     registry = Registry(tracking_uri=server, model_name=settings.model_name)
 
     def promote_v2_once(report: Any) -> None:
         if report.step == 1:
-            registry.promote("2", force=True)
+            registry.promote("2", force=True, actor="test")
 
-    during = run_scoring(settings, on_batch=promote_v2_once)
+    during = run_scoring(run_options(settings), on_batch=promote_v2_once)
     assert during.users_scored == 600 and during.model_version == "1"
     assert _versions_in_table(sqlite_url) == {"1"}
-    after = run_scoring(settings)
+    after = run_scoring(run_options(settings))
     assert after.model_version == "2" and after.users_scored == 600
     assert [r.data.tags["model_version"] for r in _runs(settings)] == ["1", "2"]
 
@@ -244,12 +247,14 @@ def test_import_joblib_needs_trust_then_registers_a_skops_version_the_job_uses(s
     imported = _cli(["registry", "import-joblib", str(legacy), "--trust"], settings)
     assert imported.exit_code == 0, imported.output
     assert "version 1 (skops)" in imported.output
-    model_dir = MlflowClient(tracking_uri=server).download_artifacts(
-        registry.resolve(pin="1").run_id or "",
-        settings.model_name,
-        str(tmp_path / "dl"),  # named after the model
+    # Where version 1's files are, asked of this server (not of MLflow's process-wide URI: nothing sets it).
+    client = MlflowClient(tracking_uri=server, registry_uri=server)
+    mlmodel = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{client.get_model_version_download_uri(settings.model_name, '1')}/MLmodel",
+        dst_path=str(tmp_path / "dl"),
+        tracking_uri=server,
     )
-    assert "serialization_format: skops" in (Path(model_dir) / "MLmodel").read_text()
+    assert "serialization_format: skops" in Path(mlmodel).read_text()
 
     # The skops copy predicts exactly what the joblib original does.
     probe = pd.DataFrame(np.random.default_rng(5).poisson(4, (50, len(names))).astype(float), columns=names)
@@ -257,7 +262,7 @@ def test_import_joblib_needs_trust_then_registers_a_skops_version_the_job_uses(s
     np.testing.assert_array_equal(copy.predict_scores(probe), joblib.load(legacy).predict_proba(probe)[:, 1])
 
     assert _cli(["registry", "promote", "1", "--force"], settings).exit_code == 0
-    summary = run_scoring(settings)  # the default: skops only, and it loads
+    summary = run_scoring(run_options(settings))  # the default: skops only, and it loads
     assert summary.users_scored == 200 and summary.model_version == "1"
 
 
@@ -282,9 +287,9 @@ def test_a_model_asking_to_trust_more_types_loads_only_when_allowed(server, sqli
 
     before = snapshot(sqlite_url)
     with pytest.raises(ModelError, match="asks to trust types the job does not allow"):
-        run_scoring(settings)
+        run_scoring(run_options(settings))
     assert snapshot(sqlite_url).equals(before)
-    allowed = run_scoring(settings.model_copy(update={"skops_trusted_types": extra}))
+    allowed = run_scoring(run_options(settings.model_copy(update={"skops_trusted_types": extra})))
     assert allowed.users_scored == 120
 
 
@@ -321,15 +326,15 @@ def test_pickled_versions_load_only_when_the_operator_allows_it(server, sqlite_u
         )
     refused_promotion = _cli(["registry", "promote", "1"], settings)
     assert refused_promotion.exit_code == 7 and "would not load in the job" in refused_promotion.output
-    Registry(tracking_uri=server, model_name=settings.model_name).promote("1", force=True)
+    Registry(tracking_uri=server, model_name=settings.model_name).promote("1", force=True, actor="test")
     before = snapshot(sqlite_url)
 
     with pytest.raises(ModelError, match="cloudpickle") as refused:
-        run_scoring(settings)
+        run_scoring(run_options(settings))
     assert "runs whatever code" in str(refused.value) and "LEAD_SCORER_ALLOW_PICKLE" in str(refused.value)
     assert snapshot(sqlite_url).equals(before) and _runs(settings) == []
 
-    allowed = run_scoring(settings.model_copy(update={"allow_pickle": True}))
+    allowed = run_scoring(run_options(settings.model_copy(update={"allow_pickle": True})))
     assert allowed.users_scored == 100
 
 
@@ -342,8 +347,8 @@ def test_basic_auth_server_with_right_and_wrong_credentials(tmp_path, sqlite_url
         settings = _settings(url, sqlite_url)
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN_USERNAME)
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
-        train_model(settings, promote=True)
-        assert run_scoring(settings).users_scored == 120
+        train_model(train_options(settings), promote=True)
+        assert run_scoring(run_options(settings)).users_scored == 120
 
         wrong = "not-the-password-5e1d"
         env = job_env(sqlite_url, settings, settings.scoring_experiment) | {
@@ -403,7 +408,7 @@ def test_server_lost_mid_run_still_writes_every_score_and_exits_5(tmp_path, sqli
     make_product(sqlite_url, users=users, seed=50, events_per_user=6.0)
     with start_mlflow_server(tmp_path / "doomed-server") as url:
         settings = _settings(url, sqlite_url)
-        train_model(settings, promote=True)
+        train_model(train_options(settings), promote=True)
         env = job_env(sqlite_url, settings, settings.scoring_experiment) | {
             # Fewer client retries than the default keep the test short; the job's own retry still runs.
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
@@ -476,7 +481,7 @@ def _mlflow_run(
 def test_mlflow_run_score_logs_into_the_run_mlflow_created(server, sqlite_url):
     make_product(sqlite_url, users=300, seed=51)
     settings = _settings(server, sqlite_url)
-    train_model(settings, promote=True)
+    train_model(train_options(settings), promote=True)
     experiment = f"mlproject-{uuid.uuid4().hex[:8]}"
 
     bad = _mlflow_run(server, settings, experiment, "batch_size=2.5")
@@ -531,7 +536,7 @@ def test_passwords_in_both_urls_appear_in_no_output_and_no_record(tmp_path, pg_u
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN_USERNAME)
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
         settings = _settings(url, pg_url)
-        train_model(settings, promote=True)
+        train_model(train_options(settings), promote=True)
         with_password = str(url).replace("http://", f"http://{ADMIN_USERNAME}:{ADMIN_PASSWORD}@")
         env = job_env(db_url, settings, settings.scoring_experiment) | {
             "MLFLOW_TRACKING_URI": with_password,

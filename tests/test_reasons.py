@@ -245,11 +245,11 @@ def test_the_jobs_reasons_json_is_byte_for_byte_what_json_dumps_gives(fitted):
     import json
     from types import SimpleNamespace
 
-    from scorer.job import _reasons_json
+    from scorer.job import reasons_json
 
     pipeline, features = fitted
     model = SimpleNamespace(pipeline=pipeline, input_names=list(features.columns))
-    got = _reasons_json(model, features, FeatureCatalog())
+    got = reasons_json(model, features, FeatureCatalog())
     reasons = top_reasons(pipeline, features, top=3)
     assert reasons is not None and any(len(row) == 3 for row in reasons)
     want = [json.dumps([{"reason": r.text, "effect": r.effect} for r in row], ensure_ascii=False) for row in reasons]

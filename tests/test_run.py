@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -16,9 +17,11 @@ from typer.testing import CliRunner
 from lead_errors import ModelError
 from models import make_pipeline
 from registry import Registry
-from scorer.app import run_scoring, train_model
+from scorer.app import run_scoring
 from scorer.cli import app
+from scorer.edge import run_options, train_options
 from scorer.stores.sql import engine_for
+from scorer.trainer import train_model
 from tests.support import execute, make_product, snapshot
 
 
@@ -33,7 +36,7 @@ def _runs(settings) -> list:
 
 
 def _train(settings, mlflow_local, **kw):
-    return train_model(settings, artifact_location=mlflow_local.artifacts, **kw)
+    return train_model(train_options(settings), artifact_location=mlflow_local.artifacts, **kw)
 
 
 def test_run_is_tracked_with_version_counts_and_distribution(db_url, mlflow_local):
@@ -41,7 +44,7 @@ def test_run_is_tracked_with_version_counts_and_distribution(db_url, mlflow_loca
     settings = mlflow_local.settings(db_url, batch_size=250, git_commit="abc1234")
     _train(settings, mlflow_local, promote=True)
 
-    summary = run_scoring(settings, artifact_location=mlflow_local.artifacts)
+    summary = run_scoring(run_options(settings), artifact_location=mlflow_local.artifacts)
 
     assert summary.exit_code == 0 and summary.users_scored == 600
     (run,) = _runs(settings)
@@ -77,16 +80,16 @@ def test_promoting_a_new_version_rescores_everyone_once(db_url, mlflow_local):
     make_product(db_url, users=400, seed=22)
     settings = mlflow_local.settings(db_url, batch_size=150)
     _train(settings, mlflow_local, promote=True)
-    assert run_scoring(settings).users_scored == 400
-    assert run_scoring(settings).users_scored == 0  # stale: nothing changed
+    assert run_scoring(run_options(settings)).users_scored == 400
+    assert run_scoring(run_options(settings)).users_scored == 0  # stale: nothing changed
 
     _train(settings, mlflow_local, seed=1, top_event_types=6)
-    _registry(settings).promote("2", force=True)
-    second = run_scoring(settings)
+    _registry(settings).promote("2", force=True, actor="test")
+    second = run_scoring(run_options(settings))
 
     assert second.users_scored == 400 and second.model_version == "2"
     assert {v.split("/")[0] for v in snapshot(db_url)["lead_score_model_version"]} == {"2"}
-    assert run_scoring(settings).users_scored == 0
+    assert run_scoring(run_options(settings)).users_scored == 0
     assert [r.data.tags["model_version"] for r in _runs(settings)] == ["1", "1", "2", "2"]
 
 
@@ -98,7 +101,7 @@ def test_legacy_stage_promotion_is_honoured(sqlite_url, mlflow_local):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         client.transition_model_version_stage(settings.model_name, "1", "Production")
-    summary = run_scoring(settings)
+    summary = run_scoring(run_options(settings))
     assert summary.users_scored == 200
     assert _runs(settings)[0].data.tags["model_resolved_by"] == "stage"
 
@@ -108,10 +111,10 @@ def test_no_production_version_is_a_clear_error_and_writes_nothing(sqlite_url, m
     settings = mlflow_local.settings(sqlite_url)
     before = snapshot(sqlite_url)
     with pytest.raises(ModelError, match="no registered model named"):
-        run_scoring(settings)
+        run_scoring(run_options(settings))
     _train(settings, mlflow_local)  # registered, never promoted
     with pytest.raises(ModelError, match="no production version") as err:
-        run_scoring(settings)
+        run_scoring(run_options(settings))
     assert "registry promote" in str(err.value)
     assert snapshot(sqlite_url).equals(before)
 
@@ -119,7 +122,7 @@ def test_no_production_version_is_a_clear_error_and_writes_nothing(sqlite_url, m
 def test_a_run_that_stops_before_scoring_leaves_no_connection_open(pg_url, mlflow_local):
     make_product(pg_url, users=20, seed=26)
     with pytest.raises(ModelError, match="no registered model named"):
-        run_scoring(mlflow_local.settings(pg_url))
+        run_scoring(run_options(mlflow_local.settings(pg_url)))
     others = (
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
         "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
@@ -147,10 +150,10 @@ def test_model_asking_for_unknown_feature_is_refused_before_writing(sqlite_url, 
         version_tags={},
         artifact_location=mlflow_local.artifacts,
     )
-    reg.promote("1")
+    reg.promote("1", actor="test")
     before = snapshot(sqlite_url)
     with pytest.raises(ModelError, match="lifetime_value_eur"):
-        run_scoring(settings)
+        run_scoring(run_options(settings))
     assert snapshot(sqlite_url).equals(before)
     assert _runs(settings) == []
 
@@ -164,7 +167,7 @@ def test_failed_batch_marks_the_run_failed_and_exit_nonzero(sqlite_url, mlflow_l
         "CREATE TRIGGER refuse BEFORE UPDATE OF lead_score ON users WHEN NEW.user_id = 60 "
         "BEGIN SELECT RAISE(ABORT, 'locked'); END",
     )
-    summary = run_scoring(settings)
+    summary = run_scoring(run_options(settings))
     assert summary.exit_code == 1 and summary.users_scored == 119
     (run,) = _runs(settings)
     assert run.info.status == "FAILED" and run.data.metrics["users_failed"] == 1
@@ -180,7 +183,7 @@ def test_pin_wins_over_alias(sqlite_url, mlflow_local):
     _train(settings, mlflow_local, promote=True)
     _train(settings, mlflow_local, seed=3)
     pinned = settings.model_copy(update={"model_version": "2"})
-    assert run_scoring(pinned).model_version == "2"
+    assert run_scoring(run_options(pinned)).model_version == "2"
     assert _runs(settings)[0].data.tags["model_resolved_by"] == "pin"
 
 
@@ -260,13 +263,43 @@ def test_cli_registry_promote_refuse_and_rollback(sqlite_url, mlflow_local):
     refused = _cli(["registry", "promote", "2"], env)
     assert refused.exit_code == 7 and "--force" in refused.output
     assert reg.resolve().version == "1"
-    forced = _cli(["registry", "promote", "2", "--force"], env)
+    # Who promotes is the CLI's to say: the MLflow user, else the login.
+    forced = _cli(["registry", "promote", "2", "--force"], env | {"MLFLOW_TRACKING_USERNAME": "", "USER": "ana"})
     assert forced.exit_code == 0 and "version 2 (was 1)" in forced.output
+    assert client.get_model_version(settings.model_name, "2").tags["promoted_by"] == "ana"
     listing = _cli(["registry", "list"], env)
     assert "production" in listing.output.splitlines()[1]
-    back = _cli(["registry", "rollback"], env)
+    back = _cli(["registry", "rollback"], env | {"MLFLOW_TRACKING_USERNAME": "ops-bot", "USER": "ana"})
     assert back.exit_code == 0 and reg.resolve().version == "1"
-    assert client.get_model_version(settings.model_name, "1").tags["rolled_back_from"] == "2"
+    v1 = client.get_model_version(settings.model_name, "1")
+    assert v1.tags["rolled_back_from"] == "2" and v1.tags["promoted_by"] == "ops-bot"
+    assert v1.description.endswith("replacing version 2 (a rollback).")
+
+
+def test_the_registry_leaves_the_process_wide_tracking_uri_alone(sqlite_url, mlflow_local, monkeypatch):
+    """Registering, resolving, loading and promoting go to the registry's own server, and leave MLflow's global
+    tracking URI (and the MLFLOW_TRACKING_URI variable it mirrors) as they were: another registry or tracker
+    in the same process is not redirected."""
+    import mlflow
+
+    elsewhere = f"sqlite:///{Path(mlflow_local.tracking_uri.removeprefix('sqlite:///')).parent / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    mlflow.set_tracking_uri(elsewhere)
+    try:
+        make_product(sqlite_url, users=150, seed=36)
+        settings = mlflow_local.settings(sqlite_url)
+        _train(settings, mlflow_local)
+        _train(settings, mlflow_local, seed=2)
+        reg = _registry(settings)
+        assert mlflow.get_tracking_uri() == elsewhere
+        reg.promote("1", actor="test")  # not forced: the load check reads the candidate's MLmodel
+        reg.promote("2", actor="test", force=True)
+        loaded = reg.load(reg.resolve())
+        assert loaded.resolved.version == "2"
+        assert mlflow.get_tracking_uri() == elsewhere and os.environ["MLFLOW_TRACKING_URI"] == elsewhere
+        assert [m.name for m in MlflowClient(tracking_uri=elsewhere).search_registered_models()] == []
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def test_db_sql_prints_idempotent_postgres_sql(pg_url):
@@ -320,7 +353,7 @@ def test_one_run_at_a_time_and_a_dead_holder_never_blocks(db_url, mlflow_local):
     holder.check()
     holder.lock_run(settings.model_name)
     with pytest.raises(RunLocked, match="holds"):
-        run_scoring(settings)
+        run_scoring(run_options(settings))
     env = {
         "DATABASE_URL": db_url,
         "MLFLOW_TRACKING_URI": mlflow_local.tracking_uri,
@@ -348,7 +381,7 @@ def test_one_run_at_a_time_and_a_dead_holder_never_blocks(db_url, mlflow_local):
     )
     assert child.stdout is not None and child.stdout.readline().strip() == "locked"
     with pytest.raises(RunLocked):
-        run_scoring(settings)
+        run_scoring(run_options(settings))
     child.kill()
     child.wait(timeout=30)
     if db_url.startswith("postgresql"):
@@ -358,7 +391,7 @@ def test_one_run_at_a_time_and_a_dead_holder_never_blocks(db_url, mlflow_local):
             held = execute(db_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0][0][0]
             if held == 0:
                 break
-    summary = run_scoring(settings)
+    summary = run_scoring(run_options(settings))
     assert summary.users_scored == 100 and summary.exit_code == 0
 
 
@@ -370,7 +403,7 @@ def test_a_run_left_running_by_a_dead_process_is_closed_by_the_next(sqlite_url, 
     make_product(sqlite_url, users=150, seed=32)
     settings = mlflow_local.settings(sqlite_url)
     _train(settings, mlflow_local, promote=True)
-    run_scoring(settings)
+    run_scoring(run_options(settings))
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     exp = client.get_experiment_by_name(settings.scoring_experiment)
     store_id = hashlib.sha256(SqlStore(sqlite_url).describe().encode()).hexdigest()[:12]
@@ -379,7 +412,7 @@ def test_a_run_left_running_by_a_dead_process_is_closed_by_the_next(sqlite_url, 
     dead = client.create_run(exp.experiment_id, tags=tags | {"store_id": store_id}).info.run_id
     elsewhere = client.create_run(exp.experiment_id, tags=tags | {"store_id": "another-db"}).info.run_id
 
-    summary = run_scoring(settings)
+    summary = run_scoring(run_options(settings))
 
     assert summary.exit_code == 0
     closed = client.get_run(dead)
@@ -426,7 +459,7 @@ def test_a_bug_in_the_batch_loop_prints_its_traceback_and_exits_70(sqlite_url, m
     def broken(*_args: object, **_kwargs: object) -> object:
         return 1 / 0
 
-    monkeypatch.setattr(scorer.job, "_changed", broken)
+    monkeypatch.setattr(scorer.job, "which_changed", broken)
     env = {
         "DATABASE_URL": sqlite_url,
         "MLFLOW_TRACKING_URI": mlflow_local.tracking_uri,
@@ -436,7 +469,7 @@ def test_a_bug_in_the_batch_loop_prints_its_traceback_and_exits_70(sqlite_url, m
     result = CliRunner().invoke(app, ["run"], env={"LEAD_SCORER_LOG_LEVEL": "WARNING"} | env)
     assert result.exit_code == 70, result.output
     assert "internal error" in result.output and "Traceback" in result.output
-    assert "ZeroDivisionError" in result.output and "_changed" in result.output
+    assert "ZeroDivisionError" in result.output and "which_changed" in result.output
     assert snapshot(sqlite_url)["lead_score"].isna().all()
     (run,) = _runs(settings)
     assert run.info.status == "FAILED"
@@ -446,8 +479,8 @@ def test_a_run_describes_itself_and_the_version_leads_to_it(sqlite_url, mlflow_l
     make_product(sqlite_url, users=200, seed=35)
     settings = mlflow_local.settings(sqlite_url)
     _train(settings, mlflow_local, promote=True)
-    run_scoring(settings)
-    run_scoring(settings)  # nothing changed since
+    run_scoring(run_options(settings))
+    run_scoring(run_options(settings))  # nothing changed since
 
     first, second = _runs(settings)
     note = first.data.tags["mlflow.note.content"]
@@ -465,7 +498,7 @@ def test_experiments_the_model_and_its_versions_describe_themselves(sqlite_url, 
     make_product(sqlite_url, users=300, seed=36)
     settings = mlflow_local.settings(sqlite_url)
     _train(settings, mlflow_local, promote=True, seed=5)
-    run_scoring(settings)
+    run_scoring(run_options(settings))
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     version = client.get_model_version(settings.model_name, "1")
     assert version.description.startswith("Trained on ") and "ROC AUC" in version.description

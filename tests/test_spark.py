@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from scorer.app import run_scoring
 from scorer.cli import app
+from scorer.edge import run_options
 from tests.pg_tcp import TcpPostgres
 from tests.support import execute, make_product, snapshot
 
@@ -88,7 +89,7 @@ def reference(tcp_pg, trained):
     url = _product(tcp_pg)
     before = snapshot(url)
     settings = _settings(trained, url, population="leads", select="all")
-    summary = run_scoring(settings)
+    summary = run_scoring(run_options(settings))
     assert summary.exit_code == 0 and summary.users_scored > 0
     return {"before": before, "after": snapshot(url), "run": _run(settings), "summary": summary}
 
@@ -111,7 +112,7 @@ def test_spark_run_scores_and_records_what_the_single_machine_run_does(tcp_pg, t
     settings = _settings(trained, url, population="leads")
     before = snapshot(url)
 
-    summary = run_spark(settings, spark=spark, partitions=2, group_users=200)
+    summary = run_spark(run_options(settings), spark=spark, partitions=2, group_users=200)
 
     after = snapshot(url)
     assert summary.exit_code == 0 and summary.batches >= 3  # several key ranges, hence several writes
@@ -135,7 +136,7 @@ def test_spark_run_scores_and_records_what_the_single_machine_run_does(tcp_pg, t
     assert spark_run.data.params == single.data.params
 
     # The checkpoint says everyone was checked: the next (stale) single-machine run has nothing to do.
-    assert run_scoring(settings.model_copy(update={"select": "stale"})).users_selected == 0
+    assert run_scoring(run_options(settings.model_copy(update={"select": "stale"}))).users_selected == 0
 
 
 def test_a_task_killed_mid_write_is_retried_and_every_user_is_scored_once(tcp_pg, trained, spark, reference):
@@ -154,7 +155,7 @@ def test_a_task_killed_mid_write_is_retried_and_every_user_is_scored_once(tcp_pg
     spark.sparkContext.setJobGroup("kill-test", "a task dies once after its staging write")
 
     summary = run_spark(
-        settings, spark=spark, partitions=2, group_users=200, chunk_rows=40, fail_once_after_staging=True
+        run_options(settings), spark=spark, partitions=2, group_users=200, chunk_rows=40, fail_once_after_staging=True
     )
 
     tracker = spark.sparkContext.statusTracker()

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from scorer.app import run_scoring, train_model
+from scorer.app import run_scoring
+from scorer.edge import run_options, train_options
 from scorer.settings import load_settings
 from scorer.tracking import ui_url
+from scorer.trainer import train_model
 from tests.mlflow_server import start_mlflow_server
 from tests.support import execute, make_product
 
@@ -78,10 +80,10 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
             training_experiment="lead-scorer/training",
             population="leads",
         )
-        train_model(settings, promote=True)
-        run_scoring(settings)
+        train_model(train_options(settings), promote=True)
+        run_scoring(run_options(settings))
         execute(db, "DELETE FROM events WHERE visitor_id IN (SELECT visitor_id FROM users WHERE user_id % 2 = 0)")
-        run_scoring(settings.model_copy(update={"select": "all"}))
+        run_scoring(run_options(settings.model_copy(update={"select": "all"})))
         client = MlflowClient(tracking_uri=str(url))
         exp = client.get_experiment_by_name(settings.scoring_experiment)
         runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])

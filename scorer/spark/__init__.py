@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from lead_errors import BatchesFailed, SettingsError
 
 if TYPE_CHECKING:
+    from scorer.app import RunOptions
     from scorer.job import RunSummary
-    from scorer.settings import Settings
 
-__all__ = ["INSTALL_HINT", "Source", "SparkJobFailed", "run_spark"]
+__all__ = ["INSTALL_HINT", "Source", "SparkJobFailed", "require_pyspark", "run_spark"]
 
 INSTALL_HINT = "pip install 'lead-scorer[spark]'"
 
@@ -52,13 +52,18 @@ class Source:
         return "db" if self.kind == "db" else f"parquet:{self.path}"
 
 
-def run_spark(settings: Settings, **kwargs: Any) -> RunSummary:
-    """`scorer.spark._run.run_spark` (see there for the arguments), or a `SettingsError` (exit 2) naming the
-    extra to install when pyspark is missing."""
+def require_pyspark() -> None:
+    """A `SettingsError` (exit 2) naming the extra to install when pyspark is missing: the first thing
+    `lead-scorer spark run` says, before anything it would need pyspark for."""
     try:
         import pyspark  # noqa: F401 - only to know it is there
     except ImportError as exc:
         raise SettingsError("pyspark is not installed", hint=INSTALL_HINT) from exc
+
+
+def run_spark(options: RunOptions, **kwargs: Any) -> RunSummary:
+    """`scorer.spark._run.run_spark` (see there for the arguments), or `require_pyspark`'s error."""
+    require_pyspark()
     from scorer.spark._run import run_spark as run
 
-    return run(settings, **kwargs)
+    return run(options, **kwargs)

@@ -2,8 +2,8 @@
 
 A group is the users of one key range and the daily-grain rows of their visitors (a cogroup). The rows go
 through the same code the single-machine job runs: `scorer.stores.base.split_dropped` (normalized types,
-dropped rows counted), `FeatureCatalog.features`, `LoadedModel.predict_scores`, `scorer.job._changed` (the
-tolerance) and `scorer.job._reasons_json`. Only the write is Spark's own (`PgWriter`).
+dropped rows counted), `FeatureCatalog.features`, `LoadedModel.predict_scores`, `scorer.job.which_changed` (the
+tolerance) and `scorer.job.reasons_json`. Only the write is Spark's own (`PgWriter`).
 
 Nothing here imports pyspark at module level: the function runs inside Spark's Python workers, and the
 module stays importable (and testable) without Spark. `group_scorer` is called on the driver with a
@@ -24,7 +24,7 @@ import pandas as pd
 from models import FeatureCatalog
 from registry import LoadedModel
 from scorer.contract import Names
-from scorer.job import _changed, _check_scores, _reasons_json
+from scorer.job import check_scores, reasons_json, which_changed
 from scorer.stores.base import UserPage, split_dropped
 
 __all__ = ["OUT_COLUMNS", "GroupPlan", "PgWriter", "group_scorer"]
@@ -102,13 +102,13 @@ def _score_group(plan: GroupPlan, users: pd.DataFrame, grain: pd.DataFrame) -> p
     )
     visitor_ids = [v if isinstance(v, str) else None for v in users[plan.visitor_id].to_numpy(dtype=object)]
     features = plan.catalog.features(read.grain, visitor_ids=visitor_ids, as_of=plan.as_of, names=model.input_names)
-    scores = _check_scores(model.predict_scores(features))
+    scores = check_scores(model.predict_scores(features))
     user_ids = users[plan.user_id].tolist()
     if plan.compare:
         old = pd.to_numeric(users[plan.lead_score], errors="coerce").to_numpy(dtype=np.float64)
         models = [m if isinstance(m, str) else None for m in users[plan.model_version].to_numpy(dtype=object)]
         page = UserPage(user_ids=user_ids, visitor_ids=visitor_ids, scores=old, models=models)
-        changed = _changed(page, scores, model=model.resolved.identity, tolerance=plan.tolerance)
+        changed = which_changed(page, scores, model=model.resolved.identity, tolerance=plan.tolerance)
     else:
         old = np.full(len(scores), np.nan)
         changed = np.ones(len(scores), dtype=bool)
@@ -116,7 +116,7 @@ def _score_group(plan: GroupPlan, users: pd.DataFrame, grain: pd.DataFrame) -> p
     explain = np.ones(len(scores), dtype=bool) if plan.sink == "parquet" else changed
     reasons: list[str | None] = [None] * len(scores)
     if plan.reasons and explain.any():
-        given = _reasons_json(model, features[explain], plan.catalog)
+        given = reasons_json(model, features[explain], plan.catalog)
         if given is not None:
             for i, r in zip(np.flatnonzero(explain), given, strict=True):
                 reasons[i] = r

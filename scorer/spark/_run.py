@@ -1,8 +1,8 @@
 """`lead-scorer spark run`: the whole population scored on Spark, recorded like `lead-scorer run`.
 
-On the driver, as `scorer.app.run_scoring` does it: settings → the store checked and the run lock taken →
-the production version resolved once and loaded safely (`scorer.app._resolve_and_load`), pinned → one MLflow
-run with the same tags (`scorer.app._open_run`). Then Spark: users in parallel key ranges (JDBC) or Parquet,
+On the driver, as `scorer.app.run_scoring` does it: the run's options → the store checked and the run lock
+taken → the production version resolved once and loaded safely (`scorer.app.resolve_and_load`), pinned → one
+MLflow run with the same tags (`scorer.app.open_run`). Then Spark: users in parallel key ranges (JDBC) or Parquet,
 events to the daily grain in Spark SQL, one cogroup per key range scored by `scorer.spark._partition` with
 the broadcast model, written update-only per key range (or to a Parquet score table). The groups' histograms
 and counts are summed into one `RunSummary`, so the run's metrics, drift and tiers are `lead-scorer run`'s.
@@ -20,6 +20,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,18 +37,19 @@ from lead_errors import SettingsError
 from models import FeatureCatalog
 from models.reasons import gives_reasons
 from scorer.app import (
-    _drift_and_tiers,
-    _open_run,
-    _require_temp_dir,
-    _resolve_and_load,
+    RunOptions,
+    StoreOptions,
     describe_run,
+    drift_and_tiers,
+    open_run,
     open_store,
+    require_temp_dir,
+    resolve_and_load,
     scoring_tracker,
 )
 from scorer.contract import Names
 from scorer.job import RunSummary, checkpoint_key
 from scorer.logs import redact_text
-from scorer.settings import Settings
 from scorer.spark import Source, SparkJobFailed
 from scorer.spark._partition import GroupPlan, PgWriter, group_scorer
 from scorer.stats import BINS, ScoreStats
@@ -295,7 +297,7 @@ def _numeric_range(users: DataFrame) -> tuple[int, int] | None:
 
 
 def run_spark(
-    settings: Settings,
+    options: RunOptions,
     *,
     users: str = "db",
     events: str = "db",
@@ -319,9 +321,9 @@ def run_spark(
     ``fail_once_after_staging`` is for tests: the first key range's task dies once mid-write (Spark retries it,
     so the master needs task retries, e.g. ``local[2,3]``).
     """
-    if settings.limit is not None:
+    if options.job.limit is not None:
         raise SettingsError("spark run scores the whole population; --limit is for `lead-scorer run`")
-    if settings.history:
+    if options.job.history:
         raise SettingsError(
             "spark run does not append to lead_score_history", hint="unset LEAD_SCORER_HISTORY for spark run"
         )
@@ -337,17 +339,17 @@ def run_spark(
     if out.kind == "db" and users_src.kind != "db":
         raise SettingsError("--output db updates the users table, so --users must be db")
     # Scores everyone: the run's tags and params say so, as `lead-scorer run --select all` would.
-    settings = settings.model_copy(update={"select": "all"})
+    options = replace(options, job=replace(options.job, select="all"))
+    job = options.job
     catalog = catalog or FeatureCatalog()
-    tracking_uri = settings.require_tracking()
-    _require_temp_dir()
-    names = settings.names()
+    require_temp_dir()
+    names = options.store.names
     uses_db = "db" in (users_src.kind, events_src.kind, out.kind)
-    writes_db = out.kind == "db" and not settings.dry_run
+    writes_db = out.kind == "db" and not job.dry_run
 
     store: SqlStore | None = None
     if uses_db:
-        opened = open_store(settings)
+        opened = open_store(options.store)
         if not isinstance(opened, SqlStore) or opened.dialect != "postgresql":
             opened.close()
             raise SettingsError(
@@ -355,21 +357,21 @@ def run_spark(
                 hint="for a Supabase project, use its direct connection string (Settings → Database)",
             )
         store = opened
-    leads_only = settings.population == "leads"
+    leads_only = job.leads_only
     try:
         if store is not None:
             store.check(scoring=True)
             leads_only = leads_only and store.has_converted
             if writes_db:
-                store.lock_run(settings.model_name)  # the same lock as `lead-scorer run`: never both at once
-        resolved, model = _resolve_and_load(settings, catalog)
-        tracker = scoring_tracker(settings, tracking_uri=tracking_uri, artifact_location=artifact_location)
+                store.lock_run(options.model.model_name)  # the same lock as `lead-scorer run`: never both at once
+        resolved, model = resolve_and_load(options.model, catalog)
+        tracker = scoring_tracker(options, artifact_location=artifact_location)
         now = datetime.now(UTC)
         where = store.describe() if out.kind == "db" and store is not None else f"parquet {out.path}"
         store_id = hashlib.sha256(where.encode()).hexdigest()[:12]
-        _open_run(
+        open_run(
             tracker,
-            settings,
+            options,
             resolved,
             model,
             store_kind="sql" if out.kind == "db" else "parquet",
@@ -404,7 +406,7 @@ def run_spark(
         spark.conf.set("spark.sql.shuffle.partitions", str(parts))
         summary = _score(
             spark,
-            settings=settings,
+            options=options,
             store=store,
             names=names,
             users_src=users_src,
@@ -450,7 +452,9 @@ def run_spark(
     summary.duration_s = time.perf_counter() - started
 
     status = "FINISHED"
-    metrics = summary.metrics() | _drift_and_tiers(summary, settings, resolved, tracker)
+    metrics = summary.metrics() | drift_and_tiers(
+        summary, resolved, tracker, hot=options.hot_threshold, warm=options.warm_threshold
+    )
     dist = summary.distribution
     who = "open leads" if leads_only else "users"
     artifacts: dict[str, Any] = {
@@ -458,11 +462,11 @@ def run_spark(
         "run_summary.json": metrics | {"dropped": summary.dropped, "model_version": resolved.version},
         "score_histogram.svg": dist.histogram_svg(
             title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} changed in this run)",
-            marks={"warm": settings.warm_threshold, "hot": settings.hot_threshold},
+            marks={"warm": options.warm_threshold, "hot": options.hot_threshold},
         ),
     }
     log.info("run_finished", engine="spark", status=status, **{k: round(v, 4) for k, v in metrics.items()})
-    note = describe_run(summary, metrics, resolved, settings, status=status)
+    note = describe_run(summary, metrics, resolved, leads_only=job.leads_only, status=status)
     try:
         tracker.finish(metrics=metrics, artifacts=artifacts, status=status, note=note)
     except TrackingError as exc:
@@ -471,10 +475,17 @@ def run_spark(
     return summary
 
 
+def _database_url(store: StoreOptions) -> str:
+    """The database's URL: `open_store` checked it is there (a PostgreSQL one) before any read."""
+    if store.database_url is None:
+        raise SettingsError("no database configured", hint="set DATABASE_URL (a postgresql:// URL)")
+    return store.database_url
+
+
 def _score(
     spark: SparkSession,
     *,
-    settings: Settings,
+    options: RunOptions,
     store: SqlStore | None,
     names: Names,
     users_src: Source,
@@ -492,7 +503,7 @@ def _score(
     """Steps 4 to 6 on Spark: read, grain, one cogroup per key range, one aggregation back to the driver."""
     since = catalog.since(as_of)
     db = _Db(store, names, leads_only=leads_only) if store is not None else None
-    jdbc, props = jdbc_target(settings.require_database()) if store is not None else ("", {})
+    jdbc, props = jdbc_target(_database_url(options.store)) if store is not None else ("", {})
 
     if users_src.kind == "db" and db is not None:
         key = db.key_range()
@@ -525,7 +536,7 @@ def _score(
     )
 
     loaded = model
-    sink = "none" if settings.dry_run else ("db" if out.kind == "db" else "parquet")
+    sink = "none" if options.job.dry_run else ("db" if out.kind == "db" else "parquet")
     reasons = (
         gives_reasons(loaded.pipeline, loaded.input_names)
         and (sink == "parquet" or (store is not None and store.has_reasons))
@@ -534,17 +545,17 @@ def _score(
     writer = None
     if sink == "db":
         writer = PgWriter(
-            url=_libpq(settings.require_database()),
+            url=_libpq(_database_url(options.store)),
             names=names,
-            statement_timeout_s=settings.db_statement_timeout_s,
-            lock_timeout_s=settings.db_lock_timeout_s,
-            connect_timeout_s=settings.db_connect_timeout_s,
+            statement_timeout_s=options.store.waits.statement_s,
+            lock_timeout_s=options.store.waits.lock_s,
+            connect_timeout_s=options.store.waits.connect_s,
         )
     plan = GroupPlan(
         model=spark.sparkContext.broadcast(loaded),
         catalog=catalog,
         as_of=as_of,
-        tolerance=settings.score_tolerance,
+        tolerance=options.job.tolerance,
         sink=sink,  # type: ignore[arg-type]
         reasons=reasons,
         compare=True,

@@ -1,0 +1,134 @@
+"""Settings → the library's options, at the edge: the CLI reads `Settings` once and builds, here, the plain
+options objects the entry points take (`scorer.app`, `scorer.trainer`, `scorer.spark`). Nothing below this
+module reads the environment.
+
+>>> run_scoring(run_options(load_settings()))
+"""
+
+from __future__ import annotations
+
+import os
+
+import structlog
+
+from registry import LoadPolicy, Registry
+from scorer.app import ExplainOptions, ModelSource, RunOptions, StoreOptions
+from scorer.job import JobOptions, batch_cap
+from scorer.settings import Settings
+from scorer.stores import Waits
+from scorer.trainer import TrainOptions
+
+__all__ = [
+    "actor",
+    "explain_options",
+    "job_options",
+    "load_policy",
+    "model_source",
+    "registry",
+    "run_options",
+    "store_options",
+    "train_options",
+]
+
+log = structlog.get_logger("lead_scorer")
+
+
+def actor() -> str:
+    """Who a promotion or rollback is recorded as (``promoted_by``) when ``--actor`` is not given: the MLflow
+    user, else the login, else the Render service, else the uid."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_USERNAME")
+        or os.environ.get("USER")
+        or os.environ.get("RENDER_SERVICE_NAME")
+        or f"uid {os.getuid()}"
+    )
+
+
+def store_options(settings: Settings) -> StoreOptions:
+    return StoreOptions(
+        database_url=settings.database_url.get_secret_value() if settings.database_url is not None else None,
+        supabase_url=settings.supabase_url,
+        supabase_key=settings.supabase_key.get_secret_value() if settings.supabase_key is not None else None,
+        names=settings.names(),
+        supabase_max_rows=settings.supabase_max_rows,
+        supabase_url_budget=settings.supabase_url_budget,
+        supabase_timeout_s=settings.supabase_timeout_s,
+        waits=Waits(
+            connect_s=settings.db_connect_timeout_s,
+            statement_s=settings.db_statement_timeout_s,
+            lock_s=settings.db_lock_timeout_s,
+        ),
+    )
+
+
+def load_policy(settings: Settings) -> LoadPolicy:
+    """The registry's load policy: the default trusted types plus LEAD_SCORER_SKOPS_TRUSTED_TYPES."""
+    return LoadPolicy.trusting(settings.skops_trusted_types, allow_pickle=settings.allow_pickle)
+
+
+def model_source(settings: Settings) -> ModelSource:
+    """The registry (MLFLOW_TRACKING_URI, required), the model, a pin, and the load policy."""
+    return ModelSource(
+        tracking_uri=settings.require_tracking(),
+        model_name=settings.model_name,
+        pin=settings.model_version,
+        policy=load_policy(settings),
+    )
+
+
+def registry(settings: Settings) -> Registry:
+    return model_source(settings).registry()
+
+
+def job_options(settings: Settings) -> JobOptions:
+    """The batch loop's options; the batch size capped by the memory the job may use (a warning says so)."""
+    cap = batch_cap(settings.memory_mb)
+    if settings.batch_size > cap:
+        log.warning(
+            "batch_size_capped",
+            asked=settings.batch_size,
+            used=cap,
+            memory_mb=settings.memory_mb,
+            hint="raise LEAD_SCORER_MEMORY_MB on a plan with more memory",
+        )
+    return JobOptions(
+        select=settings.select,
+        batch_size=min(settings.batch_size, cap),
+        limit=settings.limit,
+        dry_run=settings.dry_run,
+        tolerance=settings.score_tolerance,
+        leads_only=settings.population == "leads",
+        history=settings.history,
+    )
+
+
+def run_options(settings: Settings) -> RunOptions:
+    """A scoring run's options (`lead-scorer run`, `lead-scorer spark run`)."""
+    model = model_source(settings)  # first: no tracking server is the first thing a run reports
+    return RunOptions(
+        store=store_options(settings),
+        model=model,
+        job=job_options(settings),
+        experiment=settings.scoring_experiment,
+        mlflow_run_id=settings.mlflow_run_id,
+        git_commit=settings.git_commit,
+        hot_threshold=settings.hot_threshold,
+        warm_threshold=settings.warm_threshold,
+    )
+
+
+def explain_options(settings: Settings) -> ExplainOptions:
+    model = model_source(settings)
+    return ExplainOptions(store=store_options(settings), model=model)
+
+
+def train_options(settings: Settings, *, promoted_by: str | None = None) -> TrainOptions:
+    """Training's options; a promotion is recorded as ``promoted_by``, else as `actor()` says."""
+    model = model_source(settings)
+    return TrainOptions(
+        store=store_options(settings),
+        model=model,
+        actor=promoted_by or actor(),
+        experiment=settings.training_experiment,
+        batch_size=settings.batch_size,
+    )

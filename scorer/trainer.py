@@ -1,0 +1,268 @@
+"""`lead-scorer train` and `lead-scorer registry import-joblib`: a new registered version, from the database
+(point-in-time features, a holdout evaluation) or from a legacy joblib file. The fitting itself is
+`models.training`; this module reads the store, and registers and promotes through the registry.
+
+>>> outcome = train_model(options, promote=True)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import structlog
+
+from lead_errors import ModelError, SettingsError
+from models import FeatureCatalog, TrainResult, day_number, fit_and_evaluate
+from registry import (
+    TAG_EVENT_TYPES,
+    TAG_REFERENCE,
+    TAG_REFERENCE_SHARES,
+    TAG_TRUSTED_TYPES,
+    PromotionRefused,
+    ResolvedVersion,
+)
+from scorer.app import ModelSource, StoreOptions, open_store, require_temp_dir
+from scorer.stats import ScoreStats
+from scorer.stores import Store
+from scorer.stores.base import Selector
+
+__all__ = ["TrainOptions", "TrainOutcome", "build_training_set", "import_joblib", "train_model"]
+
+log = structlog.get_logger("lead_scorer")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainOptions:
+    """Where training reads (the store), registers (the model source: server, model, load policy) and in
+    whose name it promotes (``actor``, recorded as ``promoted_by``)."""
+
+    store: StoreOptions
+    model: ModelSource
+    actor: str
+    experiment: str = "lead-scorer/training"
+    #: Users per page read (at least 5,000: training reads everyone once).
+    batch_size: int = 2_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainOutcome:
+    version: ResolvedVersion
+    result: TrainResult
+    event_types: list[str]
+    users: int
+    promoted: bool
+
+
+def build_training_set(
+    store: Store,
+    *,
+    as_of: datetime,
+    horizon_days: int,
+    event_types: list[str],
+    catalog: FeatureCatalog,
+    batch_size: int,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Point-in-time features (events strictly before ``as_of``, a UTC midnight) and labels (converted in
+    the horizon).
+
+    Users who converted before ``as_of`` are left out: they are no longer leads. So are users whose first
+    event comes after ``as_of``: they were not leads yet. The training set, its holdout and so the
+    reference deciles then describe what a scoring run scores: the open leads of the day.
+    """
+    names = catalog.feature_names(event_types=event_types)
+    since = catalog.since(as_of)
+    horizon_end = pd.Timestamp(as_of + timedelta(days=horizon_days))
+    cutoff = pd.Timestamp(as_of)
+    frames: list[pd.DataFrame] = []
+    labels: list[np.ndarray] = []
+    after = None
+    while True:
+        page = store.select_users(
+            Selector(select="all", leads_only=False), after=after, limit=batch_size, with_label=True
+        )
+        if not len(page):
+            break
+        after = page.user_ids[-1]
+        conv = page.converted_at if page.converted_at is not None else pd.Series([pd.NaT] * len(page))
+        conv = pd.to_datetime(conv, utc=True).reset_index(drop=True)
+        eligible = (conv.isna() | (conv >= cutoff)).to_numpy()
+        vids = [v for v, ok in zip(page.visitor_ids, eligible, strict=True) if ok]
+        if not vids:
+            continue
+        # Read through the horizon: features only see days before the cutoff (a UTC midnight), and a
+        # visitor whose first event comes after it was not a lead yet (it signed up later). Left in, such
+        # users made a third of the synthetic holdout zero-activity rows that no scoring run sees, and the
+        # reference deciles (hence drift) described another population than the open leads scored.
+        read = store.read_events(vids, since=since, as_of=horizon_end.to_pydatetime())
+        grain = read.grain
+        seen = np.zeros(len(grain.visitors), dtype=bool)
+        seen[grain.visitor[grain.day < day_number(as_of.date())]] = True
+        later = {v for v, ok in zip(grain.visitors, seen, strict=True) if not ok}
+        present = np.array([v is None or v not in later for v in vids], dtype=bool)
+        features = catalog.features(grain, visitor_ids=vids, as_of=as_of, names=names)
+        frames.append(features[present].reset_index(drop=True))
+        labels.append((conv[eligible] < horizon_end).fillna(False).to_numpy(dtype=bool)[present])
+    if not frames:
+        return pd.DataFrame(columns=names, dtype="float64"), np.zeros(0, dtype=np.int64)
+    return pd.concat(frames, ignore_index=True), np.concatenate(labels).astype(np.int64)
+
+
+def train_model(
+    options: TrainOptions,
+    *,
+    as_of: datetime | None = None,
+    horizon_days: int = 30,
+    top_event_types: int = 12,
+    promote: bool = False,
+    seed: int = 0,
+    store: Store | None = None,
+    artifact_location: str | None = None,
+    catalog: FeatureCatalog | None = None,
+) -> TrainOutcome:
+    """Train on the configured database and register a new version (promote only when asked)."""
+    if horizon_days <= 0:
+        raise SettingsError("--horizon-days must be positive")
+    catalog = catalog or FeatureCatalog()
+    # A cutoff is a UTC midnight, so "before the cutoff" is whole days for the features and the label alike.
+    as_of = (
+        (as_of or (datetime.now(UTC) - timedelta(days=horizon_days)))
+        .astimezone(UTC)
+        .replace(hour=0, minute=0, second=0, microsecond=0)
+    )
+    if as_of + timedelta(days=horizon_days) > datetime.now(UTC):
+        raise SettingsError(
+            f"--as-of {as_of:%Y-%m-%d} plus {horizon_days} days ends in the future, so labels are incomplete",
+            hint="pick an --as-of at least --horizon-days ago",
+        )
+    require_temp_dir()
+    store = store or open_store(options.store)
+    store.check(scoring=False, training=True)
+    registry = options.model.registry()
+    try:
+        event_types = store.top_event_types(since=catalog.since(as_of), as_of=as_of, limit=top_event_types)
+        features, labels = build_training_set(
+            store,
+            as_of=as_of,
+            horizon_days=horizon_days,
+            event_types=event_types,
+            catalog=catalog,
+            batch_size=max(options.batch_size, 5_000),
+        )
+    finally:
+        store.close()
+    log.info("training_set", users=len(labels), positives=int(labels.sum()), event_types=len(event_types))
+    result = fit_and_evaluate(features, labels, seed=seed)
+    # The holdout counted on the bins a scoring run counts its scores on: what drift compares with.
+    holdout = ScoreStats()
+    holdout.add(result.holdout_scores)
+    reference_shares = holdout.shares_through(result.reference_deciles)
+    version = registry.register(
+        result.pipeline,
+        example=features,
+        experiment=options.experiment,
+        metrics=result.metrics,
+        params={
+            "as_of": as_of.isoformat(),
+            "horizon_days": horizon_days,
+            "training_window": f"{catalog.since(as_of):%Y-%m-%d} to {as_of:%Y-%m-%d}",
+            "seed": seed,
+            "top_event_types": top_event_types,
+            "users": len(labels),
+            "n_train": result.n_train,
+            "n_holdout": result.n_holdout,
+            "features": len(features.columns),
+        },
+        version_tags={
+            TAG_REFERENCE: json.dumps([round(x, 6) for x in result.reference_deciles]),
+            TAG_REFERENCE_SHARES: json.dumps([round(x, 6) for x in reference_shares]),
+            TAG_EVENT_TYPES: json.dumps(event_types),
+            "reliability": json.dumps(
+                [{k: round(v, 4) for k, v in row.items()} for row in result.reliability], separators=(",", ":")
+            ),
+            "as_of": as_of.isoformat(),
+            "horizon_days": str(horizon_days),
+        },
+        run_name=f"train as of {as_of:%Y-%m-%d} · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        description=_version_description(result, as_of=as_of, horizon_days=horizon_days, seed=seed, users=len(labels)),
+        experiment_description="Training runs of lead-scorer (`lead-scorer train`): point-in-time features, a "
+        "holdout evaluation, one registered version of the lead-scoring pipeline per run.",
+        artifact_location=artifact_location,
+    )
+    log.info("registered", model=version.name, version=version.version, **result.metrics)
+    if promote:
+        try:
+            registry.promote(version.version, actor=options.actor, policy=options.model.policy)
+        except PromotionRefused as exc:
+            raise PromotionRefused(
+                f"registered version {version.version}, but did not promote it: {exc.message}",
+                hint=f"promote it anyway with `lead-scorer registry promote {version.version} --force`",
+            ) from exc
+    return TrainOutcome(version=version, result=result, event_types=event_types, users=len(labels), promoted=promote)
+
+
+def _version_description(result: TrainResult, *, as_of: datetime, horizon_days: int, seed: int, users: int) -> str:
+    """A model version's description: how it was trained, and its holdout metrics in words."""
+    m = result.metrics
+    positives = round(m.get("positive_rate", 0.0) * users)
+    return (
+        f"Trained on {users:,} leads as of {as_of:%Y-%m-%d} (features from the 180 days before; label: converted "
+        f"within {horizon_days} days after; {positives:,} did), seed {seed}.\n\n"
+        f"On a holdout of {result.n_holdout:,} leads: ROC AUC {m['roc_auc']:.3f} (a lead that converted scores above "
+        f"one that did not {m['roc_auc']:.0%} of the time); the top tenth of scores converted "
+        f"{m['top_decile_lift']:.1f} times as often as average, and the top fifth held {m['top20_capture']:.0%} of the "
+        f"conversions; calibration error {m.get('ece', float('nan')):.3f} (predicted vs observed rate, by decile)."
+    )
+
+
+def import_joblib(
+    model: ModelSource,
+    path: Path,
+    *,
+    experiment: str = "lead-scorer/training",
+    trust: bool = False,
+    catalog: FeatureCatalog | None = None,
+    artifact_location: str | None = None,
+) -> ResolvedVersion:
+    """Register a legacy joblib pipeline (like the original ``lead_scoring_pipeline_v1.joblib``) as a new
+    version, re-saved in the skops format. Loading a pickle runs its code, so ``trust`` must be given."""
+    if not trust:
+        raise SettingsError(
+            f"refusing to load {path.name}: loading a joblib/pickle file runs any code it contains",
+            hint="pass --trust only for a file you made yourself or got from someone you trust",
+        )
+    if not path.is_file():
+        raise SettingsError(f"{path} is not a file")
+    import joblib
+    import skops.io as sio
+
+    catalog = catalog or FeatureCatalog()
+    pipeline = joblib.load(path)
+    if not hasattr(pipeline, "predict_proba"):
+        raise ModelError(f"{path.name} holds a {type(pipeline).__name__}, which has no predict_proba")
+    names = [str(n) for n in getattr(pipeline, "feature_names_in_", [])]
+    if not names:
+        raise ModelError(
+            f"{path.name} does not record its feature names, so the catalog cannot feed it",
+            hint="fit the pipeline on a pandas DataFrame whose columns are catalog feature names",
+        )
+    catalog.check(names)
+    example = pd.DataFrame(np.zeros((5, len(names))), columns=names)
+    untrusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
+    version = model.registry().register(
+        pipeline,
+        example=example,
+        experiment=experiment,
+        metrics={},
+        params={"imported_from": path.name},
+        version_tags={"imported_from": path.name, TAG_TRUSTED_TYPES: json.dumps(untrusted)},
+        run_name=f"import-{path.stem}",
+        artifact_location=artifact_location,
+        skops_trusted_types=untrusted or None,
+    )
+    log.info("imported", model=version.name, version=version.version, features=len(names), trusted_types=untrusted)
+    return version
