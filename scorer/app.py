@@ -37,12 +37,11 @@ from registry import (
     ResolvedVersion,
     redact,
 )
-from scorer.errors import ModelError, ServiceUnavailable, SettingsError
+from scorer.errors import ModelError, ServiceUnavailable, SettingsError, StoreError
 from scorer.job import BatchReport, JobOptions, RunSummary, batch_cap, score_users, selector_for
 from scorer.settings import Settings
 from scorer.stats import ScoreStats
-from scorer.stores import SqlStore, Store, Waits
-from scorer.stores.base import Selector
+from scorer.stores import ScoringSource, SqlStore, TrainingSource, Waits
 from scorer.tracking import MlflowTracker, Tracker, TrackingError
 
 __all__ = ["Explanation", "TrainOutcome", "explain_user", "import_joblib", "job_options", "run_scoring", "train_model"]
@@ -57,7 +56,7 @@ def _registry(settings: Settings) -> Registry:
 def run_scoring(
     settings: Settings,
     *,
-    store: Store | None = None,
+    store: ScoringSource | None = None,
     tracker: Tracker | None = None,
     artifact_location: str | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
@@ -65,11 +64,15 @@ def run_scoring(
     should_stop: Callable[[], bool] | None = None,
     catalog: FeatureCatalog | None = None,
 ) -> RunSummary:
-    """The whole run (docs/architecture.md): check store → resolve and load model → track → score."""
+    """The whole run (docs/architecture.md): check store → resolve and load model → track → score.
+
+    A ``store`` passed in is the caller's, open, and stays open; the run gives back only the run lock it took."""
     catalog = catalog or FeatureCatalog()
     tracking_uri = settings.require_tracking()
     _require_temp_dir()
-    store = store or open_store(settings)
+    owned = contextlib.ExitStack()  # what this run opened or took, given back when it is done with it
+    if store is None:
+        store = owned.enter_context(open_store(settings))
     if should_stop is not None and hasattr(should_stop, "on_stop"):
         should_stop.on_stop(store.cancel)  # a stop request cancels a statement that hangs
     try:
@@ -78,6 +81,7 @@ def run_scoring(
             # One run per model and database: a second one started beside it (a laptop, `mlflow run`, another
             # scheduler) stops here, before it reads, writes or records anything.
             store.lock_run(settings.model_name)
+            owned.callback(store.unlock_run)
         log.info("store_ready", store=store.kind, where=store.describe())
         resolved, model = _resolve_and_load(settings, catalog)
         # 3. One MLflow run per job run.
@@ -94,7 +98,7 @@ def run_scoring(
                 started_before_ms=day_ago,
             )
     except BaseException:
-        store.close()  # a run that stops before scoring leaves no connection behind
+        owned.close()  # a run that stops before scoring leaves no connection (or lock) behind
         raise
     options = job_options(settings)
     try:
@@ -118,7 +122,7 @@ def run_scoring(
             tracker.finish(metrics={}, artifacts={}, status="FAILED")
         raise
     finally:
-        store.close()
+        owned.close()
 
     # 6. Totals, distribution, drift, tiers.
     failed = summary.failed_batches or summary.users_failed or summary.store_lost
@@ -207,8 +211,9 @@ def describe_run(
     return "\n\n".join(lines)
 
 
-def open_store(settings: Settings) -> Store:
-    """The store the settings select: ``SUPABASE_URL`` + a key → REST; ``DATABASE_URL`` → SQL; not both."""
+def open_store(settings: Settings) -> ScoringSource:
+    """The store the settings select: ``SUPABASE_URL`` + a key → REST; ``DATABASE_URL`` → SQL; not both.
+    Not connected yet: ``with open_store(settings) as store:`` opens it, and closes it."""
     rest = settings.supabase_url is not None or settings.supabase_key is not None
     if rest and settings.database_url is not None:
         raise SettingsError(
@@ -242,6 +247,18 @@ def open_store(settings: Settings) -> Store:
         lock_s=settings.db_lock_timeout_s,
     )
     return SqlStore(settings.require_database(), names=settings.names(), waits=waits)
+
+
+def open_training_source(settings: Settings) -> TrainingSource:
+    """The store training reads, which must be SQL: training reads every user and event. Not connected yet."""
+    store = open_store(settings)
+    if not isinstance(store, SqlStore):
+        store.close()
+        raise StoreError(
+            "training reads every event, which the REST API is not made for",
+            hint="train with DATABASE_URL set to a direct connection string (Supabase: Connect → Session pooler)",
+        )
+    return store
 
 
 def _require_temp_dir() -> None:
@@ -408,7 +425,7 @@ class Explanation:
 
 
 def explain_user(
-    settings: Settings, user_id: str, *, store: Store | None = None, catalog: FeatureCatalog | None = None
+    settings: Settings, user_id: str, *, store: ScoringSource | None = None, catalog: FeatureCatalog | None = None
 ) -> Explanation:
     """Score one user now with the production model (nothing is written) and say why.
 
@@ -416,7 +433,9 @@ def explain_user(
     '8 pricing views in the last 7 days'
     """
     catalog = catalog or FeatureCatalog()
-    store = store or open_store(settings)
+    owned = contextlib.ExitStack()  # closes the store only if this call opened it
+    if store is None:
+        store = owned.enter_context(open_store(settings))
     try:
         store.check(scoring=False)
         resolved, model = _resolve_and_load(settings, catalog)
@@ -429,7 +448,7 @@ def explain_user(
         as_of = datetime.now(UTC)
         read = store.read_events(page.visitor_ids, since=catalog.since(as_of), as_of=as_of)
     finally:
-        store.close()
+        owned.close()
     features = catalog.features(read.grain, visitor_ids=page.visitor_ids, as_of=as_of, names=model.input_names)
     score = float(model.predict_scores(features)[0])
     reasons = top_reasons(model.pipeline, features[model.input_names], top=3, catalog=catalog)
@@ -456,7 +475,7 @@ class TrainOutcome:
 
 
 def build_training_set(
-    store: Store,
+    store: TrainingSource,
     *,
     as_of: datetime,
     horizon_days: int,
@@ -479,9 +498,7 @@ def build_training_set(
     labels: list[np.ndarray] = []
     after = None
     while True:
-        page = store.select_users(
-            Selector(select="all", leads_only=False), after=after, limit=batch_size, with_label=True
-        )
+        page = store.labelled_users(after=after, limit=batch_size)
         if not len(page):
             break
         after = page.user_ids[-1]
@@ -517,7 +534,7 @@ def train_model(
     top_event_types: int = 12,
     promote: bool = False,
     seed: int = 0,
-    store: Store | None = None,
+    store: TrainingSource | None = None,
     artifact_location: str | None = None,
     catalog: FeatureCatalog | None = None,
 ) -> TrainOutcome:
@@ -537,10 +554,12 @@ def train_model(
             hint="pick an --as-of at least --horizon-days ago",
         )
     _require_temp_dir()
-    store = store or open_store(settings)
-    store.check(scoring=False, training=True)
+    owned = contextlib.ExitStack()  # closes the store only if this call opened it
+    if store is None:
+        store = owned.enter_context(open_training_source(settings))
     registry = _registry(settings)
     try:
+        store.check(scoring=False, training=True)
         event_types = store.top_event_types(since=catalog.since(as_of), as_of=as_of, limit=top_event_types)
         features, labels = build_training_set(
             store,
@@ -551,7 +570,7 @@ def train_model(
             batch_size=max(settings.batch_size, 5_000),
         )
     finally:
-        store.close()
+        owned.close()
     log.info("training_set", users=len(labels), positives=int(labels.sum()), event_types=len(event_types))
     result = fit_and_evaluate(features, labels, seed=seed)
     # The holdout counted on the bins a scoring run counts its scores on: what drift compares with.
