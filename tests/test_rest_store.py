@@ -222,6 +222,25 @@ def test_both_stores_configured_is_an_error():
     assert result.exit_code == 2 and "both DATABASE_URL and SUPABASE_URL" in result.output
 
 
+def test_training_over_rest_is_refused_before_any_request(rest, tmp_path):
+    """The REST store is a scoring source only: training reads every user and event, which the Data API is
+    not made for. `lead-scorer train` says so (exit 4) before it sends a single request."""
+    result = CliRunner().invoke(
+        app,
+        ["train"],
+        env={
+            "SUPABASE_URL": rest.url,
+            "SUPABASE_SERVICE_ROLE_KEY": REST_KEY,
+            "DATABASE_URL": "",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "LEAD_SCORER_LOG_LEVEL": "WARNING",
+        },
+    )
+    assert result.exit_code == 4 and "not made for" in result.output, result.output
+    assert rest.requests == []
+    assert not hasattr(RestStore, "top_event_types") and not hasattr(RestStore, "labelled_users")
+
+
 def test_the_store_never_inserts(pg_url, rest):
     """The write function is update-only: ids that do not exist are not created."""
     make_product(pg_url, users=10, seed=49)
