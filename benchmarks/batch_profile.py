@@ -43,7 +43,7 @@ def profile(url: str, model_dir: Path, *, batches: int, batch_size: int) -> list
     model = SimpleNamespace(pipeline=pipeline, input_names=names)
     catalog = FeatureCatalog()
     store = SqlStore(url)
-    store.check()
+    store.open().check()
     executes: dict[int, float] = {}
 
     def before(conn: Any, _cursor: Any, _statement: Any, _parameters: Any, context: Any, _many: bool) -> None:

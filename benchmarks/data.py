@@ -387,7 +387,7 @@ def pass_a_day(url: str) -> dict[str, Any]:
     day = timedelta(days=1)
     shifted: dict[str, int] = {}
     try:
-        store.check()
+        store.open().check()
         with engine.connect() as conn:
             keys = [r[0] for r in conn.exec_driver_sql(f"SELECT key FROM {Names().checkpoints}")]
             before = _samples(conn)

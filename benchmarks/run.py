@@ -301,7 +301,7 @@ def explain_event_read(url: str, users: int, *, names: list[str]) -> dict[str, A
     from scorer.stores.sql import SqlStore
 
     store = SqlStore(url)
-    store.check()
+    store.open().check()
     catalog = FeatureCatalog()
     as_of = datetime.now(UTC)
     page = store.select_users(Selector(select="all"), after=users // 2, limit=EXPLAIN_BATCH)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from lead_errors import ServiceUnavailable, SettingsError
+from lead_errors import ServiceUnavailable, SettingsError, StoreError
 from models import FeatureCatalog
 from models.reasons import Reason, top_reasons
 from registry import (
@@ -29,7 +29,7 @@ from registry import (
 )
 from scorer.contract import Names
 from scorer.job import BatchReport, JobOptions, RunSummary, score_users, selector_for
-from scorer.stores import SqlStore, Store, Waits
+from scorer.stores import ScoringSource, SqlStore, TrainingSource, Waits
 from scorer.tracking import MlflowTracker, Tracker, TrackingError
 
 __all__ = [
@@ -110,7 +110,7 @@ class ExplainOptions:
 def run_scoring(
     options: RunOptions,
     *,
-    store: Store | None = None,
+    store: ScoringSource | None = None,
     tracker: Tracker | None = None,
     artifact_location: str | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
@@ -118,11 +118,15 @@ def run_scoring(
     should_stop: Callable[[], bool] | None = None,
     catalog: FeatureCatalog | None = None,
 ) -> RunSummary:
-    """The whole run (docs/architecture.md): check store → resolve and load model → track → score."""
+    """The whole run (docs/architecture.md): check store → resolve and load model → track → score.
+
+    A ``store`` passed in is the caller's, open, and stays open; the run gives back only the run lock it took."""
     catalog = catalog or FeatureCatalog()
     job = options.job
     require_temp_dir()
-    store = store or open_store(options.store)
+    owned = contextlib.ExitStack()  # what this run opened or took, given back when it is done with it
+    if store is None:
+        store = owned.enter_context(open_store(options.store))
     if should_stop is not None and hasattr(should_stop, "on_stop"):
         should_stop.on_stop(store.cancel)  # a stop request cancels a statement that hangs
     try:
@@ -131,6 +135,7 @@ def run_scoring(
             # One run per model and database: a second one started beside it (a laptop, `mlflow run`, another
             # scheduler) stops here, before it reads, writes or records anything.
             store.lock_run(options.model.model_name)
+            owned.callback(store.unlock_run)
         log.info("store_ready", store=store.kind, where=store.describe())
         resolved, model = resolve_and_load(options.model, catalog)
         # 3. One MLflow run per job run.
@@ -147,7 +152,7 @@ def run_scoring(
                 started_before_ms=day_ago,
             )
     except BaseException:
-        store.close()  # a run that stops before scoring leaves no connection behind
+        owned.close()  # a run that stops before scoring leaves no connection (or lock) behind
         raise
     try:
         # 4. Who is stale, by the catalog's windows and the checkpoint earlier runs of this model left.
@@ -170,7 +175,7 @@ def run_scoring(
             tracker.finish(metrics={}, artifacts={}, status="FAILED")
         raise
     finally:
-        store.close()
+        owned.close()
 
     # 6. Totals, distribution, drift, tiers.
     failed = summary.failed_batches or summary.users_failed or summary.store_lost
@@ -258,8 +263,9 @@ def describe_run(
     return "\n\n".join(lines)
 
 
-def open_store(options: StoreOptions) -> Store:
-    """The store the options select: ``SUPABASE_URL`` + a key → REST; ``DATABASE_URL`` → SQL; not both."""
+def open_store(options: StoreOptions) -> ScoringSource:
+    """The store the options select: ``SUPABASE_URL`` + a key → REST; ``DATABASE_URL`` → SQL; not both.
+    Not connected yet: ``with open_store(options) as store:`` opens it, and closes it."""
     rest = options.supabase_url is not None or options.supabase_key is not None
     if rest and options.database_url is not None:
         raise SettingsError(
@@ -288,6 +294,18 @@ def open_store(options: StoreOptions) -> Store:
             hint="set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, or DATABASE_URL (sqlite:///leads.db, postgresql://…)",
         )
     return SqlStore(options.database_url, names=options.names, waits=options.waits)
+
+
+def open_training_source(options: StoreOptions) -> TrainingSource:
+    """The store training reads, which must be SQL: training reads every user and event. Not connected yet."""
+    store = open_store(options)
+    if not isinstance(store, SqlStore):
+        store.close()
+        raise StoreError(
+            "training reads every event, which the REST API is not made for",
+            hint="train with DATABASE_URL set to a direct connection string (Supabase: Connect → Session pooler)",
+        )
+    return store
 
 
 def require_temp_dir() -> None:
@@ -426,11 +444,13 @@ class Explanation:
 
 
 def explain_user(
-    options: ExplainOptions, user_id: str, *, store: Store | None = None, catalog: FeatureCatalog | None = None
+    options: ExplainOptions, user_id: str, *, store: ScoringSource | None = None, catalog: FeatureCatalog | None = None
 ) -> Explanation:
     """Score one user now with the production model (nothing is written) and say why."""
     catalog = catalog or FeatureCatalog()
-    store = store or open_store(options.store)
+    owned = contextlib.ExitStack()  # closes the store only if this call opened it
+    if store is None:
+        store = owned.enter_context(open_store(options.store))
     try:
         store.check(scoring=False)
         resolved, model = resolve_and_load(options.model, catalog)
@@ -444,7 +464,7 @@ def explain_user(
         as_of = datetime.now(UTC)
         read = store.read_events(page.visitor_ids, since=catalog.since(as_of), as_of=as_of)
     finally:
-        store.close()
+        owned.close()
     features = catalog.features(read.grain, visitor_ids=page.visitor_ids, as_of=as_of, names=model.input_names)
     score = float(model.predict_scores(features)[0])
     reasons = top_reasons(model.pipeline, features[model.input_names], top=3, catalog=catalog)

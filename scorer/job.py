@@ -26,9 +26,9 @@ from scorer.stores.base import (
     FeatureRequest,
     Freshness,
     ScoreWrite,
+    ScoringSource,
     Selection,
     Selector,
-    Store,
     UserPage,
 )
 from scorer.tracking import NullTracker, Tracker
@@ -178,12 +178,12 @@ def batch_cap(memory_mb: int) -> int:
 
 
 _Read = tuple[UserPage, EventRead | Exception]
-#: Event reads per batch on a `concurrent` store (PostgreSQL): one per connection, run at once.
+#: Event reads per batch on a store that serves them at once (`max_in_flight`, PostgreSQL): one per connection.
 _READ_SLICES = 2
 
 
 def _read(
-    store: Store,
+    store: ScoringSource,
     selector: Selector,
     after: Any | None,
     limit: int,
@@ -241,7 +241,7 @@ class _Done:
 class _Batcher:
     """Step 5 for one page: features → scores → checked → reasons → one write of what changed."""
 
-    store: Store
+    store: ScoringSource
     model: LoadedModel
     catalog: FeatureCatalog
     options: JobOptions
@@ -252,7 +252,7 @@ class _Batcher:
 
     @functools.cached_property
     def request(self) -> FeatureRequest:
-        """The model's inputs, which a store may compute where the events are (`Store.read_events`); made once
+        """The model's inputs, which a store may compute where the events are (`ScoringSource.read_events`); made once
         per run, as it keys the store's generated statement."""
         return FeatureRequest(catalog=self.catalog, names=self.model.input_names)
 
@@ -286,7 +286,7 @@ class _Batcher:
                 checkpoint_key=checkpoint_key,
                 through=page.user_ids[-1],
             )
-            if pending is not None and not self.store.concurrent:
+            if pending is not None and self.store.max_in_flight < 2:
                 wait([pending])  # one request at a time on SQLite and REST
             if ids or checkpoint_key is not None:
                 vanished = len(ids) - self.store.write_scores(write)
@@ -329,7 +329,9 @@ def checkpoint_key(model: str, *, leads_only: bool) -> str:
     return f"{model}|{'leads' if leads_only else 'everyone'}"
 
 
-def freshness(store: Store, *, model: str, catalog: FeatureCatalog, as_of: datetime, leads_only: bool) -> Freshness:
+def freshness(
+    store: ScoringSource, *, model: str, catalog: FeatureCatalog, as_of: datetime, leads_only: bool
+) -> Freshness:
     """Step 4's rule for this run: the catalog says how far back an event matters, the store's checkpoint
     how far earlier runs of this model got."""
     key = checkpoint_key(model, leads_only=leads_only)
@@ -344,7 +346,7 @@ def freshness(store: Store, *, model: str, catalog: FeatureCatalog, as_of: datet
 
 
 def selector_for(
-    store: Store, *, options: JobOptions, model: str, catalog: FeatureCatalog, as_of: datetime
+    store: ScoringSource, *, options: JobOptions, model: str, catalog: FeatureCatalog, as_of: datetime
 ) -> Selector:
     leads_only = options.leads_only and store.has_converted
     fresh = freshness(store, model=model, catalog=catalog, as_of=as_of, leads_only=leads_only)
@@ -378,7 +380,7 @@ def reasons_json(
 
 def score_users(
     *,
-    store: Store,
+    store: ScoringSource,
     model: LoadedModel,
     options: JobOptions,
     tracker: Tracker | None = None,
@@ -429,14 +431,15 @@ def score_users(
 
     # Batch n+1 is read (its key page, then its events) by one worker thread while batch n's features and
     # scores are computed, so the database works on the read while this process computes. On a store
-    # that says it is `concurrent` (PostgreSQL), that read is split in two event reads on two connections,
-    # and the write of batch n runs beside it on a third. On the others (SQLite, REST) the write waits for
-    # the read, so the store never has two requests in flight: a transient failure hits the request it
-    # hits and SQLite never waits on its own reader.
+    # that serves three requests at once (`max_in_flight`, PostgreSQL), that read is split in two event reads
+    # on two connections, and the write of batch n runs beside it on a third. On the others (SQLite, REST)
+    # the write waits for the read, so the store never has two requests in flight: a transient failure hits
+    # the request it hits and SQLite never waits on its own reader.
     # Pages are disjoint key ranges (user_id > the last key), so reading ahead neither sees nor misses a
     # write. A stop request or a fatal error drops the batch read ahead: it is never written.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lead-scorer-read")
-    concurrent = store.concurrent
+    # Two event reads and a write at once need three connections (`ScoringSource.max_in_flight`).
+    concurrent = store.max_in_flight > _READ_SLICES
     slices = (
         ThreadPoolExecutor(max_workers=_READ_SLICES, thread_name_prefix="lead-scorer-events") if concurrent else None
     )

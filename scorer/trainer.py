@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,10 +27,9 @@ from registry import (
     PromotionRefused,
     ResolvedVersion,
 )
-from scorer.app import ModelSource, StoreOptions, open_store, require_temp_dir
+from scorer.app import ModelSource, StoreOptions, open_training_source, require_temp_dir
 from scorer.stats import ScoreStats
-from scorer.stores import Store
-from scorer.stores.base import Selector
+from scorer.stores import TrainingSource
 
 __all__ = ["TrainOptions", "TrainOutcome", "build_training_set", "import_joblib", "train_model"]
 
@@ -59,7 +59,7 @@ class TrainOutcome:
 
 
 def build_training_set(
-    store: Store,
+    store: TrainingSource,
     *,
     as_of: datetime,
     horizon_days: int,
@@ -82,9 +82,7 @@ def build_training_set(
     labels: list[np.ndarray] = []
     after = None
     while True:
-        page = store.select_users(
-            Selector(select="all", leads_only=False), after=after, limit=batch_size, with_label=True
-        )
+        page = store.labelled_users(after=after, limit=batch_size)
         if not len(page):
             break
         after = page.user_ids[-1]
@@ -120,7 +118,7 @@ def train_model(
     top_event_types: int = 12,
     promote: bool = False,
     seed: int = 0,
-    store: Store | None = None,
+    store: TrainingSource | None = None,
     artifact_location: str | None = None,
     catalog: FeatureCatalog | None = None,
 ) -> TrainOutcome:
@@ -140,10 +138,12 @@ def train_model(
             hint="pick an --as-of at least --horizon-days ago",
         )
     require_temp_dir()
-    store = store or open_store(options.store)
-    store.check(scoring=False, training=True)
+    owned = contextlib.ExitStack()  # closes the store only if this call opened it
+    if store is None:
+        store = owned.enter_context(open_training_source(options.store))
     registry = options.model.registry()
     try:
+        store.check(scoring=False, training=True)
         event_types = store.top_event_types(since=catalog.since(as_of), as_of=as_of, limit=top_event_types)
         features, labels = build_training_set(
             store,
@@ -154,7 +154,7 @@ def train_model(
             batch_size=max(options.batch_size, 5_000),
         )
     finally:
-        store.close()
+        owned.close()
     log.info("training_set", users=len(labels), positives=int(labels.sum()), event_types=len(event_types))
     result = fit_and_evaluate(features, labels, seed=seed)
     # The holdout counted on the bins a scoring run counts its scores on: what drift compares with.

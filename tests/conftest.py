@@ -115,7 +115,7 @@ class Target:
             store = RestStore(self.rest.url, key=REST_KEY, max_rows=self.rest.max_rows, **kwargs)
         else:
             store = SqlStore(self.url, **kwargs)
-        store.check()
+        store.open().check()
         return store
 
 

@@ -111,7 +111,7 @@ def test_the_sql_floor_features_equal_the_catalogs(pg_url: str, clock: str):
     now = datetime.now(UTC)
     as_of = now if clock == "now" else now.replace(hour=0, minute=0, second=0, microsecond=0)
     store = SqlStore(pg_url)
-    store.check()
+    store.open().check()
     types = store.top_event_types(since=catalog.since(as_of), as_of=as_of, limit=100)
     assert {"pricing view", "pricing_view", "demo_request", "---"} <= set(types) and len(types) > 64
     names = catalog.feature_names(event_types=types)

@@ -145,7 +145,7 @@ def _custom_product(url: str, *, users: int = 400) -> None:
 def test_training_is_point_in_time_and_learns_the_products_own_events(db_url, mlflow_local):
     _custom_product(db_url)
     store = SqlStore(db_url)
-    store.check(training=True)
+    store.open().check(training=True)
     cat = FeatureCatalog()
     types = store.top_event_types(since=cat.since(AS_OF), as_of=AS_OF, limit=10)
     assert set(types) == {"cart add", "quote_requested", "browse"}

@@ -322,7 +322,7 @@ def test_a_held_row_lock_fails_that_batch_within_the_lock_timeout(pg_url, traine
     with engine.connect() as holder:
         holder.execute(sa.text("SELECT 1 FROM users WHERE user_id = 150 FOR UPDATE"))
         store = SqlStore(pg_url, waits=Waits(lock_s=0.5))
-        store.check()
+        store.open().check()
         started = time.monotonic()
         summary = score_users(store=store, model=model, options=JobOptions(batch_size=100, leads_only=False))
         elapsed = time.monotonic() - started

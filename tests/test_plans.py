@@ -99,7 +99,7 @@ def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("features", [False, True], ids=["daily-grain", "features-in-the-database"])
 def test_event_reads_use_the_index_by_id_under_a_generic_plan(scattered: str, features: bool) -> None:
     store = SqlStore(scattered)
-    store.check()
+    store.open().check()
     as_of = datetime.now(UTC)
     visitors = [f"v{i}" for i in range(0, VISITORS, 30)]  # 1,000 visitors spread over the table
     catalog = FeatureCatalog()
@@ -128,7 +128,7 @@ def test_the_write_finds_its_rows_by_key_under_a_generic_plan(scattered: str) ->
     from scorer.stores.base import ScoreWrite
 
     store = SqlStore(scattered)
-    store.check()
+    store.open().check()
     ids = list(range(1, 41))
     write = ScoreWrite(user_ids=ids, scores=[0.5] * len(ids), model="1/m-x", scored_at=datetime.now(UTC))
     statement, parameters = _captured(store, lambda: store.write_scores(write))
@@ -145,7 +145,7 @@ def test_the_stale_selection_walks_the_key_and_probes_events_by_index(scattered:
     from scorer.job import JobOptions, selector_for
 
     store = SqlStore(scattered)
-    store.check()
+    store.open().check()
     execute(scattered, "UPDATE users SET lead_score = 0.5, lead_score_model_version = '1/m-x', lead_scored_at = now()")
     as_of = datetime.now(UTC) + timedelta(days=1)
     selector = selector_for(store, options=JobOptions(), model="1/m-x", catalog=FeatureCatalog(), as_of=as_of)

@@ -52,10 +52,10 @@ def test_complete_reads_past_the_row_cap_match_the_sql_store(pg_url, rest, train
     if not fast:
         execute(pg_url, "DROP FUNCTION lead_scorer_daily_events")
     store = RestStore(rest.url, key=REST_KEY, max_rows=1000)
-    store.check()
+    store.open().check()
     assert store.fast_events is fast
     sql = SqlStore(pg_url)
-    sql.check()
+    sql.open().check()
 
     # The same features as the SQL store, batch by batch, for the heaviest batch.
     cat = FeatureCatalog()
@@ -84,7 +84,7 @@ def test_requests_per_thousand_users_stay_low_whatever_the_events(pg_url, rest, 
     _, model = trained
     make_product(pg_url, users=3000, seed=42, events_per_user=40)
     store = RestStore(rest.url, key=REST_KEY, max_rows=1000)
-    store.check()
+    store.open().check()
     rest.reset()
     summary = score_users(store=store, model=model, options=JobOptions(select="all", batch_size=2000, leads_only=False))
     assert summary.users_scored == 3000
@@ -106,7 +106,7 @@ def test_url_budget_splits_awkward_text_ids_on_the_raw_path(pg_url, rest, traine
         "DROP FUNCTION lead_scorer_daily_events",
     )
     store = RestStore(rest.url, key=REST_KEY, max_rows=1000, url_budget=4000)
-    store.check()
+    store.open().check()
     summary = score_users(
         store=store, model=model, options=JobOptions(select="unscored", batch_size=600, leads_only=False)
     )
@@ -119,7 +119,7 @@ def test_three_503s_then_success_is_retried_and_logged(pg_url, rest, trained, ca
     _, model = trained
     make_product(pg_url, users=150, seed=44)
     store = RestStore(rest.url, key=REST_KEY)
-    store.check()
+    store.open().check()
     rest.fail_next(3, status=503)
     summary = score_users(
         store=store, model=model, options=JobOptions(select="unscored", batch_size=100, leads_only=False)
@@ -133,7 +133,7 @@ def test_520_storm_fails_that_batch_only_and_writes_nothing_half(pg_url, rest, t
     _, model = trained
     make_product(pg_url, users=300, seed=45)
     store = RestStore(rest.url, key=REST_KEY)
-    store.check()
+    store.open().check()
     batches = []
 
     def storm_on_second_batch(visitor_ids):
@@ -158,7 +158,7 @@ def test_a_dropped_connection_mid_write_is_retried_safely(pg_url, rest, trained)
     _, model = trained
     make_product(pg_url, users=80, seed=46)
     store = RestStore(rest.url, key=REST_KEY)
-    store.check()
+    store.open().check()
     before = len(snapshot(pg_url))
 
     class DropWrite(Recording):
@@ -178,7 +178,7 @@ def test_wrong_key_stops_at_once_with_a_clear_message(pg_url, rest):
     wrong = "sb_secret_this-is-not-the-key-4242"
     started = time.monotonic()
     with pytest.raises(AuthError, match="SUPABASE_SERVICE_ROLE_KEY") as err:
-        RestStore(rest.url, key=wrong).check()
+        RestStore(rest.url, key=wrong).open().check()
     assert time.monotonic() - started < 5 and len(rest.requests) == 1  # no retry
     assert "Invalid API key" in str(err.value) and wrong not in str(err.value)
 
@@ -201,10 +201,10 @@ def test_missing_function_and_column_are_named(pg_url, rest):
     make_product(pg_url, users=20, seed=48)
     execute(pg_url, "DROP FUNCTION lead_scorer_write_scores")
     with pytest.raises(SchemaError, match="lead-scorer db sql"):
-        RestStore(rest.url, key=REST_KEY).check()
+        RestStore(rest.url, key=REST_KEY).open().check()
     execute(pg_url, "ALTER TABLE users DROP COLUMN lead_scored_at")
     with pytest.raises(SchemaError, match="lead_scored_at"):
-        RestStore(rest.url, key=REST_KEY).check()
+        RestStore(rest.url, key=REST_KEY).open().check()
 
 
 def test_both_stores_configured_is_an_error():
@@ -222,11 +222,30 @@ def test_both_stores_configured_is_an_error():
     assert result.exit_code == 2 and "both DATABASE_URL and SUPABASE_URL" in result.output
 
 
+def test_training_over_rest_is_refused_before_any_request(rest, tmp_path):
+    """The REST store is a scoring source only: training reads every user and event, which the Data API is
+    not made for. `lead-scorer train` says so (exit 4) before it sends a single request."""
+    result = CliRunner().invoke(
+        app,
+        ["train"],
+        env={
+            "SUPABASE_URL": rest.url,
+            "SUPABASE_SERVICE_ROLE_KEY": REST_KEY,
+            "DATABASE_URL": "",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "LEAD_SCORER_LOG_LEVEL": "WARNING",
+        },
+    )
+    assert result.exit_code == 4 and "not made for" in result.output, result.output
+    assert rest.requests == []
+    assert not hasattr(RestStore, "top_event_types") and not hasattr(RestStore, "labelled_users")
+
+
 def test_the_store_never_inserts(pg_url, rest):
     """The write function is update-only: ids that do not exist are not created."""
     make_product(pg_url, users=10, seed=49)
     store = RestStore(rest.url, key=REST_KEY)
-    store.check()
+    store.open().check()
     n = store.write_scores(
         ScoreWrite(user_ids=[3, 999_999], scores=[0.25, 0.5], model="7", scored_at=datetime.now(UTC))
     )
@@ -244,7 +263,7 @@ def _grain(daily: pd.DataFrame) -> list[tuple[str, ...]]:
 def _same_as_sql(pg_url: str, read, visitors: list[str], as_of: datetime, model=None) -> None:
     """The REST read equals the SQL store's read of the database as it is now."""
     sql = SqlStore(pg_url)
-    sql.check()
+    sql.open().check()
     cat = FeatureCatalog()
     b = sql.read_events(visitors, since=cat.since(as_of), as_of=as_of)
     assert read.events_read == b.events_read and read.dropped == b.dropped
@@ -281,12 +300,13 @@ def test_raw_reads_take_each_event_once_while_the_product_writes(pg_url, rest, t
     )
     as_of = datetime.now(UTC)
     pages = 0
+    reading = False  # past the schema check, whose probe of the events table is not a page
 
     class LiveProduct(RestStore):
         def _call(self, what, fn):
             nonlocal pages
             result = super()._call(what, fn)
-            if what == "reading events" and self.fast_events is not None:  # not the schema probe
+            if what == "reading events" and reading:
                 pages += 1
                 if pages == 2:  # the light visitor is done and the heavy one's first 1,000 rows are read
                     execute(
@@ -301,8 +321,9 @@ def test_raw_reads_take_each_event_once_while_the_product_writes(pg_url, rest, t
             return result
 
     store = LiveProduct(rest.url, key=REST_KEY, max_rows=1000)
-    store.check()
+    store.open().check()
     assert store.fast_events is False
+    reading = True
     cat = FeatureCatalog()
     read = store.read_events([light, heavy], since=cat.since(as_of), as_of=as_of)
     assert pages == 4  # ~2,500 rows: the light visitor whole, then the heavy one in three answers
@@ -333,7 +354,7 @@ def test_more_identical_events_than_one_answer_holds_are_counted(pg_url):
     as_of = datetime.now(UTC)
     with PostgrestStandin(pg_url, api_key=REST_KEY, max_rows=50) as small:
         store = RestStore(small.url, key=REST_KEY, max_rows=50)
-        store.check()
+        store.open().check()
         read = store.read_events(vids, since=FeatureCatalog().since(as_of), as_of=as_of)
         assert small.errors == []
     assert read.dropped["null_time"] >= 70 and read.dropped["null_type"] >= 3
@@ -353,7 +374,7 @@ def test_visitor_ids_the_api_returns_in_another_form_stop_the_read(pg_url):
     vids = [v for (v,) in execute(pg_url, "SELECT visitor_id FROM users WHERE visitor_id IS NOT NULL")[0]]
     with PostgrestStandin(pg_url, api_key=REST_KEY, max_rows=20) as small:
         store = RestStore(small.url, key=REST_KEY, max_rows=20)
-        store.check()
+        store.open().check()
         as_of = datetime.now(UTC)
         with pytest.raises(StoreError, match="in a form it was not asked for") as err:
             store.read_events(vids, since=FeatureCatalog().since(as_of), as_of=as_of)
@@ -367,10 +388,10 @@ def test_one_run_at_a_time_over_rest_and_a_dead_holder_lets_go(pg_url, rest):
 
     make_product(pg_url, users=10, seed=53)
     first = RestStore(rest.url, key=REST_KEY)
-    first.check()
+    first.open().check()
     first.lock_run("lead_scoring_pipeline")
     second = RestStore(rest.url, key=REST_KEY)
-    second.check()
+    second.open().check()
     with pytest.raises(RunLocked, match="holds"):
         second.lock_run("lead_scoring_pipeline")
     second.lock_run("another_model")  # another model's runs are not this one's

@@ -350,7 +350,7 @@ def test_one_run_at_a_time_and_a_dead_holder_never_blocks(db_url, mlflow_local):
     settings = mlflow_local.settings(db_url)
     _train(settings, mlflow_local, promote=True)
     holder = SqlStore(db_url)
-    holder.check()
+    holder.open().check()
     holder.lock_run(settings.model_name)
     with pytest.raises(RunLocked, match="holds"):
         run_scoring(run_options(settings))
@@ -370,7 +370,7 @@ def test_one_run_at_a_time_and_a_dead_holder_never_blocks(db_url, mlflow_local):
         [
             sys.executable,
             "-c",
-            "import sys; from scorer.stores.sql import SqlStore; s = SqlStore(sys.argv[1]); s.check(); "
+            "import sys; from scorer.stores.sql import SqlStore; s = SqlStore(sys.argv[1]).open(); s.check(); "
             "s.lock_run(sys.argv[2]); print('locked', flush=True); sys.stdin.read()",
             db_url,
             settings.model_name,
@@ -393,6 +393,27 @@ def test_one_run_at_a_time_and_a_dead_holder_never_blocks(db_url, mlflow_local):
                 break
     summary = run_scoring(run_options(settings))
     assert summary.users_scored == 100 and summary.exit_code == 0
+
+
+def test_a_store_the_caller_opened_stays_open_and_gets_its_run_lock_back(sqlite_url, mlflow_local):
+    """Whoever opens a store closes it: a run given an open store leaves it open (usable by the caller, who
+    closes it) and gives back the run lock it took on it. Nothing opens a store behind the caller's back."""
+    from scorer.stores.base import Selector
+    from scorer.stores.sql import SqlStore
+
+    make_product(sqlite_url, users=120, seed=33)
+    settings = mlflow_local.settings(sqlite_url)
+    _train(settings, mlflow_local, promote=True)
+    with pytest.raises(RuntimeError, match="not open"):
+        SqlStore(sqlite_url).select_users(Selector(select="all"), after=None, limit=10)
+    with SqlStore(sqlite_url) as store:
+        summary = run_scoring(settings, store=store)
+        assert summary.exit_code == 0 and summary.users_scored > 0
+        assert store.count_users(Selector(select="unscored")) == 0  # still open, and every lead is scored
+        with SqlStore(sqlite_url) as other:
+            other.lock_run(settings.model_name)  # the run's lock was given back (RunLocked otherwise)
+    with pytest.raises(RuntimeError, match="not open"):
+        store.count_users(Selector(select="all"))
 
 
 def test_a_run_left_running_by_a_dead_process_is_closed_by_the_next(sqlite_url, mlflow_local):

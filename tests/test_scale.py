@@ -40,7 +40,7 @@ def _bulk_product(url: str, users: int) -> None:
 
 def _peak(url: str, model, batch_size: int) -> tuple[int, Recording, int]:
     store = Recording(SqlStore(url), keep_ids=False)  # keeping 200,000 ids would be the test's own growth
-    store.check()
+    store.open().check()
     tracemalloc.start()
     summary = score_users(store=store, model=model, options=JobOptions(batch_size=batch_size))
     _, peak = tracemalloc.get_traced_memory()

@@ -68,7 +68,7 @@ def test_database_features_equal_the_catalog_on_the_same_events(pg_url, types):
     as_of = now + timedelta(minutes=1)
     _insert(pg_url, _messy(now, as_of, catalog))
     store = SqlStore(pg_url)
-    store.check()
+    store.open().check()
     event_types = {
         0: [],
         2: ["pricing_view", "login"],
@@ -124,7 +124,7 @@ def test_the_job_scores_equal_with_database_features_and_with_the_grain(pg_url, 
         execute(pg_url, "UPDATE users SET lead_score = NULL, lead_score_model_version = NULL")
         execute(pg_url, "DELETE FROM lead_scorer_checkpoints")
         store = store_class(pg_url)
-        store.check()
+        store.open().check()
         summary = score_users(
             store=store, model=trained[1], options=JobOptions(select="all", batch_size=128, leads_only=False), now=when
         )
@@ -202,7 +202,7 @@ def test_a_visitor_too_busy_for_a_packed_counter_is_counted_from_the_daily_grain
     names = catalog.feature_names(event_types=["page_view", "login"])
     request = FeatureRequest(catalog=catalog, names=names)
     store = SqlStore(pg_url)
-    store.check()
+    store.open().check()
     read = store.read_events(["bot", "human"], since=catalog.since(as_of), as_of=as_of, features=request)
     alone = store.read_events(["human"], since=catalog.since(as_of), as_of=as_of, features=request)
     store.close()

@@ -356,7 +356,7 @@ def run_spark(
                 "spark run reaches the database over JDBC: DATABASE_URL must be a PostgreSQL URL",
                 hint="for a Supabase project, use its direct connection string (Settings → Database)",
             )
-        store = opened
+        store = opened.open()  # connects and learns the schema; closed below, however the run ends
     leads_only = job.leads_only
     try:
         if store is not None:

@@ -1,33 +1,34 @@
-"""The one interface both stores implement, and the names they read and write."""
+"""What the job and training ask of a data source (`ScoringSource`, `TrainingSource`), and the values that
+pass between them and a store. The table and column names are the data contract's (`scorer.contract`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self
 
 import numpy as np
 import pandas as pd
 
 from models import DailyGrain, FeatureCatalog, day_numbers, normalize_event_type
-from scorer.contract import Names, validate_identifier
 
 __all__ = [
     "Checkpoint",
     "EventRead",
     "FeatureRequest",
     "Freshness",
-    "Names",
     "ScoreWrite",
+    "ScoringSource",
     "Selection",
     "Selector",
-    "Store",
+    "Source",
+    "TrainingSource",
     "UserPage",
     "VisitorFeatures",
     "split_dropped",
     "split_dropped_frame",
-    "validate_identifier",
 ]
 
 Selection = Literal["unscored", "stale", "all"]
@@ -39,7 +40,7 @@ class UserPage:
 
     user_ids: list[Any]
     visitor_ids: list[str | None]
-    converted_at: pd.Series | None = None  # only when asked for (training)
+    converted_at: pd.Series | None = None  # only in training's pages (`TrainingSource.labelled_users`)
     #: The score and model each user holds now (NaN / None when unscored), to write only what changed.
     scores: np.ndarray | None = None
     models: list[str | None] | None = None
@@ -155,7 +156,6 @@ class EventRead:
     grain: DailyGrain = field(default_factory=DailyGrain.empty)
     events_read: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # null_type, null_time, future
-    requests: int = 0
     features: VisitorFeatures | None = None
 
     def features_for(
@@ -182,7 +182,6 @@ class EventRead:
             grain=DailyGrain.concat([r.grain for r in reads]),
             events_read=sum(r.events_read for r in reads),
             dropped=dropped,
-            requests=sum(r.requests for r in reads),
             features=VisitorFeatures.concat(computed) if computed else None,
         )
 
@@ -192,31 +191,64 @@ class EventRead:
         return self.grain.to_frame()
 
 
-class Store(Protocol):
-    """Where users and events live. The batch loop knows nothing else about a store."""
+class Source(Protocol):
+    """What every source has: a place, and a lifetime. Whoever opens a source closes it::
+
+        with open_store(options.store) as store:  # open: connect, prove the credentials, learn the schema
+            store.check()  # what this command needs is there, or SchemaError
+            ...
+
+    Constructing one does not touch the database. `open` does: it connects (`AuthError`, `StoreError`) and learns
+    what the database has (the optional reasons column, the history table, column types), once. `check` only
+    compares that with what a command needs; nothing calls it, or `open`, behind the caller's back.
+    """
 
     kind: str
-    #: Whether a write may run while the next batch is being read (on another connection).
-    concurrent: bool
 
     def describe(self) -> str:
-        """Where this store points, safe to log (no secrets)."""
+        """Where this source points, safe to log (no secrets)."""
         ...
 
-    def check(self, *, scoring: bool = True, training: bool = False) -> None:
-        """Raise `SchemaError`/`AuthError` early if a table, column or credential is wrong."""
+    def open(self) -> Self:
+        """Connect and learn the schema, once; returns the source itself."""
         ...
 
-    #: What `check` found: the optional reasons column, the converted_at column, the history table.
+    def close(self) -> None:
+        """Give back the connections (and a run lock still held). Safe to call twice."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class ScoringSource(Source, Protocol):
+    """What a scoring run (`scorer.job`, `scorer.app.run_scoring`, `explain`) asks of a store, and nothing else."""
+
+    #: What `open` found: the optional reasons column, the converted_at column, the history table.
     has_reasons: bool
     has_converted: bool
     has_history: bool
+
+    @property
+    def max_in_flight(self) -> int:
+        """How many requests this store serves at once without one waiting on another: 1 for SQLite (one
+        writer) and REST (one request at a time, so a retried failure is the request it hit); the connection
+        pool's size on PostgreSQL. The batch loop decides from it how much to overlap."""
+        ...
+
+    def check(self, *, scoring: bool = True) -> None:
+        """Raise `SchemaError` if a table, column or function a run needs is missing (``scoring=False``: only
+        what reading a user needs). Needs an open store."""
+        ...
 
     def count_users(self, selector: Selector) -> int | None:
         """How many users the selector takes (None: the store cannot count it cheaply)."""
         ...
 
-    def select_users(self, selector: Selector, *, after: Any | None, limit: int, with_label: bool = False) -> UserPage:
+    def select_users(self, selector: Selector, *, after: Any | None, limit: int) -> UserPage:
         """The next key page: ``user_id > after`` in ``user_id`` order, at most ``limit`` users."""
         ...
 
@@ -227,7 +259,7 @@ class Store(Protocol):
     def read_checkpoint(self, key: str) -> Checkpoint: ...
 
     def lock_run(self, key: str) -> None:
-        """Take the run lock of model ``key`` on this database for as long as the store is open, or raise
+        """Take the run lock of model ``key`` on this database until `unlock_run` or `close`, or raise
         `RunLocked` at once. A holder that dies releases it."""
         ...
 
@@ -257,11 +289,33 @@ class Store(Protocol):
         """Update existing rows only (never insert); returns how many rows were updated."""
         ...
 
+
+class TrainingSource(Source, Protocol):
+    """What training (`scorer.app.train_model`) asks of a store: every user with its label, every event.
+    Only the SQL store is one; the REST API is not made for reading everything."""
+
+    def check(self, *, scoring: bool = True, training: bool = False) -> None:
+        """Raise `SchemaError` if a table or column is missing (``training``: the label, ``converted_at``)."""
+        ...
+
+    def labelled_users(self, *, after: Any | None, limit: int) -> UserPage:
+        """The next key page of every user (customers too), with ``converted_at``."""
+        ...
+
+    def read_events(
+        self,
+        visitor_ids: Sequence[str],
+        *,
+        since: datetime,
+        as_of: datetime,
+        features: FeatureRequest | None = None,
+    ) -> EventRead:
+        """As `ScoringSource.read_events`: training reads the daily grain (no ``features``)."""
+        ...
+
     def top_event_types(self, *, since: datetime, as_of: datetime, limit: int) -> list[str]:
         """The most frequent normalized event types in ``[since, as_of)``."""
         ...
-
-    def close(self) -> None: ...
 
 
 def split_dropped(
@@ -271,18 +325,21 @@ def split_dropped(
     day: np.ndarray,
     future: np.ndarray,
     n: np.ndarray,
-    requests: int = 0,
+    future_counted: int = 0,
 ) -> EventRead:
     """From aggregated rows as object arrays (visitor id, event type, UTC day number or None, at or
     after ``as_of``, count): drop and count events with no type, no time, or a time at/after ``as_of``;
-    keep the rest at the daily grain.
+    keep the rest at the daily grain. ``future_counted``: events at or after ``as_of`` (with a type) that
+    the store counted without reading them, dropped as ``future`` with the rest.
 
     Types are normalized here, once for every store, by `models.normalize_event_type` (all Unicode
     whitespace trimmed, lower-cased): a database's own trim()/lower() only pre-aggregates, and differs
     between engines (SQLite lowers ASCII only; trim() takes spaces, not tabs or no-break spaces).
     """
     if not len(n):
-        return EventRead(requests=requests)
+        if not future_counted:
+            return EventRead()
+        return EventRead(events_read=future_counted, dropped={"null_type": 0, "null_time": 0, "future": future_counted})
     counts = np.asarray(n, dtype=np.int64)
     codes, uniques = pd.factorize(np.asarray(event_type, dtype=object), use_na_sentinel=True)
     normal = np.array([normalize_event_type(t) for t in uniques] + [None], dtype=object)
@@ -300,12 +357,12 @@ def split_dropped(
     dropped = {
         "null_type": int(counts[no_type].sum()),
         "null_time": int(counts[no_time].sum()),
-        "future": int(counts[late].sum()),
+        "future": int(counts[late].sum()) + future_counted,
     }
-    return EventRead(grain=grain, events_read=int(counts.sum()), dropped=dropped, requests=requests)
+    return EventRead(grain=grain, events_read=int(counts.sum()) + future_counted, dropped=dropped)
 
 
-def split_dropped_frame(frame: pd.DataFrame, *, requests: int = 0) -> EventRead:
+def split_dropped_frame(frame: pd.DataFrame, *, future_counted: int = 0) -> EventRead:
     """`split_dropped` for a frame (visitor_id, event_type, day as a date or ISO string, future, n)."""
     return split_dropped(
         visitor_id=frame["visitor_id"].to_numpy(dtype=object),
@@ -313,5 +370,5 @@ def split_dropped_frame(frame: pd.DataFrame, *, requests: int = 0) -> EventRead:
         day=day_numbers(frame["day"].to_numpy()),
         future=frame["future"].fillna(False).to_numpy(dtype=object),
         n=frame["n"].to_numpy(),
-        requests=requests,
+        future_counted=future_counted,
     )

@@ -9,6 +9,8 @@
 - Scores are written by ``lead_scorer_write_scores`` (project SQL): one POST per batch, update-only.
 - Transient failures are retried with exponential backoff and jitter, bounded in attempts and time;
   a wrong key stops at once.
+
+A `ScoringSource` only: training reads every user and event, which the Data API is not made for.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -31,6 +34,7 @@ from postgrest.exceptions import APIError
 from supabase import ClientOptions, create_client
 
 from lead_errors import AuthError, RunLocked, SchemaError, StoreError, TransientError
+from scorer.contract import Names
 from scorer.schema import (
     EVENTS_FUNCTION,
     HISTOGRAM_FUNCTION,
@@ -43,7 +47,6 @@ from scorer.stores.base import (
     Checkpoint,
     EventRead,
     FeatureRequest,
-    Names,
     ScoreWrite,
     Selector,
     UserPage,
@@ -79,7 +82,8 @@ class RestStore:
     """Users and events behind Supabase's Data API (PostgREST)."""
 
     kind = "rest"
-    concurrent = False  # one request at a time: a retried failure is the request it hit
+    #: One request at a time: a retried failure is the request it hit, and the API's rate limit is not raced.
+    max_in_flight = 1
 
     def __init__(
         self,
@@ -98,9 +102,9 @@ class RestStore:
         self.url = url.rstrip("/")
         self.max_rows = max_rows
         self.url_budget = url_budget
-        self.requests = 0
         self.retries = 0
-        self.fast_events: bool | None = None  # decided by check()
+        self._opened = False
+        self.fast_events = False  # what `open` found: whether the aggregating events function is installed
         self.has_reasons = False
         self.has_converted = False
         self.has_history = False
@@ -116,15 +120,11 @@ class RestStore:
         )
         self._client = create_client(self.url, key, options=options)
         self._pg = self._client.postgrest
-        self._pg.session.event_hooks["request"].append(self._count)
         self._retry = stamina.retry(
             on=self._should_retry, attempts=retry_attempts, timeout=retry_timeout_s, wait_initial=0.5, wait_max=10.0
         )
 
     # -- plumbing --------------------------------------------------------------------------------
-    def _count(self, _request: httpx.Request) -> None:
-        self.requests += 1
-
     def _should_retry(self, exc: Exception) -> bool:
         if is_transient(exc):
             self.retries += 1
@@ -177,7 +177,16 @@ class RestStore:
     def describe(self) -> str:
         return f"supabase {self.url}"
 
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
     def close(self) -> None:
+        self._opened = False
         self.unlock_run()
         self._pg.session.close()
 
@@ -216,37 +225,51 @@ class RestStore:
         """Requests time out on their own (LEAD_SCORER_SUPABASE_TIMEOUT_S); nothing to cancel."""
         return None
 
-    def check(self, *, scoring: bool = True, training: bool = False) -> None:
-        """One small request per thing the job needs; the first one also proves the key."""
+    def open(self) -> Self:
+        """Prove the key (the first request: a wrong one stops here, unretried) and learn which optional
+        columns, tables and functions the project has, one small request each."""
+        if self._opened:
+            return self
+        n = self.names
+        try:
+            self._call(f"reading {n.users}", lambda: self._pg.from_(n.users).select(n.user_id).limit(1).execute())
+            self.has_converted = self._exists(n.users, n.converted_at)
+            self.has_reasons = self._exists(n.users, n.reasons)
+            self.has_history = self._exists(n.history, n.user_id)
+            self.has_histogram = self._function(HISTOGRAM_FUNCTION, {"p_bins": 1, "p_leads_only": False})
+            self.fast_events = self._function(EVENTS_FUNCTION, {"p_visitor_ids": [], "p_since": None, "p_as_of": None})
+        except BaseException:
+            self.close()
+            raise
+        if not self.fast_events:
+            log.warning("rest_slow_events", hint=f"{EVENTS_FUNCTION} is missing; {_APPLY_HINT} for the fast path")
+        self._opened = True
+        return self
+
+    def _need_open(self) -> None:
+        if not self._opened:
+            raise RuntimeError("the store is not open: use `with store:` or `store.open()` first")
+
+    def check(self, *, scoring: bool = True) -> None:
+        """One small request per thing a run needs: the columns it reads, and for ``scoring`` the columns,
+        table and functions it writes through. Empty calls prove the functions exist and change nothing."""
+        self._need_open()
         n = self.names
         cols = [n.user_id, n.visitor_id] + ([n.lead_score, n.model_version, n.scored_at] if scoring else [])
-        if training:
-            cols.append(n.converted_at)
         self._call(f"reading {n.users}", lambda: self._pg.from_(n.users).select(",".join(cols)).limit(1).execute())
         ecols = ",".join([n.event_visitor_id, n.event_type, n.created_at])
         self._call(f"reading {n.events}", lambda: self._pg.from_(n.events).select(ecols).limit(1).execute())
-        self.has_converted = training or self._exists(n.users, n.converted_at)
-        if scoring:
-            self.has_reasons = self._exists(n.users, n.reasons)
-            self.has_history = self._exists(n.history, n.user_id)
-            self._call(
-                f"reading {n.checkpoints}", lambda: self._pg.from_(n.checkpoints).select("key").limit(1).execute()
-            )
-            # Empty calls prove the functions exist (PGRST202 otherwise) and change nothing.
-            self._call(
-                f"calling {WRITE_FUNCTION}",
-                lambda: self._pg.rpc(
-                    WRITE_FUNCTION,
-                    _write_params(
-                        ScoreWrite(user_ids=[], scores=[], model="check", scored_at=datetime.now().astimezone())
-                    ),
-                ).execute(),
-            )
-            self._call(f"calling {SELECT_FUNCTION}", lambda: self._pg.rpc(SELECT_FUNCTION, _stale_probe()).execute())
-            self.has_histogram = self._function(HISTOGRAM_FUNCTION, {"p_bins": 1, "p_leads_only": False})
-        self.fast_events = self._function(EVENTS_FUNCTION, {"p_visitor_ids": [], "p_since": None, "p_as_of": None})
-        if not self.fast_events:
-            log.warning("rest_slow_events", hint=f"{EVENTS_FUNCTION} is missing; {_APPLY_HINT} for the fast path")
+        if not scoring:
+            return
+        self._call(f"reading {n.checkpoints}", lambda: self._pg.from_(n.checkpoints).select("key").limit(1).execute())
+        self._call(
+            f"calling {WRITE_FUNCTION}",
+            lambda: self._pg.rpc(
+                WRITE_FUNCTION,
+                _write_params(ScoreWrite(user_ids=[], scores=[], model="check", scored_at=datetime.now().astimezone())),
+            ).execute(),
+        )
+        self._call(f"calling {SELECT_FUNCTION}", lambda: self._pg.rpc(SELECT_FUNCTION, _stale_probe()).execute())
 
     def _exists(self, table: str, column: str) -> bool:
         """Whether an optional table or column is there (PostgREST answers 42703/PGRST205 if not)."""
@@ -278,6 +301,7 @@ class RestStore:
         return query
 
     def count_users(self, selector: Selector) -> int | None:
+        self._need_open()
         if selector.select == "stale":
             return None  # the rule needs the database function, which returns pages, not counts
         n = self.names
@@ -289,26 +313,21 @@ class RestStore:
         )
         return int(res.count or 0)
 
-    def _page(self, rows: list[dict[str, Any]], *, with_label: bool = False) -> UserPage:
+    def _page(self, rows: list[dict[str, Any]]) -> UserPage:
         n = self.names
-        converted = None
-        if with_label:
-            converted = pd.to_datetime(
-                pd.Series([r.get(n.converted_at) for r in rows], dtype=object), utc=True, format="ISO8601"
-            )
         return UserPage(
             user_ids=[r[n.user_id] for r in rows],
             visitor_ids=[r[n.visitor_id] for r in rows],
             scores=np.array([np.nan if r.get(n.lead_score) is None else float(r[n.lead_score]) for r in rows]),
             models=[r.get(n.model_version) for r in rows],
-            converted_at=converted,
         )
 
-    def select_users(self, selector: Selector, *, after: Any | None, limit: int, with_label: bool = False) -> UserPage:
+    def select_users(self, selector: Selector, *, after: Any | None, limit: int) -> UserPage:
+        self._need_open()
         n = self.names
-        if selector.select == "stale" and not with_label:
+        if selector.select == "stale":
             return self._stale_page(selector, after=after, limit=limit)
-        cols = [n.user_id, n.visitor_id, n.lead_score, n.model_version] + ([n.converted_at] if with_label else [])
+        cols = [n.user_id, n.visitor_id, n.lead_score, n.model_version]
         rows: list[dict[str, Any]] = []
         last = after
         while len(rows) < limit:
@@ -325,7 +344,7 @@ class RestStore:
             if len(got) < want:  # the server had no more (a cap below ours also lands here: see check)
                 break
             last = got[-1][n.user_id]
-        return self._page(rows, with_label=with_label)
+        return self._page(rows)
 
     def _stale_page(self, selector: Selector, *, after: Any | None, limit: int) -> UserPage:
         """One key page of the `stale` rule from its database function: one POST, one JSON value that the
@@ -380,6 +399,7 @@ class RestStore:
         )
 
     def score_histogram(self, *, leads_only: bool, bins: int) -> np.ndarray | None:
+        self._need_open()
         if not self.has_histogram:
             return None
         params = {"p_bins": bins, "p_leads_only": leads_only and self.has_converted}
@@ -397,12 +417,10 @@ class RestStore:
         as_of: datetime,
         features: FeatureRequest | None = None,  # the daily grain is computed in the database already
     ) -> EventRead:
+        self._need_open()
         vids = sorted({v for v in visitor_ids if v is not None})
-        before = self.requests
         if not vids:
             return EventRead()
-        if self.fast_events is None:
-            self.check(scoring=False)
         if self.fast_events:
             doc = self._call(
                 "reading daily events",
@@ -412,12 +430,13 @@ class RestStore:
                 ).execute(),
             ).data
             frame = pd.DataFrame(doc or {"visitor_id": [], "event_type": [], "day": [], "future": [], "n": []})
-        else:
-            frame = self._raw_events(vids, since=since, as_of=as_of)
-        return split_dropped_frame(frame, requests=self.requests - before)
+            return split_dropped_frame(frame)
+        frame, future = self._raw_events(vids, since=since, as_of=as_of)
+        return split_dropped_frame(frame, future_counted=future)
 
-    def _raw_events(self, vids: list[str], *, since: datetime, as_of: datetime) -> pd.DataFrame:
-        """Raw rows, aggregated here: every ``in.(…)`` chunk read completely, a complete slice per request.
+    def _raw_events(self, vids: list[str], *, since: datetime, as_of: datetime) -> tuple[pd.DataFrame, int]:
+        """Raw rows, aggregated here: every ``in.(…)`` chunk read completely, a complete slice per request;
+        and how many events (with a type) are at or after ``as_of``.
 
         The rows are bounded by ``created_at < as_of`` so that events the product inserts while we read land
         outside the window. Events at or after ``as_of`` are only counted (one count request per chunk), to
@@ -452,11 +471,7 @@ class RestStore:
             }
         )
         daily = raw.groupby(["visitor_id", "event_type", "day", "future"], dropna=False)["n"].sum().reset_index()
-        if future:
-            # Counted, never read: split_dropped_frame reports them as "future" and keeps none of them.
-            extra = {"visitor_id": None, "event_type": "future", "day": as_of.date().isoformat(), "future": True}
-            daily = pd.concat([daily, pd.DataFrame([extra | {"n": future}])], ignore_index=True)
-        return daily
+        return daily, future
 
     def _read_chunk(self, chunk: list[str], *, since: str, as_of: str) -> pd.DataFrame:
         """Every event of ``chunk`` in the window, one row per event or per run of identical events (``n``).
@@ -597,14 +612,9 @@ class RestStore:
             chunks.append(current)
         return chunks
 
-    def top_event_types(self, *, since: datetime, as_of: datetime, limit: int) -> list[str]:
-        raise StoreError(
-            "training reads every event, which the REST API is not made for",
-            hint="train with DATABASE_URL set to a direct connection string (Supabase: Connect → Session pooler)",
-        )
-
     # -- writes ------------------------------------------------------------------------------------
     def write_scores(self, write: ScoreWrite) -> int:
+        self._need_open()
         if not all(math.isfinite(float(x)) for x in write.scores):
             raise ValueError("refusing to send a non-finite score")
         if write.history and not self.has_history:

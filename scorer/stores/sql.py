@@ -11,7 +11,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -24,13 +25,13 @@ from sqlalchemy.engine import make_url
 
 from lead_errors import AuthError, RunLocked, SchemaError, SettingsError, StoreError, TransientError
 from models import normalize_event_type
+from scorer.contract import Names
 from scorer.logs import redact_text
 from scorer.stores.base import (
     Checkpoint,
     EventRead,
     FeatureRequest,
     Freshness,
-    Names,
     ScoreWrite,
     Selector,
     UserPage,
@@ -175,7 +176,11 @@ def _retrying(fn: Any) -> Any:
 
 
 class SqlStore:
-    """Users and events in a database reached through SQLAlchemy Core."""
+    """Users and events in a database reached through SQLAlchemy Core: a `ScoringSource` and a `TrainingSource`.
+
+    Constructing one creates the engine and connects to nothing; `open` (or ``with``) connects and learns the
+    schema, `check` compares it with what a command needs, `close` (or leaving the ``with``) lets go.
+    """
 
     kind = "sql"
 
@@ -221,6 +226,11 @@ class SqlStore:
             sa.column("updated_at"),
             schema=schema,
         )
+        self._opened = False
+        # What `open` learned: the two tables' columns (None: no such table), whether the checkpoints table exists.
+        self._users_columns: dict[str, dict[str, Any]] | None = None
+        self._events_columns: dict[str, dict[str, Any]] | None = None
+        self._has_checkpoints = False
         self._id_type: sa.types.TypeEngine[Any] | None = None
         self._vid_cast: sa.types.TypeEngine[Any] | None = None
         self._lock: Any = None  # the run lock's connection (PostgreSQL) or file (SQLite)
@@ -229,15 +239,30 @@ class SqlStore:
         self.has_reasons = False
         self.has_converted = False
         self.has_history = False
-        # PostgreSQL serves the next batch's read and this batch's write on two connections at once;
-        # SQLite has one writer and would only make the reader wait.
-        self.concurrent = self._pg
+
+    @property
+    def max_in_flight(self) -> int:
+        """PostgreSQL serves as many statements at once as the pool has connections (the next batch's reads
+        and this batch's write); SQLite has one writer, and a second statement would only make the first wait."""
+        if not self._pg:
+            return 1
+        size = getattr(self.engine.pool, "size", None)
+        return int(size()) if callable(size) else 1
 
     # -- housekeeping ------------------------------------------------------------------------
     def describe(self) -> str:
         return f"{self.dialect} {redact_url(self._url)}"
 
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
     def close(self) -> None:
+        self._opened = False
         self.unlock_run()
         self.engine.dispose()
 
@@ -299,23 +324,21 @@ class SqlStore:
         if lock is not None:
             lock.close()
 
-    def _columns(self, insp: sa.Inspector, table: str) -> dict[str, dict[str, Any]]:
-        schema = self.names.schema if self._pg else None
-        if not insp.has_table(table, schema=schema):
-            where = f"{schema}.{table}" if schema else table
-            raise SchemaError(f"table {where} does not exist", hint="check LEAD_SCORER_USERS_TABLE / _EVENTS_TABLE")
-        return {c["name"]: c for c in insp.get_columns(table, schema=schema)}
-
-    def check(self, *, scoring: bool = True, training: bool = False) -> None:
+    def open(self) -> Self:
+        """Connect and learn the schema: the two tables' columns and types, and which optional parts exist.
+        Raises `AuthError` for refused credentials, `StoreError` for a database it cannot reach."""
+        if self._opened:
+            return self
         n = self.names
         schema = n.schema if self._pg else None
         try:
             insp = sa.inspect(self.engine)
-            users = self._columns(insp, n.users)
-            events = self._columns(insp, n.events)
-            has_checkpoints = insp.has_table(n.checkpoints, schema=schema)
+            self._users_columns = self._columns(insp, n.users)
+            self._events_columns = self._columns(insp, n.events)
+            self._has_checkpoints = insp.has_table(n.checkpoints, schema=schema)
             self.has_history = insp.has_table(n.history, schema=schema)
         except sa.exc.OperationalError as exc:
+            self.engine.dispose()
             text = str(exc.orig) if exc.orig else str(exc)
             if "password authentication failed" in text or "authentication" in text.lower():
                 raise AuthError(
@@ -326,6 +349,41 @@ class SqlStore:
                 f"cannot connect to {redact_url(self._url)}: {text.splitlines()[0] if text else exc}",
                 hint="check DATABASE_URL and that the database is reachable",
             ) from exc
+        users, events = self._users_columns or {}, self._events_columns or {}
+        if n.user_id in users:
+            self._id_type = users[n.user_id]["type"]
+        if n.event_visitor_id in events and n.visitor_id in users:
+            # The freshness probe compares the two visitor ids; a uuid events column gets the users' text cast.
+            event_vid = events[n.event_visitor_id]["type"]
+            self._vid_cast = event_vid if type(event_vid) is not type(users[n.visitor_id]["type"]) else None
+        self.has_reasons = n.reasons in users
+        self.has_converted = n.converted_at in users
+        if n.created_at in events:
+            self._created_has_tz = bool(getattr(events[n.created_at]["type"], "timezone", True))
+        self._opened = True
+        return self
+
+    def _columns(self, insp: sa.Inspector, table: str) -> dict[str, dict[str, Any]] | None:
+        schema = self.names.schema if self._pg else None
+        if not insp.has_table(table, schema=schema):
+            return None
+        return {c["name"]: c for c in insp.get_columns(table, schema=schema)}
+
+    def _need_open(self) -> None:
+        if not self._opened:
+            raise RuntimeError("the store is not open: use `with store:` or `store.open()` first")
+
+    def check(self, *, scoring: bool = True, training: bool = False) -> None:
+        """Raise `SchemaError` if a table or column a command needs is missing: reading a user always,
+        ``scoring`` the score columns and the checkpoints table, ``training`` the label (``converted_at``).
+        Compares what `open` learned; sends nothing."""
+        self._need_open()
+        n = self.names
+        for table, columns in ((n.users, self._users_columns), (n.events, self._events_columns)):
+            if columns is None:
+                where = f"{n.schema}.{table}" if self._pg else table
+                raise SchemaError(f"table {where} does not exist", hint="check LEAD_SCORER_USERS_TABLE / _EVENTS_TABLE")
+        users, events = self._users_columns or {}, self._events_columns or {}
         need_users = [n.user_id, n.visitor_id]
         if scoring:
             need_users += [n.lead_score, n.model_version, n.scored_at]
@@ -333,24 +391,12 @@ class SqlStore:
             need_users.append(n.converted_at)
         missing = [f"{n.users}.{c}" for c in need_users if c not in users]
         missing += [f"{n.events}.{c}" for c in (n.event_visitor_id, n.event_type, n.created_at) if c not in events]
-        if scoring and not has_checkpoints:
+        if scoring and not self._has_checkpoints:
             missing.append(f"table {n.checkpoints}")
         if missing:
             ours = {f"{n.users}.{c}" for c in (n.lead_score, n.model_version, n.scored_at)} | {f"table {n.checkpoints}"}
             hint = _APPLY_HINT if set(missing) <= ours else "check the LEAD_SCORER_*_COLUMN settings"
             raise SchemaError(f"missing: {', '.join(missing)}", hint=hint)
-        self._id_type = users[n.user_id]["type"]
-        # The freshness probe compares the two visitor ids; a uuid events column gets the users' text cast.
-        event_vid = events[n.event_visitor_id]["type"]
-        self._vid_cast = event_vid if type(event_vid) is not type(users[n.visitor_id]["type"]) else None
-        self.has_reasons = n.reasons in users
-        self.has_converted = n.converted_at in users
-        created_type = events[n.created_at]["type"]
-        self._created_has_tz = bool(getattr(created_type, "timezone", True))
-
-    def _ready(self) -> None:
-        if self._id_type is None:
-            self.check(scoring=True)
 
     # -- reads ---------------------------------------------------------------------------------
     def _where(self, selector: Selector) -> list[sa.ColumnElement[bool]]:
@@ -426,7 +472,7 @@ class SqlStore:
 
     @_retrying
     def count_users(self, selector: Selector) -> int:
-        self._ready()
+        self._need_open()
         q = sa.select(sa.func.count()).select_from(self.users).where(*self._where(selector))
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar_one())
@@ -450,11 +496,22 @@ class SqlStore:
         return cols + ([u[n.converted_at]] if with_label else [])
 
     @_retrying
-    def select_users(self, selector: Selector, *, after: Any | None, limit: int, with_label: bool = False) -> UserPage:
-        self._ready()
+    def select_users(self, selector: Selector, *, after: Any | None, limit: int) -> UserPage:
+        self._need_open()
+        return self._key_page(self._where(selector), after=after, limit=limit, with_label=False)
+
+    @_retrying
+    def labelled_users(self, *, after: Any | None, limit: int) -> UserPage:
+        """Training's key pages: every user, customers too, with ``converted_at`` (`check(training=True)`)."""
+        return self._key_page([], after=after, limit=limit, with_label=True)
+
+    def _key_page(
+        self, where: list[sa.ColumnElement[bool]], *, after: Any | None, limit: int, with_label: bool
+    ) -> UserPage:
+        self._need_open()
         u = self.users.c
         n = self.names
-        q = sa.select(*self._page_columns(with_label)).where(*self._where(selector)).order_by(u[n.user_id]).limit(limit)
+        q = sa.select(*self._page_columns(with_label)).where(*where).order_by(u[n.user_id]).limit(limit)
         if after is not None:
             q = q.where(u[n.user_id] > after)
         with self.engine.connect() as conn:
@@ -463,7 +520,7 @@ class SqlStore:
 
     @_retrying
     def find_users(self, user_ids: Sequence[str]) -> UserPage:
-        self._ready()
+        self._need_open()
         u = self.users.c
         n = self.names
         ids = [sa.cast(sa.literal(str(v), sa.Text), self._id_type) for v in user_ids]
@@ -484,6 +541,7 @@ class SqlStore:
 
     @_retrying
     def score_histogram(self, *, leads_only: bool, bins: int) -> np.ndarray | None:
+        self._need_open()
         u = self.users.c
         n = self.names
         score = u[n.lead_score]
@@ -532,6 +590,7 @@ class SqlStore:
         as_of: datetime,
         features: FeatureRequest | None = None,
     ) -> EventRead:
+        self._need_open()
         n = self.names
         e = self.events.c
         vids = sorted({v for v in visitor_ids if v is not None})
@@ -589,6 +648,7 @@ class SqlStore:
 
     @_retrying
     def top_event_types(self, *, since: datetime, as_of: datetime, limit: int) -> list[str]:
+        self._need_open()
         n = self.names
         e = self.events.c
         created, _ = self._created()
@@ -614,7 +674,7 @@ class SqlStore:
     def write_scores(self, write: ScoreWrite) -> int:
         """The batch's changed scores (with reasons when the column exists), their history rows when asked,
         and the run's checkpoint, in one transaction: a crash leaves all of them or none."""
-        self._ready()
+        self._need_open()
         if write.history and not self.has_history:
             raise SchemaError(
                 f"LEAD_SCORER_HISTORY is on but the table {self.names.history} does not exist", hint=_APPLY_HINT
