@@ -1,8 +1,6 @@
 """Settings → the library's options, at the edge: the CLI reads `Settings` once and builds, here, the plain
 options objects the entry points take (`scorer.app`, `scorer.trainer`, `scorer.spark`). Nothing below this
-module reads the environment.
-
->>> run_scoring(run_options(load_settings()))
+module reads the environment. The CLI's run is ``run_scoring(run_options(load_settings()))``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """`lead-scorer train` and `lead-scorer registry import-joblib`: a new registered version, from the database
 (point-in-time features, a holdout evaluation) or from a legacy joblib file. The fitting itself is
-`models.training`; this module reads the store, and registers and promotes through the registry.
-
->>> outcome = train_model(options, promote=True)
+`models.training`; this module reads the store, and registers and promotes through the registry. The CLI's
+``lead-scorer train --promote`` is ``train_model(train_options(load_settings()), promote=True)``.
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ from lead_errors import (
     StoreError,
     TrainingError,
 )
-from scorer.app import train_model
 from scorer.cli import EXIT_CODES, EXIT_CODES_HELP, EXIT_MEANINGS, app, exit_code_for
+from scorer.edge import train_options
+from scorer.trainer import train_model
 from tests.support import execute, make_product
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,7 +169,7 @@ def test_help_lists_every_code() -> None:
 def test_cli_no_production_model_exits_3_with_its_hint(sqlite_url, mlflow_local) -> None:
     make_product(sqlite_url, users=200, seed=61)
     settings = mlflow_local.settings(sqlite_url)
-    train_model(settings, artifact_location=mlflow_local.artifacts)  # registered, never promoted
+    train_model(train_options(settings), artifact_location=mlflow_local.artifacts)  # registered, never promoted
     env = {
         "DATABASE_URL": sqlite_url,
         "MLFLOW_TRACKING_URI": mlflow_local.tracking_uri,
@@ -200,7 +201,7 @@ def test_cli_train_with_too_few_conversions_exits_3_with_its_reason(sqlite_url, 
 def test_cli_rollback_without_a_previous_version_is_refused(sqlite_url, mlflow_local) -> None:
     make_product(sqlite_url, users=200, seed=63)
     settings = mlflow_local.settings(sqlite_url)
-    train_model(settings, artifact_location=mlflow_local.artifacts, promote=True)
+    train_model(train_options(settings), artifact_location=mlflow_local.artifacts, promote=True)
     env = {"MLFLOW_TRACKING_URI": mlflow_local.tracking_uri, "LEAD_SCORER_MODEL_NAME": settings.model_name}
     result = _cli(["registry", "rollback"], env)
     assert result.exit_code == ExitCode.PROMOTION_REFUSED == 7, result.output

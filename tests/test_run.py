@@ -407,7 +407,7 @@ def test_a_store_the_caller_opened_stays_open_and_gets_its_run_lock_back(sqlite_
     with pytest.raises(RuntimeError, match="not open"):
         SqlStore(sqlite_url).select_users(Selector(select="all"), after=None, limit=10)
     with SqlStore(sqlite_url) as store:
-        summary = run_scoring(settings, store=store)
+        summary = run_scoring(run_options(settings), store=store)
         assert summary.exit_code == 0 and summary.users_scored > 0
         assert store.count_users(Selector(select="unscored")) == 0  # still open, and every lead is scored
         with SqlStore(sqlite_url) as other:
