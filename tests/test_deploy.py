@@ -456,6 +456,8 @@ def _runtime_env(venv: ProdVenv, home: Path, **extra: str) -> dict[str, str]:
     return env | extra
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("prod-venv")  # the worker that builds (or finds) the venv uses it
 def test_prod_venv_is_the_slim_one(prod_venv: ProdVenv, record_property, tmp_path: Path) -> None:
     """Small, no full mlflow/dev tools/pip, and the project installed into it (not found via the checkout)."""
     record_property("prod_venv_mib", round(prod_venv.size_mib))
@@ -515,6 +517,8 @@ def _scores(db: Path) -> list[tuple]:
         engine.dispose()
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("prod-venv")  # the worker that builds (or finds) the venv uses it
 def test_prod_venv_cli_answers(prod_venv: ProdVenv, tmp_path: Path) -> None:
     env = _runtime_env(prod_venv, tmp_path)
     helped = subprocess.run(
@@ -550,6 +554,8 @@ def _json_events(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("prod-venv")  # the worker that builds (or finds) the venv uses it
 def test_prod_venv_runs_the_job(prod_venv: ProdVenv, tracked_demo, tmp_path: Path) -> None:
     """`lead-scorer run --dry-run` scores every open lead and writes nothing; then a real run writes them."""
     url, paths = tracked_demo
