@@ -45,14 +45,15 @@ def ensure_env() -> None:
     stamp.write_text(want)
 
 
-#: pytest-xdist, one worker per CPU; loadgroup keeps each ``xdist_group`` (a Spark session, one cached venv)
-#: on one worker. Left out when the caller picks (``-n 0`` runs serially, ``-p no:xdist`` without xdist).
-PARALLEL = ("-n", "auto", "--dist", "loadgroup")
-
-
 def pytest_args(rest: list[str]) -> list[str]:
-    chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist" for a in rest)
-    return list(rest) if chosen else [*PARALLEL, *rest]
+    """pytest-xdist, one worker per CPU, unless the caller chose (``-n 0`` runs serially, ``-p no:xdist``
+    without xdist); ``--dist loadgroup`` keeps each ``xdist_group`` (a Spark session, one cached venv) on one
+    worker unless the caller picked another distribution."""
+    if "no:xdist" in rest:
+        return list(rest)
+    workers = [] if any(a.startswith(("-n", "--numprocesses")) for a in rest) else ["-n", "auto"]
+    dist = [] if any(a.startswith("--dist") for a in rest) else ["--dist", "loadgroup"]
+    return [*workers, *dist, *rest]
 
 
 def main(argv: list[str]) -> int:
