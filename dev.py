@@ -3,6 +3,7 @@
 
     python3 dev.py demo      # the whole job on a laptop: SQLite data, a local MLflow store
     python3 dev.py test      # ruff, then the test suite (real PostgreSQL via pgserver, real MLflow)
+    python3 dev.py test -m "not slow"   # the editing loop: everything but the slowest end-to-end tests
     python3 dev.py bench     # the benchmark (see benchmarks/README.md)
 
 Needs only Python >= 3.11. The environment lives in .venv and is rebuilt when the lock file changes.
@@ -44,6 +45,17 @@ def ensure_env() -> None:
     stamp.write_text(want)
 
 
+def pytest_args(rest: list[str]) -> list[str]:
+    """pytest-xdist, one worker per CPU, unless the caller chose (``-n 0`` runs serially, ``-p no:xdist``
+    without xdist); ``--dist loadgroup`` keeps each ``xdist_group`` (a Spark session, one cached venv) on one
+    worker unless the caller picked another distribution."""
+    if "no:xdist" in rest:
+        return list(rest)
+    workers = [] if any(a.startswith(("-n", "--numprocesses")) for a in rest) else ["-n", "auto"]
+    dist = [] if any(a.startswith("--dist") for a in rest) else ["--dist", "loadgroup"]
+    return [*workers, *dist, *rest]
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "bench", "setup"):
         print(__doc__)
@@ -60,7 +72,7 @@ def main(argv: list[str]) -> int:
     lint = subprocess.run([str(BIN / "ruff"), "check", "."], cwd=ROOT, env=env).returncode
     if lint:
         return lint
-    return subprocess.run([str(BIN / "python"), "-m", "pytest", *rest], cwd=ROOT, env=env).returncode
+    return subprocess.run([str(BIN / "python"), "-m", "pytest", *pytest_args(rest)], cwd=ROOT, env=env).returncode
 
 
 if __name__ == "__main__":

@@ -77,6 +77,19 @@ def mlflow_local(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` over HTTP (SQLite backend, proxied artifacts), one per session (per xdist worker).
+
+    Tests on it use their own model names and experiments (``tests.support.Mlflow.settings``), so none sees
+    another's registry state; a test that kills its server or needs basic auth starts its own.
+    """
+    from tests.mlflow_server import start_mlflow_server
+
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, mlflow_local):
     """A model trained on a synthetic product and promoted: (settings of its model, LoadedModel)."""
     from registry import Registry

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
+import shutil
+import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,3 +90,68 @@ class Mlflow:
 
 def mlflow_store(root: Path) -> Mlflow:
     return Mlflow(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifacts=(root / "artifacts").as_uri())
+
+
+# -- a cache that outlives the session ------------------------------------------------------------------------
+
+#: Entries nobody used for this long are removed (a cache keyed by content only grows otherwise).
+CACHE_MAX_IDLE_S = 7 * 24 * 3600
+
+
+def cache_root() -> Path:
+    """Where tests keep what is slow to build and safe to reuse: TEST_CACHE_DIR, else ~/.cache/lead-scorer-tests."""
+    given = os.environ.get("TEST_CACHE_DIR")
+    if given:
+        return Path(given)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lead-scorer-tests"
+
+
+def digest(*, files: Iterable[Path], relative_to: Path, extra: Iterable[str] = ()) -> str:
+    """A SHA-256 over the files' paths (relative to ``relative_to``) and bytes, then the ``extra`` strings."""
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(str(path.relative_to(relative_to)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for item in extra:
+        h.update(item.encode() + b"\0")
+    return h.hexdigest()
+
+
+def cached_build(kind: str, key: str, build: Callable[[Path], None]) -> Path:
+    """A directory built by ``build(path)`` once per ``key`` and reused by later sessions.
+
+    The directory's name carries the key, so a changed input builds a new one instead of reusing a stale
+    one; it counts only once ``build`` returned (a killed session leaves no half-built entry in use). An
+    exclusive file lock makes concurrent sessions (xdist workers, other checkouts) build it once. The built
+    directory must not be moved afterwards: a virtualenv, for one, has its path in its scripts.
+    """
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    entry = root / f"{kind}-{key[:24]}"
+    stamp = root / f"{kind}-{key[:24]}.complete"
+    with (root / f"{kind}-{key[:24]}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (stamp.exists() and stamp.read_text() == key):
+            stamp.unlink(missing_ok=True)
+            shutil.rmtree(entry, ignore_errors=True)
+            entry.mkdir()
+            build(entry)
+            stamp.write_text(key)
+        os.utime(stamp)  # last used: what eviction goes by
+    _evict(root, kind, keep=entry)
+    return entry
+
+
+def _evict(root: Path, kind: str, *, keep: Path) -> None:
+    """Remove this kind's entries idle for CACHE_MAX_IDLE_S, each under its own lock (never one in use)."""
+    now = time.time()
+    for stamp in root.glob(f"{kind}-*.complete"):
+        entry = stamp.with_suffix("")
+        if entry == keep or now - stamp.stat().st_mtime < CACHE_MAX_IDLE_S:
+            continue
+        with stamp.with_suffix(".lock").open("w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being built right now
+            stamp.unlink(missing_ok=True)
+            shutil.rmtree(entry, ignore_errors=True)

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from benchmarks import data, run
 
 
+@pytest.mark.slow
 def test_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path, pg_server_url, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("TEST_DATABASE_URL", pg_server_url)  # the session's PostgreSQL, not a second server
     out = tmp_path / "latest.md"

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 import yaml
 
 from tests.mlflow_server import start_mlflow_server
+from tests.support import cached_build, digest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -414,12 +415,34 @@ def _replay_builder_stage(context: Path, venv: Path) -> None:
             pytest.fail(f"the replay does not know {ins.op}; teach it or keep the builder stage simple")
 
 
+def _builder_inputs() -> str:
+    """A digest of everything the builder stage reads: the files its COPY lines copy, its instructions,
+    and the interpreter that creates the venv. The same digest means the same venv."""
+    _, stages = read_dockerfile(DOCKERFILE)
+    builder = stages[0]
+    files: list[Path] = []
+    for args in builder.ops("COPY"):
+        *sources, _dest = shlex.split(args)
+        for src in sources:
+            origin = ROOT / src
+            if origin.is_dir():
+                files += [
+                    p for p in origin.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+                ]
+            else:
+                files.append(origin)
+    extra = [f"{i.op} {i.args}" for i in builder.instructions] + [sys.version, os.path.realpath(sys.executable)]
+    return digest(files=files, relative_to=ROOT, extra=extra)
+
+
 @pytest.fixture(scope="session")
-def prod_venv(tmp_path_factory: pytest.TempPathFactory) -> ProdVenv:
-    """A fresh venv built the way the image's builder stage builds /opt/venv (once per session, ~45 s)."""
-    root = tmp_path_factory.mktemp("prod-image")
-    venv = root / "venv"
-    _replay_builder_stage(root / "src", venv)
+def prod_venv() -> ProdVenv:
+    """A venv built the way the image's builder stage builds /opt/venv (~45 s), kept in the test cache keyed
+    by everything the stage reads (the locks, install.sh, the project's files): reused until one changes."""
+    entry = cached_build(
+        "prod-venv", _builder_inputs(), lambda root: _replay_builder_stage(root / "src", root / "venv")
+    )
+    venv = entry / "venv"
     return ProdVenv(venv, _du_mib(venv))
 
 
@@ -433,6 +456,8 @@ def _runtime_env(venv: ProdVenv, home: Path, **extra: str) -> dict[str, str]:
     return env | extra
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("prod-venv")  # the worker that builds (or finds) the venv uses it
 def test_prod_venv_is_the_slim_one(prod_venv: ProdVenv, record_property, tmp_path: Path) -> None:
     """Small, no full mlflow/dev tools/pip, and the project installed into it (not found via the checkout)."""
     record_property("prod_venv_mib", round(prod_venv.size_mib))
@@ -448,6 +473,8 @@ def test_prod_venv_is_the_slim_one(prod_venv: ProdVenv, record_property, tmp_pat
             "import lead_errors, models, registry, scorer\n"
             "print(all(p.__file__.startswith(sys.prefix) for p in (lead_errors, models, registry, scorer)))",
         ],
+        # The image's runtime environment: a PYTHONPATH from the developer's shell would find the checkout.
+        env=_runtime_env(prod_venv, tmp_path),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -493,6 +520,8 @@ def _scores(db: Path) -> list[tuple]:
         engine.dispose()
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("prod-venv")  # the worker that builds (or finds) the venv uses it
 def test_prod_venv_cli_answers(prod_venv: ProdVenv, tmp_path: Path) -> None:
     env = _runtime_env(prod_venv, tmp_path)
     helped = subprocess.run(
@@ -528,6 +557,8 @@ def _json_events(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("prod-venv")  # the worker that builds (or finds) the venv uses it
 def test_prod_venv_runs_the_job(prod_venv: ProdVenv, tracked_demo, tmp_path: Path) -> None:
     """`lead-scorer run --dry-run` scores every open lead and writes nothing; then a real run writes them."""
     url, paths = tracked_demo

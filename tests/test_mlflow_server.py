@@ -1,7 +1,8 @@
 """MLflow in production: the job, training and the registry commands against a real `mlflow server` over HTTP.
 
-One server (SQLite backend, proxied artifacts) serves the module; tests that kill a server or need basic auth
-start their own. Each test uses its own model name and experiments, so none sees another's registry state.
+The session's server (SQLite backend, proxied artifacts; ``mlflow_server`` in tests/conftest.py) serves the
+module; tests that kill a server or need basic auth start their own. Each test uses its own model name and
+experiments, so none sees another's registry state.
 """
 
 from __future__ import annotations
@@ -42,10 +43,9 @@ from tests.support import Mlflow, execute, make_product, snapshot
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerURL]:
-    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
-        yield url
+@pytest.fixture
+def server(mlflow_server: ServerURL) -> ServerURL:
+    return mlflow_server  # the session's (tests/conftest.py)
 
 
 def _settings(url: str, db: str, **overrides: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 
+import pytest
 import sqlalchemy as sa
 
 from scorer.job import JobOptions, score_users
@@ -48,6 +49,7 @@ def _peak(url: str, model, batch_size: int) -> tuple[int, Recording, int]:
     return peak, store, summary.users_scored
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_table(tmp_path, trained):
     _, model = trained
     small, large = f"sqlite:///{tmp_path / 'small.db'}", f"sqlite:///{tmp_path / 'large.db'}"
@@ -64,6 +66,7 @@ def test_peak_memory_does_not_grow_with_the_table(tmp_path, trained):
     assert peak_large < 2 * peak_small and peak_large < 25_000_000, (peak_small, peak_large)
 
 
+@pytest.mark.slow
 def test_the_largest_batch_stays_under_the_memory_budget(tmp_path, trained):
     """`--batch-size 100000` on the default budget (512 MB, Render's starter plan): the batch is capped and
     the process's own peak RSS stays under the budget. Uncapped, 60,000 users in one batch go well over it."""

@@ -105,6 +105,8 @@ def _assert_same_scores(got: pd.DataFrame, want: pd.DataFrame) -> None:
     assert parsed == list(want.loc[scored, "lead_score_reasons"])
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("spark")  # one Spark session (a JVM) for the three
 def test_spark_run_scores_and_records_what_the_single_machine_run_does(tcp_pg, trained, spark, reference):
     from scorer.spark import run_spark
 
@@ -139,6 +141,8 @@ def test_spark_run_scores_and_records_what_the_single_machine_run_does(tcp_pg, t
     assert run_scoring(run_options(settings.model_copy(update={"select": "stale"}))).users_selected == 0
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("spark")  # one Spark session (a JVM) for the three
 def test_a_task_killed_mid_write_is_retried_and_every_user_is_scored_once(tcp_pg, trained, spark, reference):
     from scorer.spark import run_spark
 
@@ -173,6 +177,8 @@ def test_a_task_killed_mid_write_is_retried_and_every_user_is_scored_once(tcp_pg
     assert _run(settings).info.status == "FINISHED"
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("spark")  # one Spark session (a JVM) for the three
 def test_lake_users_and_events_give_a_parquet_score_table(tcp_pg, trained, spark, reference, tmp_path):
     lake = tmp_path / "lake"
     lake.mkdir()

@@ -108,6 +108,7 @@ def _shot(page: object, name: str) -> None:
         page.screenshot(path=str(Path(where) / name))  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 def test_the_printed_url_leads_through_runs_version_and_back(browser: object, story: Story) -> None:
     from playwright.sync_api import expect
 
