@@ -407,15 +407,6 @@ def score_users(
     # only over an unbroken prefix of written batches: a user past a failed batch is not known to be done.
     moves_checkpoint = options.select != "unscored" and not options.dry_run and selector.freshness is not None
     checkpoint = selector.freshness.key if selector.freshness is not None else None
-    reasons = options.reasons and store.has_reasons
-    if reasons and not gives_reasons(model.pipeline, model.input_names):
-        # Said once per run, not per batch: this model type has no per-feature contributions to name.
-        log.warning(
-            "reasons_unavailable",
-            model=model.resolved.uri,
-            hint="lead_score_reasons is left as it is; linear pipelines (what `lead-scorer train` makes) give reasons",
-        )
-        reasons = False
     batcher = _Batcher(
         store=store,
         model=model,
@@ -424,7 +415,7 @@ def score_users(
         identity=identity,
         as_of=as_of,
         since=since,
-        reasons=reasons,
+        reasons=_writes_reasons(store, model, options),
     )
     started = time.perf_counter()
     step = 0
@@ -464,101 +455,25 @@ def score_users(
                 log.warning("stop_requested", after_batches=step)
                 break
             t0 = time.perf_counter()
-            # 4. The next key page. Failing here ends the run: without it there is no next key. The store has
-            # retried already, so the database is gone for longer than its retry budget: exit 4, totals kept.
-            try:
-                page, read = pending.result()
-            except (AuthError, SchemaError):
-                raise
-            except Exception as exc:
-                pending = None
-                if should_stop is not None and should_stop():
-                    summary.stopped = True  # cancelled by the stop request, not lost
-                    log.warning("stop_requested", after_batches=step)
-                    break
-                summary.store_lost = _first_line(exc)
-                log.error("store_lost", after_batches=step, error=summary.store_lost, exc_info=exc)
+            # 4. The next key page. Failing here ends the run: without it there is no next key.
+            taken, pending = _take(pending, should_stop=should_stop, summary=summary, step=step), None
+            if taken is None:
                 break
-            pending = None
+            page, read = taken
             if not len(page):
                 exhausted = True
                 break
             step += 1
             summary.users_selected += len(page)
             pending = read_ahead(page.user_ids[-1])
-            error: str | None = None
             # 5. Events, complete → features → scores → checked → reasons → one write of what changed.
-            done = _Done()
-            try:
-                if isinstance(read, Exception):
-                    raise read
-                done = batcher(
-                    page,
-                    read,
-                    checkpoint_key=checkpoint if moves_checkpoint and summary.clean else None,
-                    pending=pending,
-                )
-            except (AuthError, SchemaError):
-                raise
-            except TransientError as exc:
-                # The database, not a row: the whole batch fails and the next run redoes it.
-                error = _first_line(exc)
-                summary.failed_batches += 1
-                summary.users_failed += len(page)
-            except (StoreError, ScoreValueError) as exc:
-                # Something in this batch fails every time (a row the database rejects, a score that is not a
-                # probability): split it down to the users that fail, write everyone else. Anything else is a
-                # bug, which stops the run with its traceback rather than being blamed on the data.
-                done, failed = batcher.isolate(page, exc, pending=pending)
-                summary.failed_users += failed
-                summary.users_failed += len(failed)
-                error = f"{len(failed)} of {len(page)} users failed: {failed[0]['error']}" if failed else None
-                if failed:
-                    log.error(
-                        "users_failed",
-                        batch=step,
-                        users=[f["user_id"] for f in failed[:20]],
-                        count=len(failed),
-                        error=failed[0]["error"],
-                    )
-            summary.add(done)
-            scored, changed_n, events = done.scored, done.changed, done.events
-            seconds = time.perf_counter() - t0
-            summary.batches = step
-            report = BatchReport(step=step, users=len(page), scored=scored, events=events, seconds=seconds, error=error)
-            if error:
-                log.error(
-                    "batch_failed",
-                    batch=step,
-                    users=len(page),
-                    first_user=str(page.user_ids[0]),
-                    last_user=str(page.user_ids[-1]),
-                    error=error,
-                )
-            else:
-                log.info(
-                    "batch",
-                    batch=step,
-                    users=len(page),
-                    scored=scored,
-                    changed=changed_n,
-                    events=events,
-                    ms=round(seconds * 1000, 1),
-                )
-            tracker.log_batch(
-                step=step,
-                # Under "batch/", which the MLflow UI groups apart from the run's totals.
-                metrics={
-                    "batch/users": len(page),
-                    "batch/scored": scored,
-                    "batch/changed": changed_n,
-                    "batch/events": events,
-                    "batch/seconds": round(seconds, 3),
-                    "batch/failed": 1.0 if error else 0.0,
-                },
+            checkpoint_key = checkpoint if moves_checkpoint and summary.clean else None
+            done, error = _score_batch(
+                batcher, page, read, checkpoint_key=checkpoint_key, pending=pending, summary=summary, step=step
             )
-            if on_batch is not None:
-                on_batch(report)
+            summary.add(done)
+            summary.batches = step
+            _record(step, page, done, error, seconds=time.perf_counter() - t0, tracker=tracker, on_batch=on_batch)
     finally:
         if pending is not None:
             pending.cancel()
@@ -575,10 +490,141 @@ def score_users(
         )
         summary.complete = True
     if not options.dry_run and not summary.store_lost:
-        counts = store.score_histogram(leads_only=selector.leads_only, bins=BINS)
-        if counts is None:
-            log.warning("population_unknown", hint="the distribution and drift describe this run's scores only")
-        else:
-            summary.population = ScoreStats.from_histogram(counts)
+        summary.population = _population(store, leads_only=selector.leads_only)
     summary.duration_s = time.perf_counter() - started
     return summary
+
+
+def _writes_reasons(store: ScoringSource, model: LoadedModel, options: JobOptions) -> bool:
+    """Reasons are written when asked, where the column exists, and when the model breaks its score down."""
+    if not (options.reasons and store.has_reasons):
+        return False
+    if gives_reasons(model.pipeline, model.input_names):
+        return True
+    # Said once per run, not per batch: this model type has no per-feature contributions to name.
+    log.warning(
+        "reasons_unavailable",
+        model=model.resolved.uri,
+        hint="lead_score_reasons is left as it is; linear pipelines (what `lead-scorer train` makes) give reasons",
+    )
+    return False
+
+
+def _population(store: ScoringSource, *, leads_only: bool) -> ScoreStats | None:
+    """Every stored score's distribution (the store counts it), or None when the store cannot say."""
+    counts = store.score_histogram(leads_only=leads_only, bins=BINS)
+    if counts is None:
+        log.warning("population_unknown", hint="the distribution and drift describe this run's scores only")
+        return None
+    return ScoreStats.from_histogram(counts)
+
+
+def _take(
+    pending: Future[_Read], *, should_stop: Callable[[], bool] | None, summary: RunSummary, step: int
+) -> _Read | None:
+    """Step 4: the batch read ahead, or None when the run ends here. The store has retried already, so a
+    failed page read means the database is gone for longer than its retry budget: exit 4, totals kept (unless
+    a stop request cancelled it, which is not a loss)."""
+    try:
+        return pending.result()
+    except (AuthError, SchemaError):
+        raise
+    except Exception as exc:
+        if should_stop is not None and should_stop():
+            summary.stopped = True
+            log.warning("stop_requested", after_batches=step)
+        else:
+            summary.store_lost = _first_line(exc)
+            log.error("store_lost", after_batches=step, error=summary.store_lost, exc_info=exc)
+        return None
+
+
+def _score_batch(
+    batcher: _Batcher,
+    page: UserPage,
+    read: EventRead | Exception,
+    *,
+    checkpoint_key: str | None,
+    pending: Future[Any] | None,
+    summary: RunSummary,
+    step: int,
+) -> tuple[_Done, str | None]:
+    """Step 5 with its failures sorted: (what was done, the batch's error or None). Users that fail are
+    counted in ``summary``; anything that is not the store's or a score's failure is a bug and propagates."""
+    try:
+        if isinstance(read, Exception):
+            raise read
+        return batcher(page, read, checkpoint_key=checkpoint_key, pending=pending), None
+    except (AuthError, SchemaError):
+        raise
+    except TransientError as exc:
+        # The database, not a row: the whole batch fails and the next run redoes it.
+        summary.failed_batches += 1
+        summary.users_failed += len(page)
+        return _Done(), _first_line(exc)
+    except (StoreError, ScoreValueError) as exc:
+        # Something in this batch fails every time (a row the database rejects, a score that is not a
+        # probability): split it down to the users that fail, write everyone else.
+        done, failed = batcher.isolate(page, exc, pending=pending)
+        summary.failed_users += failed
+        summary.users_failed += len(failed)
+        if not failed:
+            return done, None
+        log.error(
+            "users_failed",
+            batch=step,
+            users=[f["user_id"] for f in failed[:20]],
+            count=len(failed),
+            error=failed[0]["error"],
+        )
+        return done, f"{len(failed)} of {len(page)} users failed: {failed[0]['error']}"
+
+
+def _record(
+    step: int,
+    page: UserPage,
+    done: _Done,
+    error: str | None,
+    *,
+    seconds: float,
+    tracker: Tracker,
+    on_batch: Callable[[BatchReport], None] | None,
+) -> None:
+    """A batch's line in the log, its metrics in the run, and the caller's callback (a progress bar)."""
+    if error:
+        log.error(
+            "batch_failed",
+            batch=step,
+            users=len(page),
+            first_user=str(page.user_ids[0]),
+            last_user=str(page.user_ids[-1]),
+            error=error,
+        )
+    else:
+        log.info(
+            "batch",
+            batch=step,
+            users=len(page),
+            scored=done.scored,
+            changed=done.changed,
+            events=done.events,
+            ms=round(seconds * 1000, 1),
+        )
+    tracker.log_batch(
+        step=step,
+        # Under "batch/", which the MLflow UI groups apart from the run's totals.
+        metrics={
+            "batch/users": len(page),
+            "batch/scored": done.scored,
+            "batch/changed": done.changed,
+            "batch/events": done.events,
+            "batch/seconds": round(seconds, 3),
+            "batch/failed": 1.0 if error else 0.0,
+        },
+    )
+    if on_batch is not None:
+        on_batch(
+            BatchReport(
+                step=step, users=len(page), scored=done.scored, events=done.events, seconds=seconds, error=error
+            )
+        )
