@@ -217,11 +217,14 @@ class Source(Protocol):
         """Give back the connections (and a run lock still held). Safe to call twice."""
         ...
 
-    def __enter__(self) -> Self: ...
+    # The stores subclass `Source`, so they share these two rather than each keeping a copy.
+    def __enter__(self) -> Self:
+        return self.open()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
+    ) -> None:
+        self.close()
 
 
 class ScoringSource(Source, Protocol):

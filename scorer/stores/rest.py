@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
@@ -49,6 +48,7 @@ from scorer.stores.base import (
     FeatureRequest,
     ScoreWrite,
     Selector,
+    Source,
     UserPage,
     split_dropped_frame,
 )
@@ -78,7 +78,7 @@ def _is_auth(exc: APIError) -> bool:
     return exc.code in (None, "401", "PGRST301", "PGRST302") and ("api key" in message or "jwt" in message)
 
 
-class RestStore:
+class RestStore(Source):
     """Users and events behind Supabase's Data API (PostgREST)."""
 
     kind = "rest"
@@ -176,14 +176,6 @@ class RestStore:
     # -- housekeeping ------------------------------------------------------------------------------
     def describe(self) -> str:
         return f"supabase {self.url}"
-
-    def __enter__(self) -> Self:
-        return self.open()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self._opened = False

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
@@ -34,6 +33,7 @@ from scorer.stores.base import (
     Freshness,
     ScoreWrite,
     Selector,
+    Source,
     UserPage,
     VisitorFeatures,
     split_dropped,
@@ -175,7 +175,7 @@ def _retrying(fn: Any) -> Any:
     return call
 
 
-class SqlStore:
+class SqlStore(Source):
     """Users and events in a database reached through SQLAlchemy Core: a `ScoringSource` and a `TrainingSource`.
 
     Constructing one creates the engine and connects to nothing; `open` (or ``with``) connects and learns the
@@ -252,14 +252,6 @@ class SqlStore:
     # -- housekeeping ------------------------------------------------------------------------
     def describe(self) -> str:
         return f"{self.dialect} {redact_url(self._url)}"
-
-    def __enter__(self) -> Self:
-        return self.open()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self._opened = False
