@@ -9,7 +9,6 @@ process's own timings are written to ``$BENCH_STATS`` at exit. The CLI code path
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import sys
@@ -59,11 +58,15 @@ def main() -> None:
             with open(out, "w") as fh:
                 json.dump(stats, fh)
 
-    atexit.register(_dump)
     from scorer.cli import main as cli_main
 
     sys.argv = ["lead-scorer", *sys.argv[1:]]
-    cli_main()
+    # Written as the CLI returns, not in an exit hook: the console script ends with os._exit once the hooks
+    # registered after it started have run (`scorer.cli._skip_teardown`), and this one was registered before.
+    try:
+        cli_main()
+    finally:
+        _dump()
 
 
 if __name__ == "__main__":

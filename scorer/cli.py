@@ -576,9 +576,12 @@ def _loading() -> Iterator[None]:
 
 
 def _skip_teardown() -> None:
-    """Registered first, so it runs after every other exit hook (atexit runs them last in, first out):
-    everything is flushed and closed by then; what is left is the interpreter freeing every module's
-    objects one by one, a second or more after a run's last line. Only for an exit code we set."""
+    """Registered as `main` starts, so it runs after every exit hook registered later (atexit runs them last
+    in, first out: MLflow's, temporary directories' finalizers, worker pools'): everything is flushed and closed
+    by then; what is left is the interpreter freeing every module's objects one by one, a second or more after
+    a run's last line. A hook registered before `main` (logging's is the only one when the console script
+    starts) would not run: logging is shut down here, and a wrapper that calls `main` does its own work when
+    `main` returns (benchmarks/counted.py). Only for an exit code we set."""
     if _Console.exit_code is None:
         return
     logging.shutdown()  # registered by logging before us, so it would run after us
