@@ -582,12 +582,19 @@ def _skip_teardown() -> None:
     a run's last line. A hook registered before `main` (logging's is the only one when the console script
     starts) would not run: logging is shut down here, and a wrapper that calls `main` does its own work when
     `main` returns (benchmarks/counted.py). Only for an exit code we set."""
-    if _Console.exit_code is None:
+    if _Console.exit_code is None or _measured():
         return
     logging.shutdown()  # registered by logging before us, so it would run after us
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_Console.exit_code)
+
+
+def _measured() -> bool:
+    """Whether coverage.py is recording this process: its data is written by an exit hook of the interpreter's
+    own, which `os._exit` would skip (the test suite's `lead-scorer` children)."""
+    coverage = sys.modules.get("coverage")
+    return coverage is not None and coverage.Coverage.current() is not None
 
 
 def main() -> None:
