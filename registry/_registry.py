@@ -336,15 +336,7 @@ class Registry:
         name = self.model_name
         with self._calls("resolving the production model"):
             if pin is not None:
-                try:
-                    return self._resolved(self.client.get_model_version(name, str(pin)), "pin")
-                except MlflowException as exc:
-                    if _is_missing(exc):
-                        raise NoProductionVersion(
-                            f"version {pin} of {name} does not exist",
-                            hint="list versions with `lead-scorer registry list`",
-                        ) from exc
-                    raise
+                return self._version(str(pin))
             try:
                 model = self.client.get_registered_model(name)
             except MlflowException as exc:

@@ -17,6 +17,7 @@ from models import DailyGrain, FeatureCatalog, day_numbers, normalize_event_type
 __all__ = [
     "Checkpoint",
     "EventRead",
+    "EventSource",
     "FeatureRequest",
     "Freshness",
     "ScoreWrite",
@@ -227,7 +228,23 @@ class Source(Protocol):
         self.close()
 
 
-class ScoringSource(Source, Protocol):
+class EventSource(Source, Protocol):
+    """What scoring and training both read: a list of visitors' events (training asks for no ``features``)."""
+
+    def read_events(
+        self,
+        visitor_ids: Sequence[str],
+        *,
+        since: datetime,
+        as_of: datetime,
+        features: FeatureRequest | None = None,
+    ) -> EventRead:
+        """All events of ``visitor_ids`` in ``[since, as_of)``, complete, at the daily grain. Given
+        ``features``, a store may return those features instead of the grain, computed where the events are."""
+        ...
+
+
+class ScoringSource(EventSource, Protocol):
     """What a scoring run (`scorer.job`, `scorer.app.run_scoring`, `explain`) asks of a store, and nothing else."""
 
     #: What `open` found: the optional reasons column, the converted_at column, the history table.
@@ -276,24 +293,12 @@ class ScoringSource(Source, Protocol):
         """How many current scores fall in each of ``bins`` equal bins of [0, 1] (None: the store cannot tell)."""
         ...
 
-    def read_events(
-        self,
-        visitor_ids: Sequence[str],
-        *,
-        since: datetime,
-        as_of: datetime,
-        features: FeatureRequest | None = None,
-    ) -> EventRead:
-        """All events of ``visitor_ids`` in ``[since, as_of)``, complete, at the daily grain. Given
-        ``features``, a store may return those features instead of the grain, computed where the events are."""
-        ...
-
     def write_scores(self, write: ScoreWrite) -> int:
         """Update existing rows only (never insert); returns how many rows were updated."""
         ...
 
 
-class TrainingSource(Source, Protocol):
+class TrainingSource(EventSource, Protocol):
     """What training (`scorer.app.train_model`) asks of a store: every user with its label, every event.
     Only the SQL store is one; the REST API is not made for reading everything."""
 
@@ -303,17 +308,6 @@ class TrainingSource(Source, Protocol):
 
     def labelled_users(self, *, after: Any | None, limit: int) -> UserPage:
         """The next key page of every user (customers too), with ``converted_at``."""
-        ...
-
-    def read_events(
-        self,
-        visitor_ids: Sequence[str],
-        *,
-        since: datetime,
-        as_of: datetime,
-        features: FeatureRequest | None = None,
-    ) -> EventRead:
-        """As `ScoringSource.read_events`: training reads the daily grain (no ``features``)."""
         ...
 
     def top_event_types(self, *, since: datetime, as_of: datetime, limit: int) -> list[str]:
