@@ -600,7 +600,10 @@ class SqlStore(Source):
         if self._pg:
             in_batch = e[n.event_visitor_id] == sa.func.any(_pg_array("vids", vids, sa.Text()))
         else:
-            in_batch = e[n.event_visitor_id].in_(sa.bindparam("vids", vids, expanding=True))
+            # The ids go with the execution, not into the statement: a statement holding them is cyclic
+            # garbage (SQLAlchemy's expression objects refer to each other), so every batch's ids and rows
+            # stayed in memory until the cyclic collector's next full pass, which grew with the table.
+            in_batch = e[n.event_visitor_id].in_(sa.bindparam("vids", expanding=True))
         q = (
             sa.select(e[n.event_visitor_id].label("visitor_id"), etype, day.label("day"), future, sa.func.count())
             .where(in_batch, sa.or_(created >= self._bound_time(since), e[n.created_at].is_(None)))
@@ -609,7 +612,7 @@ class SqlStore(Source):
         with self.engine.connect() as conn:
             # The driver's plain tuples, turned into columns at once: a SQLAlchemy Row or a DataFrame
             # per batch of ~40,000 daily rows was most of a batch's time.
-            result = conn.execute(q).cursor.fetchall()
+            result = conn.execute(q, {} if self._pg else {"vids": vids}).cursor.fetchall()
         # One column at a time (zip(*rows) over 40,000 rows costs four times as much).
         visitor, types, days, is_future, counts = (np.array([r[i] for r in result], dtype=object) for i in range(5))
         return split_dropped(visitor_id=visitor, event_type=types, day=days, future=is_future, n=counts)
