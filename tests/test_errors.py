@@ -109,7 +109,6 @@ def test_errors_show_their_hint_and_keep_their_cause() -> None:
 def test_the_old_names_are_the_same_classes() -> None:
     import models
     import registry
-    import scorer.errors
     from scorer.job import ScoreValueError
     from scorer.mlproject import ParameterError
     from scorer.tracking import TrackingError
@@ -120,12 +119,10 @@ def test_the_old_names_are_the_same_classes() -> None:
     assert TrackingError is lead_errors.TrackingError
     assert exit_code_for(ParameterError("x")) == ExitCode.SETTINGS
     assert registry.NoProductionVersion is NoProductionVersion and registry.PromotionRefused is PromotionRefused
-    assert registry.RegistryUnavailable is ServiceUnavailable
-    # `except RegistryError` still catches everything the registry raises.
+    # `except LeadScorerError` catches everything the registry raises.
     for raised in (NoProductionVersion("x"), PromotionRefused("x"), ServiceUnavailable("x"), ModelError("x")):
-        with pytest.raises(registry.RegistryError):
+        with pytest.raises(LeadScorerError):
             raise raised
-    assert scorer.errors.StoreError is StoreError
 
 
 def test_no_error_is_a_value_error() -> None:
