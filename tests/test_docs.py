@@ -85,3 +85,20 @@ def test_a_broken_link_is_found(tmp_path: Path) -> None:
 def test_the_readme_is_short() -> None:
     # The way in, not the manual: the rest lives in the site (issue 24).
     assert len((ROOT / "README.md").read_text().splitlines()) <= 200
+
+
+TEXT = {".py", ".yaml", ".toml", ".md", ".sh"}
+
+
+def test_every_docs_page_named_in_the_repository_exists() -> None:
+    # render.yaml once pointed at a docs/operations.md that did not exist: a page named in a comment, a
+    # docstring or a config file is a link too.
+    tops = [p for p in ROOT.iterdir() if not p.name.startswith(".") and p.name not in ("lead-scorer-demo", "site")]
+    files = [p for top in tops for p in ([top] if top.is_file() else top.rglob("*")) if p.suffix in TEXT]
+    named = {
+        (path.relative_to(ROOT).as_posix(), page)
+        for path in files
+        for page in re.findall(r"\bdocs/([\w.-]+\.md)\b", path.read_text(errors="replace"))
+    }
+    assert ("render.yaml", "operations.md") in named
+    assert [(where, page) for where, page in sorted(named) if not (ROOT / "docs" / page).exists()] == []
