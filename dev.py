@@ -2,7 +2,7 @@
 """Set up the project's environment from the lock file, then run something in it.
 
     python3 dev.py demo      # the whole job on a laptop: SQLite data, a local MLflow store
-    python3 dev.py test      # ruff, then the test suite (real PostgreSQL via pgserver, real MLflow)
+    python3 dev.py test      # ruff, the docs' strict build, then the tests (real PostgreSQL via pgserver, real MLflow)
     python3 dev.py test -m "not slow"   # the editing loop: everything but the slowest end-to-end tests
     python3 dev.py bench     # the benchmark (see benchmarks/README.md)
 
@@ -15,6 +15,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -56,6 +57,14 @@ def pytest_args(rest: list[str]) -> list[str]:
     return [*workers, *dist, *rest]
 
 
+def build_docs(env: dict[str, str]) -> int:
+    """``mkdocs build --strict`` into a directory thrown away after: a broken link, a missing anchor or a page
+    left out of mkdocs.yml's nav fails the test command before pytest starts."""
+    with tempfile.TemporaryDirectory(prefix="lead-scorer-site-") as site:
+        cmd = [str(BIN / "mkdocs"), "build", "--strict", "--site-dir", site]
+        return subprocess.run(cmd, cwd=ROOT, env=env | {"NO_MKDOCS_2_WARNING": "1"}).returncode
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "bench", "setup"):
         print(__doc__)
@@ -72,6 +81,9 @@ def main(argv: list[str]) -> int:
     lint = subprocess.run([str(BIN / "ruff"), "check", "."], cwd=ROOT, env=env).returncode
     if lint:
         return lint
+    docs = build_docs(env)
+    if docs:
+        return docs
     return subprocess.run([str(BIN / "python"), "-m", "pytest", *pytest_args(rest)], cwd=ROOT, env=env).returncode
 
 

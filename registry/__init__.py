@@ -1,12 +1,10 @@
 """MLflow Model Registry access for lead-scorer: resolve, load, register, promote, roll back.
 
 `Registry.resolve` says which version is production now, `Registry.load` loads it safely; every error is
-one of `lead_errors`' kinds (`RegistryError` is their base, kept under the name callers catch).
+one of `lead_errors`' kinds.
 """
 
-from lead_errors import LeadScorerError as RegistryError  # every error the registry raises, as before
 from lead_errors import NoProductionVersion, PromotionRefused
-from lead_errors import ServiceUnavailable as RegistryUnavailable
 from registry._registry import (
     ALIAS,
     DEFAULT_POLICY,
@@ -39,8 +37,6 @@ __all__ = [
     "NoProductionVersion",
     "PromotionRefused",
     "Registry",
-    "RegistryError",
-    "RegistryUnavailable",
     "ResolvedVersion",
     "redact",
 ]

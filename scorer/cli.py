@@ -63,7 +63,7 @@ EXIT_CODES: Mapping[type[LeadScorerError], ExitCode] = MappingProxyType(
     }
 )
 
-#: What each code means, for --help and the README (tests/test_errors.py holds the README's table to it).
+#: What each code means, for --help and docs/operations.md (tests/test_errors.py holds its table to this).
 EXIT_MEANINGS: tuple[tuple[tuple[ExitCode, ...], str], ...] = (
     ((ExitCode.OK,), "every selected user scored"),
     ((ExitCode.BATCHES_FAILED,), "some batches failed after retries, the others were written"),

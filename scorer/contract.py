@@ -1,4 +1,4 @@
-"""The data contract: the table and column names lead-scorer reads and writes (README "Data contract"), all
+"""The data contract: the table and column names lead-scorer reads and writes (docs/data-contract.md), all
 overridable in settings, and the check that keeps them plain identifiers. A bottom-floor module: settings,
 the schema and the stores all build on it, and it imports nothing of theirs."""
 
@@ -26,7 +26,7 @@ def validate_identifier(value: str, *, what: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class Names:
-    """Table and column names of the data contract (README "Data contract"), all overridable in settings."""
+    """Table and column names of the data contract (docs/data-contract.md), all overridable in settings."""
 
     schema: str = "public"
     users: str = "users"

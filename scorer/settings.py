@@ -1,6 +1,7 @@
 """Settings, read once at the edge (the CLI), which builds the library's options from them (`scorer.edge`).
 
-Sources, highest first: command-line flags, environment variables, a ``.env`` file.
+Sources, highest first: command-line flags, environment variables, a ``.env`` file (``LEAD_SCORER_ENV_FILE``
+names another; empty reads none).
 ``DATABASE_URL`` and ``MLFLOW_TRACKING_URI`` keep their conventional names; everything
 else is ``LEAD_SCORER_<NAME>``.
 """
@@ -8,6 +9,7 @@ else is ``LEAD_SCORER_<NAME>``.
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -16,9 +18,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from lead_errors import SettingsError
 from scorer.contract import Names, validate_identifier
 
-__all__ = ["Settings", "load_settings", "openable_tracking_uri"]
+__all__ = ["ENV_FILE_VARIABLE", "Settings", "load_settings", "openable_tracking_uri"]
 
 PositiveInt = Annotated[int, Field(gt=0)]
+
+#: The variable that names the dotenv file `load_settings` also reads (default ``.env``, in the working
+#: directory); empty reads none. The test suite sets it empty, so a developer's ``.env`` never reaches a test.
+ENV_FILE_VARIABLE = "LEAD_SCORER_ENV_FILE"
 
 
 class Settings(BaseSettings):
@@ -171,8 +177,9 @@ def openable_tracking_uri(uri: str) -> str:
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment and ``.env``, with ``overrides`` (flags) on top; None means unset."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    env_file = os.environ.get(ENV_FILE_VARIABLE, ".env") or None
     try:
-        return Settings(**given)
+        return Settings(_env_file=env_file, **given)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

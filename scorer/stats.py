@@ -78,15 +78,6 @@ class ScoreStats:
         value = (i + frac) / BINS
         return float(min(max(value, self.minimum), self.maximum))
 
-    def share_below(self, x: float) -> float:
-        """Share of scores below ``x``, interpolated inside its histogram bin."""
-        if not self.count:
-            return 0.0
-        pos = min(max(x, 0.0), 1.0) * BINS
-        i = min(int(pos), BINS - 1)
-        below = self.hist[:i].sum() + self.hist[i] * (pos - i)
-        return float(below / self.count)
-
     def shares_through(self, edges: list[float]) -> list[float]:
         """For each edge, the share of scores in the histogram bins up to and including the one it falls in.
 

@@ -13,6 +13,18 @@ import sqlalchemy as sa
 import stamina
 from sqlalchemy.engine import make_url
 
+from scorer.settings import ENV_FILE_VARIABLE
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_dotenv() -> Iterator[None]:
+    # A developer's .env (a SUPABASE_URL, a DATABASE_URL) must never reach a test: settings' documented switch,
+    # set here for the in-process CLI and every child that inherits the environment (jobproc.job_env sets it too).
+    patch = pytest.MonkeyPatch()
+    patch.setenv(ENV_FILE_VARIABLE, "")
+    yield
+    patch.undo()
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _no_retry_waits() -> Iterator[None]:

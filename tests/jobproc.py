@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from scorer.settings import ENV_FILE_VARIABLE
+
 TIMEOUT = 120  # seconds for any single wait: a broken job fails the test instead of hanging it
 LEAD_SCORER = str(Path(sys.executable).parent / "lead-scorer")
 
@@ -121,4 +123,5 @@ def job_env(database_url: str, settings: Any, experiment: str) -> dict[str, str]
         "LEAD_SCORER_SCORING_EXPERIMENT": experiment,
         "LEAD_SCORER_LOG_LEVEL": "INFO",
         "LEAD_SCORER_POPULATION": settings.population,
+        ENV_FILE_VARIABLE: "",  # never the developer's .env (the job's cwd may be the checkout)
     }

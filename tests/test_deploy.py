@@ -185,9 +185,10 @@ def test_dockerignore_keeps_the_context_small_but_sufficient() -> None:
     for unwanted in (".venv", ".git", "*.db", "tests", "benchmarks", "lead-scorer-demo", "**/__pycache__"):
         assert unwanted in patterns, unwanted
     _, stages = read_dockerfile(DOCKERFILE)
-    for args in stages[0].ops("COPY"):
-        for src in shlex.split(args)[:-1]:
-            assert src not in patterns and src.split("/")[0] not in patterns, f"{src} is COPYed but ignored"
+    sources = [src for args in stages[0].ops("COPY") for src in shlex.split(args)[:-1]]
+    assert "pyproject.toml" in sources, sources  # the builder's COPYs were found: the check below has work
+    for src in sources:
+        assert src not in patterns and src.split("/")[0] not in patterns, f"{src} is COPYed but ignored"
 
 
 def test_mlflow_server_dockerfile_shape() -> None:
@@ -198,12 +199,16 @@ def test_mlflow_server_dockerfile_shape() -> None:
     env = {k: v for args in runtime.ops("ENV") for k, v in env_pairs(args).items()}
     assert env["PORT"] != "10000"
     # Build context is mlflow-server/ (render.yaml's dockerContext): every COPY source is there.
-    for stage in stages:
-        for args in stage.ops("COPY"):
-            if args.startswith("--from="):
-                continue
-            for src in shlex.split(args)[:-1]:
-                assert (MLFLOW_DOCKERFILE.parent / src).exists(), src
+    sources = [
+        src
+        for stage in stages
+        for args in stage.ops("COPY")
+        if not args.startswith("--from=")
+        for src in shlex.split(args)[:-1]
+    ]
+    assert "requirements.lock" in sources and "start.sh" in sources, sources
+    for src in sources:
+        assert (MLFLOW_DOCKERFILE.parent / src).exists(), src
     lock = (MLFLOW_DOCKERFILE.parent / "requirements.lock").read_text()
     for pin in ("mlflow==3.17.2", "flask-wtf==", "psycopg-binary=="):
         assert pin in lock, f"{pin} missing from mlflow-server/requirements.lock"
@@ -317,11 +322,39 @@ def test_cron_job(blueprint: dict) -> None:
     assert uri.get("value", "").startswith(("http://", "https://")) or uri.get("sync") is False
 
 
+#: Secrets the Blueprint carries, by (service, variable): the check below must have looked at each.
+KNOWN_SECRETS = {
+    ("lead-scorer", "SUPABASE_SERVICE_ROLE_KEY"),
+    ("lead-scorer", "DATABASE_URL"),
+    ("lead-scorer", "MLFLOW_TRACKING_PASSWORD"),
+    ("lead-scorer-mlflow", "DATABASE_URL"),
+    ("lead-scorer-mlflow", "MLFLOW_FLASK_SERVER_SECRET_KEY"),
+    ("lead-scorer-mlflow", "MLFLOW_AUTH_ADMIN_PASSWORD"),
+}
+
+
+def _secrets(blueprint: dict) -> dict[tuple[str, str], bool]:
+    """Every secret-looking variable, by (service or environment group, key): whether it has a literal value.
+    Services and groups both carry variables, and a literal value in either is in git."""
+    return {
+        (holder["name"], key): "value" in spec
+        for holder in [*blueprint["services"], *blueprint.get("envVarGroups", [])]
+        for key, spec in _env(holder).items()
+        if SECRETISH.search(key)
+    }
+
+
 def test_no_secret_is_written_in_the_file(blueprint: dict) -> None:
-    for service in blueprint["services"]:
-        for key, spec in _env(service).items():
-            if SECRETISH.search(key):
-                assert "value" not in spec, f"{service['name']}: {key} has a literal value"
+    found = _secrets(blueprint)
+    assert [where for where, literal in found.items() if literal] == []
+    # Not vacuous: a renamed service or a moved envVars list would leave nothing to look at, and pass.
+    assert found.keys() >= KNOWN_SECRETS, sorted(found)
+
+
+def test_the_secret_check_has_teeth(blueprint: dict) -> None:
+    bad = json.loads(json.dumps(blueprint))
+    next(e for e in _service(bad, "cron")["envVars"] if e["key"] == "SUPABASE_SERVICE_ROLE_KEY")["value"] = "eyJ…"
+    assert _secrets(bad)[("lead-scorer", "SUPABASE_SERVICE_ROLE_KEY")] is True
 
 
 def test_mlflow_server_service(blueprint: dict) -> None:

@@ -2,7 +2,7 @@
 against a real `mlflow server`: the printed URL opens the scoring runs, a run's description says what happened
 and links to its model version, the version page leads back to its runs, and the histogram renders.
 
-``LEAD_SCORER_SCREENSHOTS=docs/screenshots`` also saves the pages as PNGs (the README shows them); without it
+``LEAD_SCORER_SCREENSHOTS=docs/screenshots`` also saves the pages as PNGs (docs/operations.md shows them); without it
 nothing is written, so CI never rewrites tracked files.
 """
 
@@ -118,7 +118,7 @@ def test_the_printed_url_leads_through_runs_version_and_back(browser: object, st
     page = context.new_page()
     first, second = story.runs
 
-    # 1. The URL the demo and the README give: the scoring runs, by name, with no switch to find first.
+    # 1. The URL the demo and docs/operations.md give: the scoring runs, by name, with no switch to find first.
     printed = ui_url(story.url, experiment_id=story.experiment_id)
     assert printed is not None
     page.goto(printed)

@@ -103,10 +103,6 @@ class Selector:
     leads_only: bool = True
     freshness: Freshness | None = None  # required by "stale"
 
-    @property
-    def model(self) -> str | None:
-        return self.freshness.model if self.freshness else None
-
 
 @dataclass(frozen=True, kw_only=True)
 class ScoreWrite:
@@ -299,7 +295,7 @@ class ScoringSource(EventSource, Protocol):
 
 
 class TrainingSource(EventSource, Protocol):
-    """What training (`scorer.app.train_model`) asks of a store: every user with its label, every event.
+    """What training (`scorer.trainer.train_model`) asks of a store: every user with its label, every event.
     Only the SQL store is one; the REST API is not made for reading everything."""
 
     def check(self, *, scoring: bool = True, training: bool = False) -> None:

@@ -14,9 +14,10 @@ The statement is generated from the model's feature names and the catalog's wind
   into 64-bit words and counted with ``bit_count``, which a hash aggregate can do, unlike ``count(DISTINCT
   …)``), distinct types, the newest and oldest age, events per (type slug, window).
 
-Two shapes: ``batch=True`` (the job, `SqlStore.read_features`) reads the events of a bound list of visitors
-(``%(ids)s``, an array literal) exactly as `SqlStore.read_events` does, and returns one row per visitor with
-events, with the dropped rows counted (`DROPPED`); ``batch=False`` (the benchmark's floor) joins every user.
+Two shapes: ``batch=True`` (the job: `SqlStore.read_events` given a `FeatureRequest`) reads the events of a
+bound list of visitors (``%(ids)s``, an array literal) exactly as the store's raw event read does, and returns
+one row per visitor with events, with the dropped rows counted (`DROPPED`); ``batch=False`` (the benchmark's
+floor) joins every user.
 
 >>> sql = feature_sql(FeatureCatalog(), ["events_7d", "days_since_last_event"], as_of=datetime.now(UTC), batch=True)
 >>> sql.startswith("WITH rows AS MATERIALIZED") and "%(ids)s" in sql
