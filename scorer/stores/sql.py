@@ -39,6 +39,7 @@ from scorer.stores.base import (
     split_dropped,
 )
 from scorer.stores.pg_features import DROPPED, feature_sql, fits_packed, unpack
+from scorer.stores.sqlite_files import access_errno, not_writable
 
 __all__ = ["SqlStore", "Waits", "engine_for", "redact_url"]
 
@@ -285,7 +286,12 @@ class SqlStore(Source):
             return
         import fcntl
 
-        handle = open(f"{path}.lead-scorer-{key}.lock", "a+")  # noqa: SIM115 - held until unlock_run
+        try:
+            handle = open(f"{path}.lead-scorer-{key}.lock", "a+")  # noqa: SIM115 - held until unlock_run
+        except OSError as exc:
+            if access_errno(exc):
+                raise not_writable(path, cause=exc.strerror or type(exc).__name__) from exc
+            raise StoreError(f"cannot create the run lock file beside {path}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
