@@ -8,12 +8,12 @@ is harmless.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 import structlog
 
+from lead_errors import StoreError
 from scorer.contract import Names, qualified, quote_ident
 
 __all__ = [
@@ -488,8 +488,8 @@ def _build_concurrently(conn: sa.Connection, index: Index) -> list[str]:
     """Build ``index`` without blocking writes to its table; returns the statements run.
 
     A concurrent build that is interrupted (a lock timeout, a cancel, a lost connection) leaves an INVALID
-    index, which ``IF NOT EXISTS`` would then take for done: such a one is dropped and built again, and a build
-    that fails here drops what it left before the error goes on."""
+    index, which ``IF NOT EXISTS`` would then take for done: such a one is dropped and built again. A build
+    that fails here drops what it left if it can, and raises a `StoreError` that says which it was."""
     valid = conn.execute(
         sa.text(
             "SELECT i.indisvalid FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
@@ -507,9 +507,21 @@ def _build_concurrently(conn: sa.Connection, index: Index) -> list[str]:
     ran.append(index.create(concurrently=True))
     try:
         conn.exec_driver_sql(ran[-1])
-    except sa.exc.DBAPIError:
-        # Whatever exists under this name now is what this build left (it was absent or dropped above).
-        with contextlib.suppress(sa.exc.DBAPIError):
+    except sa.exc.DBAPIError as exc:
+        cause = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+        try:
+            # Whatever exists under this name now is what this build left (it was absent or dropped above).
             conn.exec_driver_sql(index.drop(concurrently=True))
-        raise
+            left = "nothing of it was kept"
+        except sa.exc.DBAPIError:
+            # Dropping waits for the same transactions the build waited for.
+            left = (
+                "it was left INVALID (queries do not use it; writes still maintain it) and the next "
+                "`lead-scorer db migrate` drops it and builds it again"
+            )
+        raise StoreError(
+            f"building the index {index.name} did not finish ({cause}); {left}",
+            hint="apply it again at a quieter time: the build does not block the product's writes, but waits "
+            "for the transactions open on the table when it starts; everything else was applied",
+        ) from exc
     return ran

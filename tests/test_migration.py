@@ -132,3 +132,37 @@ def test_db_sql_is_pasteable_as_one_transaction_and_its_concurrent_forms_run_on_
     engine.dispose()
     names = {r[0] for r in execute(pg_url, "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")[0]}
     assert {EVENTS_INDEX, "users_unscored_idx"} <= names
+
+
+def test_a_build_that_times_out_says_so_and_the_next_migrate_finishes_it(pg_url):
+    """The index build waits for the product's open transaction past the lock timeout: the error names the
+    index and what was left of it (the drop waits for the same transaction), and `db migrate` run again once
+    the transaction ended builds it valid."""
+    from lead_errors import StoreError
+    from scorer.schema import migrate
+    from scorer.stores.sql import Waits
+
+    make_product(pg_url, users=100, seed=51, with_scores=False)
+    engine = engine_for(pg_url, waits=Waits(lock_s=0.3))
+    product = engine_for(pg_url).connect()
+    product.exec_driver_sql("INSERT INTO events (visitor_id, event_type, created_at) VALUES ('v', 'x', now())")
+    try:
+        with pytest.raises(StoreError) as caught:
+            migrate(engine)
+    finally:
+        product.commit()
+        product.close()
+    message = caught.value.message
+    assert EVENTS_INDEX in message and "lock timeout" in message
+    assert "left INVALID" in message and "next `lead-scorer db migrate`" in message
+    columns = execute(pg_url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'")[0]
+    assert ("lead_score",) in columns  # the first step was committed
+    migrate(engine)
+    engine.dispose()
+    valid = execute(
+        pg_url,
+        "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE c.relname IN (:a, :b)",
+        params={"a": EVENTS_INDEX, "b": "users_unscored_idx"},
+    )[0]
+    assert sorted(valid) == [(EVENTS_INDEX, True), ("users_unscored_idx", True)]
