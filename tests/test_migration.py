@@ -44,6 +44,17 @@ def _waiting_index_build(conn: sa.Connection, deadline: float) -> int:
     raise AssertionError("the migration never reached an index build waiting on the product's transaction")
 
 
+def _validity(url: str) -> list[tuple[str, bool]]:
+    """(name, valid) of the two indexes the migration builds on the product's tables."""
+    rows = execute(
+        url,
+        "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE c.relname IN (:a, :b)",
+        params={"a": EVENTS_INDEX, "b": "users_unscored_idx"},
+    )[0]
+    return sorted((r[0], r[1]) for r in rows)
+
+
 def test_db_migrate_builds_indexes_without_blocking_writes_to_users_or_events(pg_url):
     """The previous release's schema (no score columns, no covering index) with a product transaction open on
     events: the migration's index build waits for it, and meanwhile the product still updates users and
@@ -77,13 +88,7 @@ def test_db_migrate_builds_indexes_without_blocking_writes_to_users_or_events(pg
         product.close()
         out, err = migration.communicate(timeout=TIMEOUT)
     assert migration.returncode == 0, out + err
-    valid = execute(
-        pg_url,
-        "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "WHERE c.relname IN (:a, :b)",
-        params={"a": EVENTS_INDEX, "b": "users_unscored_idx"},
-    )[0]
-    assert sorted(valid) == [(EVENTS_INDEX, True), ("users_unscored_idx", True)]
+    assert _validity(pg_url) == [(EVENTS_INDEX, True), ("users_unscored_idx", True)]
     engine.dispose()
 
 
@@ -159,10 +164,4 @@ def test_a_build_that_times_out_says_so_and_the_next_migrate_finishes_it(pg_url)
     assert ("lead_score",) in columns  # the first step was committed
     migrate(engine)
     engine.dispose()
-    valid = execute(
-        pg_url,
-        "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "WHERE c.relname IN (:a, :b)",
-        params={"a": EVENTS_INDEX, "b": "users_unscored_idx"},
-    )[0]
-    assert sorted(valid) == [(EVENTS_INDEX, True), ("users_unscored_idx", True)]
+    assert _validity(pg_url) == [(EVENTS_INDEX, True), ("users_unscored_idx", True)]
