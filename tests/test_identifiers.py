@@ -22,7 +22,7 @@ from scorer.demo import create_tables, load_data
 from scorer.job import JobOptions, score_users
 from scorer.schema import statements
 from scorer.stores.sql import engine_for
-from tests.support import NOW, make_product
+from tests.support import NOW, execute, make_product
 
 PRISMA = Names(
     users="Users",
@@ -37,6 +37,9 @@ PRISMA = Names(
 #: Only the tables mixed-case: the lowercase decoy has the very same columns, so an unquoted name reads it without
 #: an error (the run "succeeded", every lead scored as having no activity).
 TABLES_ONLY = Names(users="Users", events="Events")
+#: In a mixed-case schema of its own (LEAD_SCORER_DB_SCHEMA; PostgreSQL, and the SQL store only: the REST
+#: stand-in exposes one schema).
+OWN_SCHEMA = Names(schema="Crm", users="Users", events="Events")
 #: The same names as settings, as an operator would give them.
 PRISMA_ENV = {
     "LEAD_SCORER_USERS_TABLE": "Users",
@@ -65,10 +68,10 @@ def _product(url: str, *, seed: int, decoy: bool, migrate: bool, names: Names = 
         engine.dispose()
 
 
-def _table(url: str, table: str) -> pd.DataFrame:
+def _table(url: str, table: str, schema: str | None = None) -> pd.DataFrame:
     engine = engine_for(url)
     with engine.connect() as conn:
-        frame = pd.read_sql(sa.text(f"SELECT * FROM {quote_ident(table)}"), conn)
+        frame = pd.read_sql(sa.text(f"SELECT * FROM {qualified(schema, table)}"), conn)
     engine.dispose()
     return frame.sort_values(frame.columns[0]).reset_index(drop=True)
 
@@ -79,7 +82,7 @@ def test_quote_ident_quotes_exactly_the_name():
     assert qualified(None, "events") == '"events"'
 
 
-@pytest.mark.parametrize("names", [PRISMA, TABLES_ONLY], ids=["prisma", "tables-only"])
+@pytest.mark.parametrize("names", [PRISMA, TABLES_ONLY, OWN_SCHEMA], ids=["prisma", "tables-only", "own-schema"])
 def test_a_mixed_case_schema_is_scored_from_its_own_tables(names, target, trained, tmp_path):
     """The scores equal those of the same product under lowercase names (a reference SQLite database), and a
     lowercase decoy ``users``/``events`` with other data is neither read nor written."""
@@ -89,16 +92,21 @@ def test_a_mixed_case_schema_is_scored_from_its_own_tables(names, target, traine
     want = score_users(store=_store(reference, Names()), model=model, options=OPTIONS, now=NOW)
     expected = _table(reference, "users").set_index("user_id")["lead_score"]
 
+    if names.schema != "public":
+        if target.kind != "postgresql":
+            pytest.skip("a schema of its own: PostgreSQL through the SQL store")
+        execute(target.url, f"CREATE SCHEMA {quote_ident(names.schema)}")
     decoy = target.kind != "sqlite"
     _product(target.url, seed=41, decoy=decoy, migrate=True, names=names)
     decoys = {t: _table(target.url, t) for t in ("users", "events")} if decoy else {}
-    before = _table(target.url, "Users")
+    schema = names.schema if target.kind != "sqlite" else None
+    before = _table(target.url, "Users", schema)
 
     got = score_users(store=target.store(names=names), model=model, options=OPTIONS, now=NOW)
 
     assert got.exit_code == 0 and got.users_failed == 0
     assert got.users_scored == want.users_scored == 240 and got.events_read == want.events_read > 0
-    after = _table(target.url, "Users")
+    after = _table(target.url, "Users", schema)
     assert len(after) == len(before) == 240
     scores = after.set_index(names.user_id)["lead_score"]
     np.testing.assert_allclose(scores.sort_index(), expected.sort_index(), rtol=0, atol=1e-9)
