@@ -59,7 +59,8 @@ def test_rest_still_blames_the_settings_for_a_missing_product_table(pg_url):
 @pytest.fixture
 def unwritable_sqlite(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict]]:
     """A SQLite database in a folder the child process's user cannot write: migrated, or (param "previous")
-    on the previous release's schema, without the checkpoints table, so that `db migrate` has work to do.
+    on the previous release's schema, without the checkpoints table, so that `db migrate` has work to do, or
+    (param "file") in a writable folder but itself not writable.
 
     As root (which ignores permission bits) the child runs as the image's uid 10001 and the folder belongs to
     root (0755): the kernel answers EACCES, as in the image. Otherwise the folder is made read-only (0555)."""
@@ -70,12 +71,18 @@ def unwritable_sqlite(request: pytest.FixtureRequest) -> Iterator[tuple[str, dic
         execute(f"sqlite:///{db}", "DROP TABLE lead_scorer_checkpoints")
     os.chmod(db, 0o644)
     as_root = os.geteuid() == 0
-    os.chmod(folder, 0o755 if as_root else 0o555)
+    if getattr(request, "param", None) == "file":
+        # Only the file: the folder is writable (the lock file can be made), the database is not.
+        os.chmod(db, 0o644 if as_root else 0o444)
+        os.chmod(folder, 0o777)
+    else:
+        os.chmod(folder, 0o755 if as_root else 0o555)
     user = {"user": IMAGE_UID, "group": IMAGE_UID, "extra_groups": []} if as_root else {}
     try:
         yield f"sqlite:///{db}", user
     finally:
         os.chmod(folder, 0o755)
+        os.chmod(db, 0o644)
         shutil.rmtree(folder)
 
 
@@ -108,3 +115,15 @@ def test_sqlite_in_a_folder_the_user_cannot_write_names_the_folder(unwritable_sq
     assert f"its folder {folder} is not writable by this user (uid {os.geteuid() if not user else IMAGE_UID})" in said
     assert "writable volume" in said
     assert "Traceback" not in said and "internal error" not in said and "lock timeout" not in said
+
+
+@pytest.mark.parametrize("unwritable_sqlite", ["file"], indirect=True)
+def test_sqlite_file_the_user_cannot_write_is_named_before_the_run_reads(unwritable_sqlite):
+    """Without the check the run went on (here to MLflow), and each batch's write would have failed on its own
+    ("attempt to write a readonly database")."""
+    url, user = unwritable_sqlite
+    done = _cli(["run"], url, user)
+    said = done.stdout + done.stderr
+    assert done.returncode == 4, said
+    assert f"the file is not writable by this user (uid {os.geteuid() if not user else IMAGE_UID})" in said
+    assert "Traceback" not in said and "batch" not in said

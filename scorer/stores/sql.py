@@ -7,6 +7,7 @@ the daily grain, one set-based update-only write.
 from __future__ import annotations
 
 import functools
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -301,6 +302,10 @@ class SqlStore(Source):
                 hint="wait for it to finish (it may be the cron job, a laptop or `mlflow run`)",
             ) from exc
         self._lock = handle
+        if not os.access(path, os.W_OK):
+            # Else every batch's write fails alone ("attempt to write a readonly database") and the run exits 1.
+            self.unlock_run()
+            raise not_writable(path, cause="the database file is read-only")
 
     def cancel(self) -> None:
         """Cancel the statements this store has running (a stop request that must not wait for a hung
