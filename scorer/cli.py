@@ -466,6 +466,7 @@ def db_migrate() -> None:
 
     from scorer.schema import migrate
     from scorer.stores.sql import engine_for, redact_url
+    from scorer.stores.sqlite_files import sqlite_refusal
 
     settings = _settings()
     try:
@@ -475,10 +476,11 @@ def db_migrate() -> None:
         engine.dispose()
     except sa.exc.DBAPIError as exc:
         first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
-        failed = StoreError(
-            f"the migration failed and was rolled back: {first}",
-            hint="a lock timeout means the product held the table: apply it again at a quiet time, or apply "
-            "`lead-scorer db sql` yourself (CREATE INDEX CONCURRENTLY on a large live table)",
+        failed = sqlite_refusal(url, first) or StoreError(
+            f"the migration failed: {first}",
+            hint="a lock timeout means the product held a table: apply it again at a quieter time (what was "
+            "applied stays, and applying again is harmless; the indexes are built without blocking writes but "
+            "wait for the transactions open on their table)",
         )
         raise _fail(failed) from exc
     except Exception as exc:

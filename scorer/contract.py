@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 
 from lead_errors import SettingsError
 
-__all__ = ["Names", "validate_identifier"]
+__all__ = ["Names", "qualified", "quote_ident", "validate_identifier"]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -22,6 +22,28 @@ def validate_identifier(value: str, *, what: str) -> str:
             hint="use letters, digits and underscores, starting with a letter or underscore",
         )
     return value
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier, so it means exactly that name in PostgreSQL and SQLite.
+
+    An unquoted name is folded to lower case by PostgreSQL: Prisma's ``"Users"`` would be read as ``users``
+    (another table, or none), and a reserved word such as ``user`` would not parse. Every SQL text the project
+    writes by hand names a table or column through this (SQLAlchemy quotes the ones it builds itself).
+
+    >>> quote_ident("Users"), quote_ident("lead_score")
+    ('"Users"', '"lead_score"')
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(schema: str | None, name: str) -> str:
+    """A quoted ``schema.name`` (or just the quoted name when there is no schema, as in SQLite).
+
+    >>> qualified("public", "Events"), qualified(None, "events")
+    ('"public"."Events"', '"events"')
+    """
+    return quote_ident(name) if schema is None else f"{quote_ident(schema)}.{quote_ident(name)}"
 
 
 @dataclass(frozen=True, kw_only=True)

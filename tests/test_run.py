@@ -305,7 +305,7 @@ def test_the_registry_leaves_the_process_wide_tracking_uri_alone(sqlite_url, mlf
 def test_db_sql_prints_idempotent_postgres_sql(pg_url):
     result = _cli(["db", "sql"], {})
     assert result.exit_code == 0
-    assert "ADD COLUMN IF NOT EXISTS lead_score double precision" in result.output
+    assert 'ADD COLUMN IF NOT EXISTS "lead_score" double precision' in result.output
     make_product(pg_url, users=5, seed=31, with_scores=False)
     engine = engine_for(pg_url)
     for _ in range(2):  # applying the printed script twice is harmless

@@ -153,7 +153,7 @@ def test_the_migration_replaces_the_old_index_past_the_statement_timeout(pg_url)
     timeouts: list[str] = []
 
     def during(_conn, cursor, statement, *_args):
-        if statement.startswith("CREATE INDEX IF NOT EXISTS events_"):
+        if statement.startswith('CREATE INDEX CONCURRENTLY IF NOT EXISTS "events_'):
             cursor.execute("SHOW statement_timeout")
             timeouts.append(cursor.fetchone()[0])
 

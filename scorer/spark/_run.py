@@ -47,7 +47,7 @@ from scorer.app import (
     resolve_and_load,
     scoring_tracker,
 )
-from scorer.contract import Names
+from scorer.contract import Names, qualified, quote_ident
 from scorer.job import RunSummary, checkpoint_key
 from scorer.logs import redact_text
 from scorer.spark import Source, SparkJobFailed
@@ -125,10 +125,6 @@ def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _q(name: str) -> str:
-    return f'"{name}"'  # names are validated plain identifiers (scorer.contract)
-
-
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -144,8 +140,8 @@ class _Db:
         self.engine = store.engine
         self.n = names
         self.leads_only = leads_only
-        self.users = f"{_q(names.schema)}.{_q(names.users)}"
-        self.events = f"{_q(names.schema)}.{_q(names.events)}"
+        self.users = qualified(names.schema, names.users)
+        self.events = qualified(names.schema, names.events)
 
     def _type(self, table: str, column: str) -> str:
         q = sa.text(
@@ -156,13 +152,13 @@ class _Db:
             return str(conn.execute(q, {"s": self.n.schema, "t": table, "c": column}).scalar_one())
 
     def where(self) -> str:
-        return f"WHERE {_q(self.n.converted_at)} IS NULL" if self.leads_only else ""
+        return f"WHERE {quote_ident(self.n.converted_at)} IS NULL" if self.leads_only else ""
 
     def key_range(self) -> tuple[int, int] | None:
         """The population's lowest and highest key, for numeric keys (JDBC reads those in key ranges)."""
         if self._type(self.n.users, self.n.user_id) not in _NUMERIC:
             return None
-        uid = _q(self.n.user_id)
+        uid = quote_ident(self.n.user_id)
         with self.engine.connect() as conn:
             lo, hi = conn.execute(sa.text(f"SELECT min({uid}), max({uid}) FROM {self.users} {self.where()}")).one()
         return (int(lo), int(hi)) if lo is not None else (0, 0)
@@ -171,7 +167,7 @@ class _Db:
         """Visitor ids that cut the population's visitors in ``parts`` equal ranges (the events' partitions)."""
         if parts <= 1:
             return []
-        vid = _q(self.n.visitor_id)
+        vid = quote_ident(self.n.visitor_id)
         cuts = ", ".join(str(k / parts) for k in range(1, parts))
         extra = "AND" if self.where() else "WHERE"
         q = f"SELECT percentile_disc(ARRAY[{cuts}]) WITHIN GROUP (ORDER BY {vid}) FROM {self.users} {self.where()} "
@@ -189,7 +185,7 @@ def _users_db(
 ) -> DataFrame:
     n = db.n
     cols = ", ".join(
-        f"{_q(c)} AS {a}"
+        f"{quote_ident(c)} AS {a}"
         for c, a in (
             (n.user_id, "user_id"),
             (n.visitor_id, "visitor_id"),
@@ -221,7 +217,7 @@ def _events_db(
     """Events in ``[since, as_of)`` plus those with no time or a later one (dropped and counted, as the SQL
     store counts them), each with its UTC day number computed by PostgreSQL as the SQL store computes it."""
     n = db.n
-    created = _q(n.created_at)
+    created = quote_ident(n.created_at)
     if db.created_has_tz():
         day = f"(timezone('UTC', {created}))::date - DATE '1970-01-01'"
         at, frm = _ts(as_of), _ts(since)
@@ -229,9 +225,9 @@ def _events_db(
         day = f"{created}::date - DATE '1970-01-01'"
         at = f"TIMESTAMP {_literal(as_of.astimezone(UTC).replace(tzinfo=None).isoformat())}"
         frm = f"TIMESTAMP {_literal(since.astimezone(UTC).replace(tzinfo=None).isoformat())}"
-    vid = _q(n.event_visitor_id)
+    vid = quote_ident(n.event_visitor_id)
     table = (
-        f"(SELECT {vid}::text AS visitor_id, {_q(n.event_type)}::text AS event_type, "
+        f"(SELECT {vid}::text AS visitor_id, {quote_ident(n.event_type)}::text AS event_type, "
         f"CASE WHEN isfinite({created}) THEN {day} END AS day, {created} >= {at} AS future "
         f"FROM {db.events} WHERE {vid} IS NOT NULL AND ({created} >= {frm} OR {created} IS NULL)) AS lead_scorer_events"
     )

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from models import FeatureCatalog
-from scorer.contract import Names
+from scorer.contract import Names, qualified, quote_ident
 
 __all__ = [
     "DROPPED",
@@ -67,10 +67,6 @@ def _slug_sql(t: str) -> str:
     """``models.slugify`` of a normalized type ``t``: runs of anything but [a-z0-9] become one '_', trimmed."""
     slug = f"btrim(regexp_replace({t}, '[^a-z0-9]+', '_', 'g'), '_')"
     return f"coalesce(nullif({slug}, ''), 'blank')"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _lit(value: str) -> str:
@@ -147,8 +143,8 @@ def feature_sql(
     """
     catalog.check(names)
     n = table_names or Names()
-    users = f"{n.schema}.{n.users}"
-    events = f"{n.schema}.{n.events}"
+    users = qualified(n.schema, n.users)
+    events = qualified(n.schema, n.events)
     as_of = as_of.astimezone(UTC)
     day0 = (as_of - timedelta(microseconds=1)).date()  # age 0
     lookback = catalog.lookback_days
@@ -158,7 +154,7 @@ def feature_sql(
     windows = tuple(sorted(catalog.windows))
     all_windows = (*windows, lookback)
     wanted = set(names)
-    vid, etype, created = _ident(n.event_visitor_id), _ident(n.event_type), _ident(n.created_at)
+    vid, etype, created = quote_ident(n.event_visitor_id), quote_ident(n.event_type), quote_ident(n.created_at)
     at_start, at_end = f"{_lit(start.isoformat())}::timestamptz", f"{_lit(as_of.isoformat())}::timestamptz"
 
     if batch:
@@ -250,7 +246,7 @@ def feature_sql(
         aggs[READ] = "count(*)"
     grouped = (
         'SELECT e.visitor_id COLLATE "C" AS visitor_id, '
-        + ", ".join(f"{expr} AS {_ident(k)}" for k, expr in aggs.items())
+        + ", ".join(f"{expr} AS {quote_ident(k)}" for k, expr in aggs.items())
         + " FROM per_row AS e GROUP BY 1"
     )
 
@@ -269,22 +265,22 @@ def feature_sql(
             beyond = f"CASE WHEN {more} IS NULL THEN 0 ELSE (SELECT count(DISTINCT m) FROM unnest({more}) AS m) END"
             return " + ".join([*(bits(f"_types{w}_{c}") for c in range(TYPE_WORDS)), beyond])
         if name.startswith("days_since_"):
-            return f"coalesce(f.{_ident(name)}, {never})"
+            return f"coalesce(f.{quote_ident(name)}, {never})"
         raise AssertionError(name)  # catalog.check let through a name this function does not build
 
     if batch:
         # One bytea of big-endian float8s per visitor rather than ~50 columns: the job reads it with one
         # numpy call, where psycopg made a Python number of every value (a third of a batch's read on the
         # client). Every value is non-NULL (counts, coalesced ages), so each takes exactly 8 bytes.
-        values = [*(column(name) for name in names), *(f"f.{_ident(k)}" for k in (GUARD, *DROPPED, READ))]
+        values = [*(column(name) for name in names), *(f"f.{quote_ident(k)}" for k in (GUARD, *DROPPED, READ))]
         packed = " || ".join(f"float8send(({v})::float8)" for v in values)
         return (
             f"WITH {rows} AS MATERIALIZED ({source}), types AS MATERIALIZED ({types}), per_row AS ({per_row}) "
             f"SELECT f.visitor_id, {packed} AS packed FROM ({grouped}) AS f"
         )
-    select = ", ".join(f"{column(name)} AS {_ident(name)}" for name in names)
+    select = ", ".join(f"{column(name)} AS {quote_ident(name)}" for name in names)
     return (
         f"WITH types AS MATERIALIZED ({types}), per_row AS ({per_row}) "
-        f"SELECT u.{_ident(n.user_id)}, {select}, coalesce(f.{GUARD}, 0) AS {GUARD} FROM {users} AS u "
-        f"LEFT JOIN ({grouped}) AS f ON f.visitor_id = u.{_ident(n.visitor_id)}"
+        f"SELECT u.{quote_ident(n.user_id)}, {select}, coalesce(f.{GUARD}, 0) AS {GUARD} FROM {users} AS u "
+        f"LEFT JOIN ({grouped}) AS f ON f.visitor_id = u.{quote_ident(n.visitor_id)}"
     )

@@ -38,6 +38,7 @@ from scorer.schema import (
     EVENTS_FUNCTION,
     HISTOGRAM_FUNCTION,
     LOCK_FUNCTION,
+    LOCKS_TABLE,
     SELECT_FUNCTION,
     UNLOCK_FUNCTION,
     WRITE_FUNCTION,
@@ -60,7 +61,19 @@ T = TypeVar("T")
 
 _TRANSIENT_STATUS = {"408", "429", "502", "503", "504", "520", "521", "522", "523", "524", "530", "540", "544"}
 _TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003"}
-_APPLY_HINT = "apply the project's SQL: paste the output of `lead-scorer db sql` into Supabase's SQL editor"
+_APPLY_HINT = (
+    "apply the project's SQL: paste the output of `lead-scorer db sql` into Supabase's SQL editor, or run "
+    "`lead-scorer db migrate` with DATABASE_URL set to the project's connection string"
+)
+
+
+def _own_table(names: Names, text: str) -> str | None:
+    """Which of the job's own tables (not the product's) ``text`` names, if any: a missing one means the SQL
+    of this release was not applied, whatever the LEAD_SCORER_*_TABLE settings say."""
+    for table in (names.checkpoints, names.history, LOCKS_TABLE):
+        if table in text:
+            return table
+    return None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -156,6 +169,14 @@ class RestStore(Source):
             )
         code = str(exc.code or "")
         if code in ("PGRST205", "42P01"):
+            own = _own_table(n, f"{what} {exc.message or ''}")
+            if own is not None:
+                # The job's own table, not the product's: the database is on an earlier release's schema.
+                return SchemaError(
+                    f"lead-scorer's own table {own} is missing while {what} (this database has not had this "
+                    f"release's SQL applied): {exc.message}",
+                    hint=_APPLY_HINT,
+                )
             return SchemaError(f"a table is missing while {what}: {exc.message}", hint="check LEAD_SCORER_*_TABLE")
         if code in ("42703", "PGRST204"):
             hint = (

@@ -7,6 +7,7 @@ the daily grain, one set-based update-only write.
 from __future__ import annotations
 
 import functools
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from scorer.stores.base import (
     split_dropped,
 )
 from scorer.stores.pg_features import DROPPED, feature_sql, fits_packed, unpack
+from scorer.stores.sqlite_files import access_errno, not_writable
 
 __all__ = ["SqlStore", "Waits", "engine_for", "redact_url"]
 
@@ -285,7 +287,12 @@ class SqlStore(Source):
             return
         import fcntl
 
-        handle = open(f"{path}.lead-scorer-{key}.lock", "a+")  # noqa: SIM115 - held until unlock_run
+        try:
+            handle = open(f"{path}.lead-scorer-{key}.lock", "a+")  # noqa: SIM115 - held until unlock_run
+        except OSError as exc:
+            if access_errno(exc):
+                raise not_writable(path, cause=exc.strerror or type(exc).__name__) from exc
+            raise StoreError(f"cannot create the run lock file beside {path}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -295,6 +302,10 @@ class SqlStore(Source):
                 hint="wait for it to finish (it may be the cron job, a laptop or `mlflow run`)",
             ) from exc
         self._lock = handle
+        if not os.access(path, os.W_OK):
+            # Else every batch's write fails alone ("attempt to write a readonly database") and the run exits 1.
+            self.unlock_run()
+            raise not_writable(path, cause="the database file is read-only")
 
     def cancel(self) -> None:
         """Cancel the statements this store has running (a stop request that must not wait for a hung
