@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -35,9 +36,12 @@ from lead_errors import (
     PromotionRefused,
     ServiceError,
     ServiceUnavailable,
+    SettingsError,
 )
 
 ALIAS = "production"
+#: errno values that are this machine's disk, not the network: full, over quota, read-only, file too large.
+_LOCAL_DISK = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 STAGE = "Production"
 #: Version tags lead-scorer writes.
 TAG_PREVIOUS = "previous_production_version"
@@ -324,7 +328,15 @@ class Registry:
                     hint="check MLFLOW_TRACKING_URI and that the server is up (GET /health)",
                 ) from exc
             raise ServiceError(f"MLflow refused {what}: {first}", hint="the message above is MLflow's own") from exc
-        except OSError as exc:  # requests/urllib3 connection errors
+        except OSError as exc:  # requests/urllib3 connection errors, or the local disk
+            if exc.errno in _LOCAL_DISK:
+                # A full or read-only TMPDIR used to read "cannot reach the MLflow tracking server".
+                raise SettingsError(
+                    f"the local disk failed while {what}: {os.strerror(exc.errno or 0)} "
+                    f"(writing under {tempfile.gettempdir()})",
+                    hint="MLflow downloads the model into TMPDIR: free space there, or set TMPDIR to a writable "
+                    "directory with room for the model (a few MB)",
+                ) from exc
             raise ServiceUnavailable(
                 f"cannot reach the MLflow tracking server while {what}: {type(exc).__name__}",
                 hint="check MLFLOW_TRACKING_URI and that the server is up (GET /health)",

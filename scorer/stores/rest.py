@@ -60,6 +60,7 @@ T = TypeVar("T")
 
 _TRANSIENT_STATUS = {"408", "429", "502", "503", "504", "520", "521", "522", "523", "524", "530", "540", "544"}
 _TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003"}
+_WRITING = "writing scores"
 _APPLY_HINT = "apply the project's SQL: paste the output of `lead-scorer db sql` into Supabase's SQL editor"
 
 
@@ -94,6 +95,7 @@ class RestStore(Source):
         max_rows: int = 1_000,
         url_budget: int = 6_000,
         timeout_s: float = 30.0,
+        connect_s: float = 5.0,
         retry_attempts: int = 6,
         retry_timeout_s: float = 120.0,
         lease_s: int = 900,
@@ -110,12 +112,14 @@ class RestStore(Source):
         self.has_history = False
         self.has_histogram = False
         self.lease_s = lease_s
+        self.connect_s = connect_s
         self._lease: dict[str, Any] | None = None
         self._renewed = 0.0
         # Our own retry policy replaces the client's (GET-only, fixed waits, unlogged).
         options = ClientOptions(
             schema=self.names.schema,
-            postgrest_client_timeout=httpx.Timeout(timeout_s),  # a bare number would be int()-truncated
+            # A bare number would be int()-truncated; connecting is bounded like the database's connect.
+            postgrest_client_timeout=httpx.Timeout(timeout_s, connect=connect_s),
             postgrest_client_retry=False,
         )
         self._client = create_client(self.url, key, options=options)
@@ -132,10 +136,11 @@ class RestStore(Source):
             return True
         return False
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one request with retries; translate what is left into the job's errors."""
+    def _call(self, what: str, fn: Callable[[], T], *, retry: Any = None) -> T:
+        """Run one request with retries (``retry``, else the store's); translate what is left into the job's
+        errors."""
         try:
-            return self._retry(fn)()
+            return (retry or self._retry)(fn)()
         except APIError as exc:
             if is_transient(exc):
                 raise TransientError(f"Supabase kept failing while {what}: {_describe(exc)}") from exc
@@ -155,6 +160,16 @@ class RestStore(Source):
                 "(Supabase: Project Settings → API)",
             )
         code = str(exc.code or "")
+        if code in ("42P01", "42883") and what == _WRITING:
+            # The write function names every table with its schema and runs with search_path = '': a missing
+            # relation or function here comes from something that fires on the users table.
+            return SchemaError(
+                f"writing scores failed inside the database: a trigger or function on {n.schema}.{n.users} "
+                f"failed with PostgreSQL's error: {exc.message}",
+                hint="lead-scorer writes with search_path = '' (as Supabase advises for such functions), so a "
+                "trigger function on that table must schema-qualify what it names (public.my_table, not my_table) "
+                "or set its own: ALTER FUNCTION my_trigger_fn() SET search_path = public",
+            )
         if code in ("PGRST205", "42P01"):
             return SchemaError(f"a table is missing while {what}: {exc.message}", hint="check LEAD_SCORER_*_TABLE")
         if code in ("42703", "PGRST204"):
@@ -224,7 +239,7 @@ class RestStore(Source):
             return self
         n = self.names
         try:
-            self._call(f"reading {n.users}", lambda: self._pg.from_(n.users).select(n.user_id).limit(1).execute())
+            self._first_contact(lambda: self._pg.from_(n.users).select(n.user_id).limit(1).execute())
             self.has_converted = self._exists(n.users, n.converted_at)
             self.has_reasons = self._exists(n.users, n.reasons)
             self.has_history = self._exists(n.history, n.user_id)
@@ -237,6 +252,17 @@ class RestStore(Source):
             log.warning("rest_slow_events", hint=f"{EVENTS_FUNCTION} is missing; {_APPLY_HINT} for the fast path")
         self._opened = True
         return self
+
+    def _first_contact(self, request: Callable[[], Any]) -> None:
+        """The first request, answered within ``connect_s`` (one retry): a server that accepts and never
+        answers is reported in seconds, as the database's connect timeout does, not after every retry of a
+        30 s read (130 s). Later requests get the full ``timeout_s``: a large batch may take that long."""
+        session = self._pg.session
+        full, session.timeout = session.timeout, httpx.Timeout(self.connect_s)
+        try:
+            self._call(f"reading {self.names.users}", request, retry=stamina.retry(on=self._should_retry, attempts=2))
+        finally:
+            session.timeout = full
 
     def _need_open(self) -> None:
         if not self._opened:
@@ -616,7 +642,7 @@ class RestStore(Source):
         self._renew()
         params = _write_params(write, reasons=self.has_reasons)
         # Retrying the write is safe: the same scores for the same ids, update-only, the same checkpoint.
-        res = self._call("writing scores", lambda: self._pg.rpc(WRITE_FUNCTION, params).execute())
+        res = self._call(_WRITING, lambda: self._pg.rpc(WRITE_FUNCTION, params).execute())
         return int(res.data or 0)
 
 

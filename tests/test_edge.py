@@ -1,0 +1,247 @@
+"""The CLI's edge: one error handler for every command, settings refused with the variable named, bounded waits
+on a server that accepts and never answers, and no secret in any output line, traceback or artifact."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import scorer.cli
+import scorer.demo
+from scorer.cli import app
+from scorer.logs import add_secrets, forget_secrets, redact_text, redact_url, secrets_in
+from tests.conftest import REST_KEY
+from tests.jobproc import LEAD_SCORER, Job, job_env
+from tests.support import make_product
+
+#: A password with an unencoded "@" and a tail that must never show (issue 25, items 2 and 5).
+PASSWORD = "Pa55@cretXq9-edge"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_secrets() -> Iterator[None]:
+    forget_secrets()
+    yield
+    forget_secrets()
+
+
+def _cli(args: list[str], env: dict[str, str]) -> Any:
+    return CliRunner().invoke(app, args, env={"LEAD_SCORER_LOG_LEVEL": "WARNING"} | env, catch_exceptions=False)
+
+
+# --- redaction, by value and by shape, on cases small enough to check by eye ---------------------------------
+
+
+def test_redaction_by_value_covers_every_spelling() -> None:
+    add_secrets(["s3cr3t@pw", "ab"])  # "ab" is too short to redact by value: it would blank every word
+    assert redact_text("pw s3cr3t@pw and s3cr3t%40pw") == "pw *** and ***"
+    assert redact_text("about tab") == "about tab"
+    assert redact_text("{'password': 'other-9'} password=x1y2") == "{'password': '***'} password=***"
+    assert redact_text("apikey: sb_secret_abcDEF123 Authorization: Bearer abcdefgh12345") == (
+        "apikey: *** Authorization: Bearer ***"
+    )
+
+
+def test_a_password_with_an_at_sign_leaves_no_tail() -> None:
+    url = f"postgresql://job:{PASSWORD}@db.example:5432/postgres"
+    assert redact_text(url) == "postgresql://***@db.example:5432/postgres"
+    assert redact_url(url) == "postgresql://job:***@db.example:5432/postgres"
+    from scorer.stores.sql import redact_url as sql_redact_url
+
+    assert "cretXq9" not in sql_redact_url(url) and "db.example" in sql_redact_url(url)
+    assert sql_redact_url("postgresql://job:pw@h/d") == "postgresql://job:***@h/d"
+
+
+def test_the_secrets_the_settings_and_the_environment_know() -> None:
+    found = secrets_in(
+        settings={"database_url": f"postgresql://job:{PASSWORD}@h/d", "supabase_key": "sb_secret_k1", "batch_size": 5},
+        environ={"MLFLOW_TRACKING_PASSWORD": "mlpw1", "MLFLOW_TRACKING_TOKEN": "tok-1", "HOME": "/root"},
+    )
+    assert found == [PASSWORD, "sb_secret_k1", "mlpw1", "tok-1"]
+
+
+# --- one error edge ---------------------------------------------------------------------------------------------
+
+
+def _commands(group: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for name, command in sorted(group.commands.items()):
+        if hasattr(command, "commands"):  # a group: registry, db, spark
+            yield from _commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name), command
+
+
+COMMANDS = list(_commands(typer.main.get_command(app)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_a_bug_in_any_command_exits_70_with_a_redacted_traceback(
+    path: tuple[str, ...], command: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database_url = f"postgresql://job:{PASSWORD}@127.0.0.1:9/product"
+
+    def bug(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError(f"injected bug near {database_url} and {REST_KEY}")
+
+    # Every command but `demo` starts by reading the settings; `demo` hands over to run_demo.
+    monkeypatch.setattr(scorer.cli, "load_settings", bug)
+    monkeypatch.setattr(scorer.demo, "run_demo", bug)
+    arguments = ["x" for p in command.params if p.param_type_name == "argument"]
+    result = _cli(
+        [*path, *arguments],
+        {"DATABASE_URL": database_url, "SUPABASE_SERVICE_ROLE_KEY": REST_KEY, "MLFLOW_TRACKING_URI": ""},
+    )
+    assert result.exit_code == 70, result.output
+    assert "internal error" in result.output and "RuntimeError: injected bug" in result.output
+    assert "cretXq9" not in result.output and REST_KEY not in result.output
+
+
+def test_a_bug_while_printing_is_a_bug_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    import scorer.schema
+
+    monkeypatch.setattr(scorer.schema, "schema_sql", lambda **_: None)  # typer.echo(None, nl=False) prints ""
+    assert _cli(["db", "sql"], {}).exit_code == 0
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise ValueError("cannot print")
+
+    monkeypatch.setattr(scorer.schema, "schema_sql", lambda **_: Unprintable())
+    broken = _cli(["db", "sql"], {})
+    assert broken.exit_code == 70 and "internal error" in broken.output, broken.output
+
+
+def test_project_errors_and_clicks_own_exits_pass_through_the_edge() -> None:
+    assert _cli(["db", "sql", "--dialect", "oracle"], {}).exit_code == 2
+    assert _cli(["run", "--batch-size", "many"], {}).exit_code == 2  # click's usage error
+    assert _cli(["--help"], {}).exit_code == 0
+
+
+# --- every malformed setting exits 2 naming its variable -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LEAD_SCORER_LOG_LEVEL", "junk"),
+        ("LEAD_SCORER_SKOPS_TRUSTED_TYPES", "notjson"),
+        ("MLFLOW_TRACKING_URI", "https//x"),
+        ("MLFLOW_TRACKING_URI", f"http:job:{PASSWORD}@host"),
+        ("LEAD_SCORER_DB_STATEMENT_TIMEOUT_S", "0.0004"),
+        ("LEAD_SCORER_DB_LOCK_TIMEOUT_S", "0"),
+        ("LEAD_SCORER_BATCH_SIZE", "0"),
+    ],
+)
+def test_a_malformed_setting_exits_2_naming_the_variable(variable: str, value: str, sqlite_url: str) -> None:
+    result = CliRunner().invoke(
+        app, ["run"], env={"DATABASE_URL": sqlite_url, "MLFLOW_TRACKING_URI": "sqlite:///m.db", variable: value}
+    )
+    assert result.exit_code == 2, result.output
+    assert variable in result.output and "Traceback" not in result.output
+    assert "cretXq9" not in result.output
+
+
+# --- a server that accepts and never answers ----------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port whose listener completes every TCP handshake (the kernel's backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield int(listener.getsockname()[1])
+
+
+#: The database answers within its connect timeout (5 s) and one retry; MLflow within its request timeout and
+#: retries; Supabase within its first-contact bound (5 s, one retry). It was 8.3 s, 13.8 s and 130 s.
+BOUND_S = 45.0
+
+
+@pytest.mark.parametrize("silent", ["database", "mlflow", "supabase"])
+def test_a_silent_server_fails_the_run_quickly_with_4(silent: str, silent_port: int, tmp_path: Path, trained) -> None:
+    settings, _model = trained
+    sqlite_url = f"sqlite:///{tmp_path / 'leads.db'}"
+    make_product(sqlite_url, users=20, seed=3)
+    env = job_env(sqlite_url, settings, f"scoring-silent-{uuid.uuid4().hex[:8]}")
+    if silent == "database":
+        env["DATABASE_URL"] = f"postgresql://job:{PASSWORD}@127.0.0.1:{silent_port}/product"
+    elif silent == "mlflow":
+        env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{silent_port}"
+    else:
+        env |= {"SUPABASE_URL": f"http://127.0.0.1:{silent_port}", "SUPABASE_SERVICE_ROLE_KEY": REST_KEY}
+        env.pop("DATABASE_URL")
+    started = time.monotonic()
+    done = subprocess.run(
+        [LEAD_SCORER, "run"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=BOUND_S * 3
+    )
+    took = time.monotonic() - started
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert took < BOUND_S, f"{silent}: {took:.1f} s"
+    assert "cretXq9" not in done.stdout + done.stderr and REST_KEY not in done.stdout + done.stderr
+
+
+# --- no secret when the store is lost mid-run ----------------------------------------------------------------
+
+
+def _files_holding(root: Path, secret: str) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and "pgdata" not in p.parts and secret.encode() in p.read_bytes()]
+
+
+def test_a_database_lost_mid_run_prints_no_secret(trained, tmp_path: Path) -> None:
+    import pgserver
+    from sqlalchemy.engine import make_url
+
+    settings, _model = trained
+    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="stop")
+    url = make_url(server.get_uri()).set(drivername="postgresql+psycopg")
+    make_product(url.render_as_string(hide_password=False), users=3_000, seed=16, events_per_user=4.0)
+    # pgserver trusts its socket, so the password is never checked, but psycopg carries it in every frame.
+    secret_url = url.set(password=PASSWORD).render_as_string(hide_password=False)
+    env = job_env(secret_url, settings, f"scoring-lost-{uuid.uuid4().hex[:8]}") | {
+        "LEAD_SCORER_DB_CONNECT_TIMEOUT_S": "2"
+    }
+    job = Job(["--batch-size", "50"], env, cwd=tmp_path)
+    job.wait_for("batch")
+    server.cleanup()
+    assert job.finish() == 4, job.output()
+    (lost,) = job.events("store_lost")
+    assert "exception" in lost, lost  # the traceback is there, as data, without its frames' locals
+    printed = job.output()
+    assert PASSWORD not in printed and "cretXq9" not in printed and "'password'" not in printed
+    assert _files_holding(tmp_path, "cretXq9") == []
+
+
+def test_the_rest_api_lost_mid_run_prints_no_key(trained, pg_url: str, tmp_path: Path) -> None:
+    from scorer.schema import migrate
+    from scorer.stores.sql import engine_for
+    from tests.postgrest_standin import PostgrestStandin
+
+    settings, _model = trained
+    make_product(pg_url, users=3_000, seed=18, events_per_user=4.0)
+    engine = engine_for(pg_url)
+    migrate(engine, names=settings.names())
+    engine.dispose()
+    with PostgrestStandin(pg_url, api_key=REST_KEY, max_rows=1000) as rest:
+        env = job_env("", settings, f"scoring-rest-lost-{uuid.uuid4().hex[:8]}") | {
+            "SUPABASE_URL": rest.url,
+            "SUPABASE_SERVICE_ROLE_KEY": REST_KEY,
+        }
+        env.pop("DATABASE_URL")
+        job = Job(["--batch-size", "50"], env, cwd=tmp_path)
+        job.wait_for("batch")
+        rest.stop()
+        assert job.finish() == 4, job.output()
+    assert job.events("store_lost"), job.output()
+    printed = job.output()
+    assert REST_KEY not in printed and "test-service-role-key" not in printed
+    assert _files_holding(tmp_path, "test-service-role-key") == []
