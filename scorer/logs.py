@@ -84,7 +84,9 @@ def add_secrets(values: Iterable[str | None]) -> None:
     for value in values:
         if not value:
             continue
-        for spelling in {value, quote(value, safe=""), unquote(value)}:
+        # Its parts between "@"s too: a parser that ends the password at its first "@" quotes the rest as a
+        # host name ("could not translate host name 'cret@db'").
+        for spelling in {value, quote(value, safe=""), unquote(value), *value.split("@")}:
             if len(spelling) >= MIN_SECRET_LEN:
                 _secrets.add(spelling)
     # Longest first: a secret that contains another is replaced whole.

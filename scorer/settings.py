@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -112,6 +113,17 @@ class Settings(BaseSettings):
         # A secret left blank in a dashboard arrives as "", which means "not set", not "set to nothing".
         if isinstance(v, str) and not v.strip():
             return None
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: SecretStr | None) -> SecretStr | None:
+        # libpq and SQLAlchemy end the password at its first "@": the rest became the host name, quoted in
+        # every connection error (half the password printed). Refused here, before anything connects.
+        if v is not None and urlsplit(v.get_secret_value().strip()).netloc.count("@") > 1:
+            raise ValueError(
+                "the password contains an unencoded @: percent-encode it as %40 (and : / ? # as %3A %2F %3F %23)"
+            )
         return v
 
     @field_validator("mlflow_tracking_uri")

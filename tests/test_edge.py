@@ -45,6 +45,9 @@ def test_redaction_by_value_covers_every_spelling() -> None:
     add_secrets(["s3cr3t@pw", "ab"])  # "ab" is too short to redact by value: it would blank every word
     assert redact_text("pw s3cr3t@pw and s3cr3t%40pw") == "pw *** and ***"
     assert redact_text("about tab") == "about tab"
+    # A parser that ends the password at its first "@" quotes the rest as a host name: that tail goes too.
+    add_secrets(["head@tail9"])
+    assert redact_text("could not translate host name 'tail9@db'") == "could not translate host name '***@db'"
     assert redact_text("{'password': 'other-9'} password=x1y2") == "{'password': '***'} password=***"
     assert redact_text("apikey: sb_secret_abcDEF123 Authorization: Bearer abcdefgh12345") == (
         "apikey: *** Authorization: Bearer ***"
@@ -139,12 +142,12 @@ def test_project_errors_and_clicks_own_exits_pass_through_the_edge() -> None:
         ("LEAD_SCORER_DB_STATEMENT_TIMEOUT_S", "0.0004"),
         ("LEAD_SCORER_DB_LOCK_TIMEOUT_S", "0"),
         ("LEAD_SCORER_BATCH_SIZE", "0"),
+        ("DATABASE_URL", f"postgresql://job:{PASSWORD}@127.0.0.1:9/product"),
     ],
 )
 def test_a_malformed_setting_exits_2_naming_the_variable(variable: str, value: str, sqlite_url: str) -> None:
-    result = CliRunner().invoke(
-        app, ["run"], env={"DATABASE_URL": sqlite_url, "MLFLOW_TRACKING_URI": "sqlite:///m.db", variable: value}
-    )
+    env = {"DATABASE_URL": sqlite_url, "MLFLOW_TRACKING_URI": "sqlite:///m.db", variable: value}
+    result = CliRunner().invoke(app, ["run"], env=env)
     assert result.exit_code == 2, result.output
     assert variable in result.output and "Traceback" not in result.output
     assert "cretXq9" not in result.output
@@ -174,7 +177,7 @@ def test_a_silent_server_fails_the_run_quickly_with_4(silent: str, silent_port: 
     make_product(sqlite_url, users=20, seed=3)
     env = job_env(sqlite_url, settings, f"scoring-silent-{uuid.uuid4().hex[:8]}")
     if silent == "database":
-        env["DATABASE_URL"] = f"postgresql://job:{PASSWORD}@127.0.0.1:{silent_port}/product"
+        env["DATABASE_URL"] = f"postgresql://job:{PASSWORD.replace('@', '%40')}@127.0.0.1:{silent_port}/product"
     elif silent == "mlflow":
         env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{silent_port}"
     else:
