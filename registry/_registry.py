@@ -230,6 +230,30 @@ def _model_id(mv: ModelVersion) -> str | None:
     return source.removeprefix("models:/") if source.startswith("models:/m-") else None
 
 
+
+def _raise_if_local_disk(exc: BaseException, what: str) -> None:
+    """A full, over-quota or read-only TMPDIR, where MLflow downloads the model, used to read "cannot reach the
+    MLflow tracking server" (exit 4). MLflow's own download error lists each file's OSError in its message."""
+    codes = [e.errno for e in _chain(exc) if isinstance(e, OSError) and e.errno is not None]
+    codes += [int(n) for n in re.findall(r"\[Errno (\d+)\]", str(exc))]
+    local = next((code for code in codes if code in _LOCAL_DISK), None)
+    if local is None:
+        return
+    raise SettingsError(
+        f"the local disk failed while {what}: {os.strerror(local)} (under {tempfile.gettempdir()})",
+        hint="MLflow downloads the model into TMPDIR: free space there, or set TMPDIR to a writable directory "
+        "with room for the model (a few MB)",
+    ) from exc
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
 class Registry:
     """Resolve, load, register, promote and roll back versions of one registered model.
 
@@ -308,6 +332,7 @@ class Registry:
         except MlflowException as exc:
             if _is_missing(exc):
                 raise
+            _raise_if_local_disk(exc, what)
             first = redact(exc.message.splitlines()[0] if exc.message else str(exc))
             status = exc.get_http_status_code()
             if status == 403 and "host header" in first.lower():
@@ -329,14 +354,7 @@ class Registry:
                 ) from exc
             raise ServiceError(f"MLflow refused {what}: {first}", hint="the message above is MLflow's own") from exc
         except OSError as exc:  # requests/urllib3 connection errors, or the local disk
-            if exc.errno in _LOCAL_DISK:
-                # A full or read-only TMPDIR used to read "cannot reach the MLflow tracking server".
-                raise SettingsError(
-                    f"the local disk failed while {what}: {os.strerror(exc.errno or 0)} "
-                    f"(writing under {tempfile.gettempdir()})",
-                    hint="MLflow downloads the model into TMPDIR: free space there, or set TMPDIR to a writable "
-                    "directory with room for the model (a few MB)",
-                ) from exc
+            _raise_if_local_disk(exc, what)
             raise ServiceUnavailable(
                 f"cannot reach the MLflow tracking server while {what}: {type(exc).__name__}",
                 hint="check MLFLOW_TRACKING_URI and that the server is up (GET /health)",

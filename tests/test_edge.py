@@ -248,3 +248,65 @@ def test_the_rest_api_lost_mid_run_prints_no_key(trained, pg_url: str, tmp_path:
     printed = job.output()
     assert REST_KEY not in printed and "test-service-role-key" not in printed
     assert _files_holding(tmp_path, "test-service-role-key") == []
+
+
+# --- errors that name their real cause -------------------------------------------------------------------------
+
+
+def test_a_full_temporary_directory_is_named_not_blamed_on_mlflow(trained, tmp_path: Path) -> None:
+    """The disk under TMPDIR cannot take the model: the job says so (exit 2, TMPDIR named), not "cannot reach the
+    MLflow server" (exit 4). A full disk is made with the kernel's file-size limit on the child: any write past
+    ``limit`` bytes fails with EFBIG, as writes to a full disk fail with ENOSPC."""
+    import resource
+    import signal
+
+    settings, _model = trained
+    url = f"sqlite:///{tmp_path / 'leads.db'}"
+    make_product(url, users=10, seed=5)
+    # Room for the product's database to be read and locked, not for the model (66 KB) to be downloaded.
+    limit = (tmp_path / "leads.db").stat().st_size + 8192
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit + 1, limit + 1))
+
+    env = job_env(url, settings, f"scoring-disk-{uuid.uuid4().hex[:8]}") | {"TMPDIR": str(tmp_path)}
+    done = subprocess.run(
+        [LEAD_SCORER, "run"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, preexec_fn=small_disk
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "TMPDIR" in done.stdout + done.stderr and "cannot reach the MLflow" not in done.stdout + done.stderr
+
+
+def test_a_trigger_that_breaks_rest_writes_is_named(pg_url: str) -> None:
+    """A product trigger on users names a table without its schema; the write function runs with
+    search_path = '', so every REST write fails. The error says a trigger failed, quotes PostgreSQL, and says
+    how to fix the trigger, instead of "check LEAD_SCORER_*_TABLE"; nothing is written."""
+    from datetime import UTC, datetime
+
+    from lead_errors import SchemaError
+    from scorer.stores.base import ScoreWrite
+    from scorer.stores.rest import RestStore
+    from tests.postgrest_standin import PostgrestStandin
+    from tests.support import execute, snapshot
+
+    make_product(pg_url, users=30, seed=7)
+    execute(
+        pg_url,
+        "CREATE TABLE audit_log (user_id text, at timestamptz DEFAULT now())",
+        "CREATE FUNCTION log_user_change() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN "
+        "INSERT INTO audit_log (user_id) VALUES (NEW.user_id::text); RETURN NEW; END $fn$",
+        "CREATE TRIGGER users_audit AFTER UPDATE ON users FOR EACH ROW EXECUTE FUNCTION log_user_change()",
+    )
+    before = snapshot(pg_url)
+    with PostgrestStandin(pg_url, api_key=REST_KEY, max_rows=1000) as rest:
+        store = RestStore(rest.url, key=REST_KEY)
+        store.open().check()  # an empty write fires no row trigger: the check passes
+        first = before["user_id"].iloc[0]
+        with pytest.raises(SchemaError) as caught:
+            store.write_scores(ScoreWrite(user_ids=[first], scores=[0.5], model="1/m-x", scored_at=datetime.now(UTC)))
+        store.close()
+    message = str(caught.value)
+    assert "a trigger or function on public.users failed" in message and 'relation "audit_log"' in message
+    assert "schema-qualify" in message and "LEAD_SCORER_" not in message
+    assert snapshot(pg_url).equals(before)
