@@ -230,7 +230,6 @@ def _model_id(mv: ModelVersion) -> str | None:
     return source.removeprefix("models:/") if source.startswith("models:/m-") else None
 
 
-
 def _raise_if_local_disk(exc: BaseException, what: str) -> None:
     """A full, over-quota or read-only TMPDIR, where MLflow downloads the model, used to read "cannot reach the
     MLflow tracking server" (exit 4). MLflow's own download error lists each file's OSError in its message."""
@@ -253,6 +252,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or current.__context__
+
 
 class Registry:
     """Resolve, load, register, promote and roll back versions of one registered model.
