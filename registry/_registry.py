@@ -70,7 +70,7 @@ How = Literal["pin", "alias", "stage"]
 
 _TRACKING_ENV = "MLFLOW_TRACKING_URI"
 
-_USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
+_USERINFO = re.compile(r"(?<=//)[^/\s'\"<>]+@")  # greedy to the last @: a password may hold one
 
 
 def redact(text: str) -> str:
@@ -254,6 +254,37 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+
+def _probe_database_store(uri: str, *, timeout_s: int = 5) -> None:
+    """A database-backed tracking store (``postgresql://…``) is opened once, with a connect timeout, before
+    MLflow opens it: MLflow's own attempt retries ten times over ~100 s, then raised SQLAlchemy's error
+    (exit 70 as a bug). A missing database or a wrong password is now a clear error within seconds."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in ("postgresql", "mysql"):
+        return
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(uri, connect_args={"connect_timeout": timeout_s}, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except ImportError as exc:  # no driver for this scheme (postgresql:// means psycopg2 to SQLAlchemy)
+        raise SettingsError(
+            f"MLFLOW_TRACKING_URI names a database this installation has no driver for: {exc.name or exc}",
+            hint="write postgresql+psycopg://… (the driver lead-scorer installs), or point MLFLOW_TRACKING_URI "
+            "at the MLflow server (http(s)://…)",
+        ) from exc
+    except Exception as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise ServiceUnavailable(
+            f"cannot open the MLflow tracking database: {redact(first[0] if first else type(exc).__name__)}",
+            hint="check MLFLOW_TRACKING_URI: the database must exist and accept its credentials (it is the "
+            "MLflow server's store; the job usually talks to the server over http(s)://)",
+        ) from exc
+
 class Registry:
     """Resolve, load, register, promote and roll back versions of one registered model.
 
@@ -264,6 +295,7 @@ class Registry:
     def __init__(self, *, tracking_uri: str, model_name: str = "lead_scoring_pipeline") -> None:
         self.tracking_uri = tracking_uri
         self.model_name = model_name
+        _probe_database_store(tracking_uri)
         # Every call goes through this client, which holds its own URIs; the few that only MLflow's fluent
         # API offers run inside `_fluent`, which sets the process-wide URI for the call and restores it.
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)

@@ -206,10 +206,8 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
-    """Configure once, at the edge. ``json=None`` decides by whether stdout is a terminal.
-
-    >>> configure_logging(json=True, level="WARNING")
-    """
+    """Configure once, at the edge (``configure_logging(json=True, level="WARNING")``). ``json=None`` decides by
+    whether stdout is a terminal; ``level`` is one of `LEVELS`."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, not {level!r}")
     use_json = not sys.stdout.isatty() if json is None else json

@@ -310,3 +310,25 @@ def test_a_trigger_that_breaks_rest_writes_is_named(pg_url: str) -> None:
     assert "a trigger or function on public.users failed" in message and 'relation "audit_log"' in message
     assert "schema-qualify" in message and "LEAD_SCORER_" not in message
     assert snapshot(pg_url).equals(before)
+
+
+@pytest.mark.parametrize(
+    ("driver", "code", "says"),
+    [("postgresql", 4, "does not exist"), ("postgresql+psycopg", 4, "does not exist"), ("mysql", 2, "no driver")],
+)
+def test_a_tracking_database_that_cannot_be_opened_fails_quickly(
+    driver: str, code: int, says: str, pg_server_url: str, sqlite_url: str
+) -> None:
+    """MLflow opened a database-backed store with ten attempts over ~100 s, then raised SQLAlchemy's error
+    (exit 70). Now: a missing database is exit 4 within the connect timeout, a missing driver (MySQLdb) exit 2."""
+    from sqlalchemy.engine import make_url
+
+    make_product(sqlite_url, users=10, seed=2)
+    tracking = make_url(pg_server_url).set(drivername=driver, database=f"missing_{uuid.uuid4().hex[:8]}")
+    started = time.monotonic()
+    result = _cli(
+        ["run"], {"DATABASE_URL": sqlite_url, "MLFLOW_TRACKING_URI": tracking.render_as_string(hide_password=False)}
+    )
+    assert result.exit_code == code, result.output
+    assert says in result.output and "MLFLOW_TRACKING_URI" in result.output
+    assert time.monotonic() - started < 15
