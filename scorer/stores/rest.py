@@ -136,11 +136,10 @@ class RestStore(Source):
             return True
         return False
 
-    def _call(self, what: str, fn: Callable[[], T], *, retry: Any = None) -> T:
-        """Run one request with retries (``retry``, else the store's); translate what is left into the job's
-        errors."""
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one request with retries; translate what is left into the job's errors."""
         try:
-            return (retry or self._retry)(fn)()
+            return self._retry(fn)()
         except APIError as exc:
             if is_transient(exc):
                 raise TransientError(f"Supabase kept failing while {what}: {_describe(exc)}") from exc
@@ -259,10 +258,11 @@ class RestStore(Source):
         30 s read (130 s). Later requests get the full ``timeout_s``: a large batch may take that long."""
         session = self._pg.session
         full, session.timeout = session.timeout, httpx.Timeout(self.connect_s)
+        retry, self._retry = self._retry, stamina.retry(on=self._should_retry, attempts=2)
         try:
-            self._call(f"reading {self.names.users}", request, retry=stamina.retry(on=self._should_retry, attempts=2))
+            self._call(f"reading {self.names.users}", request)
         finally:
-            session.timeout = full
+            session.timeout, self._retry = full, retry
 
     def _need_open(self) -> None:
         if not self._opened:
