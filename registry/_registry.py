@@ -254,7 +254,6 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-
 def _probe_database_store(uri: str, *, timeout_s: int = 5) -> None:
     """A database-backed tracking store (``postgresql://…``) is opened once, with a connect timeout, before
     MLflow opens it: MLflow's own attempt retries ten times over ~100 s, then raised SQLAlchemy's error
@@ -284,6 +283,7 @@ def _probe_database_store(uri: str, *, timeout_s: int = 5) -> None:
             hint="check MLFLOW_TRACKING_URI: the database must exist and accept its credentials (it is the "
             "MLflow server's store; the job usually talks to the server over http(s)://)",
         ) from exc
+
 
 class Registry:
     """Resolve, load, register, promote and roll back versions of one registered model.
