@@ -35,7 +35,7 @@ from lead_errors import (
     StoreError,
     TrackingError,
 )
-from scorer.logs import LEVELS, add_secrets, configure_logging, redact_text, secrets_in
+from scorer.logs import LEVELS, add_secrets, configure_logging, forget_secrets, redact_text, secrets_in
 from scorer.settings import Settings, load_settings
 
 
@@ -46,7 +46,9 @@ class _ErrorEdge(TyperGroup):
     (`typer.Exit`, a bad flag: 2) and Ctrl-C pass through as they are."""
 
     def invoke(self, ctx: typer.Context) -> Any:
-        add_secrets(secrets_in(settings={}, environ=os.environ))  # before anything can fail and print
+        # Before anything can fail and print. This invocation's secrets only: a test runs many in one process.
+        forget_secrets()
+        add_secrets(secrets_in(settings={}, environ=os.environ))
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):  # the last: click's usage errors (exit 2)
