@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -35,9 +36,12 @@ from lead_errors import (
     PromotionRefused,
     ServiceError,
     ServiceUnavailable,
+    SettingsError,
 )
 
 ALIAS = "production"
+#: errno values that are this machine's disk, not the network: full, over quota, read-only, file too large.
+_LOCAL_DISK = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 STAGE = "Production"
 #: Version tags lead-scorer writes.
 TAG_PREVIOUS = "previous_production_version"
@@ -66,7 +70,7 @@ How = Literal["pin", "alias", "stage"]
 
 _TRACKING_ENV = "MLFLOW_TRACKING_URI"
 
-_USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
+_USERINFO = re.compile(r"(?<=//)[^/\s'\"<>]+@")  # greedy to the last @: a password may hold one
 
 
 def redact(text: str) -> str:
@@ -226,6 +230,61 @@ def _model_id(mv: ModelVersion) -> str | None:
     return source.removeprefix("models:/") if source.startswith("models:/m-") else None
 
 
+def _raise_if_local_disk(exc: BaseException, what: str) -> None:
+    """A full, over-quota or read-only TMPDIR, where MLflow downloads the model, used to read "cannot reach the
+    MLflow tracking server" (exit 4). MLflow's own download error lists each file's OSError in its message."""
+    codes = [e.errno for e in _chain(exc) if isinstance(e, OSError) and e.errno is not None]
+    codes += [int(n) for n in re.findall(r"\[Errno (\d+)\]", str(exc))]
+    local = next((code for code in codes if code in _LOCAL_DISK), None)
+    if local is None:
+        return
+    raise SettingsError(
+        f"the local disk failed while {what}: {os.strerror(local)} (under {tempfile.gettempdir()})",
+        hint="MLflow downloads the model into TMPDIR: free space there, or set TMPDIR to a writable directory "
+        "with room for the model (a few MB)",
+    ) from exc
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _probe_database_store(uri: str, *, timeout_s: int = 5) -> None:
+    """A database-backed tracking store (``postgresql://…``) is opened once, with a connect timeout, before
+    MLflow opens it: MLflow's own attempt retries ten times over ~100 s, then raised SQLAlchemy's error
+    (exit 70 as a bug). A missing database or a wrong password is now a clear error within seconds."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in ("postgresql", "mysql"):
+        return
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(uri, connect_args={"connect_timeout": timeout_s}, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except ImportError as exc:  # no driver for this scheme (postgresql:// means psycopg2 to SQLAlchemy)
+        raise SettingsError(
+            f"MLFLOW_TRACKING_URI names a database this installation has no driver for: {exc.name or exc}",
+            hint="write postgresql+psycopg://… (the driver lead-scorer installs), or point MLFLOW_TRACKING_URI "
+            "at the MLflow server (http(s)://…)",
+        ) from exc
+    except Exception as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise ServiceUnavailable(
+            f"cannot open the MLflow tracking database: {redact(first[0] if first else type(exc).__name__)}",
+            hint="check MLFLOW_TRACKING_URI: the database must exist and accept its credentials (it is the "
+            "MLflow server's store; the job usually talks to the server over http(s)://)",
+        ) from exc
+
+
 class Registry:
     """Resolve, load, register, promote and roll back versions of one registered model.
 
@@ -236,6 +295,7 @@ class Registry:
     def __init__(self, *, tracking_uri: str, model_name: str = "lead_scoring_pipeline") -> None:
         self.tracking_uri = tracking_uri
         self.model_name = model_name
+        _probe_database_store(tracking_uri)
         # Every call goes through this client, which holds its own URIs; the few that only MLflow's fluent
         # API offers run inside `_fluent`, which sets the process-wide URI for the call and restores it.
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -304,6 +364,7 @@ class Registry:
         except MlflowException as exc:
             if _is_missing(exc):
                 raise
+            _raise_if_local_disk(exc, what)
             first = redact(exc.message.splitlines()[0] if exc.message else str(exc))
             status = exc.get_http_status_code()
             if status == 403 and "host header" in first.lower():
@@ -324,7 +385,8 @@ class Registry:
                     hint="check MLFLOW_TRACKING_URI and that the server is up (GET /health)",
                 ) from exc
             raise ServiceError(f"MLflow refused {what}: {first}", hint="the message above is MLflow's own") from exc
-        except OSError as exc:  # requests/urllib3 connection errors
+        except OSError as exc:  # requests/urllib3 connection errors, or the local disk
+            _raise_if_local_disk(exc, what)
             raise ServiceUnavailable(
                 f"cannot reach the MLflow tracking server while {what}: {type(exc).__name__}",
                 hint="check MLFLOW_TRACKING_URI and that the server is up (GET /health)",

@@ -287,6 +287,7 @@ def open_store(options: StoreOptions) -> ScoringSource:
             max_rows=options.supabase_max_rows,
             url_budget=options.supabase_url_budget,
             timeout_s=options.supabase_timeout_s,
+            connect_s=options.waits.connect_s,
         )
     if options.database_url is None or not options.database_url.strip():
         raise SettingsError(

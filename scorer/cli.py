@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import structlog
 import typer
+from typer.core import TyperGroup
 
 from lead_errors import (
     BatchesFailed,
@@ -34,10 +35,30 @@ from lead_errors import (
     StoreError,
     TrackingError,
 )
-from scorer.logs import configure_logging, redact_text
+from scorer.logs import LEVELS, add_secrets, configure_logging, forget_secrets, redact_text, secrets_in
 from scorer.settings import Settings, load_settings
 
+
+class _ErrorEdge(TyperGroup):
+    """The one place an error leaves a command: every command and sub-command (and the app's callback) runs
+    inside `invoke`, so a project error exits with its code and hint and anything else, a bug wherever it is
+    (a command's printing included), exits 70 with its redacted traceback. Click's own exits and usage errors
+    (`typer.Exit`, a bad flag: 2) and Ctrl-C pass through as they are."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        # Before anything can fail and print. This invocation's secrets only: a test runs many in one process.
+        forget_secrets()
+        add_secrets(secrets_in(settings={}, environ=os.environ))
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # the last: click's usage errors (exit 2)
+            raise
+        except Exception as exc:
+            raise _fail(exc) from exc
+
+
 app = typer.Typer(
+    cls=_ErrorEdge,
     help="Score every lead with the production model from the MLflow registry and write lead_score back.",
     no_args_is_help=True,
     add_completion=False,
@@ -118,10 +139,10 @@ def _fail(exc: BaseException) -> typer.Exit:
 
 
 def _settings(**overrides: Any) -> Settings:
-    try:
-        return load_settings(**overrides)
-    except LeadScorerError as exc:
-        raise _fail(exc) from exc
+    """The settings, once per command; every secret they hold is redacted from here on (a ``.env`` file's too)."""
+    settings = load_settings(**overrides)
+    add_secrets(secrets_in(settings=dict(settings), environ={}))
+    return settings
 
 
 @app.callback()
@@ -131,6 +152,11 @@ def _main(
     ] = None,
     log_level: Annotated[str, typer.Option(envvar="LEAD_SCORER_LOG_LEVEL")] = "INFO",
 ) -> None:
+    if log_level.upper() not in LEVELS:
+        raise SettingsError(
+            f"LEAD_SCORER_LOG_LEVEL (--log-level) must be one of {', '.join(LEVELS)}",
+            hint="set LEAD_SCORER_LOG_LEVEL=INFO (or unset it)",
+        )
     configure_logging(json=json_logs, level=log_level.upper())
     # MLflow's client retries 7 times by default (~4 minutes against a dead server). Bound it unless the
     # operator chose otherwise, so an unreachable server fails in seconds, not minutes. MLflow reads these
@@ -242,18 +268,15 @@ def _run_with_progress(settings: Settings, *, show: bool, stop: Any = None, **kw
         disable=not show,
     )
     task = bar.add_task("users", total=None)
-    try:
-        options = run_options(settings)
-        with bar:
-            summary = run_scoring(
-                options,
-                on_start=(lambda total: bar.update(task, total=total)) if show else None,
-                on_batch=lambda r: bar.advance(task, r.users),
-                should_stop=stop,
-                **kwargs,
-            )
-    except (LeadScorerError, Exception) as exc:
-        raise _fail(exc) from exc
+    options = run_options(settings)
+    with bar:
+        summary = run_scoring(
+            options,
+            on_start=(lambda total: bar.update(task, total=total)) if show else None,
+            on_batch=lambda r: bar.advance(task, r.users),
+            should_stop=stop,
+            **kwargs,
+        )
     if summary.stopped and stop is not None and stop.signal is not None:
         return 128 + stop.signal
     return summary.exit_code
@@ -271,10 +294,7 @@ def explain(
         from scorer.edge import explain_options
 
     settings = _settings(model_version=model_version, mlflow_tracking_uri=tracking_uri)
-    try:
-        out = explain_user(explain_options(settings), user_id)
-    except Exception as exc:
-        raise _fail(exc) from exc
+    out = explain_user(explain_options(settings), user_id)
     stored = "none" if out.stored_score is None else f"{out.stored_score:.4f} (model {out.stored_model})"
     typer.echo(f"user {out.user_id} (visitor {out.visitor_id or 'none'})")
     typer.echo(f"  score now   {out.score:.4f}  with {out.model.name} v{out.model.version}")
@@ -310,17 +330,14 @@ def train(
         from scorer.trainer import train_model
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
-    try:
-        out = train_model(
-            train_options(settings),
-            as_of=as_of.replace(tzinfo=UTC) if as_of else None,
-            horizon_days=horizon_days,
-            top_event_types=top_event_types,
-            promote=promote,
-            seed=seed,
-        )
-    except Exception as exc:
-        raise _fail(exc) from exc
+    out = train_model(
+        train_options(settings),
+        as_of=as_of.replace(tzinfo=UTC) if as_of else None,
+        horizon_days=horizon_days,
+        top_event_types=top_event_types,
+        promote=promote,
+        seed=seed,
+    )
     m = out.result.metrics
     typer.echo(
         f"registered {out.version.name} version {out.version.version} on {out.users} users "
@@ -336,21 +353,14 @@ def train(
 def _registry(tracking_uri: str | None, settings: Settings | None = None) -> Any:
     from scorer.edge import registry
 
-    settings = settings or _settings(mlflow_tracking_uri=tracking_uri)
-    try:
-        return registry(settings)
-    except LeadScorerError as exc:
-        raise _fail(exc) from exc
+    return registry(settings or _settings(mlflow_tracking_uri=tracking_uri))
 
 
 @registry_app.command("list")
 def registry_list(tracking_uri: TrackingOpt = None) -> None:
     """Every version with its stage, aliases and holdout ROC AUC."""
     reg = _registry(tracking_uri)
-    try:
-        rows = reg.versions()
-    except Exception as exc:
-        raise _fail(exc) from exc
+    rows = reg.versions()
     if not rows:
         typer.echo(f"no versions of {reg.model_name} yet: `lead-scorer train`")
         return
@@ -390,16 +400,13 @@ def registry_promote(
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     reg = _registry(tracking_uri, settings)
 
-    try:
-        previous, new = reg.promote(
-            version,
-            force=force,
-            actor=actor or default_actor(),
-            policy=load_policy(settings),
-            check_inputs=FeatureCatalog().check,
-        )
-    except Exception as exc:
-        raise _fail(exc) from exc
+    previous, new = reg.promote(
+        version,
+        force=force,
+        actor=actor or default_actor(),
+        policy=load_policy(settings),
+        check_inputs=FeatureCatalog().check,
+    )
     typer.echo(f"production is now version {new} (was {previous or 'none'})")
 
 
@@ -409,10 +416,7 @@ def registry_rollback(tracking_uri: TrackingOpt = None) -> None:
     from scorer.edge import actor
 
     reg = _registry(tracking_uri)
-    try:
-        old, new = reg.rollback(actor=actor())
-    except Exception as exc:
-        raise _fail(exc) from exc
+    old, new = reg.rollback(actor=actor())
     typer.echo(f"rolled back: production is now version {new} (was {old})")
 
 
@@ -428,10 +432,7 @@ def registry_import_joblib(
         from scorer.trainer import import_joblib
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
-    try:
-        version = import_joblib(model_source(settings), path, experiment=settings.training_experiment, trust=trust)
-    except Exception as exc:
-        raise _fail(exc) from exc
+    version = import_joblib(model_source(settings), path, experiment=settings.training_experiment, trust=trust)
     typer.echo(
         f"registered {path.name} as {version.name} version {version.version} (skops); "
         f"promote it with `lead-scorer registry promote {version.version} --force` (it has no holdout metrics)"
@@ -455,7 +456,7 @@ def db_sql(
 
     settings = _settings()
     if dialect not in ("postgresql", "sqlite"):
-        raise _fail(SettingsError("--dialect must be postgresql or sqlite"))
+        raise SettingsError("--dialect must be postgresql or sqlite")
     typer.echo(schema_sql(dialect=dialect, names=settings.names()), nl=False)
 
 
@@ -469,22 +470,19 @@ def db_migrate() -> None:
     from scorer.stores.sqlite_files import sqlite_refusal
 
     settings = _settings()
+    url = settings.require_database()
     try:
-        url = settings.require_database()
         engine = engine_for(url)
         done = migrate(engine, names=settings.names())
         engine.dispose()
     except sa.exc.DBAPIError as exc:
         first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
-        failed = sqlite_refusal(url, first) or StoreError(
+        raise sqlite_refusal(url, first) or StoreError(
             f"the migration failed: {first}",
             hint="a lock timeout means the product held a table: apply it again at a quieter time (what was "
             "applied stays, and applying again is harmless; the indexes are built without blocking writes but "
             "wait for the transactions open on their table)",
-        )
-        raise _fail(failed) from exc
-    except Exception as exc:
-        raise _fail(exc) from exc
+        ) from exc
     typer.echo(f"applied {len(done)} statement(s) to {redact_url(url)}")
 
 
@@ -499,10 +497,7 @@ def demo(
     from scorer.demo import run_demo
     from scorer.edge import actor
 
-    try:
-        code = run_demo(dir.resolve(), users=users, reset=reset, seed=seed, promoted_by=actor())
-    except Exception as exc:
-        raise _fail(exc) from exc
+    code = run_demo(dir.resolve(), users=users, reset=reset, seed=seed, promoted_by=actor())
     raise typer.Exit(code)
 
 
@@ -534,21 +529,18 @@ def spark_run(
     from scorer.edge import run_options
     from scorer.spark import require_pyspark, run_spark
 
-    try:
-        require_pyspark()  # first, as before the options: "install the extra" is the error that helps
-        summary = run_spark(
-            run_options(settings),
-            users=users,
-            events=events,
-            output=output,
-            master=master,
-            partitions=partitions,
-            group_users=group_users,
-            chunk_rows=chunk_rows,
-            jdbc_jar=jdbc_jar,
-        )
-    except Exception as exc:
-        raise _fail(exc) from exc
+    require_pyspark()  # first, as before the options: "install the extra" is the error that helps
+    summary = run_spark(
+        run_options(settings),
+        users=users,
+        events=events,
+        output=output,
+        master=master,
+        partitions=partitions,
+        group_users=group_users,
+        chunk_rows=chunk_rows,
+        jdbc_jar=jdbc_jar,
+    )
     raise typer.Exit(summary.exit_code)
 
 

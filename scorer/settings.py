@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 from lead_errors import SettingsError
 from scorer.contract import Names, validate_identifier
@@ -21,6 +24,11 @@ from scorer.contract import Names, validate_identifier
 __all__ = ["ENV_FILE_VARIABLE", "Settings", "load_settings", "openable_tracking_uri"]
 
 PositiveInt = Annotated[int, Field(gt=0)]
+_URI = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9.-]*)(?:\+[A-Za-z0-9_.-]+)?:(?P<rest>.+)$", re.DOTALL)
+#: What MLflow opens: a server, Databricks, a database-backed or a file store.
+_TRACKING_SCHEMES = frozenset(
+    {"http", "https", "databricks", "databricks-uc", "uc", "sqlite", "postgresql", "mysql", "mssql", "file"}
+)
 
 #: The variable that names the dotenv file `load_settings` also reads (default ``.env``, in the working
 #: directory); empty reads none. The test suite sets it empty, so a developer's ``.env`` never reaches a test.
@@ -43,8 +51,10 @@ class Settings(BaseSettings):
     supabase_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     # Bounded waits on a SQL database (PostgreSQL: connect, statement and lock timeouts; SQLite: busy wait).
     db_connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
-    db_statement_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
-    db_lock_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    # PostgreSQL counts these in whole milliseconds and reads 0 as "no timeout": below 1 ms is refused, not
+    # rounded to 0 (0.0004 s used to turn the bound off).
+    db_statement_timeout_s: Annotated[float, Field(ge=0.001, le=3600)] = 60.0
+    db_lock_timeout_s: Annotated[float, Field(ge=0.001, le=3600)] = 10.0
     git_commit: str | None = Field(
         default=None, validation_alias=AliasChoices("LEAD_SCORER_GIT_COMMIT", "RENDER_GIT_COMMIT")
     )
@@ -110,6 +120,34 @@ class Settings(BaseSettings):
         if isinstance(v, str) and not v.strip():
             return None
         return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: SecretStr | None) -> SecretStr | None:
+        # libpq and SQLAlchemy end the password at its first "@": the rest became the host name, quoted in
+        # every connection error (half the password printed). Refused here, before anything connects.
+        if v is not None and urlsplit(v.get_secret_value().strip()).netloc.count("@") > 1:
+            raise ValueError(
+                "the password contains an unencoded @: percent-encode it as %40 (and : / ? # as %3A %2F %3F %23)"
+            )
+        return v
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _tracking_uri(cls, v: str | None) -> str | None:
+        # MLflow takes a scheme-less value as a local folder, so a typo (`https//host`) became a bug's
+        # traceback (exit 70) instead of a setting error. The value is not echoed: it may hold a password.
+        if v is None:
+            return v
+        split = _URI.match(v.strip())
+        if split is None or split["scheme"].lower() not in _TRACKING_SCHEMES:
+            raise ValueError(
+                "must be a URI with a scheme: http(s)://host:port for an MLflow server, sqlite:///mlflow.db, "
+                "postgresql://… or file:///path for a local store"
+            )
+        if split["scheme"].lower() in ("http", "https") and not split["rest"].startswith("//"):
+            raise ValueError("an http(s) MLflow server is written http(s)://host:port")
+        return v.strip()
 
     @field_validator("model_version", mode="before")
     @classmethod
@@ -183,10 +221,34 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
             where = ".".join(str(p) for p in err["loc"]) or "settings"
             # Never echo the offending input: it may be a secret.
-            problems.append(f"{where}: {err['msg']}")
+            problems.append(f"{where} ({variable(field)}): {err['msg']}" if field else f"{where}: {err['msg']}")
         raise SettingsError(
             "invalid settings: " + "; ".join(problems),
-            hint="fix the environment variable (LEAD_SCORER_<NAME>) or flag named above",
+            hint="fix the environment variable or flag named above",
         ) from None  # pydantic's error quotes the input, which may be a secret (test_cli_never_prints_secrets)
+    except SourceError as exc:
+        # A list or dict setting whose value is not JSON: pydantic-settings fails before validating anything.
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = variable(field.group(1)) if field else "a LEAD_SCORER_ setting"
+        raise SettingsError(
+            f"invalid settings: {name} is not valid JSON",
+            hint=f"write {name} as a JSON list, e.g. {name}='[\"sklearn.tree._tree.Tree\"]'",
+        ) from None
+
+
+def variable(field: str) -> str:
+    """The environment variable that sets ``field``: its first alias, else ``LEAD_SCORER_<FIELD>``.
+
+    >>> variable("batch_size"), variable("database_url")
+    ('LEAD_SCORER_BATCH_SIZE', 'DATABASE_URL')
+    """
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices) and alias.choices and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    if isinstance(alias, str):
+        return alias
+    return f"LEAD_SCORER_{field.upper()}"

@@ -188,10 +188,14 @@ class MlflowTracker:
                     continue
                 if started_before_ms is not None and run.info.start_time >= started_before_ms:
                     continue
+                # What is true whichever way it ended: it may have died (killed, out of memory) or finished
+                # every batch and lost the MLflow server before recording it (exit 5).
                 note = (
-                    f"Closed by run {self.run_id}: this run's process ended without recording an end (killed, "
-                    "or out of memory). The scores it wrote are in the database; its batch metrics stop where "
-                    "it died, and the next run rescored the rest."
+                    f"Closed by run {self.run_id}: this run never recorded its end. Either its process died "
+                    "(killed, out of memory) or it lost the MLflow server before it could record its finish "
+                    "(exit 5: every score it computed was written). The scores it wrote are in the database; "
+                    "its batch metrics stop at the last one the server received. Any user it did not write "
+                    f"stayed stale, so run {self.run_id} or a later one scores it."
                 )
                 self.client.set_tag(run.info.run_id, "mlflow.note.content", note)
                 self.client.set_tag(run.info.run_id, "closed_by_run", self.run_id or "")

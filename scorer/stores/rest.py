@@ -61,6 +61,7 @@ T = TypeVar("T")
 
 _TRANSIENT_STATUS = {"408", "429", "502", "503", "504", "520", "521", "522", "523", "524", "530", "540", "544"}
 _TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003"}
+_WRITING = "writing scores"
 _APPLY_HINT = (
     "apply the project's SQL: paste the output of `lead-scorer db sql` into Supabase's SQL editor, or run "
     "`lead-scorer db migrate` with DATABASE_URL set to the project's connection string"
@@ -107,6 +108,7 @@ class RestStore(Source):
         max_rows: int = 1_000,
         url_budget: int = 6_000,
         timeout_s: float = 30.0,
+        connect_s: float = 5.0,
         retry_attempts: int = 6,
         retry_timeout_s: float = 120.0,
         lease_s: int = 900,
@@ -123,12 +125,14 @@ class RestStore(Source):
         self.has_history = False
         self.has_histogram = False
         self.lease_s = lease_s
+        self.connect_s = connect_s
         self._lease: dict[str, Any] | None = None
         self._renewed = 0.0
         # Our own retry policy replaces the client's (GET-only, fixed waits, unlogged).
         options = ClientOptions(
             schema=self.names.schema,
-            postgrest_client_timeout=httpx.Timeout(timeout_s),  # a bare number would be int()-truncated
+            # A bare number would be int()-truncated; connecting is bounded like the database's connect.
+            postgrest_client_timeout=httpx.Timeout(timeout_s, connect=connect_s),
             postgrest_client_retry=False,
         )
         self._client = create_client(self.url, key, options=options)
@@ -168,6 +172,16 @@ class RestStore(Source):
                 "(Supabase: Project Settings → API)",
             )
         code = str(exc.code or "")
+        if code in ("42P01", "42883") and what == _WRITING:
+            # The write function names every table with its schema and runs with search_path = '': a missing
+            # relation or function here comes from something that fires on the users table.
+            return SchemaError(
+                f"writing scores failed inside the database: a trigger or function on {n.schema}.{n.users} "
+                f"failed with PostgreSQL's error: {exc.message}",
+                hint="lead-scorer writes with search_path = '' (as Supabase advises for such functions), so a "
+                "trigger function on that table must schema-qualify what it names (public.my_table, not my_table) "
+                "or set its own: ALTER FUNCTION my_trigger_fn() SET search_path = public",
+            )
         if code in ("PGRST205", "42P01"):
             own = _own_table(n, f"{what} {exc.message or ''}")
             if own is not None:
@@ -245,7 +259,7 @@ class RestStore(Source):
             return self
         n = self.names
         try:
-            self._call(f"reading {n.users}", lambda: self._pg.from_(n.users).select(n.user_id).limit(1).execute())
+            self._first_contact(lambda: self._pg.from_(n.users).select(n.user_id).limit(1).execute())
             self.has_converted = self._exists(n.users, n.converted_at)
             self.has_reasons = self._exists(n.users, n.reasons)
             self.has_history = self._exists(n.history, n.user_id)
@@ -258,6 +272,18 @@ class RestStore(Source):
             log.warning("rest_slow_events", hint=f"{EVENTS_FUNCTION} is missing; {_APPLY_HINT} for the fast path")
         self._opened = True
         return self
+
+    def _first_contact(self, request: Callable[[], Any]) -> None:
+        """The first request, answered within ``connect_s`` (one retry): a server that accepts and never
+        answers is reported in seconds, as the database's connect timeout does, not after every retry of a
+        30 s read (130 s). Later requests get the full ``timeout_s``: a large batch may take that long."""
+        session = self._pg.session
+        full, session.timeout = session.timeout, httpx.Timeout(self.connect_s)
+        retry, self._retry = self._retry, stamina.retry(on=self._should_retry, attempts=2)
+        try:
+            self._call(f"reading {self.names.users}", request)
+        finally:
+            session.timeout, self._retry = full, retry
 
     def _need_open(self) -> None:
         if not self._opened:
@@ -637,7 +663,7 @@ class RestStore(Source):
         self._renew()
         params = _write_params(write, reasons=self.has_reasons)
         # Retrying the write is safe: the same scores for the same ids, update-only, the same checkpoint.
-        res = self._call("writing scores", lambda: self._pg.rpc(WRITE_FUNCTION, params).execute())
+        res = self._call(_WRITING, lambda: self._pg.rpc(WRITE_FUNCTION, params).execute())
         return int(res.data or 0)
 
 

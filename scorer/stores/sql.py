@@ -27,6 +27,7 @@ from lead_errors import AuthError, RunLocked, SchemaError, SettingsError, StoreE
 from models import normalize_event_type
 from scorer.contract import Names
 from scorer.logs import redact_text
+from scorer.logs import redact_url as redact_any_url
 from scorer.stores.base import (
     Checkpoint,
     EventRead,
@@ -52,6 +53,9 @@ _APPLY_HINT = "apply the project's SQL: `lead-scorer db migrate` (or paste `lead
 
 def redact_url(url: str) -> str:
     """A database URL safe for logs and errors."""
+    if url.count("@") > 1:
+        # SQLAlchemy splits the user-info at the first "@": an unencoded "@" in the password showed its tail.
+        return redact_any_url(url)
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
