@@ -45,7 +45,7 @@ def test_a_developers_env_file_never_reaches_a_test(developers_checkout: Path) -
 
     result = _db_sql({})
     assert result.exit_code == 0, result.output
-    assert "ALTER TABLE users ADD COLUMN" in result.output and "members" not in result.output
+    assert 'ALTER TABLE "users" ADD COLUMN' in result.output and "members" not in result.output
 
 
 def test_without_the_switch_the_env_file_is_read(developers_checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,7 +61,7 @@ def test_without_the_switch_the_env_file_is_read(developers_checkout: Path, monk
 
     result = _db_sql({ENV_FILE_VARIABLE: None})
     assert result.exit_code == 0, result.output
-    assert "ALTER TABLE members ADD COLUMN" in result.output
+    assert 'ALTER TABLE "members" ADD COLUMN' in result.output
 
 
 def test_the_switch_names_another_file(developers_checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
