@@ -9,9 +9,12 @@ from lead_errors import NoProductionVersion, PromotionRefused
 from lead_errors import ServiceUnavailable as RegistryUnavailable
 from registry._registry import (
     ALIAS,
+    CHALLENGER_ALIAS,
     DEFAULT_POLICY,
     DEFAULT_TRUSTED_TYPES,
     STAGE,
+    TAG_CHALLENGER_AT,
+    TAG_CHALLENGER_BY,
     TAG_EVENT_TYPES,
     TAG_PREVIOUS,
     TAG_REFERENCE,
@@ -26,9 +29,12 @@ from registry._registry import (
 
 __all__ = [
     "ALIAS",
+    "CHALLENGER_ALIAS",
     "DEFAULT_POLICY",
     "DEFAULT_TRUSTED_TYPES",
     "STAGE",
+    "TAG_CHALLENGER_AT",
+    "TAG_CHALLENGER_BY",
     "TAG_EVENT_TYPES",
     "TAG_PREVIOUS",
     "TAG_REFERENCE",
