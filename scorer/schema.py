@@ -78,17 +78,13 @@ def statements(*, dialect: str, names: Names, existing: set[str] | None = None) 
         f"partial_as_of {ts}, partial_through text, updated_at {ts} NOT NULL);"
     )
     if pg:
-        # The history's user_id has the users key's own type (bigint, uuid or text), read from the catalog.
         out.append(
-            f"""DO $do$
-DECLARE
-    id_type text;
-BEGIN
-{_ID_TYPE.format(users=users, col=n.user_id)}
-    EXECUTE 'CREATE TABLE IF NOT EXISTS {history} ({n.user_id} ' || id_type || ' NOT NULL, '
-         || 'scored_at timestamptz NOT NULL, score double precision NOT NULL, model_version text NOT NULL)';
-END
-$do$;"""
+            _keyed_table(
+                history,
+                users=users,
+                user_id=n.user_id,
+                rest="scored_at timestamptz NOT NULL, score double precision NOT NULL, model_version text NOT NULL",
+            )
         )
         # The REST store's run lock: a lease (a Data API request has no session to hold a lock with).
         out.append(
@@ -101,16 +97,13 @@ $do$;"""
         out.append(f"ALTER TABLE {history} ENABLE ROW LEVEL SECURITY;")
         # The challenger's shadow scores: one row per user and model, never in the users table.
         out.append(
-            f"""DO $do$
-DECLARE
-    id_type text;
-BEGIN
-{_ID_TYPE.format(users=users, col=n.user_id)}
-    EXECUTE 'CREATE TABLE IF NOT EXISTS {shadow} ({n.user_id} ' || id_type || ' NOT NULL, '
-         || 'model_version text NOT NULL, score double precision NOT NULL, scored_at timestamptz NOT NULL, '
-         || 'PRIMARY KEY ({n.user_id}, model_version))';
-END
-$do$;"""
+            _keyed_table(
+                shadow,
+                users=users,
+                user_id=n.user_id,
+                rest="model_version text NOT NULL, score double precision NOT NULL, "
+                f"scored_at timestamptz NOT NULL, PRIMARY KEY ({n.user_id}, model_version)",
+            )
         )
         out.append(f"ALTER TABLE {shadow} ENABLE ROW LEVEL SECURITY;")
     else:
@@ -144,6 +137,19 @@ SHADOW_PAIRS_FUNCTION = "lead_scorer_shadow_pairs"
 _ID_TYPE = """    SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
       FROM pg_catalog.pg_attribute a
      WHERE a.attrelid = '{users}'::regclass AND a.attname = '{col}';"""
+
+
+def _keyed_table(table: str, *, users: str, user_id: str, rest: str) -> str:
+    """A job's table whose ``user_id`` has the users key's own type (bigint, uuid or text), read from the
+    catalog when the statement runs; ``rest``: the other columns and constraints."""
+    return f"""DO $do$
+DECLARE
+    id_type text;
+BEGIN
+{_ID_TYPE.format(users=users, col=user_id)}
+    EXECUTE 'CREATE TABLE IF NOT EXISTS {table} ({user_id} ' || id_type || ' NOT NULL, {rest})';
+END
+$do$;"""
 
 
 def _functions(n: Names) -> list[str]:

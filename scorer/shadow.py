@@ -59,7 +59,7 @@ def rank_corr_interval(r: float, n: int) -> tuple[float, float]:
     \|rho\| = 0.9, where the plain 1 / (n - 3) is too narrow. A perfect correlation has no width.
 
     >>> [round(x, 3) for x in rank_corr_interval(0.5, 103)]
-    [0.33, 0.637]
+    [0.329, 0.639]
     """
     if n <= 3 or not math.isfinite(r):
         return -1.0, 1.0

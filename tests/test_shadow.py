@@ -23,7 +23,7 @@ from scorer.cli import app
 from scorer.edge import model_source, run_options, train_options
 from scorer.shadow import compare_scores, rank_corr_interval, wilson_interval
 from scorer.trainer import import_joblib, train_model
-from tests.support import NOW, execute, make_product, snapshot
+from tests.support import NOW, execute, make_product, scoring_runs, snapshot
 
 #: Every run of a test at one time, so a run with a challenger and one without write the same lead_scored_at.
 AT = NOW.replace(second=0) - timedelta(minutes=1)
@@ -31,13 +31,7 @@ SCORE_COLUMNS = ("lead_score", "lead_score_model_version", "lead_scored_at", "le
 
 
 def _registry(settings) -> Registry:
-    return Registry(tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)
-
-
-def _runs(settings) -> list:
-    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-    exp = client.get_experiment_by_name(settings.scoring_experiment)
-    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"]) if exp else []
+    return model_source(settings).registry()
 
 
 def _count_updates(target) -> None:
@@ -121,7 +115,7 @@ def test_a_challenger_never_touches_users_and_shadow_scores_what_it_writes_once_
     assert len(shadow) == 300 and set(shadow["model_version"]) == {v2.identity}
     assert not users_with["lead_score_model_version"].str.startswith("2/").any()
 
-    first, second = _runs(settings)
+    first, second = scoring_runs(settings)
     assert first.data.tags["challenger_version"] == "2" and "challenger_version" not in second.data.tags
     metrics = first.data.metrics
     assert metrics["challenger/version"] == 2 and metrics["challenger/failed"] == 0
@@ -168,7 +162,7 @@ def test_a_challenger_that_cannot_load_leaves_productions_run_whole(target, mlfl
     assert summary.exit_code == 0 and summary.users_scored == summary.users_changed == 150
     assert snapshot(target.url)["lead_score_model_version"].str.startswith("1/").all()
     assert _shadow(target).empty
-    (run,) = _runs(settings)
+    (run,) = scoring_runs(settings)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["challenger/failed"] == 1 and run.data.metrics["challenger/version"] == 2
     assert "challenger/n" not in run.data.metrics
@@ -203,7 +197,7 @@ def test_a_challenger_scoring_one_minus_production_is_ranked_backwards(sqlite_ur
     assert users["lead_score_model_version"].str.startswith("1/").all()
     # 1 - p, up to the last bits of the logistic function.
     assert np.allclose(shadow.loc[users.index, "score"], 1 - users["lead_score"], atol=1e-12)
-    (run,) = _runs(settings)
+    (run,) = scoring_runs(settings)
     assert run.data.metrics["challenger/rank_corr"] < 0
     assert run.data.metrics["challenger/rank_corr"] == -1.0 and run.data.metrics["challenger/top_decile_overlap"] == 0
 
@@ -237,7 +231,7 @@ def test_registry_challenge_sets_lists_stamps_and_clears(sqlite_url, mlflow_loca
     assert _registry(settings).resolve_challenger().version == "1"
     # The same version as production is no challenger: nothing to shadow.
     assert run_scoring(run_options(settings), now=AT).users_scored == 120
-    assert "challenger_version" not in _runs(settings)[0].data.tags
+    assert "challenger_version" not in scoring_runs(settings)[0].data.tags
 
     cleared = cli.invoke(app, ["registry", "challenge", "--clear"], env=env)
     assert cleared.exit_code == 0 and "was version 1" in cleared.output
@@ -275,3 +269,22 @@ def test_comparison_figures_by_hand():
     assert same["rank_corr"] == 1.0 and same["psi"] == 0.0 and same["tier_change_share"] == 0.0
     # A constant side has no rank correlation: left out, not reported as 0 or NaN.
     assert "rank_corr" not in compare_scores(a, np.full(4, 0.3), hot=0.25, warm=0.15)
+
+
+def test_a_failed_retrain_leaves_production_and_challenger_where_they_were(sqlite_url, mlflow_local, tmp_path):
+    """The weekly cron's command, `lead-scorer train --challenger`, failing on its database: no version, no move."""
+    make_product(sqlite_url, users=300, seed=36)
+    settings = mlflow_local.settings(sqlite_url)
+    train_model(train_options(settings), promote=True, artifact_location=mlflow_local.artifacts)
+    train_model(train_options(settings), challenger=True, seed=1, artifact_location=mlflow_local.artifacts)
+    env = {
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "LEAD_SCORER_MODEL_NAME": settings.model_name,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'gone' / 'leads.db'}",  # a database that is not there
+    }
+    failed = CliRunner().invoke(app, ["train", "--challenger"], env=env)
+
+    assert failed.exit_code == 4, failed.output  # the store's exit code
+    reg = _registry(settings)
+    assert reg.resolve().version == "1" and reg.resolve_challenger().version == "2"
+    assert [v["version"] for v in reg.versions()] == ["2", "1"]
