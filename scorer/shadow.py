@@ -27,7 +27,7 @@ from registry import LoadedModel, LoadPolicy, Registry, ResolvedVersion
 from scorer.stats import ScoreStats
 from scorer.stores.base import ScoringSource, ShadowWrite
 
-__all__ = ["Shadow", "compare_scores", "load_challenger", "rank_corr_interval", "wilson_interval"]
+__all__ = ["Shadow", "compare_scores", "load_challenger", "not_shadowed", "rank_corr_interval", "wilson_interval"]
 
 log = structlog.get_logger("lead_scorer.shadow")
 
@@ -138,6 +138,22 @@ def load_challenger(
         return Shadow(resolved=resolved, model=None, error=f"version {resolved.version} did not load: {_line(exc)}")
     log.info("challenger_loaded", version=resolved.version, features=len(model.input_names))
     return Shadow(resolved=resolved, model=model)
+
+
+def not_shadowed(registry: Registry, *, production: ResolvedVersion, engine: str) -> str | None:
+    """For a run that does not shadow-score (``lead-scorer spark run``): the description's line saying so when a
+    challenger is set, so nobody reads its absence from the run as agreement. None when there is no challenger."""
+    try:
+        challenger = registry.resolve_challenger()
+    except Exception as exc:  # only a sentence in the description depends on it
+        log.warning("challenger_unresolved", error=_line(exc))
+        return None
+    if challenger is None or challenger.version == production.version:
+        return None
+    return (
+        f"**Challenger v{challenger.version} was not shadow-scored**: {engine} runs score production only. "
+        "The daily `lead-scorer run` shadow-scores it (docs/champion-challenger.md)."
+    )
 
 
 def _line(exc: BaseException) -> str:
