@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -302,9 +302,9 @@ class _Batcher:
             if pending is not None and self.store.max_in_flight < 2:
                 wait([pending])  # one request at a time on SQLite and REST
             if ids or checkpoint_key is not None or shadow is not None:
-                vanished = len(ids) - self.store.write_scores(write)
-            if shadow is not None and self.shadow is not None:
-                self.shadow.add(shadow, scores)
+                vanished = len(ids) - self._write(write)
+            if write.shadow is not None and self.shadow is not None and self.shadow.active:
+                self.shadow.add(write.shadow, scores)
         return _Done(
             scored=len(page) - vanished,
             changed=n_changed - vanished,  # deleted between read and write: neither scored nor changed
@@ -314,6 +314,21 @@ class _Batcher:
             dropped=dict(read.dropped),
             scores=scores,
         )
+
+    def _write(self, write: ScoreWrite) -> int:
+        """One write; if the database refuses it only with the challenger's scores in it, production's part is
+        written again alone and the challenger is dropped for the rest of the run: it never costs a score."""
+        try:
+            return self.store.write_scores(write)
+        except (AuthError, SchemaError, TransientError):
+            raise
+        except StoreError as exc:
+            if write.shadow is None or self.shadow is None:
+                raise
+            alone = self.store.write_scores(replace(write, shadow=None))
+            self.shadow.drop(f"its scores could not be written: {_first_line(exc)}")
+            log.error("challenger_write_failed", error=_first_line(exc), exc_info=exc)
+            return alone
 
     def isolate(
         self, page: UserPage, exc: Exception, *, pending: Future[Any] | None

@@ -198,10 +198,15 @@ class Shadow:
         try:
             scores = check(self.model.predict_scores(features))
         except Exception as exc:
-            self.error = f"version {self.model.resolved.version} failed to score: {_line(exc)}"
+            self.drop(f"it failed to score: {_line(exc)}")
             log.error("challenger_failed", error=self.error, exc_info=exc)
             return None
         return ShadowWrite(model=self.identity, user_ids=list(user_ids), scores=scores)
+
+    def drop(self, why: str) -> None:
+        """Stop shadow-scoring for the rest of the run, keeping why (the run's description says it)."""
+        version = self.resolved.version if self.resolved is not None else "?"
+        self.error = f"version {version}: {why}"
 
     def add(self, write: ShadowWrite, production: np.ndarray) -> None:
         """A written batch: its production and challenger scores join the run's comparison."""
@@ -253,8 +258,13 @@ class Shadow:
     def describe(self, metrics: dict[str, float]) -> str:
         """The run description's line about the challenger."""
         version = f"v{self.resolved.version}" if self.resolved is not None else "(unknown version)"
-        if not self.active:
+        if self.model is None:
             return f"**Challenger {version} was not shadow-scored**: {self.error}. Production's scores are unaffected."
+        if not self.active:
+            return (
+                f"**Challenger {version} stopped being shadow-scored mid-run**: {self.error}. Production's scores "
+                "are unaffected; no comparison is reported for a part of the run."
+            )
         n = int(metrics.get("challenger/n", 0))
         if not n:
             return f"Challenger {version}: no lead was rescored, so nothing was compared."

@@ -288,3 +288,33 @@ def test_a_failed_retrain_leaves_production_and_challenger_where_they_were(sqlit
     reg = _registry(settings)
     assert reg.resolve().version == "1" and reg.resolve_challenger().version == "2"
     assert [v["version"] for v in reg.versions()] == ["2", "1"]
+
+
+def test_a_shadow_write_the_database_refuses_costs_production_nothing(target, mlflow_local):
+    make_product(target.url, users=150, seed=37)
+    settings = mlflow_local.settings(target.url, batch_size=60)
+    train_model(train_options(settings), promote=True, artifact_location=mlflow_local.artifacts)
+    train_model(train_options(settings), challenger=True, seed=1, artifact_location=mlflow_local.artifacts)
+    # The shadow table refuses every row (a broken table, a policy): the write of production's scores must not.
+    if target.kind == "sqlite":
+        execute(
+            target.url,
+            "CREATE TRIGGER refuse BEFORE INSERT ON lead_score_shadow BEGIN SELECT RAISE(ABORT, 'no shadow'); END",
+        )
+    else:
+        execute(
+            target.url,
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'no shadow' USING ERRCODE = 'check_violation'; END $$",
+            "CREATE TRIGGER refuse BEFORE INSERT ON lead_score_shadow FOR EACH ROW EXECUTE FUNCTION refuse()",
+        )
+
+    summary = _run(settings, target)
+
+    assert summary.exit_code == 0 and summary.users_scored == summary.users_changed == 150
+    assert summary.users_failed == 0 and summary.failed_batches == 0
+    assert snapshot(target.url)["lead_score"].notna().all() and _shadow(target).empty
+    (run,) = scoring_runs(settings)
+    assert run.data.metrics["challenger/failed"] == 1 and "challenger/n" not in run.data.metrics
+    note = run.data.tags["mlflow.note.content"]
+    assert "**Challenger v2 stopped being shadow-scored mid-run**" in note and "no shadow" in note
