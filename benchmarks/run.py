@@ -762,6 +762,8 @@ def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
         + (f" --large-repeat {args.large_repeat}" if args.large_repeat is not None else "")
         + (f" --rest-size {args.rest_size}" if args.rest_size_given else "")
         + (f" --day-two-max {args.day_two_max}" if args.day_two_max is not None else "")
+        + (f" --naive-max {args.naive_max}" if args.naive_max != 100_000 else "")
+        + (" --challenger" if args.challenger else "")
         + "` "
         f"({(time.perf_counter() - started) / 60:.0f} min in all). Code: {bench.code}"
         + ("" if bench.code == bench.code_at_start else f" (at the start: {bench.code_at_start})")
