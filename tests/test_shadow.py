@@ -16,12 +16,14 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from lead_errors import SettingsError
 from models import FeatureCatalog
 from registry import Registry
 from scorer.app import run_scoring
 from scorer.cli import app
 from scorer.edge import model_source, run_options, train_options
-from scorer.shadow import compare_scores, rank_corr_interval, wilson_interval
+from scorer.settings import load_settings
+from scorer.shadow import compare_scores, not_shadowed, rank_corr_interval, wilson_interval
 from scorer.trainer import import_joblib, train_model
 from tests.support import NOW, execute, make_product, scoring_runs, snapshot
 
@@ -217,6 +219,10 @@ def test_registry_challenge_sets_lists_stamps_and_clears(sqlite_url, mlflow_loca
     assert cli.invoke(app, ["registry", "challenge"], env=env).exit_code == 2  # neither a version nor --clear
     made = cli.invoke(app, ["registry", "challenge", "2", "--actor", "ana"], env=env)
     assert made.exit_code == 0, made.output
+    # A Spark run (which does not shadow-score) says so in its description while a challenger is set.
+    production = _registry(settings).resolve()
+    said = not_shadowed(_registry(settings), production=production, engine="Spark")
+    assert said is not None and said.startswith("**Challenger v2 was not shadow-scored**: Spark runs score")
     listed = cli.invoke(app, ["registry", "list"], env=env).output.splitlines()
     assert listed[1].split()[:2] == ["2", "challenger"] and listed[2].split()[:2] == ["1", "production"]
     version = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_model_version(settings.model_name, "2")
@@ -236,6 +242,7 @@ def test_registry_challenge_sets_lists_stamps_and_clears(sqlite_url, mlflow_loca
     cleared = cli.invoke(app, ["registry", "challenge", "--clear"], env=env)
     assert cleared.exit_code == 0 and "was version 1" in cleared.output
     assert _registry(settings).resolve_challenger() is None
+    assert not_shadowed(_registry(settings), production=production, engine="Spark") is None
     assert "there was no challenger" in cli.invoke(app, ["registry", "challenge", "--clear"], env=env).output
 
 
@@ -318,3 +325,10 @@ def test_a_shadow_write_the_database_refuses_costs_production_nothing(target, ml
     assert run.data.metrics["challenger/failed"] == 1 and "challenger/n" not in run.data.metrics
     note = run.data.tags["mlflow.note.content"]
     assert "**Challenger v2 stopped being shadow-scored mid-run**" in note and "no shadow" in note
+
+
+@pytest.mark.parametrize("alias", ["production", "latest", "two words", ""])
+def test_the_challenger_alias_setting_refuses_what_mlflow_or_production_would_not_take(alias):
+    with pytest.raises(SettingsError, match="challenger_alias"):
+        load_settings(challenger_alias=alias)
+    assert load_settings(challenger_alias=" candidate ").challenger_alias == "candidate"
