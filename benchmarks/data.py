@@ -301,7 +301,8 @@ def reset_scores(url: str) -> None:
             )
             conn.exec_driver_sql(f"DELETE FROM {n.checkpoints}")
             conn.exec_driver_sql(f"DELETE FROM {n.history}")
-        _settle(engine, "users", n.checkpoints)
+            conn.exec_driver_sql(f"DELETE FROM {n.shadow}")
+        _settle(engine, "users", n.checkpoints, n.shadow)
     finally:
         engine.dispose()
 

@@ -67,6 +67,7 @@ LABELS = {
     "sqlfloor": "(b) SQL floor",
     "floor": "(b0) floor (grain in Python)",
     "job": "(c) lead-scorer run",
+    "challenger": "(c) with a challenger shadow-scored",
     "noprep": "(c) prepared statements off",
     "rest": "(c) via REST",
     "fixed": "(c) fixed cost: `run --limit 1`",
@@ -567,6 +568,15 @@ class Bench:
         (dest / "model.json").write_text(json.dumps({"input_names": loaded.input_names, "version": version}))
         return dest
 
+    def make_challenger(self, url: str, model_name: str) -> None:
+        """A second version, trained as the first (a new version and identity), under the challenger alias:
+        what a weekly `train --challenger` leaves for the daily run to shadow-score."""
+        from registry import Registry
+
+        version, proc = self.train(url, model_name)
+        Registry(tracking_uri=self.tracking_uri, model_name=model_name).challenge(version, actor="benchmark")
+        say(f"   challenger: version {version}, trained in {proc.wall_s:.1f} s")
+
     # -- one backend at one size ---------------------------------------------------------------------
     def one(self, backend: str, users: int) -> None:
         a = self.args
@@ -601,12 +611,17 @@ class Bench:
             say(f"   train: {trained.wall_s:.1f} s, peak RSS {trained.rss_mib:.0f} MiB, version {version}")
             model_dir = self.export_model(model_name, version, self.work / f"model_{users}")
             self.models[users] = (model_name, model_dir)
+            if a.challenger:
+                self.make_challenger(url, model_name)
 
         job_env = {"DATABASE_URL": url, "LEAD_SCORER_MODEL_NAME": model_name}
+        if a.challenger:
+            # The job's own rows run with an alias no version holds: production alone, beside the challenger's.
+            job_env["LEAD_SCORER_CHALLENGER_ALIAS"] = "bench_no_challenger"
         pooled = pooler_url(url, self._links) if backend == "postgresql" else None
         methods = ["naive"] if users <= a.naive_max else []
         methods += ["sqlfloor"] if backend == "postgresql" else []
-        methods += ["floor", "job"] + (["noprep"] if pooled else [])
+        methods += ["floor", "job"] + (["noprep"] if pooled else []) + (["challenger"] if a.challenger else [])
         measures = {m: Measure(backend, users, m) for m in methods}
         if "noprep" in measures:
             measures["noprep"].note = f"port {POOLER_PORT}"
@@ -619,6 +634,8 @@ class Bench:
                     proc = self.job(job_env)
                 elif m == "noprep":
                     proc = self.job(job_env | {"DATABASE_URL": pooled or url}, tag="noprep")
+                elif m == "challenger":
+                    proc = self.job(job_env | {"LEAD_SCORER_CHALLENGER_ALIAS": "challenger"}, tag="challenger")
                 else:
                     proc = self.method(m, url, model_dir)
                 measures[m].runs.append(proc)
@@ -745,6 +762,8 @@ def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
         + (f" --large-repeat {args.large_repeat}" if args.large_repeat is not None else "")
         + (f" --rest-size {args.rest_size}" if args.rest_size_given else "")
         + (f" --day-two-max {args.day_two_max}" if args.day_two_max is not None else "")
+        + (f" --naive-max {args.naive_max}" if args.naive_max != 100_000 else "")
+        + (" --challenger" if args.challenger else "")
         + "` "
         f"({(time.perf_counter() - started) / 60:.0f} min in all). Code: {bench.code}"
         + ("" if bench.code == bench.code_at_start else f" (at the start: {bench.code_at_start})")
@@ -1009,6 +1028,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--layout", choices=data.LAYOUTS, default="time", help="the events table's physical order")
     p.add_argument(
         "--day-two-max", type=int, default=None, help="run day 2 only up to this many users (default: every size)"
+    )
+    p.add_argument(
+        "--challenger",
+        action="store_true",
+        help="also run the job with a challenger shadow-scored beside production (its cost against (c))",
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the markdown table goes")
     p.add_argument("--workdir", type=Path, default=None, help="keep databases, logs and MLflow here")

@@ -7,9 +7,12 @@ one of `lead_errors`' kinds.
 from lead_errors import NoProductionVersion, PromotionRefused
 from registry._registry import (
     ALIAS,
+    CHALLENGER_ALIAS,
     DEFAULT_POLICY,
     DEFAULT_TRUSTED_TYPES,
     STAGE,
+    TAG_CHALLENGER_AT,
+    TAG_CHALLENGER_BY,
     TAG_EVENT_TYPES,
     TAG_PREVIOUS,
     TAG_REFERENCE,
@@ -24,9 +27,12 @@ from registry._registry import (
 
 __all__ = [
     "ALIAS",
+    "CHALLENGER_ALIAS",
     "DEFAULT_POLICY",
     "DEFAULT_TRUSTED_TYPES",
     "STAGE",
+    "TAG_CHALLENGER_AT",
+    "TAG_CHALLENGER_BY",
     "TAG_EVENT_TYPES",
     "TAG_PREVIOUS",
     "TAG_REFERENCE",

@@ -42,12 +42,17 @@ from lead_errors import (
 ALIAS = "production"
 #: errno values that are this machine's disk, not the network: full, over quota, read-only, file too large.
 _LOCAL_DISK = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+#: The alias of the version the daily run shadow-scores beside production (LEAD_SCORER_CHALLENGER_ALIAS).
+CHALLENGER_ALIAS = "challenger"
 STAGE = "Production"
 #: Version tags lead-scorer writes.
 TAG_PREVIOUS = "previous_production_version"
 TAG_PROMOTED_BY = "promoted_by"
 TAG_PROMOTED_AT = "promoted_at"
 TAG_ROLLED_BACK_FROM = "rolled_back_from"
+#: Who made a version challenger, and when (the version page's description says it too).
+TAG_CHALLENGER_BY = "challenger_by"
+TAG_CHALLENGER_AT = "challenger_at"
 TAG_REFERENCE = "reference_deciles"
 #: The training holdout's share of scores through each reference decile's histogram bin (`ScoreStats.psi`).
 TAG_REFERENCE_SHARES = "reference_shares"
@@ -66,7 +71,7 @@ MODEL_DESCRIPTION = (
 #: move of only one of them in the MLflow UI can be told apart from the other.
 TAG_LAST_PROMOTED = "lead_scorer.production"
 
-How = Literal["pin", "alias", "stage"]
+How = Literal["pin", "alias", "stage", "challenger"]
 
 _TRACKING_ENV = "MLFLOW_TRACKING_URI"
 
@@ -292,10 +297,13 @@ class Registry:
     the version once, and the job keeps it pinned for the whole run.
     """
 
-    def __init__(self, *, tracking_uri: str, model_name: str = "lead_scoring_pipeline") -> None:
+    def __init__(
+        self, *, tracking_uri: str, model_name: str = "lead_scoring_pipeline", challenger_alias: str = CHALLENGER_ALIAS
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.model_name = model_name
         _probe_database_store(tracking_uri)
+        self.challenger_alias = challenger_alias
         # Every call goes through this client, which holds its own URIs; the few that only MLflow's fluent
         # API offers run inside `_fluent`, which sets the process-wide URI for the call and restores it.
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -427,6 +435,18 @@ class Registry:
             f"{name} has no production version (no alias '{ALIAS}', no version in stage '{STAGE}')",
             hint="promote one: `lead-scorer registry promote VERSION`, or pin with --model-version",
         )
+
+    def resolve_challenger(self) -> ResolvedVersion | None:
+        """The version the challenger alias points at, or None when no version carries it (or there is no
+        registered model yet): a run without a challenger is the normal case, not an error."""
+        with self._calls("resolving the challenger"):
+            try:
+                mv = self.client.get_model_version_by_alias(self.model_name, self.challenger_alias)
+            except MlflowException as exc:
+                if _is_missing(exc):
+                    return None
+                raise
+            return self._resolved(mv, "challenger")
 
     def _resolved(self, mv: ModelVersion, how: How) -> ResolvedVersion:
         return ResolvedVersion(
@@ -655,6 +675,47 @@ class Registry:
                 if str(other.version) != version:
                     self.client.transition_model_version_stage(self.model_name, str(other.version), "Archived")
             self.client.transition_model_version_stage(self.model_name, version, STAGE)
+
+    # -- challenger ----------------------------------------------------------------------------------
+    def challenge(
+        self,
+        version: str,
+        *,
+        actor: str,
+        force: bool = False,
+        policy: LoadPolicy = DEFAULT_POLICY,
+        check_inputs: Callable[[list[str]], None] | None = None,
+    ) -> str | None:
+        """Point the challenger alias at ``version`` in ``actor``'s name; returns the version it left (or None).
+
+        Unless ``force``, refuses (`PromotionRefused`) a version the job would refuse to load, as `promote`
+        does: a challenger the run cannot load is only reported, so it is better caught here. The version's tags
+        and description say who made it challenger and when.
+        """
+        version = str(version)
+        with self._calls(f"making version {version} challenger"):
+            candidate = self._version(version)
+            before = self.resolve_challenger()
+            if not force:
+                self._refuse_unloadable(candidate, policy=policy, check_inputs=check_inputs)
+            self.client.set_registered_model_alias(self.model_name, self.challenger_alias, version)
+            at = datetime.now(UTC).isoformat(timespec="milliseconds")
+            self.client.set_model_version_tag(self.model_name, version, TAG_CHALLENGER_BY, actor)
+            self.client.set_model_version_tag(self.model_name, version, TAG_CHALLENGER_AT, at)
+            described = self.client.get_model_version(self.model_name, version).description or ""
+            line = f"Made {self.challenger_alias} by {actor} at {at[:16]} UTC" + (
+                f", replacing version {before.version}." if before and before.version != version else "."
+            )
+            self.client.update_model_version(self.model_name, version, description=f"{described}\n\n{line}".strip())
+        return before.version if before else None
+
+    def clear_challenger(self) -> str | None:
+        """Remove the challenger alias; returns the version that carried it (None: there was none)."""
+        before = self.resolve_challenger()
+        if before is not None:
+            with self._calls("clearing the challenger"):
+                self.client.delete_registered_model_alias(self.model_name, self.challenger_alias)
+        return before.version if before else None
 
     def rollback(self, *, actor: str) -> tuple[str, str]:
         """Restore the version that was production before the current one, in ``actor``'s name; returns

@@ -20,6 +20,7 @@ from lead_errors import ServiceUnavailable, SettingsError, StoreError
 from models import FeatureCatalog
 from models.reasons import Reason, top_reasons
 from registry import (
+    CHALLENGER_ALIAS,
     DEFAULT_POLICY,
     LoadedModel,
     LoadPolicy,
@@ -29,6 +30,7 @@ from registry import (
 )
 from scorer.contract import Names
 from scorer.job import BatchReport, JobOptions, RunSummary, score_users, selector_for
+from scorer.shadow import Shadow, load_challenger
 from scorer.stores import ScoringSource, SqlStore, TrainingSource, Waits
 from scorer.tracking import MlflowTracker, Tracker, TrackingError
 
@@ -38,6 +40,7 @@ __all__ = [
     "ModelSource",
     "RunOptions",
     "StoreOptions",
+    "challenger_for",
     "describe_run",
     "drift_and_tiers",
     "explain_user",
@@ -77,9 +80,15 @@ class ModelSource:
     model_name: str = "lead_scoring_pipeline"
     pin: str | None = None
     policy: LoadPolicy = DEFAULT_POLICY
+    #: The version under this alias is shadow-scored beside production (None: no shadow scoring).
+    challenger_alias: str | None = CHALLENGER_ALIAS
 
     def registry(self) -> Registry:
-        return Registry(tracking_uri=self.tracking_uri, model_name=self.model_name)
+        return Registry(
+            tracking_uri=self.tracking_uri,
+            model_name=self.model_name,
+            challenger_alias=self.challenger_alias or CHALLENGER_ALIAS,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,10 +126,12 @@ def run_scoring(
     on_start: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     catalog: FeatureCatalog | None = None,
+    now: datetime | None = None,
 ) -> RunSummary:
     """The whole run (docs/architecture.md): check store → resolve and load model → track → score.
 
-    A ``store`` passed in is the caller's, open, and stays open; the run gives back only the run lock it took."""
+    A ``store`` passed in is the caller's, open, and stays open; the run gives back only the run lock it took.
+    ``now``: the run's time (its features' cutoff and every score's time), for a test that repeats a run."""
     catalog = catalog or FeatureCatalog()
     job = options.job
     require_temp_dir()
@@ -138,11 +149,14 @@ def run_scoring(
             owned.callback(store.unlock_run)
         log.info("store_ready", store=store.kind, where=store.describe())
         resolved, model = resolve_and_load(options.model, catalog)
+        shadow = challenger_for(options.model, resolved, catalog)
         # 3. One MLflow run per job run.
         tracker = tracker or scoring_tracker(options, artifact_location=artifact_location)
-        now = datetime.now(UTC)
+        now = now or datetime.now(UTC)
         store_id = hashlib.sha256(store.describe().encode()).hexdigest()[:12]
-        open_run(tracker, options, resolved, model, store_kind=store.kind, store_id=store_id, now=now)
+        open_run(
+            tracker, options, resolved, model, store_kind=store.kind, store_id=store_id, now=now, challenger=shadow
+        )
         # A run left RUNNING by a process that died is closed now. Holding the run lock, every other RUNNING
         # run of this model on this database is dead; over REST (no lock) only those older than a day.
         day_ago = None if store.kind == "sql" else int((now - timedelta(days=1)).timestamp() * 1000)
@@ -169,7 +183,16 @@ def run_scoring(
             on_batch=on_batch,
             should_stop=should_stop,
             selector=selector,
+            shadow=shadow,
         )
+        if shadow is not None and not job.dry_run and not summary.store_lost:
+            shadow.compare_population(
+                store,
+                production=resolved.identity,
+                leads_only=selector.leads_only,
+                hot=options.hot_threshold,
+                warm=options.warm_threshold,
+            )
     except BaseException:
         with contextlib.suppress(TrackingError):
             tracker.finish(metrics={}, artifacts={}, status="FAILED")
@@ -198,6 +221,12 @@ def run_scoring(
     )
     log.info("run_finished", status=status, **{k: round(v, 4) for k, v in metrics.items()})
     note = describe_run(summary, metrics, resolved, leads_only=job.leads_only, status=status)
+    if shadow is not None:
+        # After the description's figures: the challenger's own are not the run's totals.
+        challenger = shadow.metrics(hot=options.hot_threshold, warm=options.warm_threshold)
+        metrics |= challenger
+        artifacts |= shadow.artifacts()
+        note += "\n\n" + shadow.describe(challenger)
     try:
         tracker.finish(metrics=metrics, artifacts=artifacts, status=status, note=note)  # type: ignore[arg-type]
     except TrackingError as exc:
@@ -344,6 +373,14 @@ def resolve_and_load(source: ModelSource, catalog: FeatureCatalog) -> tuple[Reso
     return resolved, model
 
 
+def challenger_for(source: ModelSource, production: ResolvedVersion, catalog: FeatureCatalog) -> Shadow | None:
+    """The challenger this run shadow-scores (None: no alias set, or it is production), loaded as production
+    is; one that fails to load comes back holding why, and the run goes on."""
+    if not source.challenger_alias:
+        return None
+    return load_challenger(source.registry(), production=production, policy=source.policy, check_inputs=catalog.check)
+
+
 def open_run(
     tracker: Tracker,
     options: RunOptions,
@@ -353,6 +390,7 @@ def open_run(
     store_kind: str,
     store_id: str,
     now: datetime,
+    challenger: Shadow | None = None,
 ) -> None:
     """The run's MLflow record, before anything is written: no record, no scoring."""
     job = options.job
@@ -370,6 +408,9 @@ def open_run(
     }
     if options.git_commit:
         tags["git_commit"] = options.git_commit
+    if challenger is not None and challenger.resolved is not None:
+        tags["challenger_version"] = challenger.resolved.version
+        tags["challenger_identity"] = challenger.identity
     try:
         tracker.start(
             # A name a person tells apart in the runs table: version, then the minute (UTC).

@@ -64,7 +64,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-registry_app = typer.Typer(help="Model versions: list, promote, roll back.", no_args_is_help=True)
+registry_app = typer.Typer(help="Model versions: list, promote, roll back, challenge.", no_args_is_help=True)
 db_app = typer.Typer(help="The SQL the job needs: print it or apply it.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 app.add_typer(db_app, name="db")
@@ -321,6 +321,12 @@ def train(
     horizon_days: Annotated[int, typer.Option(help="Label: converted within this many days after the cutoff.")] = 30,
     top_event_types: Annotated[int, typer.Option(help="Event types (most frequent first) the model uses.")] = 12,
     promote: Annotated[bool, typer.Option("--promote", help="Promote the new version to production.")] = False,
+    challenger: Annotated[
+        bool,
+        typer.Option(
+            "--challenger", help="Make the new version the challenger: shadow-scored daily beside production."
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Random seed of the holdout split and the model.")] = 0,
     tracking_uri: Annotated[str | None, typer.Option(help="Overrides MLFLOW_TRACKING_URI.")] = None,
 ) -> None:
@@ -336,6 +342,7 @@ def train(
         horizon_days=horizon_days,
         top_event_types=top_event_types,
         promote=promote,
+        challenger=challenger,
         seed=seed,
     )
     m = out.result.metrics
@@ -345,6 +352,8 @@ def train(
         + (
             " and promoted it to production"
             if out.promoted
+            else " and made it the challenger: the daily run shadow-scores it beside production"
+            if out.challenger
             else f"; promote it with `lead-scorer registry promote {out.version.version}`"
         )
     )
@@ -408,6 +417,44 @@ def registry_promote(
         check_inputs=FeatureCatalog().check,
     )
     typer.echo(f"production is now version {new} (was {previous or 'none'})")
+
+
+@registry_app.command("challenge")
+def registry_challenge(
+    version: Annotated[str | None, typer.Argument(help="The version to shadow-score beside production.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the challenger alias: no more shadow scores.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Set it even if the job would refuse to load it.")] = False,
+    actor: Annotated[
+        str | None, typer.Option(help="Recorded as challenger_by; default: MLFLOW_TRACKING_USERNAME, then $USER.")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Point the challenger alias (LEAD_SCORER_CHALLENGER_ALIAS) at VERSION, or remove it with --clear.
+
+    Each daily run scores the challenger beside production into lead_score_shadow (never into users) and logs
+    the comparison under challenger/. Refused (unless --force) when the job could not load VERSION.
+    """
+    from models import FeatureCatalog
+    from scorer.edge import actor as default_actor
+    from scorer.edge import load_policy
+
+    if clear == (version is not None):
+        raise SettingsError("give a VERSION or --clear", hint="e.g. `lead-scorer registry challenge 7`")
+    settings = _settings(mlflow_tracking_uri=tracking_uri)
+    reg = _registry(tracking_uri, settings)
+    if clear:
+        was = reg.clear_challenger()
+        typer.echo(f"no challenger now (was version {was})" if was else "there was no challenger")
+        return
+    assert version is not None
+    was = reg.challenge(
+        version,
+        actor=actor or default_actor(),
+        force=force,
+        policy=load_policy(settings),
+        check_inputs=FeatureCatalog().check,
+    )
+    typer.echo(f"challenger is now version {version} (was {was or 'none'}): the next run shadow-scores it")
 
 
 @registry_app.command("rollback")

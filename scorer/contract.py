@@ -62,6 +62,8 @@ class Names:
     reasons: str = "lead_score_reasons"  # optional: written when the column exists
     history: str = "lead_score_history"  # optional table, appended to when history is on
     checkpoints: str = "lead_scorer_checkpoints"
+    #: The challenger's shadow scores (docs/champion-challenger.md): the job's own table, one row per user and model.
+    shadow: str = "lead_score_shadow"
     event_visitor_id: str = "visitor_id"
     event_type: str = "event_type"
     created_at: str = "created_at"

@@ -71,6 +71,7 @@ def model_source(settings: Settings) -> ModelSource:
         model_name=settings.model_name,
         pin=settings.model_version,
         policy=load_policy(settings),
+        challenger_alias=settings.challenger_alias,
     )
 
 

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from models import FeatureCatalog
 from models.reasons import gives_reasons, reason_table, score_with_effects
 from registry import LoadedModel
 from scorer.logs import redact_text
+from scorer.shadow import Shadow
 from scorer.stats import BINS, ScoreStats
 from scorer.stores.base import (
     EventRead,
@@ -249,12 +250,16 @@ class _Batcher:
     as_of: datetime
     since: datetime
     reasons: bool
+    shadow: Shadow | None = None  # the challenger, scored from the same features (docs/champion-challenger.md)
 
     @functools.cached_property
     def request(self) -> FeatureRequest:
         """The model's inputs, which a store may compute where the events are (`ScoringSource.read_events`); made once
-        per run, as it keys the store's generated statement."""
-        return FeatureRequest(catalog=self.catalog, names=self.model.input_names)
+        per run, as it keys the store's generated statement. With a challenger, its inputs too: features once."""
+        names = list(self.model.input_names)
+        if self.shadow is not None and self.shadow.active:
+            names += [c for c in self.shadow.input_names if c not in names]
+        return FeatureRequest(catalog=self.catalog, names=names)
 
     def __call__(
         self, page: UserPage, read: EventRead, *, checkpoint_key: str | None, pending: Future[Any] | None
@@ -271,6 +276,13 @@ class _Batcher:
         changed = which_changed(page, scores, model=self.identity, tolerance=self.options.tolerance)
         n_changed = int(changed.sum())
         vanished = 0
+        shadow = None
+        if self.shadow is not None:
+            shadow = self.shadow.score(page.user_ids, features, check=check_scores)
+            if shadow is not None and (self.options.dry_run or not self.store.has_shadow):
+                self.shadow.kept = self.store.has_shadow  # compared here, written nowhere
+                self.shadow.add(shadow, scores)
+                shadow = None
         if not self.options.dry_run:
             reasons = None
             if effects is not None and n_changed:
@@ -285,11 +297,14 @@ class _Batcher:
                 history=self.options.history,
                 checkpoint_key=checkpoint_key,
                 through=page.user_ids[-1],
+                shadow=shadow,
             )
             if pending is not None and self.store.max_in_flight < 2:
                 wait([pending])  # one request at a time on SQLite and REST
-            if ids or checkpoint_key is not None:
-                vanished = len(ids) - self.store.write_scores(write)
+            if ids or checkpoint_key is not None or shadow is not None:
+                vanished = len(ids) - self._write(write)
+            if write.shadow is not None and self.shadow is not None and self.shadow.active:
+                self.shadow.add(write.shadow, scores)
         return _Done(
             scored=len(page) - vanished,
             changed=n_changed - vanished,  # deleted between read and write: neither scored nor changed
@@ -299,6 +314,21 @@ class _Batcher:
             dropped=dict(read.dropped),
             scores=scores,
         )
+
+    def _write(self, write: ScoreWrite) -> int:
+        """One write; if the database refuses it only with the challenger's scores in it, production's part is
+        written again alone and the challenger is dropped for the rest of the run: it never costs a score."""
+        try:
+            return self.store.write_scores(write)
+        except (AuthError, SchemaError, TransientError):
+            raise
+        except StoreError as exc:
+            if write.shadow is None or self.shadow is None:
+                raise
+            alone = self.store.write_scores(replace(write, shadow=None))
+            self.shadow.drop(f"its scores could not be written: {_first_line(exc)}")
+            log.error("challenger_write_failed", error=_first_line(exc), exc_info=exc)
+            return alone
 
     def isolate(
         self, page: UserPage, exc: Exception, *, pending: Future[Any] | None
@@ -389,8 +419,10 @@ def score_users(
     on_batch: Callable[[BatchReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     selector: Selector | None = None,
+    shadow: Shadow | None = None,
 ) -> RunSummary:
-    """Score the selected users batch by batch and write what changed, update-only.
+    """Score the selected users batch by batch and write what changed, update-only; a ``shadow`` challenger
+    scores the same users from the same features into the shadow table, in the same write.
 
     A batch that fails (after the store's retries) is counted and skipped; the loop goes on.
     Missing schema or refused credentials stop the run. ``should_stop`` is checked between
@@ -416,6 +448,7 @@ def score_users(
         as_of=as_of,
         since=since,
         reasons=_writes_reasons(store, model, options),
+        shadow=shadow,
     )
     started = time.perf_counter()
     step = 0

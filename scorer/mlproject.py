@@ -91,6 +91,7 @@ _ENTRY_POINTS: dict[str, tuple[str, dict[str, tuple[str, Callable[[str, str], An
             "horizon_days": ("--horizon-days", _integer(1)),
             "top_event_types": ("--top-event-types", _integer(1)),
             "promote": ("--promote", _flag),
+            "challenger": ("--challenger", _flag),
             "seed": ("--seed", _integer(0)),
         },
     ),

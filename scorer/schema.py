@@ -22,6 +22,7 @@ __all__ = [
     "LOCKS_TABLE",
     "LOCK_FUNCTION",
     "SELECT_FUNCTION",
+    "SHADOW_PAIRS_FUNCTION",
     "UNLOCK_FUNCTION",
     "WRITE_FUNCTION",
     "Index",
@@ -77,6 +78,7 @@ def _plan(*, dialect: str, names: Names, existing: set[str] | None = None) -> li
     users = qualified(schema, n.users)
     history = qualified(schema, n.history)
     checkpoints = qualified(schema, n.checkpoints)
+    shadow = qualified(schema, n.shadow)
     q = quote_ident
     types = {
         n.lead_score: "double precision" if pg else "REAL",
@@ -117,17 +119,13 @@ def _plan(*, dialect: str, names: Names, existing: set[str] | None = None) -> li
         f"partial_as_of {ts}, partial_through text, updated_at {ts} NOT NULL);"
     )
     if pg:
-        # The history's user_id has the users key's own type (bigint, uuid or text), read from the catalog.
         out.append(
-            f"""DO $do$
-DECLARE
-    id_type text;
-BEGIN
-{_ID_TYPE.format(users=users, col=n.user_id)}
-    EXECUTE 'CREATE TABLE IF NOT EXISTS {history} ({q(n.user_id)} ' || id_type || ' NOT NULL, '
-         || 'scored_at timestamptz NOT NULL, score double precision NOT NULL, model_version text NOT NULL)';
-END
-$do$;"""
+            _keyed_table(
+                history,
+                users=users,
+                user_id=n.user_id,
+                rest="scored_at timestamptz NOT NULL, score double precision NOT NULL, model_version text NOT NULL",
+            )
         )
         locks = qualified(schema, LOCKS_TABLE)
         # The REST store's run lock: a lease (a Data API request has no session to hold a lock with).
@@ -139,10 +137,25 @@ $do$;"""
         # Only the service role (which bypasses row level security) reads or writes the job's own tables.
         out.append(f"ALTER TABLE {checkpoints} ENABLE ROW LEVEL SECURITY;")
         out.append(f"ALTER TABLE {history} ENABLE ROW LEVEL SECURITY;")
+        # The challenger's shadow scores: one row per user and model, never in the users table.
+        out.append(
+            _keyed_table(
+                shadow,
+                users=users,
+                user_id=n.user_id,
+                rest="model_version text NOT NULL, score double precision NOT NULL, "
+                f"scored_at timestamptz NOT NULL, PRIMARY KEY ({q(n.user_id)}, model_version)",
+            )
+        )
+        out.append(f"ALTER TABLE {shadow} ENABLE ROW LEVEL SECURITY;")
     else:
         out.append(
             f"CREATE TABLE IF NOT EXISTS {history} ({q(n.user_id)} NOT NULL, scored_at TEXT NOT NULL, "
             "score REAL NOT NULL, model_version TEXT NOT NULL);"
+        )
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {shadow} ({q(n.user_id)} NOT NULL, model_version TEXT NOT NULL, "
+            f"score REAL NOT NULL, scored_at TEXT NOT NULL, PRIMARY KEY ({q(n.user_id)}, model_version));"
         )
     # The job's own table: no product writes to wait for, built in the transaction.
     out.append(
@@ -184,10 +197,24 @@ LOCK_FUNCTION = "lead_scorer_lock"
 UNLOCK_FUNCTION = "lead_scorer_unlock"
 LOCKS_TABLE = "lead_scorer_locks"
 HISTOGRAM_FUNCTION = "lead_scorer_score_histogram"
+SHADOW_PAIRS_FUNCTION = "lead_scorer_shadow_pairs"
 
 _ID_TYPE = """    SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
       FROM pg_catalog.pg_attribute a
      WHERE a.attrelid = '{users}'::regclass AND a.attname = '{col}';"""
+
+
+def _keyed_table(table: str, *, users: str, user_id: str, rest: str) -> str:
+    """A job's table whose ``user_id`` has the users key's own type (bigint, uuid or text), read from the
+    catalog when the statement runs; ``rest``: the other columns and constraints (quoted names)."""
+    return f"""DO $do$
+DECLARE
+    id_type text;
+BEGIN
+{_ID_TYPE.format(users=users, col=user_id)}
+    EXECUTE 'CREATE TABLE IF NOT EXISTS {table} ({quote_ident(user_id)} ' || id_type || ' NOT NULL, {rest})';
+END
+$do$;"""
 
 
 class _Quoted:
@@ -212,11 +239,17 @@ def _functions(n: Names) -> list[str]:
     events = qualified(n.schema, n.events)
     history = qualified(n.schema, n.history)
     checkpoints = qualified(n.schema, n.checkpoints)
+    shadow = qualified(n.schema, n.shadow)
+    pairs = qualified(n.schema, SHADOW_PAIRS_FUNCTION)
+    pairs_sig = f"{pairs}(text, text, boolean, text, integer)"
     write = qualified(n.schema, WRITE_FUNCTION)
     daily = qualified(n.schema, EVENTS_FUNCTION)
     stale = qualified(n.schema, SELECT_FUNCTION)
     hist = qualified(n.schema, HISTOGRAM_FUNCTION)
-    write_sig = f"{write}(text[], double precision[], text, timestamptz, text[], boolean, text, text, boolean)"
+    write_sig = (
+        f"{write}(text[], double precision[], text, timestamptz, text[], boolean, text, text, boolean, "
+        "text, text[], double precision[])"
+    )
     daily_sig = f"{daily}(text[], timestamptz, timestamptz)"
     stale_sig = (
         f"{stale}(text, integer, text, timestamptz, timestamptz, integer, timestamptz, timestamptz, text, boolean)"
@@ -227,16 +260,20 @@ def _functions(n: Names) -> list[str]:
     locks = qualified(n.schema, LOCKS_TABLE)
     lock_sig = f"{lock}(text, text, integer)"
     unlock_sig = f"{unlock}(text, text)"
-    sigs = f"{write_sig}, {daily_sig}, {stale_sig}, {hist_sig}, {lock_sig}, {unlock_sig}"
+    sigs = f"{write_sig}, {daily_sig}, {stale_sig}, {hist_sig}, {lock_sig}, {unlock_sig}, {pairs_sig}"
     id_type = _ID_TYPE.format(users=users, col=n.user_id)
     no_reasons = "array_fill(NULL::text, ARRAY[cardinality(p_ids)])"
     return [
         # The write function before reasons, history and checkpoints: replaced, not overloaded.
         f"DROP FUNCTION IF EXISTS {write}(text[], double precision[], text, timestamptz);",
+        # ... and before the challenger's shadow scores.
+        f"DROP FUNCTION IF EXISTS {write}(text[], double precision[], text, timestamptz, text[], boolean, text, "
+        "text, boolean);",
         f"""CREATE OR REPLACE FUNCTION {write}(
     p_ids text[], p_scores double precision[], p_version text, p_scored_at timestamptz,
     p_reasons text[] DEFAULT NULL, p_history boolean DEFAULT false,
-    p_checkpoint text DEFAULT NULL, p_through text DEFAULT NULL, p_complete boolean DEFAULT false
+    p_checkpoint text DEFAULT NULL, p_through text DEFAULT NULL, p_complete boolean DEFAULT false,
+    p_shadow_model text DEFAULT NULL, p_shadow_ids text[] DEFAULT NULL, p_shadow_scores double precision[] DEFAULT NULL
 ) RETURNS integer
 LANGUAGE plpgsql VOLATILE SET search_path = '' AS $fn$
 DECLARE
@@ -276,6 +313,15 @@ BEGIN
             USING p_ids, p_scores, p_version, p_scored_at, coalesce(p_reasons, {no_reasons});
         END IF;
         GET DIAGNOSTICS updated = ROW_COUNT;
+    END IF;
+    IF p_shadow_model IS NOT NULL AND coalesce(cardinality(p_shadow_ids), 0) > 0 THEN
+        -- The challenger's scores, beside production's in the same transaction; only for users that exist.
+        EXECUTE 'INSERT INTO {shadow} AS s ({c.user_id}, model_version, score, scored_at) '
+             || 'SELECT u.{c.user_id}, $3, v.score, $4 FROM {users} AS u '
+             || 'JOIN unnest($1::' || id_type || '[], $2) AS v(id, score) ON u.{c.user_id} = v.id '
+             || 'ON CONFLICT ({c.user_id}, model_version) DO UPDATE SET score = excluded.score, '
+             || 'scored_at = excluded.scored_at'
+        USING p_shadow_ids, p_shadow_scores, p_shadow_model, p_scored_at;
     END IF;
     IF p_checkpoint IS NOT NULL THEN
         -- The run's progress moves in the same transaction as its scores.
@@ -348,6 +394,31 @@ $fn$;""",
 LANGUAGE sql VOLATILE SET search_path = '' AS $fn$
     WITH gone AS (DELETE FROM {locks} WHERE key = p_key AND holder = p_holder RETURNING 1)
     SELECT EXISTS (SELECT 1 FROM gone)
+$fn$;""",
+        f"""CREATE OR REPLACE FUNCTION {pairs}(
+    p_model text, p_challenger text, p_leads_only boolean, p_after text, p_limit integer
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$
+DECLARE
+    id_type text;
+    result jsonb;
+BEGIN
+{id_type}
+    -- One key page of the users holding both a production score and the challenger's shadow score, as one
+    -- JSON value (the response cap counts rows, not values).
+    EXECUTE 'SELECT jsonb_build_object('
+         || '''user_id'', coalesce(jsonb_agg(p.id ORDER BY p.id), ''[]''), '
+         || '''production'', coalesce(jsonb_agg(p.a ORDER BY p.id), ''[]''), '
+         || '''challenger'', coalesce(jsonb_agg(p.b ORDER BY p.id), ''[]'')) '
+         || 'FROM (SELECT u.{c.user_id} AS id, u.{c.lead_score} AS a, s.score AS b FROM {users} AS u '
+         || 'JOIN {shadow} AS s ON s.{c.user_id} = u.{c.user_id} AND s.model_version = $2 '
+         || 'WHERE u.{c.model_version} = $1 AND u.{c.lead_score} IS NOT NULL '
+         || 'AND ($3 IS NULL OR u.{c.user_id} > $3::' || id_type || ') '
+         || CASE WHEN p_leads_only THEN 'AND u.{c.converted_at} IS NULL ' ELSE '' END
+         || 'ORDER BY u.{c.user_id} LIMIT $4) AS p'
+    INTO result USING p_model, p_challenger, p_after, p_limit;
+    RETURN result;
+END
 $fn$;""",
         f"""CREATE OR REPLACE FUNCTION {hist}(p_bins integer, p_leads_only boolean) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = '' AS $fn$

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
 
     model_name: str = "lead_scoring_pipeline"
     model_version: str | None = None  # an explicit pin; otherwise alias, then stage
+    #: The alias of the version each run shadow-scores beside production (docs/champion-challenger.md).
+    challenger_alias: str = "challenger"
     select: Literal["unscored", "stale", "all"] = "stale"
     batch_size: Annotated[int, Field(gt=0, le=100_000)] = 2_000
     #: The memory the job may use (the Render plan's: starter 512 MB); it caps the effective batch size.
@@ -160,6 +162,14 @@ class Settings(BaseSettings):
         if v is not None and not v.strip().isdigit():
             raise ValueError("must be a registered version number such as 3")
         return v.strip() if v else None
+
+    @field_validator("challenger_alias")
+    @classmethod
+    def _challenger_alias(cls, v: str) -> str:
+        v = v.strip()
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]{0,63}", v) or v.lower() in ("latest", "production"):
+            raise ValueError("must be an MLflow alias other than production and latest, such as challenger")
+        return v
 
     @field_validator("warm_threshold")
     @classmethod

@@ -55,6 +55,7 @@ class TrainOutcome:
     event_types: list[str]
     users: int
     promoted: bool
+    challenger: bool = False
 
 
 def build_training_set(
@@ -116,14 +117,22 @@ def train_model(
     horizon_days: int = 30,
     top_event_types: int = 12,
     promote: bool = False,
+    challenger: bool = False,
     seed: int = 0,
     store: TrainingSource | None = None,
     artifact_location: str | None = None,
     catalog: FeatureCatalog | None = None,
 ) -> TrainOutcome:
-    """Train on the configured database and register a new version (promote only when asked)."""
+    """Train on the configured database and register a new version (promote only when asked; ``challenger``:
+    point the challenger alias at it instead, so the daily run shadow-scores it beside production).
+
+    Nothing moves before the version is registered: a retrain that fails leaves both aliases where they were."""
     if horizon_days <= 0:
         raise SettingsError("--horizon-days must be positive")
+    if promote and challenger:
+        raise SettingsError(
+            "--promote and --challenger both given", hint="a new version is either production or the challenger"
+        )
     catalog = catalog or FeatureCatalog()
     # A cutoff is a UTC midnight, so "before the cutoff" is whole days for the features and the label alike.
     as_of = (
@@ -201,7 +210,24 @@ def train_model(
                 f"registered version {version.version}, but did not promote it: {exc.message}",
                 hint=f"promote it anyway with `lead-scorer registry promote {version.version} --force`",
             ) from exc
-    return TrainOutcome(version=version, result=result, event_types=event_types, users=len(labels), promoted=promote)
+    if challenger:
+        try:
+            registry.challenge(
+                version.version, actor=options.actor, policy=options.model.policy, check_inputs=catalog.check
+            )
+        except PromotionRefused as exc:
+            raise PromotionRefused(
+                f"registered version {version.version}, but did not make it challenger: {exc.message}",
+                hint=f"`lead-scorer registry challenge {version.version} --force` makes it challenger anyway",
+            ) from exc
+    return TrainOutcome(
+        version=version,
+        result=result,
+        event_types=event_types,
+        users=len(labels),
+        promoted=promote,
+        challenger=challenger,
+    )
 
 
 def _version_description(result: TrainResult, *, as_of: datetime, horizon_days: int, seed: int, users: int) -> str:

@@ -55,6 +55,15 @@ def snapshot(url: str, table: str = "users") -> pd.DataFrame:
     return frame.sort_values(key).reset_index(drop=True)
 
 
+def scoring_runs(settings: Settings) -> list[Any]:
+    """The scoring experiment's MLflow runs, oldest first."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(settings.scoring_experiment)
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"]) if exp else []
+
+
 def execute(url: str, *statements: str, params: dict[str, Any] | None = None) -> list[Any]:
     engine = engine_for(url)
     out: list[Any] = []

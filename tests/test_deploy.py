@@ -276,9 +276,9 @@ def render_validator():
     return cls(schema)
 
 
-def _service(blueprint: dict, type_: str) -> dict:
-    found = [s for s in blueprint["services"] if s["type"] == type_]
-    assert len(found) == 1, f"expected one {type_} service"
+def _service(blueprint: dict, type_: str, name: str | None = None) -> dict:
+    found = [s for s in blueprint["services"] if s["type"] == type_ and name in (None, s["name"])]
+    assert len(found) == 1, f"expected one {type_} service" + (f" named {name}" if name else "")
     return found[0]
 
 
@@ -295,12 +295,12 @@ def test_schema_rejects_what_cron_jobs_cannot_have(blueprint: dict, render_valid
     # The schema has teeth: a cron job with a disk or a health check is invalid.
     for field, value in (("disk", {"name": "d", "mountPath": "/d"}), ("healthCheckPath", "/health")):
         bad = json.loads(json.dumps(blueprint))
-        _service(bad, "cron")[field] = value
+        _service(bad, "cron", "lead-scorer")[field] = value
         assert not render_validator.is_valid(bad), field
 
 
 def test_cron_job(blueprint: dict) -> None:
-    cron = _service(blueprint, "cron")
+    cron = _service(blueprint, "cron", "lead-scorer")
     assert cron["runtime"] == "docker"
     assert cron.get("dockerfilePath", "./Dockerfile") == "./Dockerfile"
     assert cron.get("dockerContext", ".") in (".", "./")
@@ -330,6 +330,8 @@ KNOWN_SECRETS = {
     ("lead-scorer-mlflow", "DATABASE_URL"),
     ("lead-scorer-mlflow", "MLFLOW_FLASK_SERVER_SECRET_KEY"),
     ("lead-scorer-mlflow", "MLFLOW_AUTH_ADMIN_PASSWORD"),
+    ("lead-scorer-retrain", "DATABASE_URL"),
+    ("lead-scorer-retrain", "MLFLOW_TRACKING_PASSWORD"),
 }
 
 
@@ -342,6 +344,21 @@ def _secrets(blueprint: dict) -> dict[tuple[str, str], bool]:
         for key, spec in _env(holder).items()
         if SECRETISH.search(key)
     }
+
+
+def test_weekly_retrain_proposes_a_challenger(blueprint: dict) -> None:
+    daily = _service(blueprint, "cron", "lead-scorer")
+    retrain = _service(blueprint, "cron", "lead-scorer-retrain")
+    # The same image and registry as the daily job; weekly; it proposes (challenger), never promotes.
+    for key in ("runtime", "dockerfilePath", "dockerContext", "region"):
+        assert retrain.get(key) == daily.get(key), key
+    assert retrain["dockerCommand"].split() == ["train", "--challenger"]
+    _minute, _hour, day, month, weekday = retrain["schedule"].split()
+    assert (day, month) == ("*", "*") and weekday.isdigit()
+    env = _env(retrain)
+    assert env["MLFLOW_TRACKING_URI"] == _env(daily)["MLFLOW_TRACKING_URI"]
+    for key in ("DATABASE_URL", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        assert env[key] == {"key": key, "sync": False}
 
 
 def test_no_secret_is_written_in_the_file(blueprint: dict) -> None:
@@ -377,7 +394,7 @@ def test_mlflow_server_service(blueprint: dict) -> None:
     assert env["MLFLOW_ARTIFACTS_DESTINATION"]["value"].startswith(web["disk"]["mountPath"].rstrip("/") + "/")
 
     # The cron job talks to this server.
-    uri = _env(_service(blueprint, "cron"))["MLFLOW_TRACKING_URI"].get("value", "")
+    uri = _env(_service(blueprint, "cron", "lead-scorer"))["MLFLOW_TRACKING_URI"].get("value", "")
     assert web["name"] in uri
 
     # Private networking needs one region; the database's version is a quoted string.

@@ -245,9 +245,9 @@ def test_cli_missing_columns_names_the_sql(sqlite_url, mlflow_local):
     assert result.exit_code == 4
     assert "users.lead_score" in result.output and "lead-scorer db migrate" in result.output
     migrate = _cli(["db", "migrate"], {"DATABASE_URL": sqlite_url})
-    assert migrate.exit_code == 0 and "applied 10" in migrate.output
+    assert migrate.exit_code == 0 and "applied 11" in migrate.output
     again = _cli(["db", "migrate"], {"DATABASE_URL": sqlite_url})
-    assert again.exit_code == 0 and "applied 6" in again.output  # only the idempotent … IF [NOT] EXISTS
+    assert again.exit_code == 0 and "applied 7" in again.output  # only the idempotent … IF [NOT] EXISTS
 
 
 def test_cli_registry_promote_refuse_and_rollback(sqlite_url, mlflow_local):

@@ -50,6 +50,7 @@ from scorer.app import (
 from scorer.contract import Names, qualified, quote_ident
 from scorer.job import RunSummary, checkpoint_key
 from scorer.logs import redact_text
+from scorer.shadow import not_shadowed
 from scorer.spark import Source, SparkJobFailed
 from scorer.spark._partition import GroupPlan, PgWriter, group_scorer
 from scorer.stats import BINS, ScoreStats
@@ -463,6 +464,9 @@ def run_spark(
     }
     log.info("run_finished", engine="spark", status=status, **{k: round(v, 4) for k, v in metrics.items()})
     note = describe_run(summary, metrics, resolved, leads_only=job.leads_only, status=status)
+    unshadowed = not_shadowed(options.model.registry(), production=resolved, engine="Spark")
+    if unshadowed is not None:
+        note += "\n\n" + unshadowed
     try:
         tracker.finish(metrics=metrics, artifacts=artifacts, status=status, note=note)
     except TrackingError as exc:

@@ -24,6 +24,8 @@ __all__ = [
     "ScoringSource",
     "Selection",
     "Selector",
+    "ShadowPairs",
+    "ShadowWrite",
     "Source",
     "TrainingSource",
     "UserPage",
@@ -105,6 +107,25 @@ class Selector:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ShadowWrite:
+    """The challenger's scores of a batch's rescored users, kept in the job's own shadow table (one row per
+    user and model), never in the users table."""
+
+    model: str  # the challenger's identity (`registry.ResolvedVersion.identity`)
+    user_ids: Sequence[Any]
+    scores: Sequence[float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShadowPairs:
+    """The population's users holding both a production score and the challenger's shadow score, key-ordered."""
+
+    user_ids: list[Any]
+    production: np.ndarray
+    challenger: np.ndarray
+
+
+@dataclass(frozen=True, kw_only=True)
 class ScoreWrite:
     """One batch's changed scores, written in one transaction (or one database function call) with their
     reasons, their history rows and the run's checkpoint, so none of them can disagree with another."""
@@ -119,6 +140,8 @@ class ScoreWrite:
     checkpoint_key: str | None = None
     through: Any | None = None
     complete: bool = False  # the run covered everyone: the checkpoint becomes complete
+    #: The challenger's scores of this batch, written in the same transaction (None: no challenger).
+    shadow: ShadowWrite | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -247,6 +270,7 @@ class ScoringSource(EventSource, Protocol):
     has_reasons: bool
     has_converted: bool
     has_history: bool
+    has_shadow: bool  # the challenger's shadow table (and, over REST, its functions)
 
     @property
     def max_in_flight(self) -> int:
@@ -290,7 +314,13 @@ class ScoringSource(EventSource, Protocol):
         ...
 
     def write_scores(self, write: ScoreWrite) -> int:
-        """Update existing rows only (never insert); returns how many rows were updated."""
+        """Update existing rows only (never insert); returns how many rows were updated. The write's ``shadow``
+        scores go to the shadow table in the same transaction, for users that exist."""
+        ...
+
+    def shadow_pairs(self, *, production: str, challenger: str, leads_only: bool) -> ShadowPairs | None:
+        """Every user holding a score of model ``production`` and a shadow score of model ``challenger``
+        (None: the store has no shadow table)."""
         ...
 
 

@@ -40,6 +40,7 @@ from scorer.schema import (
     LOCK_FUNCTION,
     LOCKS_TABLE,
     SELECT_FUNCTION,
+    SHADOW_PAIRS_FUNCTION,
     UNLOCK_FUNCTION,
     WRITE_FUNCTION,
 )
@@ -49,6 +50,7 @@ from scorer.stores.base import (
     FeatureRequest,
     ScoreWrite,
     Selector,
+    ShadowPairs,
     Source,
     UserPage,
     split_dropped_frame,
@@ -124,6 +126,7 @@ class RestStore(Source):
         self.has_converted = False
         self.has_history = False
         self.has_histogram = False
+        self.has_shadow = False
         self.lease_s = lease_s
         self.connect_s = connect_s
         self._lease: dict[str, Any] | None = None
@@ -264,6 +267,11 @@ class RestStore(Source):
             self.has_reasons = self._exists(n.users, n.reasons)
             self.has_history = self._exists(n.history, n.user_id)
             self.has_histogram = self._function(HISTOGRAM_FUNCTION, {"p_bins": 1, "p_leads_only": False})
+            # The shadow table, and the functions that write and read it (one migration brings all three).
+            self.has_shadow = self._exists(n.shadow, n.user_id) and self._function(
+                SHADOW_PAIRS_FUNCTION,
+                _pairs_params(production="", challenger="", leads_only=False, after=None, limit=0),
+            )
             self.fast_events = self._function(EVENTS_FUNCTION, {"p_visitor_ids": [], "p_since": None, "p_as_of": None})
         except BaseException:
             self.close()
@@ -447,6 +455,41 @@ class RestStore(Source):
         for b, count in pairs:
             out[max(0, min(int(b), bins - 1))] += int(count)
         return out
+
+    def shadow_pairs(self, *, production: str, challenger: str, leads_only: bool) -> ShadowPairs | None:
+        """Key pages of `_PAIRS_PAGE` pairs, each one JSON value from the database function (the response cap
+        counts rows, not values)."""
+        self._need_open()
+        if not self.has_shadow:
+            return None
+        ids: list[Any] = []
+        a: list[float] = []
+        b: list[float] = []
+        after: str | None = None
+        while True:
+            params = _pairs_params(
+                production=production,
+                challenger=challenger,
+                leads_only=leads_only and self.has_converted,
+                after=after,
+                limit=_PAIRS_PAGE,
+            )
+            page = (
+                self._call(
+                    "reading shadow scores", lambda p=params: self._pg.rpc(SHADOW_PAIRS_FUNCTION, p).execute()
+                ).data
+                or {}
+            )
+            got = page.get("user_id") or []
+            ids += got
+            a += page.get("production") or []
+            b += page.get("challenger") or []
+            if len(got) < _PAIRS_PAGE:
+                break
+            after = str(got[-1])
+        return ShadowPairs(
+            user_ids=ids, production=np.array(a, dtype=np.float64), challenger=np.array(b, dtype=np.float64)
+        )
 
     def read_events(
         self,
@@ -667,9 +710,34 @@ class RestStore(Source):
         return int(res.data or 0)
 
 
-def _write_params(write: ScoreWrite, *, reasons: bool = True) -> dict[str, Any]:
-    """The write function's arguments: scores, reasons, history and checkpoint go in one call."""
+#: Pairs per call of the shadow pairs function: two numbers and an id each, ~4 MB of JSON.
+_PAIRS_PAGE = 100_000
+
+
+def _pairs_params(
+    *, production: str, challenger: str, leads_only: bool, after: str | None, limit: int
+) -> dict[str, Any]:
     return {
+        "p_model": production,
+        "p_challenger": challenger,
+        "p_leads_only": leads_only,
+        "p_after": after,
+        "p_limit": limit,
+    }
+
+
+def _write_params(write: ScoreWrite, *, reasons: bool = True) -> dict[str, Any]:
+    """The write function's arguments: scores, reasons, history, checkpoint and the challenger's shadow scores
+    go in one call (the shadow's only when there are some, so a database migrated before them still writes)."""
+    shadow = write.shadow
+    extra: dict[str, Any] = {}
+    if shadow is not None and len(shadow.user_ids):
+        extra = {
+            "p_shadow_model": shadow.model,
+            "p_shadow_ids": [str(u) for u in shadow.user_ids],
+            "p_shadow_scores": [float(x) for x in shadow.scores],
+        }
+    return extra | {
         "p_ids": [str(u) for u in write.user_ids],
         "p_scores": [float(x) for x in write.scores],
         "p_version": write.model,

@@ -35,6 +35,8 @@ from scorer.stores.base import (
     Freshness,
     ScoreWrite,
     Selector,
+    ShadowPairs,
+    ShadowWrite,
     Source,
     UserPage,
     VisitorFeatures,
@@ -149,6 +151,17 @@ def _pg_array(name: str, values: Sequence[Any], item_type: Any) -> sa.ColumnElem
     return sa.cast(sa.select(sa.cast(sa.bindparam(name, literal, type_=sa.Text), array)).scalar_subquery(), array)
 
 
+def _key_range(ids: sa.ColumnElement[Any]) -> tuple[Any, Any]:
+    """The smallest and largest of a batch's ids, in the database's order: bounding a join on them keeps
+    PostgreSQL on the primary key instead of a scan of the whole table (it cannot tell that 2,000 ids are one
+    key page), twice the time at 100,000 users and growing with the table. ORDER BY … LIMIT 1 rather than
+    min(): there is no min(uuid) before PostgreSQL 16."""
+    key = sa.func.unnest(ids).column_valued("k")
+    lowest = sa.select(key).order_by(key).limit(1).scalar_subquery()
+    highest = sa.select(key).order_by(key.desc()).limit(1).scalar_subquery()
+    return lowest, highest
+
+
 def _retry_on(exc: Exception) -> bool:
     """Connection trouble is worth another try; a statement cancelled (its timeout, or a stop request) is not:
     it has waited its full bound already, and running it again would wait as long."""
@@ -223,6 +236,14 @@ class SqlStore(Source):
             sa.column("model_version"),
             schema=schema,
         )
+        self.shadow = sa.table(
+            n.shadow,
+            sa.column(n.user_id),
+            sa.column("model_version"),
+            sa.column("score"),
+            sa.column("scored_at"),
+            schema=schema,
+        )
         self.checkpoints = sa.table(
             n.checkpoints,
             sa.column("key"),
@@ -245,6 +266,7 @@ class SqlStore(Source):
         self.has_reasons = False
         self.has_converted = False
         self.has_history = False
+        self.has_shadow = False
 
     @property
     def max_in_flight(self) -> int:
@@ -344,6 +366,7 @@ class SqlStore(Source):
             self._events_columns = self._columns(insp, n.events)
             self._has_checkpoints = insp.has_table(n.checkpoints, schema=schema)
             self.has_history = insp.has_table(n.history, schema=schema)
+            self.has_shadow = insp.has_table(n.shadow, schema=schema)
         except sa.exc.OperationalError as exc:
             self.engine.dispose()
             text = str(exc.orig) if exc.orig else str(exc)
@@ -691,6 +714,8 @@ class SqlStore(Source):
             )
         with self.engine.begin() as conn:
             updated = self._update(conn, write) if len(write.user_ids) else 0
+            if write.shadow is not None and len(write.shadow.user_ids):
+                self._shadow(conn, write.shadow, at=write.scored_at)
             if write.checkpoint_key is not None:
                 self._advance(conn, write)
         return updated
@@ -709,13 +734,7 @@ class SqlStore(Source):
                 arrays.append(_pg_array("reasons", [r if r is not None else "null" for r in reasons], sa.Text()))
                 names.append("reasons")
             v = sa.func.unnest(*arrays).table_valued(*names).render_derived(name="v")
-            # The ids' own smallest and largest key, in the database's order: without this range
-            # PostgreSQL joins a batch against a scan of the whole table (it cannot tell that 2,000
-            # ids are one key page), twice the time at 100,000 users and growing with the table.
-            # ORDER BY … LIMIT 1 rather than min(): there is no min(uuid) before PostgreSQL 16.
-            key = sa.func.unnest(ids).column_valued("k")
-            lowest = sa.select(key).order_by(key).limit(1).scalar_subquery()
-            highest = sa.select(key).order_by(key.desc()).limit(1).scalar_subquery()
+            lowest, highest = _key_range(ids)
             values: dict[str, Any] = {
                 n.lead_score: v.c.score,
                 n.model_version: write.model,
@@ -786,6 +805,71 @@ class SqlStore(Source):
                     rows,
                 )
         return updated
+
+    def _shadow(self, conn: sa.Connection, shadow: ShadowWrite, *, at: datetime) -> None:
+        """The challenger's scores, one row per user and model (replaced on the next run), only for users that
+        exist: a user deleted since it was read gets none, as it gets no production score."""
+        n = self.names
+        u, s = self.users.c, self.shadow.c
+        columns = [s[n.user_id], s.model_version, s.score, s.scored_at]
+        insert = pg.insert if self._pg else sqlite_dialect.insert
+        if self._pg:
+            ids = _pg_array("ids", shadow.user_ids, self._id_type)
+            v = (
+                sa.func.unnest(ids, _pg_array("scores", [repr(float(x)) for x in shadow.scores], sa.Float(53)))
+                .table_valued("uid", "score")
+                .render_derived(name="v")
+            )
+            lowest, highest = _key_range(ids)
+            rows = sa.select(
+                u[n.user_id],
+                sa.literal(shadow.model, sa.Text),
+                v.c.score,
+                sa.literal(at, sa.DateTime(timezone=True)),
+            ).where(u[n.user_id] == v.c.uid, u[n.user_id] >= lowest, u[n.user_id] <= highest)
+            params: list[dict[str, Any]] | None = None
+        else:
+            rows = sa.select(
+                u[n.user_id],
+                sa.literal(shadow.model, sa.Text),
+                sa.bindparam("s_score", type_=sa.Float),
+                sa.literal(self._time(at), sa.Text),
+            ).where(u[n.user_id] == sa.bindparam("s_uid"))
+            params = [
+                {"s_uid": uid, "s_score": float(x)} for uid, x in zip(shadow.user_ids, shadow.scores, strict=True)
+            ]
+        stmt = insert(self.shadow).from_select(columns, rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[s[n.user_id], s.model_version],
+            set_={"score": stmt.excluded.score, "scored_at": stmt.excluded.scored_at},
+        )
+        conn.execute(stmt, params) if params is not None else conn.execute(stmt)
+
+    @_retrying
+    def shadow_pairs(self, *, production: str, challenger: str, leads_only: bool) -> ShadowPairs | None:
+        self._need_open()
+        if not self.has_shadow:
+            return None
+        n = self.names
+        u, s = self.users.c, self.shadow.c
+        where = [u[n.model_version] == production, u[n.lead_score].is_not(None)]
+        if leads_only and self.has_converted:
+            where.append(u[n.converted_at].is_(None))
+        q = (
+            sa.select(u[n.user_id], u[n.lead_score], s.score)
+            .select_from(
+                self.users.join(self.shadow, sa.and_(s[n.user_id] == u[n.user_id], s.model_version == challenger))
+            )
+            .where(*where)
+            .order_by(u[n.user_id])
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return ShadowPairs(
+            user_ids=[r[0] for r in rows],
+            production=np.array([r[1] for r in rows], dtype=np.float64),
+            challenger=np.array([r[2] for r in rows], dtype=np.float64),
+        )
 
     def _advance(self, conn: sa.Connection, write: ScoreWrite) -> None:
         """Move the run's checkpoint: all selected users up to ``through`` were checked at ``scored_at``."""
