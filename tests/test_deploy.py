@@ -370,7 +370,7 @@ def test_no_secret_is_written_in_the_file(blueprint: dict) -> None:
 
 def test_the_secret_check_has_teeth(blueprint: dict) -> None:
     bad = json.loads(json.dumps(blueprint))
-    next(e for e in _service(bad, "cron")["envVars"] if e["key"] == "SUPABASE_SERVICE_ROLE_KEY")["value"] = "eyJ…"
+    next(e for e in _service(bad, "cron", "lead-scorer")["envVars"] if e["key"] == "SUPABASE_SERVICE_ROLE_KEY")["value"] = "eyJ…"
     assert _secrets(bad)[("lead-scorer", "SUPABASE_SERVICE_ROLE_KEY")] is True
 
 
