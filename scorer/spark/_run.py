@@ -39,12 +39,15 @@ from models.reasons import gives_reasons
 from scorer.app import (
     RunOptions,
     StoreOptions,
+    baseline_tags,
     describe_run,
     drift_and_tiers,
     open_run,
     open_store,
     require_temp_dir,
     resolve_and_load,
+    run_name,
+    run_outcome,
     scoring_tracker,
 )
 from scorer.contract import Names
@@ -436,7 +439,12 @@ def run_spark(
             summary.complete = True
     except BaseException as exc:
         with contextlib.suppress(TrackingError):
-            tracker.finish(metrics={}, artifacts={}, status="FAILED")
+            tracker.finish(
+                metrics={},
+                artifacts={},
+                status="FAILED",
+                run_name=run_name(resolved.version, now, dry_run=job.dry_run, outcome=f"FAILED: {type(exc).__name__}"),
+            )
         if isinstance(exc, Exception) and type(exc).__module__.startswith(("py4j", "pyspark")):
             # The first line says where (Spark's words), the last what (a Python worker's own exception).
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
@@ -461,14 +469,21 @@ def run_spark(
         "score_histogram.json": dist.coarse_histogram() | {"count": dist.count},
         "run_summary.json": metrics | {"dropped": summary.dropped, "model_version": resolved.version},
         "score_histogram.svg": dist.histogram_svg(
-            title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} changed in this run)",
+            title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} written in this run)",
             marks={"warm": options.warm_threshold, "hot": options.hot_threshold},
         ),
     }
     log.info("run_finished", engine="spark", status=status, **{k: round(v, 4) for k, v in metrics.items()})
     note = describe_run(summary, metrics, resolved, leads_only=job.leads_only, status=status)
     try:
-        tracker.finish(metrics=metrics, artifacts=artifacts, status=status, note=note)
+        tracker.finish(
+            metrics=metrics,
+            artifacts=artifacts,
+            status=status,
+            note=note,
+            run_name=run_name(resolved.version, now, dry_run=job.dry_run, outcome=run_outcome(summary, status=status)),
+            tags=baseline_tags(summary),
+        )
     except TrackingError as exc:
         summary.tracking_lost = True
         log.error("run_record_lost", error=str(exc), hint="the run_finished log line holds the run's summary")
@@ -630,6 +645,7 @@ def _score(
         users_selected=selected,
         users_scored=selected - vanished,
         users_changed=changed - vanished,
+        users_moved=None,  # the partitions count what they write, not why
         users_unchanged=selected - changed,
         users_vanished=vanished,
         events_read=totals.get("group_events", 0),
