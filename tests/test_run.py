@@ -574,3 +574,35 @@ def test_a_version_that_scores_alike_is_rewritten_not_moved_and_the_totals_come_
     assert "batch/failed" not in keys and second.data.metrics["batch/users_failed"] == 0
     replaced = client.get_model_version(settings.model_name, "1").description
     assert re.search(r"Replaced in production by version 2 at \d{4}-\d\d-\d\d \d\d:\d\d UTC \(", replaced)
+
+
+def test_promotions_are_recorded_as_the_user_mlflow_records(monkeypatch, tmp_path):
+    """`promoted_by` (when --actor is not given) is the name MLflow itself puts in a run's ``mlflow.user``: the
+    MLflow user, else the login name ("root", not "uid 0"); a uid with no name is named by its Render service,
+    else by its number."""
+    import subprocess
+    import sys
+
+    from mlflow.tracking.context.default_context import DefaultRunContext
+
+    from scorer.edge import actor
+
+    for name in ("MLFLOW_TRACKING_USERNAME", "LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.mlflow/credentials
+    assert actor() == DefaultRunContext().tags()["mlflow.user"]
+    assert not actor().startswith("uid ")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ana")
+    assert actor() == DefaultRunContext().tags()["mlflow.user"] == "ana"
+    if os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists():
+        pytest.skip("a uid with no name needs root (setpriv)")
+    code = "from scorer.edge import actor; print(actor())"
+    for extra, expected in (({}, "uid 12345"), ({"RENDER_SERVICE_NAME": "lead-scorer"}, "lead-scorer")):
+        done = subprocess.run(
+            ["setpriv", "--reuid=12345", "--regid=12345", "--clear-groups", sys.executable, "-c", code],
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)} | extra,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0 and done.stdout.strip() == expected, done.stderr[-2000:]
