@@ -299,8 +299,6 @@ def _written(summary: RunSummary, version: str) -> str:
     n, moved = summary.users_changed, summary.users_moved
     if not n:
         return "none written, no score moved"
-    if moved is None:
-        return f"{n:,} written"
     if moved == n:
         return f"{n:,} written (new or moved)"
     return f"{n:,} written ({n - moved:,} rewritten for v{version}, {f'{moved:,}' if moved else 'none'} moved)"

@@ -83,8 +83,8 @@ class RunSummary:
     users_scored: int = 0  # rescored: features read, score computed and checked
     users_changed: int = 0  # ... and written, because it moved by the tolerance or more (or was new)
     #: ... of those, how many are new or moved by the tolerance or more; the rest were rewritten only because
-    #: another model version scored them last. None when the engine does not count it (Spark).
-    users_moved: int | None = 0
+    #: another model version scored them last.
+    users_moved: int = 0
     users_unchanged: int = 0  # ... and left as it was
     users_failed: int = 0
     users_vanished: int = 0  # deleted between selection and write
@@ -110,8 +110,7 @@ class RunSummary:
     def add(self, done: _Done) -> None:
         self.users_scored += done.scored
         self.users_changed += done.changed
-        if self.users_moved is not None:
-            self.users_moved += done.moved
+        self.users_moved += done.moved
         self.users_unchanged += done.unchanged
         self.users_vanished += done.vanished
         self.events_read += done.events
@@ -135,7 +134,7 @@ class RunSummary:
             "users_scored": self.users_scored,
             "users_rescored": self.users_scored,
             "users_changed": self.users_changed,
-            **({"users_moved": self.users_moved} if self.users_moved is not None else {}),
+            "users_moved": self.users_moved,
             "users_unchanged": self.users_unchanged,
             "users_failed": self.users_failed,
             "users_vanished": self.users_vanished,

@@ -591,6 +591,7 @@ def _score(
             ),
             T.StructField("group_null_time", T.LongType()),
             T.StructField("group_future", T.LongType()),
+            T.StructField("group_moved", T.LongType()),
         ]
     )
     scored = users.groupBy("bucket").cogroup(grain.groupBy("gbucket")).applyInPandas(group_scorer(plan), schema)
@@ -620,6 +621,7 @@ def _score(
                     "group_null_type",
                     "group_null_time",
                     "group_future",
+                    "group_moved",
                 )
             ),
         )
@@ -645,7 +647,7 @@ def _score(
         users_selected=selected,
         users_scored=selected - vanished,
         users_changed=changed - vanished,
-        users_moved=None,  # the partitions count what they write, not why
+        users_moved=max(totals.get("group_moved", 0) - vanished, 0),  # as the job counts it
         users_unchanged=selected - changed,
         users_vanished=vanished,
         events_read=totals.get("group_events", 0),
