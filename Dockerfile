@@ -10,10 +10,18 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
 WORKDIR /src
+# Behind a private package index or a TLS-intercepting proxy (docs/image.md): pip's configuration and a CA
+# bundle come in as BuildKit secrets, mounted only while pip runs, so no layer and no build history keeps the
+# index's credentials; a plain index URL without credentials may come as a build argument instead:
+#   docker build --secret id=pip.conf,src=pip.conf --secret id=ca.pem,src=corp-ca.pem -t lead-scorer .
+#   docker build --build-arg PIP_INDEX_URL=https://mirror.example/simple -t lead-scorer .
+# The locks' hashes hold either way: a mirror serves the same files or the build fails.
+ARG PIP_INDEX_URL
 # Dependencies first, from the hashed lock: this layer is rebuilt only when the lock changes.
 COPY docker/install.sh docker/install.sh
 COPY requirements/prod.lock requirements/prod.lock
-RUN sh docker/install.sh deps /opt/venv
+RUN --mount=type=secret,id=pip.conf,required=false --mount=type=secret,id=ca.pem,required=false \
+    sh docker/install.sh deps /opt/venv
 # Then the project itself, without dependencies (they are all in the lock).
 COPY requirements/build.lock requirements/build.lock
 COPY pyproject.toml README.md ./
@@ -21,7 +29,8 @@ COPY scorer scorer
 COPY registry registry
 COPY models models
 COPY lead_errors lead_errors
-RUN sh docker/install.sh project /opt/venv
+RUN --mount=type=secret,id=pip.conf,required=false --mount=type=secret,id=ca.pem,required=false \
+    sh docker/install.sh project /opt/venv
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="lead-scorer" \

@@ -9,7 +9,18 @@
 #
 # Run it from the directory that holds pyproject.toml and requirements/. PYTHON picks the
 # interpreter that creates the venv (default: python3).
+#
+# A private index or a TLS-intercepting proxy (docs/image.md): the Dockerfile mounts BuildKit secrets
+# pip.conf and ca.pem under SECRETS_DIR (default /run/secrets); pip uses them when they are there.
 set -eu
+
+secrets=${SECRETS_DIR:-/run/secrets}
+if [ -f "$secrets/pip.conf" ]; then
+    export PIP_CONFIG_FILE="$secrets/pip.conf"
+fi
+if [ -f "$secrets/ca.pem" ]; then
+    export PIP_CERT="$secrets/ca.pem"
+fi
 
 usage() {
     echo "usage: $0 deps|project VENV" >&2

@@ -82,9 +82,11 @@ admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 EOF
 export MLFLOW_AUTH_CONFIG_PATH="$ini"
+# The database URL holds its password: given to `mlflow server` through the variable its --backend-store-uri
+# option reads, not on the command line, which every user of the machine reads in `ps` (and /proc/PID/cmdline).
+export MLFLOW_BACKEND_STORE_URI="$db"
 
 set -- mlflow server \
-    --backend-store-uri "$db" \
     --artifacts-destination "$artifacts" \
     --host 0.0.0.0 \
     --port "$port" \
@@ -94,6 +96,7 @@ set -- mlflow server \
 
 if [ "${MLFLOW_START_DRY_RUN:-0}" = 1 ]; then
     printf '%s\n' "$@" | sed 's#://[^@/]*@#://***@#'
+    echo "MLFLOW_BACKEND_STORE_URI=$MLFLOW_BACKEND_STORE_URI" | sed 's#://[^@/]*@#://***@#'
     echo "--- $ini"
     sed 's#://[^@/]*@#://***@#' "$ini"
     rm -rf "$config_dir"

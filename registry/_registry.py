@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import re
 import tempfile
@@ -98,6 +99,26 @@ def _pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name)}" for name in _REQUIREMENTS]
+
+
+class _NoPipNoWarning(logging.Filter):
+    """Drops MLflow's "Failed to resolve installed pip version" while a model is logged from an environment
+    without pip (the image removes it: the job never installs anything). The version's conda.yaml then names
+    ``pip`` unpinned, which is all a conda environment needs; its requirements.txt is `_pip_requirements`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "resolve installed pip version" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_without_pip() -> Iterator[None]:
+    target = logging.getLogger("mlflow.utils.environment")
+    quiet = _NoPipNoWarning()
+    target.addFilter(quiet)
+    try:
+        yield
+    finally:
+        target.removeFilter(quiet)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -532,7 +553,7 @@ class Registry:
             exp_id = self.ensure_experiment(
                 experiment, artifact_location=artifact_location, description=experiment_description
             )
-            with self._fluent(), mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+            with self._fluent(), _quiet_without_pip(), mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
                 # Under `mlflow run` this is that run (MLFLOW_RUN_ID), which already holds the entry point's
                 # parameters as typed; MLflow refuses to change a parameter, so keep those.
                 taken = self.client.get_run(run.info.run_id).data.params
@@ -559,6 +580,12 @@ class Registry:
             if not (self.client.get_registered_model(self.model_name).description or "").strip():
                 self.client.update_registered_model(self.model_name, description=MODEL_DESCRIPTION)
             return self._resolved(self.client.get_model_version(self.model_name, version), "pin")
+
+    def rename_run(self, run_id: str, name: str) -> None:
+        """Give a run its final name, once what it did is known (training: ``train v3 · 2026-12-06 00:06:26 UTC
+        · ROC AUC 0.81``)."""
+        with self._calls(f"renaming run {run_id}"):
+            self.client.update_run(run_id, name=name)
 
     # -- promote / roll back ---------------------------------------------------------------------
     def _current(self) -> ResolvedVersion | None:
@@ -662,6 +689,14 @@ class Registry:
             + "."
         )
         self.client.update_model_version(self.model_name, version, description=f"{described}\n\n{line}".strip())
+        if previous and previous != version:
+            # The replaced version says so too: its page otherwise still read "promoted to production".
+            left = self.client.get_model_version(self.model_name, previous).description or ""
+            gone = (
+                f"Replaced in production by version {version} at {stamp[TAG_PROMOTED_AT][:16].replace('T', ' ')} UTC "
+                f"({actor}" + (", a rollback" if rolled_back_from is not None else "") + ")."
+            )
+            self.client.update_model_version(self.model_name, previous, description=f"{left}\n\n{gone}".strip())
 
     def _set_stage(self, version: str) -> None:
         """Mirror the alias in the legacy stage, so either view of the UI shows production.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from scorer.contract import Names
 from scorer.job import BatchReport, JobOptions, RunSummary, score_users, selector_for
 from scorer.shadow import Shadow, load_challenger
 from scorer.stores import ScoringSource, SqlStore, TrainingSource, Waits
-from scorer.tracking import MlflowTracker, Tracker, TrackingError
+from scorer.tracking import TAG_SCORE_SHARES, MlflowTracker, Tracker, TrackingError
 
 __all__ = [
     "ExplainOptions",
@@ -40,6 +41,7 @@ __all__ = [
     "ModelSource",
     "RunOptions",
     "StoreOptions",
+    "baseline_tags",
     "challenger_for",
     "describe_run",
     "drift_and_tiers",
@@ -48,6 +50,8 @@ __all__ = [
     "open_store",
     "require_temp_dir",
     "resolve_and_load",
+    "run_name",
+    "run_outcome",
     "run_scoring",
     "scoring_tracker",
 ]
@@ -193,9 +197,14 @@ def run_scoring(
                 hot=options.hot_threshold,
                 warm=options.warm_threshold,
             )
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(TrackingError):
-            tracker.finish(metrics={}, artifacts={}, status="FAILED")
+            tracker.finish(
+                metrics={},
+                artifacts={},
+                status="FAILED",
+                run_name=run_name(resolved.version, now, dry_run=job.dry_run, outcome=f"FAILED: {type(exc).__name__}"),
+            )
         raise
     finally:
         owned.close()
@@ -216,7 +225,7 @@ def run_scoring(
         # Who failed and why (the database's message, never the row's data), for the operator to look at.
         artifacts["failed_users.json"] = summary.failed_users[:10_000]
     artifacts["score_histogram.svg"] = dist.histogram_svg(
-        title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} changed in this run)",
+        title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} written in this run)",
         marks={"warm": options.warm_threshold, "hot": options.hot_threshold},
     )
     log.info("run_finished", status=status, **{k: round(v, 4) for k, v in metrics.items()})
@@ -227,8 +236,16 @@ def run_scoring(
         metrics |= challenger
         artifacts |= shadow.artifacts()
         note += "\n\n" + shadow.describe(challenger)
+    name = run_name(resolved.version, now, dry_run=job.dry_run, outcome=run_outcome(summary, status=status))
     try:
-        tracker.finish(metrics=metrics, artifacts=artifacts, status=status, note=note)  # type: ignore[arg-type]
+        tracker.finish(
+            metrics=metrics,
+            artifacts=artifacts,
+            status=status,  # type: ignore[arg-type]
+            note=note,
+            run_name=name,
+            tags=baseline_tags(summary),
+        )
     except TrackingError as exc:
         # The scores are written; only the record is lost. The run_finished line above is the record.
         summary.tracking_lost = True
@@ -244,8 +261,8 @@ def scoring_tracker(options: RunOptions, *, artifact_location: str | None = None
         artifact_location=artifact_location,
         run_id=options.mlflow_run_id,
         description="Scoring runs of lead-scorer: one per job run (the daily cron job, or `lead-scorer run`). "
-        "Each run's description says what it rescored and changed, with which model version; its metrics "
-        "hold the totals first, per-batch figures under batch/.",
+        "Each run's name says when it started and what it did; its description says what it rescored and "
+        "wrote, with which model version; its metrics hold the totals first, per-batch figures under batch/.",
     )
 
 
@@ -260,8 +277,8 @@ def describe_run(
     model = f"[{resolved.name} v{resolved.version}](#/models/{resolved.name}/versions/{resolved.version})"
     if summary.users_selected:
         head = (
-            f"Rescored {summary.users_scored:,} {who} ({summary.users_changed:,} changed) with {model} "
-            f"in {summary.duration_s:,.0f} s"
+            f"Rescored {summary.users_scored:,} {who} with {model} in {seconds(summary.duration_s)}: "
+            f"{_written(summary, resolved.version)}"
         )
     else:
         head = f"Nothing to do: no {who[:-1]} changed since its last score ({model})"
@@ -290,6 +307,60 @@ def describe_run(
             "a new version (`lead-scorer train`) and compare."
         )
     return "\n\n".join(lines)
+
+
+def seconds(value: float) -> str:
+    """A duration as a person reads it: ``0.44 s`` and ``3.2 s`` rather than "0 s", whole seconds from 10 on.
+
+    >>> seconds(0.44), seconds(3.21), seconds(1234.5)
+    ('0.44 s', '3.2 s', '1,234 s')
+    """
+    if value < 1:
+        return f"{value:.2f} s"
+    if value < 10:
+        return f"{value:.1f} s"
+    return f"{value:,.0f} s"
+
+
+def _written(summary: RunSummary, version: str) -> str:
+    """What the run wrote, in words that say why: a score that moved, or one rewritten only to record that
+    another model version (which scores the same) now stands behind it."""
+    n, moved = summary.users_changed, summary.users_moved
+    if not n:
+        return "none written, no score moved"
+    if moved == n:
+        return f"{n:,} written (new or moved)"
+    return f"{n:,} written ({n - moved:,} rewritten for v{version}, {f'{moved:,}' if moved else 'none'} moved)"
+
+
+def run_outcome(summary: RunSummary, *, status: str) -> str:
+    """The end of a run's name: what happened, in the few words the runs table has room for.
+
+    >>> from scorer.job import RunSummary
+    >>> run_outcome(RunSummary(model_version="2", users_selected=3908, users_changed=3908), status="FINISHED")
+    '3,908 written'
+    >>> run_outcome(RunSummary(model_version="2", users_failed=2), status="FAILED")
+    'FAILED 2 users'
+    """
+    if summary.users_failed:
+        return f"FAILED {summary.users_failed:,} user{'s' if summary.users_failed != 1 else ''}"
+    if summary.store_lost:
+        return f"FAILED: database lost · {summary.users_changed:,} written"
+    if status == "KILLED":
+        return f"stopped · {summary.users_changed:,} written"
+    if not summary.users_selected:
+        return "nothing to do"
+    return f"{summary.users_changed:,} written"
+
+
+def run_name(version: str, started: datetime, *, outcome: str = "running", dry_run: bool = False) -> str:
+    """A scoring run's name: the version, the second it started (two runs in one minute still differ) and what
+    happened, which the run is renamed to when it ends.
+
+    >>> run_name("2", datetime(2026, 12, 6, 0, 6, 26, tzinfo=UTC), outcome="3,908 written")
+    'score v2 · 2026-12-06 00:06:26 UTC · 3,908 written'
+    """
+    return f"score v{version} · {started:%Y-%m-%d %H:%M:%S} UTC" + (" · dry run" if dry_run else "") + f" · {outcome}"
 
 
 def open_store(options: StoreOptions) -> ScoringSource:
@@ -413,8 +484,8 @@ def open_run(
         tags["challenger_identity"] = challenger.identity
     try:
         tracker.start(
-            # A name a person tells apart in the runs table: version, then the minute (UTC).
-            run_name=f"score v{resolved.version} · {now:%Y-%m-%d %H:%M} UTC" + (" · dry run" if job.dry_run else ""),
+            # Renamed with the run's outcome when it ends (`run_name`).
+            run_name=run_name(resolved.version, now, dry_run=job.dry_run),
             tags=tags,
             params={
                 k: _as_typed(v)
@@ -430,6 +501,9 @@ def open_run(
                 }.items()
             },
             model_id=resolved.model_id,
+            # The totals' keys, logged first so the run page lists them above the per-batch figures.
+            totals=[*RunSummary(model_version=resolved.version).metrics(), *_TIERS]
+            + (["score_psi_reference"] if resolved.reference_deciles() else []),
         )
     except Exception as exc:
         raise ServiceUnavailable(
@@ -448,6 +522,19 @@ def _as_typed(value: Any) -> str:
     return str(value)
 
 
+_TIERS = ("tier_hot_share", "tier_warm_share", "tier_cold_share")
+
+
+def baseline_tags(summary: RunSummary) -> dict[str, str]:
+    """The run's tag the next run's drift compares with: the share of its population through each of its
+    deciles, at the deciles as its metrics hold them (4 decimals), counted on the same histogram bins."""
+    stats = summary.distribution
+    if not stats.count:
+        return {}
+    edges = [round(stats.quantile(p / 100), 4) for p in range(10, 100, 10)]
+    return {TAG_SCORE_SHARES: json.dumps([round(x, 6) for x in stats.shares_through(edges)])}
+
+
 def drift_and_tiers(
     summary: RunSummary, resolved: ResolvedVersion, tracker: Tracker, *, hot: float, warm: float
 ) -> dict[str, float]:
@@ -456,17 +543,15 @@ def drift_and_tiers(
     stats = summary.distribution
     hot_share = stats.share_at_least(hot)
     warm_share = stats.share_at_least(warm) - hot_share
-    out = {
-        "tier_hot_share": hot_share,
-        "tier_warm_share": warm_share,
-        "tier_cold_share": (1.0 - hot_share - warm_share) if stats.count else 0,
-    }
+    out = dict(zip(_TIERS, (hot_share, warm_share, (1.0 - hot_share - warm_share) if stats.count else 0), strict=True))
     reference = resolved.reference_deciles()
     if reference and stats.count:
         out["score_psi_reference"] = stats.psi(reference, resolved.reference_shares())
-    previous = tracker.previous_deciles()
+    previous = tracker.previous_baseline()
     if previous and stats.count:
-        out["score_psi_previous"] = stats.psi(previous)
+        # Against what the previous run's population really held through its deciles (`baseline_tags`): the
+        # same scores read 0, where nominal 10 % per decile read 0.04 to 0.12 for a population that did not move.
+        out["score_psi_previous"] = stats.psi(previous.deciles, previous.shares)
     # Shares and indices to 4 decimals: 0.0808, not 0.08080000000000001; a PSI of 1e-30 is 0.
     return {k: round(v, 4) for k, v in out.items()}
 

@@ -168,6 +168,10 @@ def _main(
         ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30"),
         # MLflow prints "View run … at <tracking URI>" to stdout, password included; the job logs a redacted one.
         ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true"),
+        # MLflow sets its own logger's level when it is first imported, which is after this (each command
+        # imports it when it needs it): INFO lines such as "Creating initial MLflow database tables..." in the
+        # demo's output. Its warnings stay.
+        ("MLFLOW_LOGGING_LEVEL", "WARNING"),
     ):
         os.environ.setdefault(name, value)
 

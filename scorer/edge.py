@@ -5,6 +5,7 @@ module reads the environment. The CLI's run is ``run_scoring(run_options(load_se
 
 from __future__ import annotations
 
+import getpass
 import os
 
 import structlog
@@ -32,14 +33,19 @@ log = structlog.get_logger("lead_scorer")
 
 
 def actor() -> str:
-    """Who a promotion or rollback is recorded as (``promoted_by``) when ``--actor`` is not given: the MLflow
-    user, else the login, else the Render service, else the uid."""
-    return (
-        os.environ.get("MLFLOW_TRACKING_USERNAME")
-        or os.environ.get("USER")
-        or os.environ.get("RENDER_SERVICE_NAME")
-        or f"uid {os.getuid()}"
-    )
+    """Who a promotion or rollback is recorded as (``promoted_by``) when ``--actor`` is not given: the user MLflow
+    itself records on a run (``mlflow.user``: the MLflow user name, else the login name of the process's uid),
+    so a version's "promoted by" and its run's user agree ("root", not "uid 0"). A uid with no name (a container
+    run as a bare number) is named by its Render service, else by the number."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    name = read_mlflow_creds().username
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name: 3.11 raises KeyError, 3.13 OSError
+        return os.environ.get("RENDER_SERVICE_NAME") or f"uid {os.getuid()}"
 
 
 def store_options(settings: Settings) -> StoreOptions:

@@ -83,6 +83,9 @@ class RunSummary:
     users_selected: int = 0
     users_scored: int = 0  # rescored: features read, score computed and checked
     users_changed: int = 0  # ... and written, because it moved by the tolerance or more (or was new)
+    #: ... of those, how many are new or moved by the tolerance or more; the rest were rewritten only because
+    #: another model version scored them last.
+    users_moved: int = 0
     users_unchanged: int = 0  # ... and left as it was
     users_failed: int = 0
     users_vanished: int = 0  # deleted between selection and write
@@ -108,6 +111,7 @@ class RunSummary:
     def add(self, done: _Done) -> None:
         self.users_scored += done.scored
         self.users_changed += done.changed
+        self.users_moved += done.moved
         self.users_unchanged += done.unchanged
         self.users_vanished += done.vanished
         self.events_read += done.events
@@ -131,6 +135,7 @@ class RunSummary:
             "users_scored": self.users_scored,
             "users_rescored": self.users_scored,
             "users_changed": self.users_changed,
+            "users_moved": self.users_moved,
             "users_unchanged": self.users_unchanged,
             "users_failed": self.users_failed,
             "users_vanished": self.users_vanished,
@@ -220,6 +225,7 @@ class _Done:
 
     scored: int = 0
     changed: int = 0
+    moved: int = 0
     unchanged: int = 0
     vanished: int = 0
     events: int = 0
@@ -229,6 +235,7 @@ class _Done:
     def __iadd__(self, other: _Done) -> _Done:
         self.scored += other.scored
         self.changed += other.changed
+        self.moved += other.moved
         self.unchanged += other.unchanged
         self.vanished += other.vanished
         self.events += other.events
@@ -275,6 +282,7 @@ class _Batcher:
             scores = check_scores(self.model.predict_scores(features))
         changed = which_changed(page, scores, model=self.identity, tolerance=self.options.tolerance)
         n_changed = int(changed.sum())
+        n_moved = int((changed & which_moved(page, scores, tolerance=self.options.tolerance)).sum())
         vanished = 0
         shadow = None
         if self.shadow is not None:
@@ -308,6 +316,7 @@ class _Batcher:
         return _Done(
             scored=len(page) - vanished,
             changed=n_changed - vanished,  # deleted between read and write: neither scored nor changed
+            moved=max(n_moved - vanished, 0),  # which of them vanished is not known: at most that many moved
             unchanged=len(page) - n_changed,
             vanished=vanished,
             events=read.events_read,
@@ -390,6 +399,15 @@ def which_changed(page: UserPage, scores: np.ndarray, *, model: str, tolerance: 
     old = page.scores
     other_model = np.fromiter((m != model for m in page.models), dtype=bool, count=len(page))
     return np.isnan(old) | other_model | (np.abs(scores - np.nan_to_num(old)) >= tolerance)
+
+
+def which_moved(page: UserPage, scores: np.ndarray, *, tolerance: float) -> np.ndarray:
+    """Which users' scores are new or moved by ``tolerance`` or more, whichever model scored them last: what a
+    person means by "changed", as opposed to rewritten only to record the model version that scored it."""
+    if page.scores is None:
+        return np.ones(len(scores), dtype=bool)
+    old = page.scores
+    return np.isnan(old) | (np.abs(scores - np.nan_to_num(old)) >= tolerance)
 
 
 def reasons_json(
@@ -652,7 +670,9 @@ def _record(
             "batch/changed": done.changed,
             "batch/events": done.events,
             "batch/seconds": round(seconds, 3),
-            "batch/failed": 1.0 if error else 0.0,
+            # Users, as the total users_failed counts them: "batch/failed 1" beside "failed_batches 0" read as a
+            # contradiction when a batch's failing users were split out and everyone else written.
+            "batch/users_failed": len(page) - done.scored - done.vanished,
         },
     )
     if on_batch is not None:

@@ -204,14 +204,22 @@ class Settings(BaseSettings):
         if not self.mlflow_tracking_uri:
             raise SettingsError(
                 "no MLflow tracking server configured",
-                hint="set MLFLOW_TRACKING_URI (e.g. http://mlflow:5000 or sqlite:///mlflow.db)",
+                # The image (mlflow-skinny) refuses a local store: suggest one only where it opens.
+                hint="set MLFLOW_TRACKING_URI (e.g. http://mlflow:5000"
+                + (" or sqlite:///mlflow.db)" if _local_stores_open() else "; this image needs an http(s) server)"),
             )
         return openable_tracking_uri(self.mlflow_tracking_uri)
 
 
+def _local_stores_open() -> bool:
+    """Whether this installation opens a local tracking store (sqlite:///…): the full mlflow, not the image's
+    mlflow-skinny, which lacks its migrations (alembic)."""
+    return importlib.util.find_spec("alembic") is not None
+
+
 def openable_tracking_uri(uri: str) -> str:
     """``uri``, if this installation can open it; a local store needs the full MLflow install."""
-    if not uri.startswith(("http://", "https://", "databricks")) and importlib.util.find_spec("alembic") is None:
+    if not uri.startswith(("http://", "https://", "databricks")) and not _local_stores_open():
         # The image carries mlflow-skinny, which talks to a tracking server but has no local store.
         raise SettingsError(
             "MLFLOW_TRACKING_URI is a local store, which this installation (the Docker image: mlflow-skinny) "

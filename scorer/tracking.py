@@ -11,7 +11,9 @@ import json
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -23,7 +25,22 @@ from mlflow.entities import LoggedModelInput, Metric, Param, RunTag
 
 from lead_errors import TrackingError
 
-__all__ = ["MlflowTracker", "NullTracker", "Tracker", "TrackingError"]
+__all__ = ["TAG_SCORE_SHARES", "Baseline", "MlflowTracker", "NullTracker", "Tracker", "TrackingError"]
+
+#: A scoring run's tag: its population's share through each of its own deciles (the score_p10 … score_p90
+#: metrics), counted on its histogram's bins; the next run's drift compares with these, not with 10 % each.
+TAG_SCORE_SHARES = "score_shares"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Baseline:
+    """What drift between runs compares with: the previous run's deciles and, when it recorded them, its
+    actual share through each (None for a run made before they were kept: 10 % per decile is assumed)."""
+
+    run_id: str
+    deciles: list[float]
+    shares: list[float] | None = None
+
 
 _MAX_METRICS = 1000  # MLflow's limit per log_batch request
 
@@ -35,13 +52,26 @@ class Tracker(Protocol):
     run_id: str | None
 
     def start(
-        self, *, run_name: str, tags: dict[str, str], params: dict[str, Any], model_id: str | None = None
+        self,
+        *,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        model_id: str | None = None,
+        totals: Sequence[str] = (),
     ) -> None: ...
-    def previous_deciles(self) -> list[float] | None: ...
+    def previous_baseline(self) -> Baseline | None: ...
     def close_orphans(self, *, tags: dict[str, str], started_before_ms: int | None) -> list[str]: ...
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None: ...
     def finish(
-        self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status, note: str = ""
+        self,
+        *,
+        metrics: dict[str, float],
+        artifacts: dict[str, Any],
+        status: Status,
+        note: str = "",
+        run_name: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> None: ...
 
 
@@ -50,12 +80,10 @@ class NullTracker:
 
     run_id: str | None = None
 
-    def start(
-        self, *, run_name: str, tags: dict[str, str], params: dict[str, Any], model_id: str | None = None
-    ) -> None:
+    def start(self, **_: Any) -> None:
         return None
 
-    def previous_deciles(self) -> list[float] | None:
+    def previous_baseline(self) -> Baseline | None:
         return None
 
     def close_orphans(self, *, tags: dict[str, str], started_before_ms: int | None) -> list[str]:
@@ -64,7 +92,7 @@ class NullTracker:
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None:
         return None
 
-    def finish(self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status, note: str = "") -> None:
+    def finish(self, **_: Any) -> None:
         return None
 
 
@@ -111,8 +139,18 @@ class MlflowTracker:
         self._previous_run: tuple[str, str] | None = None  # (id, name) of the drift baseline, for the run's note
 
     def start(
-        self, *, run_name: str, tags: dict[str, str], params: dict[str, Any], model_id: str | None = None
+        self,
+        *,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        model_id: str | None = None,
+        totals: Sequence[str] = (),
     ) -> None:
+        """Open the run (or adopt ``mlflow run``'s) with its name, tags and parameters, linked to the model it
+        uses. ``totals`` are the keys `finish` will log: logged now as NaN ("not known yet"), because MLflow
+        lists a run's metrics in the order their keys were first logged, and the totals belong above the
+        per-batch figures. A run that dies before its end keeps NaN there, which is what is known."""
         str_tags = {k: str(v) for k, v in tags.items()}
         self._version = (str_tags["model_name"], str_tags["model_version"]) if "model_version" in str_tags else None
         if self._adopt:
@@ -137,7 +175,12 @@ class MlflowTracker:
         taken = run.data.params if self._adopt else {}
         # `mlflow run` already logged its parameters (as typed, e.g. limit=""); MLflow refuses to change a
         # parameter's value, so keep those and add the rest.
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items() if k not in taken])
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id,
+            params=[Param(k, str(v)) for k, v in params.items() if k not in taken],
+            metrics=[Metric(k, float("nan"), now, 0) for k in dict.fromkeys(totals)],
+        )
         if model_id:
             # MLflow 3 links the run to the model: the version page ("Source model") leads to its scoring runs.
             self._model_id = model_id
@@ -146,8 +189,9 @@ class MlflowTracker:
             except Exception as exc:  # an older server without logged models: the tags still say which
                 log.warning("model_link_not_recorded", error=type(exc).__name__)
 
-    def previous_deciles(self) -> list[float] | None:
-        """The score deciles of the last finished run in this experiment, for drift between runs."""
+    def previous_baseline(self) -> Baseline | None:
+        """The score deciles (and the shares through them) of the last finished run in this experiment, for
+        drift between runs."""
         self._drain()
         if self._experiment_id is None or self._degraded:
             return None
@@ -171,7 +215,11 @@ class MlflowTracker:
                 if self.run_id is not None:
                     with contextlib.suppress(Exception):  # which run is the baseline, for whoever reads the PSI
                         self.client.set_tag(self.run_id, "score_psi_previous_run", run.info.run_id)
-                return [m[f"score_p{p}"] for p in range(10, 100, 10)]
+                return Baseline(
+                    run_id=run.info.run_id,
+                    deciles=[m[f"score_p{p}"] for p in range(10, 100, 10)],
+                    shares=_shares(run.data.tags.get(TAG_SCORE_SHARES)),
+                )
         return None
 
     def close_orphans(self, *, tags: dict[str, str], started_before_ms: int | None) -> list[str]:
@@ -252,9 +300,18 @@ class MlflowTracker:
                 hint="per-batch metrics stop for this run; the totals are still saved (retried) at the end",
             )
 
-    def finish(self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status, note: str = "") -> None:
-        """Totals, artifacts, the run's description and the final status; retried, then `TrackingError` if it
-        cannot be saved."""
+    def finish(
+        self,
+        *,
+        metrics: dict[str, float],
+        artifacts: dict[str, Any],
+        status: Status,
+        note: str = "",
+        run_name: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """Totals, artifacts, the run's description, its final name (what happened) and status; retried, then
+        `TrackingError` if it cannot be saved."""
         self._drain()
         if self.run_id is None:
             return
@@ -291,9 +348,14 @@ class MlflowTracker:
 
         @retry
         def terminate() -> None:
+            final = dict(tags or {})
             if note:
                 # MLflow's run note, rendered as Markdown at the top of the run page.
-                self.client.set_tag(run_id, "mlflow.note.content", note)
+                final["mlflow.note.content"] = note
+            if final:
+                self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in final.items()])
+            if run_name:
+                self.client.update_run(run_id, name=run_name)
             self.client.set_terminated(run_id, status=status)
 
         lost: list[str] = []
@@ -329,6 +391,15 @@ class MlflowTracker:
                     )
         url = ui_url(self._tracking_uri, experiment_id=self._experiment_id, run_id=run_id)
         log.info("run_recorded", run_id=run_id, status=status, **({"url": url} if url else {}))
+
+
+def _shares(text: str | None) -> list[float] | None:
+    """A run's `TAG_SCORE_SHARES`, or None when it has none (or not nine numbers)."""
+    try:
+        shares = [float(x) for x in json.loads(text)] if text else None
+    except (ValueError, TypeError):
+        return None
+    return shares if shares is not None and len(shares) == 9 else None
 
 
 def _run_link(experiment_id: str | None, run_id: str) -> str:

@@ -169,6 +169,7 @@ def train_model(
     holdout = ScoreStats()
     holdout.add(result.holdout_scores)
     reference_shares = holdout.shares_through(result.reference_deciles)
+    started = datetime.now(UTC)
     version = registry.register(
         result.pipeline,
         example=features,
@@ -195,13 +196,23 @@ def train_model(
             "as_of": as_of.isoformat(),
             "horizon_days": str(horizon_days),
         },
-        run_name=f"train as of {as_of:%Y-%m-%d} · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        run_name=f"train · {started:%Y-%m-%d %H:%M:%S} UTC · as of {as_of:%Y-%m-%d}",
         description=_version_description(result, as_of=as_of, horizon_days=horizon_days, seed=seed, users=len(labels)),
         experiment_description="Training runs of lead-scorer (`lead-scorer train`): point-in-time features, a "
         "holdout evaluation, one registered version of the lead-scoring pipeline per run.",
         artifact_location=artifact_location,
     )
     log.info("registered", model=version.name, version=version.version, **result.metrics)
+    if version.run_id:
+        # Named once the version is known: which version, when, and how well it ranks the holdout. A label:
+        # the version is registered whether or not it is renamed.
+        try:
+            registry.rename_run(
+                version.run_id,
+                f"train v{version.version} · {started:%Y-%m-%d %H:%M:%S} UTC · ROC AUC {result.metrics['roc_auc']:.2f}",
+            )
+        except Exception as exc:
+            log.warning("run_not_renamed", run_id=version.run_id, error=type(exc).__name__)
     if promote:
         try:
             registry.promote(version.version, actor=options.actor, policy=options.model.policy)

@@ -93,6 +93,9 @@ def test_demo_runs_end_to_end_and_again(tmp_path):
         timeout=300,
     )
     assert reset.returncode == 0, reset.stderr
+    # A fresh process whose MLflow store is created anew: MLflow's own INFO lines stay out of the output.
+    assert "Creating initial MLflow database tables" not in reset.stdout + reset.stderr, reset.stderr
+    assert " INFO mlflow" not in reset.stdout + reset.stderr, reset.stderr
     assert "generated 500 users" in reset.stdout and "scores written, 0 unchanged" in reset.stdout
     registry = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'd' / 'mlflow.db'}")
     assert [m.name for m in registry.search_registered_models()] == ["lead_scoring_pipeline"]

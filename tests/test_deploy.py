@@ -96,6 +96,16 @@ def read_dockerfile(path: Path) -> tuple[list[Instruction], list[Stage]]:
     return head, stages
 
 
+def run_mounts(args: str) -> tuple[list[str], str]:
+    """A RUN's ``--mount=…`` flags and its command."""
+    mounts: list[str] = []
+    rest = args
+    while rest.startswith("--mount="):
+        flag, _, rest = rest.partition(" ")
+        mounts.append(flag.removeprefix("--mount="))
+    return mounts, rest
+
+
 def exec_form(args: str) -> list[str]:
     value = json.loads(args)
     assert isinstance(value, list), f"not exec form: {args}"
@@ -150,7 +160,7 @@ def test_job_dockerfile_shape() -> None:
     assert builder.base == runtime.base == "${PYTHON_IMAGE}"
 
     # The builder installs only through docker/install.sh, so the fresh-venv test runs the same commands.
-    assert builder.ops("RUN") == [
+    assert [run_mounts(args)[1] for args in builder.ops("RUN")] == [
         f"sh docker/install.sh deps {IMAGE_VENV}",
         f"sh docker/install.sh project {IMAGE_VENV}",
     ]
@@ -231,11 +241,19 @@ def test_mlflow_start_script_wires_postgres_auth_and_hosts(tmp_path: Path) -> No
         ["sh", str(ROOT / "mlflow-server" / "start.sh")], env=env, capture_output=True, text=True, timeout=10
     )
     assert out.returncode == 0, out.stderr
-    argv, _, ini = out.stdout.partition("--- ")
-    args = argv.split("\n")
+    printed, _, ini = out.stdout.partition("--- ")
+    command, _, variable = printed.partition("MLFLOW_BACKEND_STORE_URI=")
+    args = command.split("\n")
     assert args[:2] == ["mlflow", "server"]
     opt = {args[i]: args[i + 1] for i in range(2, len(args) - 1) if args[i].startswith("--")}
-    assert opt["--backend-store-uri"] == "postgresql://***@dpg-abc-a:5432/mlflow", "postgres:// normalized"
+    # The database URL (and its password) is not on the command line, which `ps` shows every user: MLflow
+    # reads it from the variable its --backend-store-uri option names.
+    assert "--backend-store-uri" not in opt and "dpg-abc-a" not in command
+    assert variable == "postgresql://***@dpg-abc-a:5432/mlflow\n", "postgres:// normalized"
+    from mlflow.cli import server
+
+    (store_option,) = [p for p in server.params if p.name == "backend_store_uri"]
+    assert store_option.envvar == "MLFLOW_BACKEND_STORE_URI"
     assert opt["--host"] == "0.0.0.0" and opt["--port"] == "8080"
     assert opt["--app-name"] == "basic-auth"
     assert opt["--artifacts-destination"] == env["MLFLOW_ARTIFACTS_DESTINATION"]
@@ -254,6 +272,84 @@ def test_mlflow_start_script_wires_postgres_auth_and_hosts(tmp_path: Path) -> No
         timeout=10,
     )
     assert missing.returncode != 0 and "MLFLOW_FLASK_SERVER_SECRET_KEY" in missing.stderr
+
+
+def _secret_mounts(stage: Stage) -> list[set[str]]:
+    """Per RUN, the ids of the BuildKit secrets it mounts (at their default place, /run/secrets/<id>)."""
+    out = []
+    for args in stage.ops("RUN"):
+        mounts = [dict(kv.split("=", 1) for kv in m.split(",") if "=" in kv) for m in run_mounts(args)[0]]
+        out.append({m["id"] for m in mounts if m.get("type") == "secret" and "target" not in m and "dst" not in m})
+    return out
+
+
+def test_builder_takes_a_private_index_and_a_ca_bundle_as_secrets(tmp_path: Path) -> None:
+    """Every install in the builder mounts the secrets pip.conf and ca.pem, optional, and install.sh hands them
+    to pip (PIP_CONFIG_FILE, PIP_CERT) when they are there and not otherwise; PIP_INDEX_URL is a build arg."""
+    _, stages = read_dockerfile(DOCKERFILE)
+    builder = stages[0]
+    assert _secret_mounts(builder) == [{"pip.conf", "ca.pem"}] * 2
+    assert all("required=false" in m for args in builder.ops("RUN") for m in run_mounts(args)[0])
+    assert "PIP_INDEX_URL" in builder.ops("ARG")
+    # install.sh with a stand-in interpreter whose "pip" records what it was given: no network, no venv.
+    stub = tmp_path / "python"
+    log = tmp_path / "pip.log"
+    stub.write_text(
+        "#!/bin/sh\n"
+        'if [ "$2" = venv ]; then mkdir -p "$3/bin" && cp "$0" "$3/bin/python"; exit 0; fi\n'
+        'echo "config=${PIP_CONFIG_FILE:-} cert=${PIP_CERT:-} $*" >>"$PIP_LOG"\n'
+    )
+    stub.chmod(0o755)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for with_secrets in (False, True):
+        if with_secrets:
+            (secrets / "pip.conf").write_text("[global]\nindex-url = https://user:token@pypi.corp.example/simple\n")
+            (secrets / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+        log.unlink(missing_ok=True)
+        for phase in ("deps", "project"):
+            done = subprocess.run(
+                ["sh", str(ROOT / "docker" / "install.sh"), phase, str(tmp_path / "venv")],
+                cwd=ROOT,
+                env={"PATH": os.environ["PATH"], "PYTHON": str(stub), "PIP_LOG": str(log), "SECRETS_DIR": str(secrets)},
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == 0, done.stderr
+        calls = log.read_text().splitlines()
+        installs = [c for c in calls if " install " in c]
+        assert len(installs) == 3, calls
+        expected = f"config={secrets / 'pip.conf'} cert={secrets / 'ca.pem'} " if with_secrets else "config= cert= "
+        assert all(c.startswith(expected) for c in calls), calls
+
+
+def test_render_rebuilds_when_any_file_the_image_copies_changes(blueprint: dict) -> None:
+    """Render rebuilds only on a change under buildFilter: every COPY source of the job's Dockerfile (each
+    file under a copied folder) must match one of its paths, or a change to it alone ships nothing."""
+    from fnmatch import fnmatchcase
+
+    patterns = _service(blueprint, "cron")["buildFilter"]["paths"]
+    _, stages = read_dockerfile(DOCKERFILE)
+    sources = ["Dockerfile"]
+    for stage in stages:
+        for args in stage.ops("COPY"):
+            if not args.startswith("--from="):
+                sources += shlex.split(args)[:-1]
+    assert "requirements/build.lock" in sources, "the check reads the Dockerfile's COPY lines"
+    uncovered = []
+    for src in sources:
+        origin = ROOT / src
+        files = [p for p in origin.rglob("*") if p.is_file()] if origin.is_dir() else [origin]
+        for f in files:
+            rel = f.relative_to(ROOT).as_posix()
+            if "__pycache__" not in rel and not any(fnmatchcase(rel, p) for p in patterns):
+                uncovered.append(rel)
+    assert not uncovered, f"render.yaml buildFilter misses {sorted(set(uncovered))[:10]}"
+    # The MLflow server's build context is its folder, all of which its filter covers.
+    assert _service(blueprint, "web")["buildFilter"]["paths"] == ["mlflow-server/**"]
+    # The Blueprint's walk-through, which the operations page holds.
+    assert "docs/operations.md" in RENDER_YAML.read_text().splitlines()[0]
 
 
 # --- (2) render.yaml ---------------------------------------------------------------------------------------
@@ -370,7 +466,8 @@ def test_no_secret_is_written_in_the_file(blueprint: dict) -> None:
 
 def test_the_secret_check_has_teeth(blueprint: dict) -> None:
     bad = json.loads(json.dumps(blueprint))
-    next(e for e in _service(bad, "cron", "lead-scorer")["envVars"] if e["key"] == "SUPABASE_SERVICE_ROLE_KEY")["value"] = "eyJ…"
+    daily = _service(bad, "cron", "lead-scorer")
+    next(e for e in daily["envVars"] if e["key"] == "SUPABASE_SERVICE_ROLE_KEY")["value"] = "eyJ…"
     assert _secrets(bad)[("lead-scorer", "SUPABASE_SERVICE_ROLE_KEY")] is True
 
 
@@ -453,7 +550,9 @@ def _replay_builder_stage(context: Path, venv: Path) -> None:
                 else:
                     shutil.copy2(origin, target)
         elif ins.op == "RUN":
-            command = ins.args.replace(IMAGE_VENV, str(venv))
+            # BuildKit's secrets are absent here (and optional there): install.sh finds none in SECRETS_DIR.
+            command = run_mounts(ins.args)[1].replace(IMAGE_VENV, str(venv))
+            env["SECRETS_DIR"] = str(context / "no-secrets")
             done = subprocess.run(
                 ["sh", "-c", command], cwd=context, env=env, capture_output=True, text=True, timeout=900
             )
@@ -588,6 +687,16 @@ def test_prod_venv_cli_answers(prod_venv: ProdVenv, tmp_path: Path) -> None:
     bare = subprocess.run(["lead-scorer", "run"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert bare.returncode == 2, bare.stdout + bare.stderr
     assert "MLFLOW_TRACKING_URI" in bare.stderr and "Traceback" not in bare.stderr
+    # ... and suggests no local store, which the image refuses (below).
+    assert "sqlite:///mlflow.db" not in bare.stderr and "http(s) server" in bare.stderr, bare.stderr
+    # Spark is not in the image, which has no pip either: the hint says where Spark runs instead.
+    spark_env = env | {"DATABASE_URL": "sqlite:///leads.db", "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    spark = subprocess.run(
+        ["lead-scorer", "spark", "run"], env=spark_env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert spark.returncode == 2, spark.stdout + spark.stderr
+    assert "pyspark is not installed" in spark.stderr and "pip install" not in spark.stderr, spark.stderr
+    assert "lead-scorer[spark]" in spark.stderr
     # The image has mlflow-skinny: a local tracking store (what `demo` uses) is refused at once, by name,
     # not with "No module named 'alembic'".
     for args in (["run"], ["demo", "--dir", str(tmp_path / "demo")]):
@@ -653,3 +762,11 @@ def test_prod_venv_runs_the_job(prod_venv: ProdVenv, tracked_demo, tmp_path: Pat
     leads = [r for r in after if r[4]]
     assert leads and all(r[1] is not None and 0.0 <= r[1] <= 1.0 and r[2].split("/")[0] == "1" for r in leads)
     assert all(r[1] is None for r in after if not r[4])  # customers keep their (absent) score
+
+    # Training from the image registers a version without MLflow warning that pip (removed) has no version.
+    trained = subprocess.run(
+        ["lead-scorer", "train"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert trained.returncode == 0, f"exit {trained.returncode}\n{trained.stdout[-4000:]}\n{trained.stderr[-4000:]}"
+    assert "pip version" not in trained.stdout + trained.stderr, trained.stderr[-2000:]
+    assert client.get_model_version("lead_scoring_pipeline", "2").status == "READY"

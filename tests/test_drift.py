@@ -3,10 +3,16 @@ fall on the histogram's 0.001-wide bins and however many leads share one score."
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 
 from models.training import decile_edges
+from scorer.app import baseline_tags
+from scorer.job import RunSummary
 from scorer.stats import ScoreStats
+from scorer.tracking import TAG_SCORE_SHARES
 
 
 def _leads(n: int, seed: int, *, no_activity: float = 0.12, at: float = 0.0325) -> np.ndarray:
@@ -67,3 +73,24 @@ def test_a_version_without_shares_assumes_ten_percent_per_decile_and_merges_edge
     # Two scores per decile, the two deciles between 0.4 and 0.5006 together.
     same = np.repeat([0.15, 0.25, 0.35, 0.45, 0.5005, 0.55, 0.65, 0.75, 0.85, 0.95], 2)
     assert _stats(same).psi(tied) == 0.0
+
+
+def test_a_population_that_did_not_move_is_no_drift_from_the_previous_run():
+    """The previous run's baseline is its deciles and what its population held through each (its tag), so the
+    same population reads 0. By hand, ten users: 0.1 (three), 0.5 (one) and 0.9 (six). The deciles are 0.1003,
+    0.1007, 0.101 (bins 100, 100, 101), 0.501 and 0.9 five times; the population holds 30 %, 30 %, 30 %, 40 % and
+    100 % through them: bins of 30 %, 10 % and 60 %, which identical scores fill the same, so 0. Nominal tenths
+    expect 20 %, 10 %, 10 %, 50 %, 10 % where 30 %, 0, 10 %, 60 %, 0 are (an empty bin counted as 0.0001):
+    0.1·ln 1.5 + 0.1·ln 1.2 + 2 · 0.0999·ln 1000 ≈ 1.44."""
+    scores = np.array([0.1] * 3 + [0.5] + [0.9] * 6)
+    summary = RunSummary(model_version="1", stats=_stats(scores))
+    deciles = [round(summary.stats.quantile(p / 100), 4) for p in range(10, 100, 10)]
+    shares = json.loads(baseline_tags(summary)[TAG_SCORE_SHARES])
+    assert shares == [0.3, 0.3, 0.3, 0.4, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert _stats(scores).psi(deciles, shares) == 0.0
+    # The nominal tenths it replaced read the same population as drift.
+    assert _stats(scores).psi(deciles) == pytest.approx(
+        0.1 * np.log(1.5) + 0.1 * np.log(1.2) + 2 * 0.0999 * np.log(1000), abs=1e-3
+    )
+    # A population that did move is still drift against the recorded shares.
+    assert _stats(np.array([0.1] * 8 + [0.5, 0.9])).psi(deciles, shares) > 0.2

@@ -159,8 +159,12 @@ def test_runs_link_to_their_model_and_log_drift_and_tiers(server, sqlite_url):
     stats = ScoreStats()
     stats.add(scores)
     first_deciles = [first.data.metrics[f"score_p{p}"] for p in range(10, 100, 10)]
+    # Against what the first run's population held through its deciles (its tag), not 10 % each.
+    first_shares = json.loads(first.data.tags["score_shares"])
+    assert len(first_shares) == 9 and first_shares == sorted(first_shares)
     assert (
-        m["score_psi_previous"] == pytest.approx(stats.psi(first_deciles), abs=2e-3) and m["score_psi_previous"] > 0.05
+        m["score_psi_previous"] == pytest.approx(stats.psi(first_deciles, first_shares), abs=2e-3)
+        and m["score_psi_previous"] > 0.05
     )
     assert second.data.tags["score_psi_previous_run"] == first.info.run_id
     tags = client.get_model_version(settings.model_name, "1").tags

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -71,7 +72,7 @@ def test_run_is_tracked_with_version_counts_and_distribution(db_url, mlflow_loca
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"score_histogram.json", "run_summary.json", "score_histogram.svg"} <= artifacts
     svg = Path(client.download_artifacts(run.info.run_id, "score_histogram.svg")).read_text()
-    assert svg.startswith("<svg") and "600 users (600 changed in this run)" in svg and svg.count("<rect") == 21
+    assert svg.startswith("<svg") and "600 users (600 written in this run)" in svg and svg.count("<rect") == 21
     hist = json.loads(Path(client.download_artifacts(run.info.run_id, "score_histogram.json")).read_text())
     assert sum(hist["counts"]) == 600
 
@@ -171,6 +172,13 @@ def test_failed_batch_marks_the_run_failed_and_exit_nonzero(sqlite_url, mlflow_l
     assert summary.exit_code == 1 and summary.users_scored == 119
     (run,) = _runs(settings)
     assert run.info.status == "FAILED" and run.data.metrics["users_failed"] == 1
+    assert run.info.run_name.endswith(" UTC · FAILED 1 user"), run.info.run_name
+    # The batch whose user failed is counted in users, as the total is; its other users were written.
+    assert run.data.metrics["failed_batches"] == 0
+    per_batch = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_metric_history(
+        run.info.run_id, "batch/users_failed"
+    )
+    assert sorted(m.value for m in per_batch) == [0.0, 0.0, 1.0]
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     path = client.download_artifacts(run.info.run_id, "failed_users.json")
     failed = json.loads(Path(path).read_text())
@@ -506,10 +514,15 @@ def test_a_run_describes_itself_and_the_version_leads_to_it(sqlite_url, mlflow_l
 
     first, second = _runs(settings)
     note = first.data.tags["mlflow.note.content"]
-    assert note.startswith("Rescored 200 users (200 changed) with [")
+    assert note.startswith("Rescored 200 users with [") and ": 200 written (new or moved);" in note
+    assert re.search(r" in (0\.\d\d|\d\.\d) s: ", note), note  # not "in 0 s" for a run under a second
     assert f"(#/models/{settings.model_name}/versions/1)" in note and "drift vs training" in note
     assert second.data.tags["mlflow.note.content"].startswith("Nothing to do")
-    assert first.info.run_name.startswith("score v1 · ") and first.info.run_name.endswith(" UTC")
+    # Names say when (to the second) and what happened, so two runs of one minute differ.
+    assert re.fullmatch(r"score v1 · \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC · 200 written", first.info.run_name)
+    assert second.info.run_name.endswith(" UTC · nothing to do") and second.info.run_name != first.info.run_name
+    # The population did not move between the two: no drift from the previous run.
+    assert second.data.metrics["score_psi_previous"] == 0.0
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     tag = client.get_model_version(settings.model_name, "1").tags["last_scoring_run"]
     assert tag.endswith(f"/runs/{second.info.run_id}")
@@ -530,4 +543,67 @@ def test_experiments_the_model_and_its_versions_describe_themselves(sqlite_url, 
         assert client.get_experiment_by_name(name).tags["mlflow.note.content"]
     (train_run,) = client.search_runs([client.get_experiment_by_name(settings.training_experiment).experiment_id])
     assert train_run.data.params["seed"] == "5" and " to " in train_run.data.params["training_window"]
-    assert train_run.info.run_name.startswith("train as of ")
+    assert re.fullmatch(r"train v1 · \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC · ROC AUC \d\.\d\d", train_run.info.run_name), (
+        train_run.info.run_name
+    )
+
+
+def test_a_version_that_scores_alike_is_rewritten_not_moved_and_the_totals_come_first(sqlite_url, mlflow_local):
+    """Version 2 trained like version 1 scores every lead the same: its run rewrites them all (to record the
+    version) and says none moved; the run page's metrics list the totals before the per-batch figures; the
+    version it replaced says so."""
+    make_product(sqlite_url, users=200, seed=37)
+    settings = mlflow_local.settings(sqlite_url, batch_size=80)
+    _train(settings, mlflow_local, promote=True)
+    run_scoring(run_options(settings))
+    _train(settings, mlflow_local, promote=True)  # same data, same seed: the same pipeline
+    summary = run_scoring(run_options(settings))
+    assert summary.users_changed == 200 and summary.users_moved == 0
+
+    _, second = _runs(settings)
+    note = second.data.tags["mlflow.note.content"]
+    assert ": 200 written (200 rewritten for v2, none moved);" in note, note
+    assert second.info.run_name.startswith("score v2 · ") and second.info.run_name.endswith(" · 200 written")
+    assert second.data.metrics["users_moved"] == 0 and second.data.metrics["users_changed"] == 200
+    # MLflow lists a run's metrics in the order their keys were first logged: the totals first.
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    keys = list(client.get_run(second.info.run_id).data.metrics)
+    first_batch = next(i for i, k in enumerate(keys) if k.startswith("batch/"))
+    assert keys[:3] == ["batches", "failed_batches", "users_selected"], keys
+    assert {"users_failed", "users_scored", "duration_s", "tier_hot_share", "score_p50"} <= set(keys[:first_batch])
+    # Per-batch failures count users, as the total does: no "batch/failed 1" beside "failed_batches 0".
+    assert "batch/failed" not in keys and second.data.metrics["batch/users_failed"] == 0
+    replaced = client.get_model_version(settings.model_name, "1").description
+    assert re.search(r"Replaced in production by version 2 at \d{4}-\d\d-\d\d \d\d:\d\d UTC \(", replaced)
+
+
+def test_promotions_are_recorded_as_the_user_mlflow_records(monkeypatch, tmp_path):
+    """`promoted_by` (when --actor is not given) is the name MLflow itself puts in a run's ``mlflow.user``: the
+    MLflow user, else the login name ("root", not "uid 0"); a uid with no name is named by its Render service,
+    else by its number."""
+    import subprocess
+    import sys
+
+    from mlflow.tracking.context.default_context import DefaultRunContext
+
+    from scorer.edge import actor
+
+    for name in ("MLFLOW_TRACKING_USERNAME", "LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.mlflow/credentials
+    assert actor() == DefaultRunContext().tags()["mlflow.user"]
+    assert not actor().startswith("uid ")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ana")
+    assert actor() == DefaultRunContext().tags()["mlflow.user"] == "ana"
+    if os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists():
+        pytest.skip("a uid with no name needs root (setpriv)")
+    code = "from scorer.edge import actor; print(actor())"
+    for extra, expected in (({}, "uid 12345"), ({"RENDER_SERVICE_NAME": "lead-scorer"}, "lead-scorer")):
+        done = subprocess.run(
+            ["setpriv", "--reuid=12345", "--regid=12345", "--clear-groups", sys.executable, "-c", code],
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)} | extra,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0 and done.stdout.strip() == expected, done.stderr[-2000:]

@@ -15,9 +15,27 @@ if TYPE_CHECKING:
     from scorer.app import RunOptions
     from scorer.job import RunSummary
 
-__all__ = ["INSTALL_HINT", "Source", "SparkJobFailed", "require_pyspark", "run_spark"]
+__all__ = ["INSTALL_HINT", "Source", "SparkJobFailed", "install_hint", "require_pyspark", "run_spark"]
 
 INSTALL_HINT = "pip install 'lead-scorer[spark]'"
+
+
+def install_hint() -> str:
+    """How to get pyspark here: `INSTALL_HINT` where pip is; the job's image has no pip (and no Java), so there
+    the way is another environment.
+
+    >>> install_hint() in (INSTALL_HINT, IMAGE_HINT)
+    True
+    """
+    import importlib.util
+
+    return INSTALL_HINT if importlib.util.find_spec("pip") is not None else IMAGE_HINT
+
+
+IMAGE_HINT = (
+    "this installation has no pip (the job's image is made for `lead-scorer run`): run `lead-scorer spark` "
+    "where Spark runs, from an environment with lead-scorer[spark] installed (docs/image.md)"
+)
 
 
 class SparkJobFailed(BatchesFailed):
@@ -58,7 +76,7 @@ def require_pyspark() -> None:
     try:
         import pyspark  # noqa: F401 - only to know it is there
     except ImportError as exc:
-        raise SettingsError("pyspark is not installed", hint=INSTALL_HINT) from exc
+        raise SettingsError("pyspark is not installed", hint=install_hint()) from exc
 
 
 def run_spark(options: RunOptions, **kwargs: Any) -> RunSummary:

@@ -24,7 +24,7 @@ import pandas as pd
 from models import FeatureCatalog
 from registry import LoadedModel
 from scorer.contract import Names
-from scorer.job import check_scores, reasons_json, which_changed
+from scorer.job import check_scores, reasons_json, which_changed, which_moved
 from scorer.stores.base import UserPage, split_dropped
 
 __all__ = ["OUT_COLUMNS", "GroupPlan", "PgWriter", "group_scorer"]
@@ -44,6 +44,7 @@ OUT_COLUMNS = (
     "group_null_type",
     "group_null_time",
     "group_future",
+    "group_moved",  # of those changed, how many are new or moved by the tolerance (the rest: another model's)
 )
 
 
@@ -109,9 +110,11 @@ def _score_group(plan: GroupPlan, users: pd.DataFrame, grain: pd.DataFrame) -> p
         models = [m if isinstance(m, str) else None for m in users[plan.model_version].to_numpy(dtype=object)]
         page = UserPage(user_ids=user_ids, visitor_ids=visitor_ids, scores=old, models=models)
         changed = which_changed(page, scores, model=model.resolved.identity, tolerance=plan.tolerance)
+        moved = int((changed & which_moved(page, scores, tolerance=plan.tolerance)).sum())
     else:
         old = np.full(len(scores), np.nan)
         changed = np.ones(len(scores), dtype=bool)
+        moved = len(scores)
     # A lake's score table is a snapshot of everyone; the database gets only what changed (as the job writes).
     explain = np.ones(len(scores), dtype=bool) if plan.sink == "parquet" else changed
     reasons: list[str | None] = [None] * len(scores)
@@ -152,6 +155,7 @@ def _score_group(plan: GroupPlan, users: pd.DataFrame, grain: pd.DataFrame) -> p
         ("group_null_type", read.dropped.get("null_type", 0)),
         ("group_null_time", read.dropped.get("null_time", 0)),
         ("group_future", read.dropped.get("future", 0)),
+        ("group_moved", moved),
     ):
         col = first.copy()
         col[0] = value

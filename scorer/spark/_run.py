@@ -39,12 +39,15 @@ from models.reasons import gives_reasons
 from scorer.app import (
     RunOptions,
     StoreOptions,
+    baseline_tags,
     describe_run,
     drift_and_tiers,
     open_run,
     open_store,
     require_temp_dir,
     resolve_and_load,
+    run_name,
+    run_outcome,
     scoring_tracker,
 )
 from scorer.contract import Names, qualified, quote_ident
@@ -433,7 +436,12 @@ def run_spark(
             summary.complete = True
     except BaseException as exc:
         with contextlib.suppress(TrackingError):
-            tracker.finish(metrics={}, artifacts={}, status="FAILED")
+            tracker.finish(
+                metrics={},
+                artifacts={},
+                status="FAILED",
+                run_name=run_name(resolved.version, now, dry_run=job.dry_run, outcome=f"FAILED: {type(exc).__name__}"),
+            )
         if isinstance(exc, Exception) and type(exc).__module__.startswith(("py4j", "pyspark")):
             # The first line says where (Spark's words), the last what (a Python worker's own exception).
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
@@ -458,7 +466,7 @@ def run_spark(
         "score_histogram.json": dist.coarse_histogram() | {"count": dist.count},
         "run_summary.json": metrics | {"dropped": summary.dropped, "model_version": resolved.version},
         "score_histogram.svg": dist.histogram_svg(
-            title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} changed in this run)",
+            title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} written in this run)",
             marks={"warm": options.warm_threshold, "hot": options.hot_threshold},
         ),
     }
@@ -468,7 +476,14 @@ def run_spark(
     if unshadowed is not None:
         note += "\n\n" + unshadowed
     try:
-        tracker.finish(metrics=metrics, artifacts=artifacts, status=status, note=note)
+        tracker.finish(
+            metrics=metrics,
+            artifacts=artifacts,
+            status=status,
+            note=note,
+            run_name=run_name(resolved.version, now, dry_run=job.dry_run, outcome=run_outcome(summary, status=status)),
+            tags=baseline_tags(summary),
+        )
     except TrackingError as exc:
         summary.tracking_lost = True
         log.error("run_record_lost", error=str(exc), hint="the run_finished log line holds the run's summary")
@@ -576,6 +591,7 @@ def _score(
             ),
             T.StructField("group_null_time", T.LongType()),
             T.StructField("group_future", T.LongType()),
+            T.StructField("group_moved", T.LongType()),
         ]
     )
     scored = users.groupBy("bucket").cogroup(grain.groupBy("gbucket")).applyInPandas(group_scorer(plan), schema)
@@ -605,6 +621,7 @@ def _score(
                     "group_null_type",
                     "group_null_time",
                     "group_future",
+                    "group_moved",
                 )
             ),
         )
@@ -630,6 +647,7 @@ def _score(
         users_selected=selected,
         users_scored=selected - vanished,
         users_changed=changed - vanished,
+        users_moved=max(totals.get("group_moved", 0) - vanished, 0),  # as the job counts it
         users_unchanged=selected - changed,
         users_vanished=vanished,
         events_read=totals.get("group_events", 0),
