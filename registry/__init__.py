@@ -11,6 +11,7 @@ from registry._registry import (
     ALIAS,
     DEFAULT_POLICY,
     DEFAULT_TRUSTED_TYPES,
+    METRIC_TAG_PREFIX,
     STAGE,
     TAG_EVENT_TYPES,
     TAG_PREVIOUS,
@@ -23,17 +24,30 @@ from registry._registry import (
     ResolvedVersion,
     redact,
 )
+from registry._window import (
+    DEFAULT_HORIZON_DAYS,
+    TAG_AS_OF,
+    TAG_HORIZON_DAYS,
+    TAG_WINDOW,
+    TrainingWindow,
+    training_window,
+)
 
 __all__ = [
     "ALIAS",
+    "DEFAULT_HORIZON_DAYS",
     "DEFAULT_POLICY",
     "DEFAULT_TRUSTED_TYPES",
+    "METRIC_TAG_PREFIX",
     "STAGE",
+    "TAG_AS_OF",
     "TAG_EVENT_TYPES",
+    "TAG_HORIZON_DAYS",
     "TAG_PREVIOUS",
     "TAG_REFERENCE",
     "TAG_REFERENCE_SHARES",
     "TAG_TRUSTED_TYPES",
+    "TAG_WINDOW",
     "LoadPolicy",
     "LoadedModel",
     "NoProductionVersion",
@@ -42,5 +56,7 @@ __all__ = [
     "RegistryError",
     "RegistryUnavailable",
     "ResolvedVersion",
+    "TrainingWindow",
     "redact",
+    "training_window",
 ]

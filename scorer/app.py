@@ -35,12 +35,14 @@ from scorer.tracking import MlflowTracker, Tracker, TrackingError
 __all__ = [
     "ExplainOptions",
     "Explanation",
+    "LiveOptions",
     "ModelSource",
     "RunOptions",
     "StoreOptions",
     "describe_run",
     "drift_and_tiers",
     "explain_user",
+    "live_check",
     "open_run",
     "open_store",
     "require_temp_dir",
@@ -83,6 +85,17 @@ class ModelSource:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LiveOptions:
+    """The daily run's live check (docs/live-performance.md): after scoring, production's newest matured cohort
+    when one is due, every ``every_days`` days (0: off, as tests and the benchmark set it)."""
+
+    every_days: int = 7
+    #: Degraded: the live AUC's upper bound below the holdout AUC minus this.
+    auc_drop: float = 0.05
+    experiment: str = "lead-scorer/evaluation"
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunOptions:
     """Everything a scoring run (`run_scoring`, `scorer.spark.run_spark`) is told: the store, the model, the
     batch loop's options, and where and how the run is recorded."""
@@ -97,6 +110,7 @@ class RunOptions:
     #: Score tiers: hot at or above ``hot_threshold``, warm at or above ``warm_threshold``.
     hot_threshold: float = 0.5
     warm_threshold: float = 0.2
+    live: LiveOptions = field(default_factory=LiveOptions)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,6 +184,8 @@ def run_scoring(
             should_stop=should_stop,
             selector=selector,
         )
+        # The scores are written: an evaluation that fails now costs none of them, only its own figures.
+        live = None if job.dry_run or summary.stopped else live_check(store, options, resolved, model, now, catalog)
     except BaseException:
         with contextlib.suppress(TrackingError):
             tracker.finish(metrics={}, artifacts={}, status="FAILED")
@@ -183,6 +199,8 @@ def run_scoring(
     metrics = summary.metrics() | drift_and_tiers(
         summary, resolved, tracker, hot=options.hot_threshold, warm=options.warm_threshold
     )
+    if live is not None:
+        metrics |= live.metrics
     artifacts: dict[str, Any] = {
         "score_histogram.json": summary.distribution.coarse_histogram() | {"count": summary.distribution.count},
         "run_summary.json": metrics | {"dropped": summary.dropped, "model_version": resolved.version},
@@ -198,6 +216,8 @@ def run_scoring(
     )
     log.info("run_finished", status=status, **{k: round(v, 4) for k, v in metrics.items()})
     note = describe_run(summary, metrics, resolved, leads_only=job.leads_only, status=status)
+    if live is not None:
+        note += "\n\n" + (live.line or f"**The live evaluation failed** ({live.error}); the scores are written.")
     try:
         tracker.finish(metrics=metrics, artifacts=artifacts, status=status, note=note)  # type: ignore[arg-type]
     except TrackingError as exc:
@@ -205,6 +225,43 @@ def run_scoring(
         summary.tracking_lost = True
         log.error("run_record_lost", error=str(exc), hint="the run_finished log line holds the run's summary")
     return summary
+
+
+def live_check(
+    store: ScoringSource,
+    options: RunOptions,
+    resolved: ResolvedVersion,
+    model: LoadedModel,
+    now: datetime,
+    catalog: FeatureCatalog,
+) -> Any:
+    """The run's live check (`scorer.evaluation.evaluate_matured`), never raising: a `LiveCheck` (with
+    ``error`` set when it failed) or None when nothing is due or it is off."""
+    if options.live.every_days <= 0:
+        return None
+    from scorer.evaluation import LiveCheck, evaluate_matured, live_due
+
+    try:
+        if not live_due(resolved, now=now, every=options.live.every_days):
+            return None
+        if not isinstance(store, SqlStore):
+            return LiveCheck(
+                error="a live evaluation reads every event of past days, which the REST API is not made for: "
+                "run `lead-scorer evaluate` with DATABASE_URL set"
+            )
+        return evaluate_matured(
+            store,
+            registry=options.model.registry(),
+            version=resolved,
+            model=model,
+            now=now,
+            every=options.live.every_days,
+            auc_drop=options.live.auc_drop,
+            catalog=catalog,
+        )
+    except Exception as exc:  # any failure: the scores are written, the run says what failed
+        log.error("live_evaluation_failed", error=redact(f"{type(exc).__name__}: {exc}"))
+        return LiveCheck(error=redact(f"{type(exc).__name__}: {exc}")[:300], metrics={"live/failed": 1.0})
 
 
 def scoring_tracker(options: RunOptions, *, artifact_location: str | None = None) -> MlflowTracker:
@@ -296,14 +353,16 @@ def open_store(options: StoreOptions) -> ScoringSource:
     return SqlStore(options.database_url, names=options.names, waits=options.waits)
 
 
-def open_training_source(options: StoreOptions) -> TrainingSource:
-    """The store training reads, which must be SQL: training reads every user and event. Not connected yet."""
+def open_training_source(options: StoreOptions, *, reader: str = "training", command: str = "train") -> TrainingSource:
+    """The store training (or live evaluation: ``reader``, ``command``) reads, which must be SQL: it reads every
+    user and event. Not connected yet."""
     store = open_store(options)
     if not isinstance(store, SqlStore):
         store.close()
         raise StoreError(
-            "training reads every event, which the REST API is not made for",
-            hint="train with DATABASE_URL set to a direct connection string (Supabase: Connect → Session pooler)",
+            f"{reader} reads every event, which the REST API is not made for",
+            hint=f"{command} with DATABASE_URL set to a direct connection string (Supabase: Connect → Session "
+            "pooler), and SUPABASE_URL unset",
         )
     return store
 

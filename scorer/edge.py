@@ -10,7 +10,8 @@ import os
 import structlog
 
 from registry import LoadPolicy, Registry
-from scorer.app import ExplainOptions, ModelSource, RunOptions, StoreOptions
+from scorer.app import ExplainOptions, LiveOptions, ModelSource, RunOptions, StoreOptions
+from scorer.evaluation import EvaluateOptions
 from scorer.job import JobOptions, batch_cap
 from scorer.settings import Settings
 from scorer.stores import Waits
@@ -18,6 +19,7 @@ from scorer.trainer import TrainOptions
 
 __all__ = [
     "actor",
+    "evaluate_options",
     "explain_options",
     "job_options",
     "load_policy",
@@ -112,6 +114,11 @@ def run_options(settings: Settings) -> RunOptions:
         git_commit=settings.git_commit,
         hot_threshold=settings.hot_threshold,
         warm_threshold=settings.warm_threshold,
+        live=LiveOptions(
+            every_days=settings.live_every_days,
+            auc_drop=settings.live_auc_drop,
+            experiment=settings.evaluation_experiment,
+        ),
     )
 
 
@@ -129,4 +136,15 @@ def train_options(settings: Settings, *, promoted_by: str | None = None) -> Trai
         actor=promoted_by or actor(),
         experiment=settings.training_experiment,
         batch_size=settings.batch_size,
+    )
+
+
+def evaluate_options(settings: Settings) -> EvaluateOptions:
+    """`lead-scorer evaluate`'s options: the SQL store, the registry, the evaluation experiment."""
+    model = model_source(settings)
+    return EvaluateOptions(
+        store=store_options(settings),
+        model=model,
+        experiment=settings.evaluation_experiment,
+        batch_size=max(settings.batch_size, 5_000),
     )

@@ -532,6 +532,23 @@ class SqlStore(Source):
         return Checkpoint(complete_as_of=_as_utc(row[0]), partial_as_of=_as_utc(row[1]), partial_through=row[2])
 
     @_retrying
+    def served_scores(self, *, at: datetime, model: str) -> dict[Any, float]:
+        """The score ``model`` (a score's recorded identity) last wrote for each user at or before ``at``, from
+        the history table (empty without one): what the product showed at ``at``."""
+        self._need_open()
+        if not self.has_history:
+            return {}
+        h = self.history.c
+        when = h.scored_at if self._pg else sa.func.julianday(h.scored_at)
+        q = (
+            sa.select(h[self.names.user_id], h.score)
+            .where(h.model_version == model, when <= self._bound_time(at))
+            .order_by(h[self.names.user_id], when)
+        )
+        with self.engine.connect() as conn:
+            return {uid: float(score) for uid, score in conn.execute(q)}  # ordered by time: the last one stays
+
+    @_retrying
     def score_histogram(self, *, leads_only: bool, bins: int) -> np.ndarray | None:
         self._need_open()
         u = self.users.c
