@@ -360,6 +360,8 @@ def evaluate(
         from scorer.edge import evaluate_options
         from scorer.evaluation import evaluate_version
 
+    if as_json:  # stdout holds the one JSON object; the log lines go to stderr
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     try:
         out = evaluate_version(

@@ -1,0 +1,170 @@
+"""Live performance (issue 22): cohorts under training's rule, honest days only, `lead-scorer evaluate`, the
+version's live figures, and the daily run's check; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from models import FeatureCatalog, generate
+from registry import Registry, training_window
+from scorer.cohorts import midnight, point_in_time_pages
+from scorer.demo import create_tables, load_data
+from scorer.edge import train_options
+from scorer.stores.sql import SqlStore, engine_for
+from scorer.trainer import import_joblib, train_model
+from tests.jobproc import job_env
+from tests.support import NOW, execute
+
+LEAD_SCORER = str(Path(sys.executable).parent / "lead-scorer")
+TRAINED_DAYS_AGO = 120
+HORIZON = 30
+
+
+def _product(url: str, *, users: int = 1_500, seed: int = 11) -> None:
+    """A product whose conversions spread over eight months, driven by behaviour (`models.synthetic`)."""
+    engine = engine_for(url)
+    create_tables(engine)
+    load_data(engine, generate(users=users, seed=seed, now=NOW, history_days=300, conversion_days=240))
+    engine.dispose()
+
+
+def _count(url: str, day: date, horizon: int) -> tuple[int, int]:
+    """The cohort of ``day`` counted in plain SQL under the rule of docs/live-performance.md: not converted
+    before T; not a user whose events in [T - 181 d, T + H) all come at or after T; label: converted in
+    [T, T + H). Events without a type (NULL or blank) do not count, as the stores drop them."""
+    t = midnight(day)
+    params = {"s": t - timedelta(days=181), "t": t, "e": t + timedelta(days=horizon)}
+    sqlite = url.startswith("sqlite")
+
+    def ts(x: str) -> str:
+        return f"julianday({x})" if sqlite else x
+
+    typed = "e.event_type IS NOT NULL AND trim(e.event_type) <> ''"
+    sql = f"""
+        SELECT count(*), coalesce(sum(CASE WHEN {ts("u.converted_at")} < {ts(":e")} THEN 1 ELSE 0 END), 0)
+        FROM users u
+        WHERE (u.converted_at IS NULL OR {ts("u.converted_at")} >= {ts(":t")})
+          AND NOT (
+            EXISTS (SELECT 1 FROM events e WHERE e.visitor_id = u.visitor_id AND {typed}
+                    AND {ts("e.created_at")} >= {ts(":t")} AND {ts("e.created_at")} < {ts(":e")})
+            AND NOT EXISTS (SELECT 1 FROM events e WHERE e.visitor_id = u.visitor_id AND {typed}
+                    AND {ts("e.created_at")} >= {ts(":s")} AND {ts("e.created_at")} < {ts(":t")}))
+    """
+    if sqlite:  # SQLite compares the stored text; the parameters in the same form
+        params = {k: v.strftime("%Y-%m-%d %H:%M:%S.%f") for k, v in params.items()}
+    [[(n, positives)]] = execute(url, sql, params=params)
+    return int(n), int(positives)
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LEAD_SCORER, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def product(db_url: str, mlflow_local: Any, tmp_path: Path) -> dict[str, Any]:
+    """The product, version 1 trained 120 days ago, and version 2: version 1 with its logistic regression's
+    coefficients and intercept negated (scores exactly 1 - version 1's, in rank), imported with its window."""
+    _product(db_url)
+    settings = mlflow_local.settings(db_url, evaluation_experiment=f"eval-{tmp_path.name}")
+    as_of = midnight(NOW - timedelta(days=TRAINED_DAYS_AGO))
+    first = train_model(
+        train_options(settings),
+        as_of=as_of,
+        horizon_days=HORIZON,
+        promote=True,
+        artifact_location=mlflow_local.artifacts,
+    )
+    reg = Registry(tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)
+    pipeline = reg.load(first.version).pipeline
+    pipeline.named_steps["model"].coef_ = -pipeline.named_steps["model"].coef_
+    pipeline.named_steps["model"].intercept_ = -pipeline.named_steps["model"].intercept_
+    path = tmp_path / "reversed.joblib"
+    joblib.dump(pipeline, path)
+    env = job_env(db_url, settings, "unused") | {"LEAD_SCORER_EVALUATION_EXPERIMENT": settings.evaluation_experiment}
+    out = _cli(
+        "registry",
+        "import-joblib",
+        str(path),
+        "--trust",
+        "--as-of",
+        f"{as_of:%Y-%m-%d}",
+        "--horizon-days",
+        "30",
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    return {"settings": settings, "env": env, "registry": reg, "as_of": as_of, "url": db_url}
+
+
+def test_evaluate_reports_counted_cohorts_and_a_reversed_version_mirrors_them(product: dict[str, Any]) -> None:
+    env, url = product["env"], product["url"]
+    out = _cli("evaluate", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    a = json.loads(out.stdout)
+    assert a["version"] == "1" and a["horizon_days"] == HORIZON
+    days = [date.fromisoformat(c["as_of"]) for c in a["cohorts"]]
+    first_honest = (product["as_of"] + timedelta(days=HORIZON)).date()
+    last_matured = (NOW - timedelta(days=HORIZON)).date()
+    # Weekly cohorts over the honest days whose horizon has passed, back from the newest.
+    assert days[-1] in (last_matured, last_matured - timedelta(days=1))  # NOW may straddle a midnight
+    assert all((b - a_).days == 7 for a_, b in zip(days, days[1:], strict=False))
+    assert days[0] >= first_honest and (days[0] - first_honest).days < 7
+    assert len(days) >= 8
+    for c, day in zip(a["cohorts"], days, strict=True):
+        assert (c["n"], c["positives"]) == _count(url, day, HORIZON), day
+        assert c["positives"] > 0 and c["roc_auc"] > 0.6  # behaviour predicts conversion
+        lo, hi = c["roc_auc_ci"]
+        assert lo < c["roc_auc"] < hi
+    assert a["pooled"]["n"] == sum(c["n"] for c in a["cohorts"])
+
+    out = _cli("evaluate", "--version", "2", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    b = json.loads(out.stdout)
+    assert [c["as_of"] for c in b["cohorts"]] == [c["as_of"] for c in a["cohorts"]]
+    for ca, cb in zip(a["cohorts"], b["cohorts"], strict=True):
+        assert (cb["n"], cb["positives"]) == (ca["n"], ca["positives"])
+        assert cb["roc_auc"] == pytest.approx(1 - ca["roc_auc"], abs=1e-9)
+    assert b["holdout"]["roc_auc"] is None  # imported: no holdout
+
+    # The version page shows the newest cohort's figures, once (a second evaluation replaced the line).
+    assert _cli("evaluate", "--json", env=env).returncode == 0
+    reg: Registry = product["registry"]
+    mv = reg.client.get_model_version(reg.model_name, "1")
+    newest = a["cohorts"][-1]
+    assert mv.tags["live_as_of"] == newest["as_of"]
+    assert float(mv.tags["live_roc_auc"]) == pytest.approx(newest["roc_auc"], abs=1e-6)
+    assert int(mv.tags["live_n"]) == newest["n"]
+    assert mv.description.count("Live on leads open on") == 1
+    assert f"Live on leads open on {newest['as_of']}, 30 days on: ROC AUC {newest['roc_auc']:.2f}" in mv.description
+
+    # One MLflow run per evaluation, one point per cohort at the cohort's day.
+    exp = reg.client.get_experiment_by_name(product["settings"].evaluation_experiment)
+    runs = reg.client.search_runs([exp.experiment_id], order_by=["attribute.start_time ASC"])
+    assert len(runs) == 3
+    history = reg.client.get_metric_history(runs[0].info.run_id, "roc_auc")
+    epoch = date(1970, 1, 1)
+    assert sorted((m.step, round(m.value, 9)) for m in history) == [
+        ((d - epoch).days, round(c["roc_auc"], 9)) for d, c in zip(days, a["cohorts"], strict=True)
+    ]
+
+
+def test_an_early_cohort_is_refused_naming_the_first_honest_day(product: dict[str, Any]) -> None:
+    first_honest = (product["as_of"] + timedelta(days=HORIZON)).date()
+    early = first_honest - timedelta(days=1)
+    out = _cli("evaluate", "--version", "2", "--from", f"{early:%Y-%m-%d}", env=product["env"])
+    assert out.returncode == 2
+    assert f"first honest cohort is {first_honest:%Y-%m-%d}" in out.stderr
+    assert f"--from {first_honest:%Y-%m-%d}" in out.stderr
+    unripe = (NOW - timedelta(days=HORIZON - 3)).date()
+    out = _cli("evaluate", "--to", f"{unripe:%Y-%m-%d}", env=product["env"])
+    assert out.returncode == 2 and "has not matured" in out.stderr
