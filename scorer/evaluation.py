@@ -217,17 +217,17 @@ def evaluate_version(
     """
     catalog = catalog or FeatureCatalog()
     now = now or datetime.now(UTC)
-    registry = options.model.registry()
-    resolved = registry.resolve(pin=version if version not in (None, "production") else options.model.pin)
-    window = training_window(resolved)
-    days = cohort_days(window, now=now, start=start, end=end, every=every, version=resolved.version)
-    require_temp_dir()
-    model = registry.load(resolved, policy=options.model.policy)
-    catalog.check(model.input_names)
     owned = contextlib.ExitStack()
-    if store is None:
+    if store is None:  # first: over REST, the refusal comes before anything is downloaded
         store = owned.enter_context(open_evaluation_source(options.store))
     with owned:
+        registry = options.model.registry()
+        resolved = registry.resolve(pin=version if version not in (None, "production") else options.model.pin)
+        window = training_window(resolved)
+        days = cohort_days(window, now=now, start=start, end=end, every=every, version=resolved.version)
+        require_temp_dir()
+        model = registry.load(resolved, policy=options.model.policy)
+        catalog.check(model.input_names)
         store.check(scoring=False, training=True)
         cohorts, pooled = measure_cohorts(
             store,

@@ -3,10 +3,11 @@ version's live figures, and the daily run's check; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,12 @@ import pytest
 import sqlalchemy as sa
 
 from models import FeatureCatalog, generate
-from registry import Registry, training_window
+from registry import Registry
 from scorer.cohorts import midnight, point_in_time_pages
 from scorer.demo import create_tables, load_data
 from scorer.edge import train_options
 from scorer.stores.sql import SqlStore, engine_for
-from scorer.trainer import import_joblib, train_model
+from scorer.trainer import train_model
 from tests.jobproc import job_env
 from tests.support import NOW, execute
 
@@ -117,7 +118,7 @@ def test_evaluate_reports_counted_cohorts_and_a_reversed_version_mirrors_them(pr
     last_matured = (NOW - timedelta(days=HORIZON)).date()
     # Weekly cohorts over the honest days whose horizon has passed, back from the newest.
     assert days[-1] in (last_matured, last_matured - timedelta(days=1))  # NOW may straddle a midnight
-    assert all((b - a_).days == 7 for a_, b in zip(days, days[1:], strict=False))
+    assert all((b - a_).days == 7 for a_, b in itertools.pairwise(days))
     assert days[0] >= first_honest and (days[0] - first_honest).days < 7
     assert len(days) >= 8
     for c, day in zip(a["cohorts"], days, strict=True):
@@ -168,3 +169,135 @@ def test_an_early_cohort_is_refused_naming_the_first_honest_day(product: dict[st
     unripe = (NOW - timedelta(days=HORIZON - 3)).date()
     out = _cli("evaluate", "--to", f"{unripe:%Y-%m-%d}", env=product["env"])
     assert out.returncode == 2 and "has not matured" in out.stderr
+
+
+def _tiny_product(url: str, t: datetime) -> None:
+    """Nine users around the cohort day ``t``, one per edge of the rule (see `test_cohort_edges`)."""
+    engine = engine_for(url)
+    create_tables(engine)
+    h = timedelta(days=HORIZON)
+    users = [  # user, visitor, converted_at
+        (1, "v1", None),  # active before T: in, 0
+        (2, "v2", None),  # first event on T itself: not a lead yet at T
+        (3, "v3", t),  # converted exactly at T: still open at midnight, 1
+        (4, "v4", t + h),  # converted exactly at T + H: in, 0
+        (5, "v5", t + h + timedelta(days=1)),  # converted after the horizon: in, 0
+        (6, "v6", None),  # no events at all: in (zero activity), 0
+        (7, "v7", t - timedelta(seconds=1)),  # converted before T: a customer, out
+        (8, "v8", t + timedelta(days=3)),  # converted inside the horizon: in, 1
+        (9, None, None),  # no visitor id: in (zero activity), 0
+    ]
+    events = [
+        ("v1", "page_view", t - timedelta(days=10)),
+        ("v2", "page_view", t + timedelta(hours=2)),
+        ("v2", "pricing_view", t + timedelta(days=2)),
+        ("v3", "pricing_view", t - timedelta(days=5)),
+        ("v4", "page_view", t - timedelta(days=5)),
+        ("v5", "page_view", t - timedelta(days=5)),
+        ("v7", "page_view", t - timedelta(days=5)),
+        ("v8", "demo_request", t - timedelta(days=1)),
+        ("v8", "demo_request", t + timedelta(days=1)),  # after T: no feature sees it
+    ]
+    md = sa.MetaData()
+    u = sa.Table("users", md, autoload_with=engine)
+    e = sa.Table("events", md, autoload_with=engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(u),
+            [
+                {
+                    "user_id": i,
+                    "visitor_id": v,
+                    "email": f"u{i}@x",
+                    "signed_up_at": t - timedelta(days=60),
+                    "converted_at": c,
+                }
+                for i, v, c in users
+            ],
+        )
+        conn.execute(sa.insert(e), [{"visitor_id": v, "event_type": k, "created_at": at} for v, k, at in events])
+    engine.dispose()
+
+
+def test_cohort_edges(db_url: str) -> None:
+    t = midnight(NOW - timedelta(days=60))
+    _tiny_product(db_url, t)
+    catalog = FeatureCatalog()
+    names = catalog.feature_names(event_types=["page_view", "pricing_view", "demo_request"])
+    with SqlStore(db_url) as store:
+        [page] = point_in_time_pages(store, days=[t], horizon_days=HORIZON, names=names, catalog=catalog)
+    got = dict(zip([int(i) for i in page.user_ids], page.labels.tolist(), strict=True))
+    assert got == {1: 0, 3: 1, 4: 0, 5: 0, 6: 0, 8: 1, 9: 0}
+    features = page.features.set_axis([int(i) for i in page.user_ids])
+    assert features.loc[8, "evt_demo_request_7d"] == 1.0  # the event before T, not the one after
+    assert features.loc[6, "events_180d"] == 0.0 and features.loc[9, "days_since_last_event"] == 181.0
+
+
+def test_several_days_in_one_pass_equal_one_pass_each(sqlite_url: str) -> None:
+    _product(sqlite_url, users=600, seed=3)
+    catalog = FeatureCatalog()
+    days = [midnight(NOW - timedelta(days=d)) for d in (100, 65, 93, 44)]  # unordered, as a caller may give
+    with SqlStore(sqlite_url) as store:
+        types = store.top_event_types(since=catalog.since(days[0]), as_of=days[0], limit=12)
+        names = catalog.feature_names(event_types=types)
+        together = list(
+            point_in_time_pages(store, days=days, horizon_days=HORIZON, names=names, catalog=catalog, batch_size=250)
+        )
+        for i, day in enumerate(days):
+            alone = list(
+                point_in_time_pages(
+                    store, days=[day], horizon_days=HORIZON, names=names, catalog=catalog, batch_size=250
+                )
+            )
+            mine = together[i :: len(days)]
+            assert [p.as_of for p in mine] == [day] * len(alone)
+            for a, b in zip(alone, mine, strict=True):
+                assert a.user_ids == b.user_ids
+                assert np.array_equal(a.labels, b.labels)
+                assert a.features.equals(b.features)
+
+
+def test_served_scores_match_recomputed_until_an_event_arrives_late(product: dict[str, Any]) -> None:
+    from scorer.cohorts import score_cohorts
+    from scorer.edge import model_source, store_options
+    from scorer.evaluation import EvaluateOptions, evaluate_version
+    from scorer.job import JobOptions, score_users, selector_for
+
+    url, settings, reg = product["url"], product["settings"], product["registry"]
+    t = midnight(product["as_of"] + timedelta(days=HORIZON + 14))
+    resolved = reg.resolve(pin="1")
+    model = reg.load(resolved)
+    catalog = FeatureCatalog()
+    # The daily run of day T, at midnight: it wrote each user's score and a history row at T.
+    job = JobOptions(select="all", leads_only=False, history=True)
+    with SqlStore(url) as store:
+        selector = selector_for(store, options=job, model=resolved.identity, catalog=catalog, as_of=t)
+        summary = score_users(store=store, model=model, options=job, catalog=catalog, now=t, selector=selector)
+        assert summary.users_scored > 0
+
+        def both() -> tuple[dict[Any, float], dict[Any, float]]:
+            [c] = score_cohorts(store, days=[t], horizon_days=HORIZON, models={"1": model}, catalog=catalog)
+            served = store.served_scores(at=t, model=resolved.identity)
+            return dict(zip(c.user_ids, c.scores["1"].tolist(), strict=True)), served
+
+        recomputed, served = both()
+        assert set(recomputed) <= set(served)
+        assert all(abs(served[u] - s) < 1e-12 for u, s in recomputed.items())
+    options = EvaluateOptions(store=store_options(settings), model=model_source(settings))
+    out = evaluate_version(options, version="1", start=t.date(), end=t.date(), record=False)
+    [c] = out.cohorts
+    assert c["served"]["coverage"] == 1.0
+    assert (c["served"]["n"], c["served"]["roc_auc"]) == (c["n"], c["roc_auc"])
+
+    # An event of the evening before T, logged after the run: the recomputed features see it, the served
+    # score did not.
+    [rows] = execute(url, "SELECT user_id, visitor_id FROM users WHERE visitor_id IS NOT NULL ORDER BY user_id")
+    late_user, visitor = next((u, v) for u, v in rows if u in recomputed)
+    execute(
+        url,
+        "INSERT INTO events (visitor_id, event_type, created_at) VALUES (:v, 'demo_request', :at)",
+        params={"v": visitor, "at": t - timedelta(hours=2)},
+    )
+    with SqlStore(url) as store:
+        recomputed, served = both()
+    assert {u for u, s in recomputed.items() if abs(served[u] - s) > 1e-12} == {late_user}
