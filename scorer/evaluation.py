@@ -20,7 +20,15 @@ import structlog
 
 from lead_errors import SettingsError
 from models import FeatureCatalog, day_number
-from registry import METRIC_TAG_PREFIX, LoadedModel, Registry, ResolvedVersion, TrainingWindow, training_window
+from registry import (
+    METRIC_TAG_PREFIX,
+    TAG_AS_OF,
+    LoadedModel,
+    Registry,
+    ResolvedVersion,
+    TrainingWindow,
+    training_window,
+)
 from scorer.app import ModelSource, StoreOptions, open_training_source, require_temp_dir
 from scorer.cohorts import CohortScores, score_cohorts
 from scorer.stores import TrainingSource
@@ -382,7 +390,10 @@ def due_day(window: TrainingWindow, *, now: datetime, every: int, last_evaluated
 
 
 def live_due(version: ResolvedVersion, *, now: datetime, every: int) -> bool:
-    """Whether the daily run has a cohort of ``version`` to evaluate today (`due_day`, from its tags)."""
+    """Whether the daily run has a cohort of ``version`` to evaluate today (`due_day`, from its tags); never for
+    a version whose window is unknown (no tags and no registration time: built by hand, not registered)."""
+    if TAG_AS_OF not in version.tags and version.created is None:
+        return False
     recorded = version.tags.get("live_as_of")
     last = date.fromisoformat(recorded) if recorded else None
     return due_day(training_window(version), now=now, every=every, last_evaluated=last) is not None

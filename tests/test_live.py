@@ -301,3 +301,77 @@ def test_served_scores_match_recomputed_until_an_event_arrives_late(product: dic
     with SqlStore(url) as store:
         recomputed, served = both()
     assert {u for u, s in recomputed.items() if abs(served[u] - s) > 1e-12} == {late_user}
+
+
+def _scoring_run(settings: Any, mlflow_local: Any, **live: Any) -> tuple[Any, Any]:
+    """A daily run (`run_scoring`) with the live check on; returns its summary and its MLflow run."""
+    from scorer.app import LiveOptions, run_scoring
+    from scorer.edge import run_options
+
+    options = run_options(settings)
+    options = type(options)(**{**options.__dict__, "live": LiveOptions(**live)})
+    summary = run_scoring(options, artifact_location=mlflow_local.artifacts)
+    reg = Registry(tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)
+    exp = reg.client.get_experiment_by_name(settings.scoring_experiment)
+    [run] = reg.client.search_runs([exp.experiment_id], order_by=["attribute.start_time DESC"], max_results=1)
+    return summary, run
+
+
+def test_the_daily_run_evaluates_the_matured_cohort_once(product: dict[str, Any], mlflow_local: Any) -> None:
+    settings, reg, url = product["settings"], product["registry"], product["url"]
+    summary, run = _scoring_run(settings, mlflow_local, every_days=7, auc_drop=1.0)
+    assert summary.exit_code == 0
+    scored = execute(url, "SELECT count(*) FROM users WHERE lead_score IS NOT NULL")[0][0][0]
+    assert scored == summary.users_scored > 0
+    m = run.data.metrics
+    assert m["live/n"] > 0 and m["live/positives"] > 0
+    assert m["live/roc_auc"] > 0.6 and m["live/roc_auc_lo"] < m["live/roc_auc"]
+    assert m["live/degraded"] == 0.0 and "live/failed" not in m
+    note = run.data.tags["mlflow.note.content"]
+    tags = reg.client.get_model_version(reg.model_name, "1").tags
+    assert f"Live on leads open on {tags['live_as_of']}" in note and "degraded" not in note
+    # The cohort is the newest weekly one from the first honest day whose horizon has passed.
+    first_honest = (product["as_of"] + timedelta(days=HORIZON)).date()
+    age = (date.fromisoformat(tags["live_as_of"]) - first_honest).days
+    assert age % 7 == 0 and 0 <= (NOW - timedelta(days=HORIZON)).date().toordinal() - first_honest.toordinal() - age < 7
+    # The next day's run finds nothing due: no live/ metrics, no line.
+    _, again = _scoring_run(settings, mlflow_local, every_days=7, auc_drop=1.0)
+    assert not [k for k in again.data.metrics if k.startswith("live/")]
+    assert "Live on" not in again.data.tags["mlflow.note.content"]
+
+
+def test_a_degraded_model_is_flagged(product: dict[str, Any], mlflow_local: Any) -> None:
+    settings, reg = product["settings"], product["registry"]
+    # Version 2 ranks leads backwards; give it the holdout figure a good training run would have had.
+    reg.client.set_model_version_tag(reg.model_name, "2", "holdout_roc_auc", "0.800000")
+    reg.promote("2", actor="test", force=True)
+    _, run = _scoring_run(settings, mlflow_local, every_days=7, auc_drop=0.05)
+    m = run.data.metrics
+    assert m["live/roc_auc"] < 0.4 and m["live/degraded"] == 1.0
+    assert "**The model has degraded**" in run.data.tags["mlflow.note.content"]
+
+
+def test_a_failing_evaluation_costs_no_score(product: dict[str, Any], mlflow_local: Any) -> None:
+    settings, reg, url = product["settings"], product["registry"], product["url"]
+    reg.client.set_model_version_tag(reg.model_name, "1", "horizon_days", "thirty")  # a tag nobody can read
+    summary, run = _scoring_run(settings, mlflow_local, every_days=7)
+    assert summary.exit_code == 0 and run.info.status == "FINISHED"
+    scored = execute(url, "SELECT count(*) FROM users WHERE lead_score IS NOT NULL")[0][0][0]
+    assert scored == summary.users_scored == summary.users_selected > 0
+    assert run.data.metrics["live/failed"] == 1.0
+    assert "**The live evaluation failed** (ValueError" in run.data.tags["mlflow.note.content"]
+
+
+def test_evaluate_over_rest_is_refused_naming_database_url(tmp_path: Path) -> None:
+    env = {k: v for k, v in job_env("sqlite:///unused.db", _NoSettings(), "x").items() if k != "DATABASE_URL"}
+    env |= {"SUPABASE_URL": "http://127.0.0.1:9", "SUPABASE_SERVICE_ROLE_KEY": "sb_secret_abc"}
+    out = _cli("evaluate", env=env)
+    assert out.returncode == 4
+    assert "REST API is not made for" in out.stderr and "DATABASE_URL" in out.stderr
+    assert "sb_secret_abc" not in out.stderr + out.stdout
+
+
+class _NoSettings:
+    mlflow_tracking_uri = "http://127.0.0.1:9"
+    model_name = "unused"
+    population = "everyone"
