@@ -30,6 +30,7 @@ from registry import (
 from scorer.contract import Names
 from scorer.job import BatchReport, JobOptions, RunSummary, score_users, selector_for
 from scorer.stores import ScoringSource, SqlStore, TrainingSource, Waits
+from scorer.stores.base import Selector
 from scorer.tracking import MlflowTracker, Tracker, TrackingError
 
 __all__ = [
@@ -93,6 +94,8 @@ class LiveOptions:
     #: Degraded: the live AUC's upper bound below the holdout AUC minus this.
     auc_drop: float = 0.05
     experiment: str = "lead-scorer/evaluation"
+    #: Above this many users the check evaluates a systematic sample of about this many (its cost stays bounded).
+    max_users: int = 20_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,6 +261,8 @@ def live_check(
             every=options.live.every_days,
             auc_drop=options.live.auc_drop,
             catalog=catalog,
+            users=store.count_users(Selector(select="all", leads_only=False)),
+            max_users=options.live.max_users,
         )
     except Exception as exc:  # any failure: the scores are written, the run says what failed
         log.error("live_evaluation_failed", error=redact(f"{type(exc).__name__}: {exc}"))

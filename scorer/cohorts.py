@@ -21,6 +21,7 @@ daily grain (`point_in_time_pages`).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -65,9 +66,13 @@ def point_in_time_pages(
     names: Sequence[str],
     catalog: FeatureCatalog,
     batch_size: int = 5_000,
+    page_stride: int = 1,
 ) -> Iterator[CohortPage]:
     """The cohorts of ``days`` (UTC midnights) with horizon ``horizon_days``, page by page of users (for each
     page, one `CohortPage` per day, in the order of ``days``). Each page's events are read once, for all days.
+
+    ``page_stride`` k > 1 keeps every k-th key page of users only (a systematic sample over the user key, whose
+    other pages' events are never read): what the daily run's check uses to bound its cost.
 
     >>> for page in point_in_time_pages(store, days=[date(2026, 9, 1)], horizon_days=30, names=names,
     ...                                 catalog=FeatureCatalog()):  # doctest: +SKIP
@@ -82,11 +87,13 @@ def point_in_time_pages(
     read_until = cutoffs[-1] + horizon
     reach_days = catalog.reach.days
     after = None
-    while True:
+    for number in itertools.count():
         page = store.labelled_users(after=after, limit=batch_size)
         if not len(page):
             return
         after = page.user_ids[-1]
+        if number % page_stride:
+            continue
         conv = page.converted_at if page.converted_at is not None else pd.Series([pd.NaT] * len(page))
         conv = pd.to_datetime(conv, utc=True).reset_index(drop=True)
         # One read for every day: the earliest day's lookback through the latest day's horizon.
@@ -140,10 +147,12 @@ def score_cohorts(
     models: Mapping[str, LoadedModel],
     catalog: FeatureCatalog,
     batch_size: int = 5_000,
+    page_stride: int = 1,
 ) -> list[CohortScores]:
     """Each cohort of ``days`` scored by every model of ``models`` (a key, e.g. the version, → loaded model):
     features computed once per cohort and page, for the union of the models' inputs; one read of the events
-    per page of users for all days. One `CohortScores` per distinct day, oldest first.
+    per page of users for all days (``page_stride``: every k-th page only, see `point_in_time_pages`). One
+    `CohortScores` per distinct day, oldest first.
 
     >>> cohorts = score_cohorts(store, days=[date(2026, 9, 1), date(2026, 9, 8)], horizon_days=30,
     ...                         models={"3": champion, "4": challenger}, catalog=FeatureCatalog())  # doctest: +SKIP
@@ -155,7 +164,13 @@ def score_cohorts(
     labels: dict[datetime, list[np.ndarray]] = {d: [] for d in out}
     scores: dict[datetime, dict[str, list[np.ndarray]]] = {d: {k: [] for k in models} for d in out}
     for page in point_in_time_pages(
-        store, days=sorted(out), horizon_days=horizon_days, names=names, catalog=catalog, batch_size=batch_size
+        store,
+        days=sorted(out),
+        horizon_days=horizon_days,
+        names=names,
+        catalog=catalog,
+        batch_size=batch_size,
+        page_stride=page_stride,
     ):
         ids[page.as_of] += page.user_ids
         labels[page.as_of].append(page.labels)

@@ -118,6 +118,7 @@ def run_options(settings: Settings) -> RunOptions:
             every_days=settings.live_every_days,
             auc_drop=settings.live_auc_drop,
             experiment=settings.evaluation_experiment,
+            max_users=settings.live_max_users,
         ),
     )
 

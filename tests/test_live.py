@@ -257,6 +257,25 @@ def test_several_days_in_one_pass_equal_one_pass_each(sqlite_url: str) -> None:
                 assert a.features.equals(b.features)
 
 
+def test_a_page_stride_keeps_every_kth_page_unchanged(sqlite_url: str) -> None:
+    _product(sqlite_url, users=600, seed=4)
+    catalog = FeatureCatalog()
+    day = midnight(NOW - timedelta(days=70))
+    names = catalog.feature_names(event_types=["pricing_view", "page_view"])
+    with SqlStore(sqlite_url) as store:
+        every = list(
+            point_in_time_pages(store, days=[day], horizon_days=HORIZON, names=names, catalog=catalog, batch_size=100)
+        )
+        third = list(
+            point_in_time_pages(
+                store, days=[day], horizon_days=HORIZON, names=names, catalog=catalog, batch_size=100, page_stride=3
+            )
+        )
+    assert len(every) == 6 and len(third) == 2
+    for a, b in zip(every[::3], third, strict=True):
+        assert a.user_ids == b.user_ids and a.features.equals(b.features) and np.array_equal(a.labels, b.labels)
+
+
 def test_served_scores_match_recomputed_until_an_event_arrives_late(product: dict[str, Any]) -> None:
     from scorer.cohorts import score_cohorts
     from scorer.edge import model_source, store_options
