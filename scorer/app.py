@@ -249,8 +249,9 @@ def live_check(
             return None
         if not isinstance(store, SqlStore):
             return LiveCheck(
-                error="a live evaluation reads every event of past days, which the REST API is not made for: "
-                "run `lead-scorer evaluate` with DATABASE_URL set"
+                line="Live check skipped: a cohort has matured, but evaluating it reads every event of past days, "
+                "which the REST API is not made for; run `lead-scorer evaluate` with DATABASE_URL set to a direct "
+                "SQL connection string."
             )
         return evaluate_matured(
             store,

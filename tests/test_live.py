@@ -394,3 +394,38 @@ class _NoSettings:
     mlflow_tracking_uri = "http://127.0.0.1:9"
     model_name = "unused"
     population = "everyone"
+
+
+def test_a_daily_run_over_rest_says_its_check_was_skipped(pg_url: str, mlflow_local: Any) -> None:
+    from scorer.app import LiveOptions, run_scoring
+    from scorer.edge import run_options
+    from scorer.stores.rest import RestStore
+    from tests.conftest import REST_KEY
+    from tests.postgrest_standin import PostgrestStandin
+
+    _product(pg_url, users=600)
+    settings = mlflow_local.settings(pg_url)
+    as_of = midnight(NOW - timedelta(days=TRAINED_DAYS_AGO))
+    train_model(
+        train_options(settings),
+        as_of=as_of,
+        horizon_days=HORIZON,
+        promote=True,
+        artifact_location=mlflow_local.artifacts,
+    )
+    options = run_options(settings)
+    options = type(options)(**{**options.__dict__, "live": LiveOptions(every_days=7)})
+    with PostgrestStandin(pg_url, api_key=REST_KEY, max_rows=1000) as rest:
+        store = RestStore(rest.url, key=REST_KEY, max_rows=rest.max_rows)
+        store.open()
+        try:
+            summary = run_scoring(options, store=store, artifact_location=mlflow_local.artifacts)
+        finally:
+            store.close()
+    assert summary.exit_code == 0 and summary.users_scored > 0
+    reg = Registry(tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)
+    exp = reg.client.get_experiment_by_name(settings.scoring_experiment)
+    [run] = reg.client.search_runs([exp.experiment_id])
+    assert "Live check skipped" in run.data.tags["mlflow.note.content"]
+    assert "DATABASE_URL" in run.data.tags["mlflow.note.content"]
+    assert not [k for k in run.data.metrics if k.startswith("live/")]
