@@ -602,7 +602,8 @@ class Bench:
             model_dir = self.export_model(model_name, version, self.work / f"model_{users}")
             self.models[users] = (model_name, model_dir)
 
-        job_env = {"DATABASE_URL": url, "LEAD_SCORER_MODEL_NAME": model_name}
+        # The daily live check off (`benchmarks.live` measures it): these figures are the scoring run's.
+        job_env = {"DATABASE_URL": url, "LEAD_SCORER_MODEL_NAME": model_name, "LEAD_SCORER_LIVE_EVERY_DAYS": "0"}
         pooled = pooler_url(url, self._links) if backend == "postgresql" else None
         methods = ["naive"] if users <= a.naive_max else []
         methods += ["sqlfloor"] if backend == "postgresql" else []
@@ -710,6 +711,7 @@ class Bench:
                 "SUPABASE_URL": server.url,
                 "SUPABASE_SERVICE_ROLE_KEY": REST_KEY,
                 "LEAD_SCORER_MODEL_NAME": model_name,
+                "LEAD_SCORER_LIVE_EVERY_DAYS": "0",
             }
             for r in range(self.args.repeat):
                 data.reset_scores(url)

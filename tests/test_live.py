@@ -302,6 +302,18 @@ def test_served_scores_match_recomputed_until_an_event_arrives_late(product: dic
         recomputed, served = both()
         assert set(recomputed) <= set(served)
         assert all(abs(served[u] - s) < 1e-12 for u, s in recomputed.items())
+    # A later run's row (after T) and an older one (before T's) do not change what was shown at T.
+    some = next(iter(recomputed))
+    for when, score in ((t + timedelta(hours=1), 0.123), (t - timedelta(days=1), 0.456)):
+        execute(
+            url,
+            "INSERT INTO lead_score_history (user_id, scored_at, score, model_version) VALUES (:u, :at, :s, :m)",
+            params={"u": some, "at": when.isoformat(sep=" "), "s": score, "m": resolved.identity},
+        )
+    with SqlStore(url) as store:
+        assert store.served_scores(at=t, model=resolved.identity)[some] == served[some]
+        assert store.served_scores(at=t + timedelta(hours=2), model=resolved.identity)[some] == 0.123
+        assert store.served_scores(at=t, model="another/model") == {}
     options = EvaluateOptions(store=store_options(settings), model=model_source(settings))
     out = evaluate_version(options, version="1", start=t.date(), end=t.date(), record=False)
     [c] = out.cohorts

@@ -539,14 +539,22 @@ class SqlStore(Source):
         if not self.has_history:
             return {}
         h = self.history.c
+        uid = h[self.names.user_id]
         when = h.scored_at if self._pg else sa.func.julianday(h.scored_at)
-        q = (
-            sa.select(h[self.names.user_id], h.score)
+        # Each user's last row only (the index on (user, scored_at) serves it), not every day's.
+        latest = (
+            sa.select(uid.label("uid"), sa.func.max(when).label("at"))
             .where(h.model_version == model, when <= self._bound_time(at))
-            .order_by(h[self.names.user_id], when)
+            .group_by(uid)
+            .subquery()
+        )
+        q = (
+            sa.select(uid, h.score)
+            .select_from(self.history.join(latest, sa.and_(uid == latest.c.uid, when == latest.c.at)))
+            .where(h.model_version == model)
         )
         with self.engine.connect() as conn:
-            return {uid: float(score) for uid, score in conn.execute(q)}  # ordered by time: the last one stays
+            return {user: float(score) for user, score in conn.execute(q)}
 
     @_retrying
     def score_histogram(self, *, leads_only: bool, bins: int) -> np.ndarray | None:
