@@ -95,7 +95,7 @@ class LiveOptions:
     auc_drop: float = 0.05
     experiment: str = "lead-scorer/evaluation"
     #: Above this many users the check evaluates a systematic sample of about this many (its cost stays bounded).
-    max_users: int = 20_000
+    max_users: int = 10_000
 
 
 @dataclass(frozen=True, kw_only=True)

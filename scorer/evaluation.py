@@ -10,6 +10,7 @@ and has matured (``T + H`` has passed). The CLI's ``lead-scorer evaluate --json`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -255,7 +256,7 @@ def evaluate_version(
         return out
     run_id = _record_run(registry, out, experiment=options.experiment, artifact_location=artifact_location)
     _annotate(registry, out)
-    return Evaluation(**{**out.__dict__, "run_id": run_id})
+    return dataclasses.replace(out, run_id=run_id)
 
 
 def live_line(version: ResolvedVersion, window: TrainingWindow, cohort: dict[str, Any]) -> str:
@@ -413,7 +414,7 @@ def evaluate_matured(
     catalog: FeatureCatalog,
     batch_size: int = 5_000,
     users: int | None = None,
-    max_users: int = 20_000,
+    max_users: int = 10_000,
 ) -> LiveCheck | None:
     """The daily run's evaluation: production's newest matured cohort when one is due (`due_day`), at most one
     a day; the version's live figures are updated. None when nothing is due.

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     #: Degraded: the live AUC's upper bound below the holdout AUC minus this.
     live_auc_drop: Annotated[float, Field(ge=0, le=1)] = 0.05
     #: Above this many users the daily check evaluates a systematic sample of about this many.
-    live_max_users: Annotated[int, Field(ge=1_000)] = 20_000
+    live_max_users: Annotated[int, Field(ge=1_000)] = 10_000
 
     db_schema: str = "public"
     users_table: str = "users"
