@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from scorer.app import LiveOptions, run_scoring
     from scorer.cohorts import midnight, score_cohorts
     from scorer.edge import run_options, train_options
-    from scorer.evaluation import evaluate_matured
+    from scorer.live import evaluate_matured
     from scorer.settings import load_settings
     from scorer.stores.sql import SqlStore
     from scorer.trainer import build_training_set, train_model

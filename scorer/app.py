@@ -29,6 +29,7 @@ from registry import (
 )
 from scorer.contract import Names
 from scorer.job import BatchReport, JobOptions, RunSummary, score_users, selector_for
+from scorer.live import LiveCheck, evaluate_matured, live_due
 from scorer.stores import ScoringSource, SqlStore, TrainingSource, Waits
 from scorer.stores.base import Selector
 from scorer.tracking import MlflowTracker, Tracker, TrackingError
@@ -237,13 +238,11 @@ def live_check(
     model: LoadedModel,
     now: datetime,
     catalog: FeatureCatalog,
-) -> Any:
-    """The run's live check (`scorer.evaluation.evaluate_matured`), never raising: a `LiveCheck` (with
+) -> LiveCheck | None:
+    """The run's live check (`scorer.live.evaluate_matured`), never raising: a `LiveCheck` (with
     ``error`` set when it failed) or None when nothing is due or it is off."""
     if options.live.every_days <= 0:
         return None
-    from scorer.evaluation import LiveCheck, evaluate_matured, live_due
-
     try:
         if not live_due(resolved, now=now, every=options.live.every_days):
             return None

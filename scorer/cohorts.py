@@ -106,21 +106,17 @@ def point_in_time_pages(
             t, end = pd.Timestamp(cutoff), pd.Timestamp(cutoff + horizon)
             eligible = (conv.isna() | (conv >= t)).to_numpy()
             # What one read of [T - reach, T + H) would have held, and which of it came before T.
-            first, today, last = (
-                day_number(cutoff.date()) - reach_days,
-                day_number(cutoff.date()),
-                (day_number((cutoff + horizon).date())),
-            )
+            today = day_number(cutoff.date())
+            first, last = today - reach_days, day_number((cutoff + horizon).date())
             in_window = (grain.day >= first) & (grain.day < last)
             active = np.zeros(len(grain.visitors), dtype=bool)
             active[grain.visitor[in_window]] = True
             before = np.zeros(len(grain.visitors), dtype=bool)
             before[grain.visitor[in_window & (grain.day < today)]] = True
-            later = {v for v, a, b in zip(grain.visitors, active, before, strict=True) if a and not b}
+            later = {v for v, seen, old in zip(grain.visitors, active, before, strict=True) if seen and not old}
             keep = eligible & np.array([v is None or v not in later for v in visitors], dtype=bool)
             idx = np.flatnonzero(keep)
-            ids = visitors[idx].tolist()
-            features = catalog.features(grain, visitor_ids=ids, as_of=cutoff, names=names)
+            features = catalog.features(grain, visitor_ids=visitors[idx].tolist(), as_of=cutoff, names=names)
             labels = (conv.iloc[idx] < end).fillna(False).to_numpy(dtype=bool).astype(np.int64)
             per_day.append(
                 CohortPage(as_of=cutoff, user_ids=[page.user_ids[i] for i in idx], features=features, labels=labels)
