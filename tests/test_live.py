@@ -136,6 +136,7 @@ def test_evaluate_reports_counted_cohorts_and_a_reversed_version_mirrors_them(pr
         assert (cb["n"], cb["positives"]) == (ca["n"], ca["positives"])
         assert cb["roc_auc"] == pytest.approx(1 - ca["roc_auc"], abs=1e-9)
     assert b["holdout"]["roc_auc"] is None  # imported: no holdout
+    assert b["first_honest_day"] == a["first_honest_day"]  # its declared window (--as-of, --horizon-days)
 
     # The version page shows the newest cohort's figures, once (a second evaluation replaced the line).
     assert _cli("evaluate", "--json", env=env).returncode == 0
@@ -441,3 +442,22 @@ def test_a_daily_run_over_rest_says_its_check_was_skipped(pg_url: str, mlflow_lo
     assert "Live check skipped" in run.data.tags["mlflow.note.content"]
     assert "DATABASE_URL" in run.data.tags["mlflow.note.content"]
     assert not [k for k in run.data.metrics if k.startswith("live/")]
+
+
+def test_an_undeclared_import_counts_as_trained_on_its_registration_day() -> None:
+    from datetime import UTC
+
+    from lead_errors import SettingsError
+    from registry import ResolvedVersion, training_window
+
+    registered = datetime(2026, 10, 3, 15, 4, tzinfo=UTC)
+    v = ResolvedVersion(
+        name="m", version="5", how="pin", run_id=None, model_id=None, source="", tags={}, created=registered
+    )
+    w = training_window(v)
+    assert (w.first_honest_day, w.horizon_days, w.source) == (date(2026, 10, 3), 30, "registered")
+    v14 = ResolvedVersion(**{**v.__dict__, "tags": {"horizon_days": "14"}})
+    assert (training_window(v14).first_honest_day, training_window(v14).horizon_days) == (date(2026, 10, 3), 14)
+    with pytest.raises(SettingsError, match="first honest cohort is 2026-10-03"):
+        w.require_honest(date(2026, 10, 2), version="5")
+    w.require_honest(date(2026, 10, 3), version="5")
