@@ -614,7 +614,8 @@ class Bench:
             if a.challenger:
                 self.make_challenger(url, model_name)
 
-        job_env = {"DATABASE_URL": url, "LEAD_SCORER_MODEL_NAME": model_name}
+        # The daily live check off (`benchmarks.live` measures it): these figures are the scoring run's.
+        job_env = {"DATABASE_URL": url, "LEAD_SCORER_MODEL_NAME": model_name, "LEAD_SCORER_LIVE_EVERY_DAYS": "0"}
         if a.challenger:
             # The job's own rows run with an alias no version holds: production alone, beside the challenger's.
             job_env["LEAD_SCORER_CHALLENGER_ALIAS"] = "bench_no_challenger"
@@ -727,6 +728,7 @@ class Bench:
                 "SUPABASE_URL": server.url,
                 "SUPABASE_SERVICE_ROLE_KEY": REST_KEY,
                 "LEAD_SCORER_MODEL_NAME": model_name,
+                "LEAD_SCORER_LIVE_EVERY_DAYS": "0",
             }
             for r in range(self.args.repeat):
                 data.reset_scores(url)

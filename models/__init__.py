@@ -23,15 +23,22 @@ from models.catalog import (
 from models.reasons import Reason, contributions, describe, top_reasons
 
 if TYPE_CHECKING:
+    from models.metrics import (
+        AucInterval,
+        PairedAuc,
+        classification_metrics,
+        delong,
+        delong_paired,
+        expected_calibration_error,
+        reliability_table,
+    )
     from models.synthetic import SyntheticData, generate
     from models.training import (
         TrainingError,
         TrainResult,
         decile_edges,
-        expected_calibration_error,
         fit_and_evaluate,
         make_pipeline,
-        reliability_table,
     )
 
 _LAZY = {
@@ -40,25 +47,35 @@ _LAZY = {
     "TrainingError": "models.training",
     "TrainResult": "models.training",
     "decile_edges": "models.training",
-    "expected_calibration_error": "models.training",
+    "expected_calibration_error": "models.metrics",
+    "AucInterval": "models.metrics",
+    "PairedAuc": "models.metrics",
+    "classification_metrics": "models.metrics",
+    "delong": "models.metrics",
+    "delong_paired": "models.metrics",
     "fit_and_evaluate": "models.training",
     "make_pipeline": "models.training",
-    "reliability_table": "models.training",
+    "reliability_table": "models.metrics",
 }
 
 __all__ = [
     "DAILY_COLUMNS",
+    "AucInterval",
     "DailyGrain",
     "FeatureCatalog",
+    "PairedAuc",
     "Reason",
     "SyntheticData",
     "TrainResult",
     "TrainingError",
     "UnknownFeatureError",
+    "classification_metrics",
     "contributions",
     "day_number",
     "day_numbers",
     "decile_edges",
+    "delong",
+    "delong_paired",
     "describe",
     "expected_calibration_error",
     "fit_and_evaluate",

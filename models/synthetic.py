@@ -48,8 +48,11 @@ def generate(
     now: datetime | None = None,
     history_days: int = 150,
     events_per_user: float = 25.0,
+    conversion_days: float = 90.0,
 ) -> SyntheticData:
-    """Users with a latent purchase intent that drives both their events and their conversion."""
+    """Users with a latent purchase intent that drives both their events and their conversion, which happens
+    over the last ``conversion_days`` (a longer span gives conversions months before ``now``, so a version
+    trained long ago has honest cohorts to be judged on)."""
     rng = np.random.default_rng(seed)
     now = now or datetime.now(UTC)
     n = users
@@ -60,10 +63,10 @@ def generate(
     no_visitor = rng.random(n) < 0.04
     visitor[no_visitor] = None
 
-    # Conversions happen over the last 90 days; likelier with intent and activity.
+    # Conversions happen over the last `conversion_days`; likelier with intent and activity.
     p_convert = 1.0 / (1.0 + np.exp(-(-1.8 + 1.6 * intent + 0.4 * activity)))
     converted = rng.random(n) < p_convert
-    convert_age = rng.uniform(0, 90, size=n)
+    convert_age = rng.uniform(0, conversion_days, size=n)
     now_s = int(now.timestamp())
 
     def ago(days: np.ndarray) -> pd.DatetimeIndex:

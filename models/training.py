@@ -22,6 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from lead_errors import TrainingError
+from models.metrics import expected_calibration_error, ranking_metrics, reliability_table
 
 __all__ = [
     "DEFAULT_C",
@@ -63,60 +64,6 @@ def decile_edges(scores: np.ndarray) -> list[float]:
     return [float(x) for x in np.quantile(scores, np.linspace(0.1, 0.9, 9))]
 
 
-def reliability_table(y: np.ndarray, p: np.ndarray, *, bins: int = 10) -> list[dict[str, float]]:
-    """Predicted against observed conversion rate in equal-count bins of the score (deciles by default).
-
-    Bin ``i`` holds the users ranked ``i/bins`` to ``(i+1)/bins`` by score. Users with the same score
-    share one bin (the one their middle rank falls in), so the table does not depend on row order; a bin
-    left empty that way (a tie larger than a bin, e.g. every zero-activity user) is omitted.
-
-    >>> reliability_table(np.array([0, 1, 1, 1]), np.array([0.125, 0.375, 0.625, 0.875]), bins=2)
-    [{'bin': 0, 'count': 2, 'mean_predicted': 0.25, 'observed_rate': 0.5},
-     {'bin': 1, 'count': 2, 'mean_predicted': 0.75, 'observed_rate': 1.0}]
-    """
-    y = np.asarray(y, dtype=np.float64).ravel()
-    p = np.asarray(p, dtype=np.float64).ravel()
-    if len(y) != len(p):
-        raise ValueError(f"{len(y)} labels but {len(p)} scores")
-    if bins < 1:
-        raise ValueError(f"bins must be at least 1, not {bins}")
-    n = len(p)
-    if n == 0:
-        return []
-    order = np.argsort(p, kind="stable")
-    s = p[order]
-    middle = (np.searchsorted(s, s, side="left") + np.searchsorted(s, s, side="right") - 1) // 2
-    which = np.empty(n, dtype=np.int64)
-    which[order] = middle * bins // n
-    count = np.bincount(which, minlength=bins)
-    predicted = np.bincount(which, weights=p, minlength=bins)
-    observed = np.bincount(which, weights=y, minlength=bins)
-    return [
-        {
-            "bin": i,
-            "count": int(count[i]),
-            "mean_predicted": float(predicted[i] / count[i]),
-            "observed_rate": float(observed[i] / count[i]),
-        }
-        for i in range(bins)
-        if count[i]
-    ]
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, *, bins: int = 10) -> float:
-    """How far, on average over users, the score is from the observed rate: the count-weighted mean of
-    ``|observed_rate - mean_predicted|`` over the bins of `reliability_table`.
-
-    >>> expected_calibration_error(np.array([0, 1, 1, 1]), np.array([0.125, 0.375, 0.625, 0.875]), bins=2)
-    0.25
-    """
-    table = reliability_table(y, p, bins=bins)
-    if not table:
-        raise ValueError("no scores to measure calibration on")
-    total = sum(row["count"] for row in table)
-    return float(sum(row["count"] * abs(row["observed_rate"] - row["mean_predicted"]) for row in table) / total)
-
-
 @dataclass(frozen=True, kw_only=True)
 class TrainResult:
     pipeline: Pipeline
@@ -129,19 +76,6 @@ class TrainResult:
     #: The holdout's scores: the reference's whole distribution, for what the deciles alone do not say (how
     #: much of it an edge at a point mass holds).
     holdout_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-
-def _ranking_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    order = np.argsort(-p, kind="stable")
-    y_sorted = y[order]
-    total = max(int(y.sum()), 1)
-    top10 = y_sorted[: max(len(y) // 10, 1)]
-    top20 = y_sorted[: max(len(y) // 5, 1)]
-    base_rate = y.mean() if len(y) else 0.0
-    return {
-        "top_decile_lift": float(top10.mean() / base_rate) if base_rate > 0 else 0.0,
-        "top20_capture": float(top20.sum() / total),
-    }
 
 
 def fit_and_evaluate(
@@ -172,7 +106,7 @@ def fit_and_evaluate(
         "roc_auc": float(roc_auc_score(y_hold, p)),
         "pr_auc": float(average_precision_score(y_hold, p)),
         "brier": float(brier_score_loss(y_hold, p)),
-        **_ranking_metrics(y_hold, p),
+        **ranking_metrics(y_hold, p),
         "positive_rate": float(y.mean()),
         "ece": expected_calibration_error(y_hold, p),
         # What a reader of 3-decimal scores sees as "certain not to" / "certain to" convert.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -161,6 +162,8 @@ class ResolvedVersion:
     model_id: str | None
     source: str
     tags: dict[str, str] = field(default_factory=dict)
+    #: When the version was registered (None when built by hand): an undeclared training window ends then.
+    created: datetime | None = None
 
     @property
     def uri(self) -> str:
@@ -421,6 +424,11 @@ class Registry:
                 hint="check MLFLOW_TRACKING_URI and that the server is up (GET /health)",
             ) from exc
 
+    def tracking_calls(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """MLflow calls made by a caller with `client` (an evaluation's run), with the registry's errors:
+        ``with registry.tracking_calls("recording the evaluation"): registry.client.log_batch(...)``."""
+        return self._calls(what)
+
     # -- resolve -------------------------------------------------------------------------------
     def resolve(self, *, pin: str | None = None) -> ResolvedVersion:
         """What "production" means now: an explicit pin, else alias ``production``, else stage ``Production``."""
@@ -478,6 +486,7 @@ class Registry:
             model_id=_model_id(mv),
             source=mv.source or "",
             tags=dict(mv.tags or {}),
+            created=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC) if mv.creation_timestamp else None,
         )
 
     # -- load ----------------------------------------------------------------------------------
@@ -586,6 +595,16 @@ class Registry:
         · ROC AUC 0.81``)."""
         with self._calls(f"renaming run {run_id}"):
             self.client.update_run(run_id, name=name)
+
+    def annotate(self, version: str, *, tags: dict[str, str], line: str, replace_prefix: str) -> None:
+        """Set ``tags`` on ``version`` and put ``line`` in its description in place of the line that starts
+        with ``replace_prefix`` (appended when there is none), so a repeated annotation does not accumulate."""
+        with self._calls(f"annotating version {version}"):
+            for k, v in tags.items():
+                self.client.set_model_version_tag(self.model_name, version, k, v)
+            old = self.client.get_model_version(self.model_name, version).description or ""
+            kept = [p for p in old.split("\n\n") if p.strip() and not p.startswith(replace_prefix)]
+            self.client.update_model_version(self.model_name, version, description="\n\n".join([*kept, line]))
 
     # -- promote / roll back ---------------------------------------------------------------------
     def _current(self) -> ResolvedVersion | None:

@@ -31,13 +31,16 @@ from registry import (
 )
 from scorer.contract import Names
 from scorer.job import BatchReport, JobOptions, RunSummary, score_users, selector_for
+from scorer.live import LiveCheck, evaluate_matured, live_due
 from scorer.shadow import Shadow, load_challenger
 from scorer.stores import ScoringSource, SqlStore, TrainingSource, Waits
+from scorer.stores.base import Selector
 from scorer.tracking import TAG_SCORE_SHARES, MlflowTracker, Tracker, TrackingError
 
 __all__ = [
     "ExplainOptions",
     "Explanation",
+    "LiveOptions",
     "ModelSource",
     "RunOptions",
     "StoreOptions",
@@ -46,6 +49,7 @@ __all__ = [
     "describe_run",
     "drift_and_tiers",
     "explain_user",
+    "live_check",
     "open_run",
     "open_store",
     "require_temp_dir",
@@ -96,6 +100,19 @@ class ModelSource:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LiveOptions:
+    """The daily run's live check (docs/live-performance.md): after scoring, production's newest matured cohort
+    when one is due, every ``every_days`` days (0: off, as tests and the benchmark set it)."""
+
+    every_days: int = 7
+    #: Degraded: the live AUC's upper bound below the holdout AUC minus this.
+    auc_drop: float = 0.05
+    experiment: str = "lead-scorer/evaluation"
+    #: Above this many users the check evaluates a systematic sample of about this many (its cost stays bounded).
+    max_users: int = 10_000
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunOptions:
     """Everything a scoring run (`run_scoring`, `scorer.spark.run_spark`) is told: the store, the model, the
     batch loop's options, and where and how the run is recorded."""
@@ -110,6 +127,7 @@ class RunOptions:
     #: Score tiers: hot at or above ``hot_threshold``, warm at or above ``warm_threshold``.
     hot_threshold: float = 0.5
     warm_threshold: float = 0.2
+    live: LiveOptions = field(default_factory=LiveOptions)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,6 +215,8 @@ def run_scoring(
                 hot=options.hot_threshold,
                 warm=options.warm_threshold,
             )
+        # The scores are written: an evaluation that fails now costs none of them, only its own figures.
+        live = None if job.dry_run or summary.stopped else live_check(store, options, resolved, model, now, catalog)
     except BaseException as exc:
         with contextlib.suppress(TrackingError):
             tracker.finish(
@@ -215,6 +235,8 @@ def run_scoring(
     metrics = summary.metrics() | drift_and_tiers(
         summary, resolved, tracker, hot=options.hot_threshold, warm=options.warm_threshold
     )
+    if live is not None:
+        metrics |= live.metrics
     artifacts: dict[str, Any] = {
         "score_histogram.json": summary.distribution.coarse_histogram() | {"count": summary.distribution.count},
         "run_summary.json": metrics | {"dropped": summary.dropped, "model_version": resolved.version},
@@ -236,6 +258,8 @@ def run_scoring(
         metrics |= challenger
         artifacts |= shadow.artifacts()
         note += "\n\n" + shadow.describe(challenger)
+    if live is not None:
+        note += "\n\n" + (live.line or f"**The live evaluation failed** ({live.error}); the scores are written.")
     name = run_name(resolved.version, now, dry_run=job.dry_run, outcome=run_outcome(summary, status=status))
     try:
         tracker.finish(
@@ -251,6 +275,44 @@ def run_scoring(
         summary.tracking_lost = True
         log.error("run_record_lost", error=str(exc), hint="the run_finished log line holds the run's summary")
     return summary
+
+
+def live_check(
+    store: ScoringSource,
+    options: RunOptions,
+    resolved: ResolvedVersion,
+    model: LoadedModel,
+    now: datetime,
+    catalog: FeatureCatalog,
+) -> LiveCheck | None:
+    """The run's live check (`scorer.live.evaluate_matured`), never raising: a `LiveCheck` (with
+    ``error`` set when it failed) or None when nothing is due or it is off."""
+    if options.live.every_days <= 0:
+        return None
+    try:
+        if not live_due(resolved, now=now, every=options.live.every_days):
+            return None
+        if not isinstance(store, SqlStore):
+            return LiveCheck(
+                line="Live check skipped: a cohort has matured, but evaluating it reads every event of past days, "
+                "which the REST API is not made for; run `lead-scorer evaluate` with DATABASE_URL set to a direct "
+                "SQL connection string."
+            )
+        return evaluate_matured(
+            store,
+            registry=options.model.registry(),
+            version=resolved,
+            model=model,
+            now=now,
+            every=options.live.every_days,
+            auc_drop=options.live.auc_drop,
+            catalog=catalog,
+            users=store.count_users(Selector(select="all", leads_only=False)),
+            max_users=options.live.max_users,
+        )
+    except Exception as exc:  # any failure: the scores are written, the run says what failed
+        log.error("live_evaluation_failed", error=redact(f"{type(exc).__name__}: {exc}"))
+        return LiveCheck(error=redact(f"{type(exc).__name__}: {exc}")[:300], metrics={"live/failed": 1.0})
 
 
 def scoring_tracker(options: RunOptions, *, artifact_location: str | None = None) -> MlflowTracker:
@@ -397,14 +459,16 @@ def open_store(options: StoreOptions) -> ScoringSource:
     return SqlStore(options.database_url, names=options.names, waits=options.waits)
 
 
-def open_training_source(options: StoreOptions) -> TrainingSource:
-    """The store training reads, which must be SQL: training reads every user and event. Not connected yet."""
+def open_training_source(options: StoreOptions, *, reader: str = "training", command: str = "train") -> TrainingSource:
+    """The store training (or live evaluation: ``reader``, ``command``) reads, which must be SQL: it reads every
+    user and event. Not connected yet."""
     store = open_store(options)
     if not isinstance(store, SqlStore):
         store.close()
         raise StoreError(
-            "training reads every event, which the REST API is not made for",
-            hint="train with DATABASE_URL set to a direct connection string (Supabase: Connect → Session pooler)",
+            f"{reader} reads every event, which the REST API is not made for",
+            hint=f"{command} with DATABASE_URL set to a direct connection string (Supabase: Connect → Session "
+            "pooler), and SUPABASE_URL unset",
         )
     return store
 

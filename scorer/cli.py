@@ -363,6 +363,68 @@ def train(
     )
 
 
+@app.command(epilog=EXIT_CODES_HELP)
+def evaluate(
+    version: Annotated[
+        str, typer.Option(help="The version to evaluate: a number, or production (default).")
+    ] = "production",
+    from_: Annotated[
+        datetime | None,
+        typer.Option("--from", formats=["%Y-%m-%d"], help="First cohort day (UTC); at or after the first honest day."),
+    ] = None,
+    to: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="Last cohort day; default: the last whose horizon has passed."),
+    ] = None,
+    every: Annotated[int, typer.Option(help="Days between cohorts.")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """How a version's scores predicted who converted, on cohorts after its training (DATABASE_URL).
+
+    A cohort is the leads open on a day T, labelled by whether they converted within the version's horizon H,
+    scored on features as of T. Only honest cohorts count (T at or after the training cutoff plus H). Records an
+    MLflow run (experiment lead-scorer/evaluation) and the latest live figures on the version.
+    """
+    with _loading():
+        from scorer.edge import evaluate_options
+        from scorer.evaluation import evaluate_version
+
+    if as_json:  # stdout holds the one JSON object; the log lines go to stderr
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    settings = _settings(mlflow_tracking_uri=tracking_uri)
+    try:
+        out = evaluate_version(
+            evaluate_options(settings),
+            version=version,
+            start=from_.date() if from_ else None,
+            end=to.date() if to else None,
+            every=every,
+        )
+    except Exception as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        typer.echo(json.dumps(out.as_json(), indent=2))
+        return
+    w = out.window
+    typer.echo(
+        f"version {out.version.version}: trained on leads of {w.as_of:%Y-%m-%d}, {w.horizon_days}-day horizon "
+        f"({w.source}); honest cohorts from {w.first_honest_day:%Y-%m-%d}"
+    )
+    typer.echo(f"{'cohort day':<11} {'n':>9} {'converted':>9}  {'ROC AUC [95 % CI]':<22} {'lift':>5} {'ECE':>6}")
+    for c in [*out.cohorts, {**out.pooled, "as_of": "pooled"}]:
+        ci = c["roc_auc_ci"]
+        interval = f" [{ci[0]:.3f}\N{EN DASH}{ci[1]:.3f}]" if ci else ""
+        auc = "-" if c["roc_auc"] is None else f"{c['roc_auc']:.3f}{interval}"
+        lift = "-" if c["top_decile_lift"] is None else f"{c['top_decile_lift']:.2f}"
+        ece = "-" if c["ece"] is None else f"{c['ece']:.3f}"
+        typer.echo(f"{c['as_of']:<11} {c['n']:>9,} {c['positives']:>9,}  {auc:<22} {lift:>5} {ece:>6}")
+    pooled = out.pooled["roc_auc"]
+    holdout = "no holdout figure (imported)" if out.holdout_auc is None else f"holdout ROC AUC {out.holdout_auc:.3f}"
+    live = "no live AUC (a class is missing)" if pooled is None else f"live pooled ROC AUC {pooled:.3f}"
+    typer.echo(f"{live} vs {holdout}; run {out.run_id}")
+
+
 def _registry(tracking_uri: str | None, settings: Settings | None = None) -> Any:
     from scorer.edge import registry
 
@@ -475,6 +537,17 @@ def registry_rollback(tracking_uri: TrackingOpt = None) -> None:
 def registry_import_joblib(
     path: Annotated[Path, typer.Argument(help="A scikit-learn pipeline saved with joblib.")],
     trust: Annotated[bool, typer.Option("--trust", help="I trust this file: loading a pickle runs its code.")] = False,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            help="The training cutoff it was fitted at (UTC); its live cohorts are honest from --as-of plus "
+            "--horizon-days. Default: it counts as trained on everything up to today.",
+        ),
+    ] = None,
+    horizon_days: Annotated[
+        int | None, typer.Option(help="Its label: converted within this many days after the cutoff (default 30).")
+    ] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Register a legacy joblib pipeline as a new version, re-saved in the safe skops format."""
@@ -483,7 +556,14 @@ def registry_import_joblib(
         from scorer.trainer import import_joblib
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
-    version = import_joblib(model_source(settings), path, experiment=settings.training_experiment, trust=trust)
+    version = import_joblib(
+        model_source(settings),
+        path,
+        experiment=settings.training_experiment,
+        trust=trust,
+        as_of=as_of.replace(tzinfo=UTC) if as_of else None,
+        horizon_days=horizon_days,
+    )
     typer.echo(
         f"registered {path.name} as {version.name} version {version.version} (skops); "
         f"promote it with `lead-scorer registry promote {version.version} --force` (it has no holdout metrics)"

@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 
 __all__ = ["DemoPaths", "create_tables", "demo_options", "load_data"]
 
+#: The demo's product: events over ten months, conversions over the last eight; its model is trained as of
+#: 120 days ago with a 30-day horizon, so weekly cohorts from 90 to 30 days ago are honest and matured.
+DEMO_HISTORY_DAYS = 300
+DEMO_CONVERSION_DAYS = 240
+DEMO_TRAINED_DAYS_AGO = 120
+
 
 @dataclass(frozen=True)
 class DemoPaths:
@@ -118,7 +124,14 @@ def build_demo(paths: DemoPaths, *, users: int, seed: int = 42) -> dict[str, int
     engine = sa.create_engine(paths.database_url)
     try:
         create_tables(engine)
-        data = generate(users=users, seed=seed, now=datetime.now(UTC) - timedelta(minutes=1))
+        # Conversions over eight months, so a version trained months ago has honest cohorts to be judged on.
+        data = generate(
+            users=users,
+            seed=seed,
+            now=datetime.now(UTC) - timedelta(minutes=1),
+            history_days=DEMO_HISTORY_DAYS,
+            conversion_days=DEMO_CONVERSION_DAYS,
+        )
         load_data(engine, data)
     finally:
         engine.dispose()
@@ -174,6 +187,37 @@ def demo_options(paths: DemoPaths, *, promoted_by: str) -> tuple[RunOptions, Tra
     return RunOptions(store=store, model=model), TrainOptions(store=store, model=model, actor=promoted_by)
 
 
+def _print_live(options: RunOptions, artifacts: str) -> None:
+    """The production version's live figures on its honest weekly cohorts, beside its holdout's."""
+    import typer
+
+    from scorer.evaluation import EvaluateOptions, evaluate_version
+
+    out = evaluate_version(EvaluateOptions(store=options.store, model=options.model), artifact_location=artifacts)
+    pooled, days = out.pooled, [c["as_of"] for c in out.cohorts]
+    typer.echo("")
+    typer.echo(
+        f"live performance of v{out.version.version} on {len(days)} weekly cohorts of open leads ({days[0]} to "
+        f"{days[-1]}), each judged on who converted in the {out.window.horizon_days} days after:"
+    )
+    for c in out.cohorts:
+        ci = c["roc_auc_ci"]
+        auc = "-" if c["roc_auc"] is None else f"{c['roc_auc']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        typer.echo(f"  {c['as_of']}  {c['n']:>6,} leads  {c['positives']:>4,} converted  ROC AUC {auc}")
+    ci = pooled["roc_auc_ci"]
+    live = (
+        "-"
+        if pooled["roc_auc"] is None
+        else f"{pooled['roc_auc']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    )
+    holdout = "-" if out.holdout_auc is None else f"{out.holdout_auc:.3f}"
+    typer.echo(f"  pooled ROC AUC {live} (DeLong 95 %) vs {holdout} on the training holdout")
+    typer.echo(
+        f"  again, with the table or --json: DATABASE_URL={options.store.database_url} "
+        f"MLFLOW_TRACKING_URI={options.model.tracking_uri} lead-scorer evaluate"
+    )
+
+
 def run_demo(root: Path, *, promoted_by: str, users: int = 5_000, reset: bool = False, seed: int = 42) -> int:
     """Build (or reuse) the demo in ``root``, train and promote (in ``promoted_by``'s name) if no model
     exists, run the job, report."""
@@ -197,10 +241,11 @@ def run_demo(root: Path, *, promoted_by: str, users: int = 5_000, reset: bool = 
     artifacts = paths.artifacts.as_uri()
     registry = options.model.registry()
     if not registry.versions():
-        out = train_model(training, promote=True, artifact_location=artifacts)
+        as_of = datetime.now(UTC) - timedelta(days=DEMO_TRAINED_DAYS_AGO)
+        out = train_model(training, as_of=as_of, horizon_days=30, promote=True, artifact_location=artifacts)
         m = out.result.metrics
         typer.echo(
-            f"trained {out.version.name} v{out.version.version} on {out.users:,} users "
+            f"trained {out.version.name} v{out.version.version} on {out.users:,} users as of {as_of:%Y-%m-%d} "
             f"(holdout ROC AUC {m['roc_auc']:.3f}, top-decile lift {m['top_decile_lift']:.2f}) and promoted it"
         )
     summary = run_scoring(options, artifact_location=artifacts)
@@ -224,6 +269,7 @@ def run_demo(root: Path, *, promoted_by: str, users: int = 5_000, reset: bool = 
         typer.echo(f"  user {uid:<6} {email:<24} {score:.3f}  (model v{str(version).split('/')[0]})")
         if reasons:
             typer.echo(f"      {_reasons_text(reasons)}")
+    _print_live(options, artifacts)
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     experiment = registry.client.get_experiment_by_name(options.experiment)
     typer.echo("")

@@ -11,7 +11,8 @@ import os
 import structlog
 
 from registry import LoadPolicy, Registry
-from scorer.app import ExplainOptions, ModelSource, RunOptions, StoreOptions
+from scorer.app import ExplainOptions, LiveOptions, ModelSource, RunOptions, StoreOptions
+from scorer.evaluation import EvaluateOptions
 from scorer.job import JobOptions, batch_cap
 from scorer.settings import Settings
 from scorer.stores import Waits
@@ -19,6 +20,7 @@ from scorer.trainer import TrainOptions
 
 __all__ = [
     "actor",
+    "evaluate_options",
     "explain_options",
     "job_options",
     "load_policy",
@@ -119,6 +121,12 @@ def run_options(settings: Settings) -> RunOptions:
         git_commit=settings.git_commit,
         hot_threshold=settings.hot_threshold,
         warm_threshold=settings.warm_threshold,
+        live=LiveOptions(
+            every_days=settings.live_every_days,
+            auc_drop=settings.live_auc_drop,
+            experiment=settings.evaluation_experiment,
+            max_users=settings.live_max_users,
+        ),
     )
 
 
@@ -136,4 +144,15 @@ def train_options(settings: Settings, *, promoted_by: str | None = None) -> Trai
         actor=promoted_by or actor(),
         experiment=settings.training_experiment,
         batch_size=settings.batch_size,
+    )
+
+
+def evaluate_options(settings: Settings) -> EvaluateOptions:
+    """`lead-scorer evaluate`'s options: the SQL store, the registry, the evaluation experiment."""
+    model = model_source(settings)
+    return EvaluateOptions(
+        store=store_options(settings),
+        model=model,
+        experiment=settings.evaluation_experiment,
+        batch_size=max(settings.batch_size, 5_000),
     )

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     mlflow_run_id: str | None = Field(default=None, validation_alias=AliasChoices("MLFLOW_RUN_ID"))
     scoring_experiment: str = "lead-scorer/scoring"
     training_experiment: str = "lead-scorer/training"
+    evaluation_experiment: str = "lead-scorer/evaluation"
+    #: The daily run evaluates production's newest matured cohort every this many days (0: never).
+    live_every_days: Annotated[int, Field(ge=0, le=366)] = 7
+    #: Degraded: the live AUC's upper bound below the holdout AUC minus this.
+    live_auc_drop: Annotated[float, Field(ge=0, le=1)] = 0.05
+    #: Above this many users the daily check evaluates a systematic sample of about this many.
+    live_max_users: Annotated[int, Field(ge=1_000)] = 10_000
 
     db_schema: str = "public"
     users_table: str = "users"

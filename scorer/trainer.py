@@ -17,16 +17,21 @@ import pandas as pd
 import structlog
 
 from lead_errors import ModelError, SettingsError
-from models import FeatureCatalog, TrainResult, day_number, fit_and_evaluate
+from models import FeatureCatalog, TrainResult, fit_and_evaluate
 from registry import (
+    DEFAULT_HORIZON_DAYS,
+    TAG_AS_OF,
     TAG_EVENT_TYPES,
+    TAG_HORIZON_DAYS,
     TAG_REFERENCE,
     TAG_REFERENCE_SHARES,
     TAG_TRUSTED_TYPES,
+    TAG_WINDOW,
     PromotionRefused,
     ResolvedVersion,
 )
 from scorer.app import ModelSource, StoreOptions, open_training_source, require_temp_dir
+from scorer.cohorts import midnight, point_in_time_pages
 from scorer.stats import ScoreStats
 from scorer.stores import TrainingSource
 
@@ -68,43 +73,23 @@ def build_training_set(
     batch_size: int,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Point-in-time features (events strictly before ``as_of``, a UTC midnight) and labels (converted in
-    the horizon).
+    the horizon) of the cohort of ``as_of``: `scorer.cohorts` holds the rule, which live evaluation shares.
 
     Users who converted before ``as_of`` are left out: they are no longer leads. So are users whose first
-    event comes after ``as_of``: they were not leads yet. The training set, its holdout and so the
-    reference deciles then describe what a scoring run scores: the open leads of the day.
+    event comes after ``as_of``: they were not leads yet. Left in, such users made a third of the synthetic
+    holdout zero-activity rows that no scoring run sees, and the reference deciles (hence drift) described
+    another population than the open leads scored. The training set, its holdout and so the reference
+    deciles then describe what a scoring run scores: the open leads of the day.
     """
     names = catalog.feature_names(event_types=event_types)
-    since = catalog.since(as_of)
-    horizon_end = pd.Timestamp(as_of + timedelta(days=horizon_days))
-    cutoff = pd.Timestamp(as_of)
     frames: list[pd.DataFrame] = []
     labels: list[np.ndarray] = []
-    after = None
-    while True:
-        page = store.labelled_users(after=after, limit=batch_size)
-        if not len(page):
-            break
-        after = page.user_ids[-1]
-        conv = page.converted_at if page.converted_at is not None else pd.Series([pd.NaT] * len(page))
-        conv = pd.to_datetime(conv, utc=True).reset_index(drop=True)
-        eligible = (conv.isna() | (conv >= cutoff)).to_numpy()
-        vids = [v for v, ok in zip(page.visitor_ids, eligible, strict=True) if ok]
-        if not vids:
-            continue
-        # Read through the horizon: features only see days before the cutoff (a UTC midnight), and a
-        # visitor whose first event comes after it was not a lead yet (it signed up later). Left in, such
-        # users made a third of the synthetic holdout zero-activity rows that no scoring run sees, and the
-        # reference deciles (hence drift) described another population than the open leads scored.
-        read = store.read_events(vids, since=since, as_of=horizon_end.to_pydatetime())
-        grain = read.grain
-        seen = np.zeros(len(grain.visitors), dtype=bool)
-        seen[grain.visitor[grain.day < day_number(as_of.date())]] = True
-        later = {v for v, ok in zip(grain.visitors, seen, strict=True) if not ok}
-        present = np.array([v is None or v not in later for v in vids], dtype=bool)
-        features = catalog.features(grain, visitor_ids=vids, as_of=as_of, names=names)
-        frames.append(features[present].reset_index(drop=True))
-        labels.append((conv[eligible] < horizon_end).fillna(False).to_numpy(dtype=bool)[present])
+    for page in point_in_time_pages(
+        store, days=[as_of], horizon_days=horizon_days, names=names, catalog=catalog, batch_size=batch_size
+    ):
+        if len(page.labels):
+            frames.append(page.features)
+            labels.append(page.labels)
     if not frames:
         return pd.DataFrame(columns=names, dtype="float64"), np.zeros(0, dtype=np.int64)
     return pd.concat(frames, ignore_index=True), np.concatenate(labels).astype(np.int64)
@@ -193,8 +178,9 @@ def train_model(
             "reliability": json.dumps(
                 [{k: round(v, 4) for k, v in row.items()} for row in result.reliability], separators=(",", ":")
             ),
-            "as_of": as_of.isoformat(),
-            "horizon_days": str(horizon_days),
+            TAG_AS_OF: as_of.isoformat(),
+            TAG_HORIZON_DAYS: str(horizon_days),
+            TAG_WINDOW: "trained",
         },
         run_name=f"train · {started:%Y-%m-%d %H:%M:%S} UTC · as of {as_of:%Y-%m-%d}",
         description=_version_description(result, as_of=as_of, horizon_days=horizon_days, seed=seed, users=len(labels)),
@@ -263,9 +249,17 @@ def import_joblib(
     trust: bool = False,
     catalog: FeatureCatalog | None = None,
     artifact_location: str | None = None,
+    as_of: datetime | None = None,
+    horizon_days: int | None = None,
 ) -> ResolvedVersion:
     """Register a legacy joblib pipeline (like the original ``lead_scoring_pipeline_v1.joblib``) as a new
-    version, re-saved in the skops format. Loading a pickle runs its code, so ``trust`` must be given."""
+    version, re-saved in the skops format. Loading a pickle runs its code, so ``trust`` must be given.
+
+    ``as_of`` and ``horizon_days`` declare the window it was trained on (cutoff, label horizon), which says
+    from which day its live cohorts are honest (`registry.training_window`); without ``as_of`` it counts as
+    trained on everything up to the day it is registered."""
+    if horizon_days is not None and horizon_days <= 0:
+        raise SettingsError("--horizon-days must be positive")
     if not trust:
         raise SettingsError(
             f"refusing to load {path.name}: loading a joblib/pickle file runs any code it contains",
@@ -289,13 +283,20 @@ def import_joblib(
     catalog.check(names)
     example = pd.DataFrame(np.zeros((5, len(names))), columns=names)
     untrusted = sio.get_untrusted_types(data=sio.dumps(pipeline))
+    window: dict[str, str] = {}
+    if horizon_days is not None:
+        window[TAG_HORIZON_DAYS] = str(horizon_days)
+    if as_of is not None:
+        cutoff = midnight(as_of)
+        window |= {TAG_AS_OF: cutoff.isoformat(), TAG_HORIZON_DAYS: str(horizon_days or DEFAULT_HORIZON_DAYS)}
+        window[TAG_WINDOW] = "declared"
     version = model.registry().register(
         pipeline,
         example=example,
         experiment=experiment,
         metrics={},
-        params={"imported_from": path.name},
-        version_tags={"imported_from": path.name, TAG_TRUSTED_TYPES: json.dumps(untrusted)},
+        params={"imported_from": path.name, **window},
+        version_tags={"imported_from": path.name, TAG_TRUSTED_TYPES: json.dumps(untrusted), **window},
         run_name=f"import-{path.stem}",
         artifact_location=artifact_location,
         skops_trusted_types=untrusted or None,

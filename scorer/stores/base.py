@@ -340,6 +340,10 @@ class TrainingSource(EventSource, Protocol):
         """The most frequent normalized event types in ``[since, as_of)``."""
         ...
 
+    def served_scores(self, *, at: datetime, model: str) -> dict[Any, float]:
+        """The last score ``model`` wrote for each user at or before ``at`` (the history table; empty without)."""
+        ...
+
 
 def split_dropped(
     *,

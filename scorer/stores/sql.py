@@ -570,6 +570,31 @@ class SqlStore(Source):
         return Checkpoint(complete_as_of=_as_utc(row[0]), partial_as_of=_as_utc(row[1]), partial_through=row[2])
 
     @_retrying
+    def served_scores(self, *, at: datetime, model: str) -> dict[Any, float]:
+        """The score ``model`` (a score's recorded identity) last wrote for each user at or before ``at``, from
+        the history table (empty without one): what the product showed at ``at``."""
+        self._need_open()
+        if not self.has_history:
+            return {}
+        h = self.history.c
+        uid = h[self.names.user_id]
+        when = h.scored_at if self._pg else sa.func.julianday(h.scored_at)
+        # Each user's last row only (the index on (user, scored_at) serves it), not every day's.
+        latest = (
+            sa.select(uid.label("uid"), sa.func.max(when).label("at"))
+            .where(h.model_version == model, when <= self._bound_time(at))
+            .group_by(uid)
+            .subquery()
+        )
+        q = (
+            sa.select(uid, h.score)
+            .select_from(self.history.join(latest, sa.and_(uid == latest.c.uid, when == latest.c.at)))
+            .where(h.model_version == model)
+        )
+        with self.engine.connect() as conn:
+            return {user: float(score) for user, score in conn.execute(q)}
+
+    @_retrying
     def score_histogram(self, *, leads_only: bool, bins: int) -> np.ndarray | None:
         self._need_open()
         u = self.users.c
