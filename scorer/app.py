@@ -114,7 +114,7 @@ def run_scoring(
     tracker: Tracker | None = None,
     artifact_location: str | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
-    on_start: Callable[[int], None] | None = None,
+    on_start: Callable[[int | None], None] | None = None,  # the total to score; None: the store cannot count
     should_stop: Callable[[], bool] | None = None,
     catalog: FeatureCatalog | None = None,
 ) -> RunSummary:

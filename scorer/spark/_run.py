@@ -55,7 +55,7 @@ from scorer.spark._partition import GroupPlan, PgWriter, group_scorer
 from scorer.stats import BINS, ScoreStats
 from scorer.stores.base import ScoreWrite, Selector
 from scorer.stores.sql import SqlStore, redact_url
-from scorer.tracking import TrackingError
+from scorer.tracking import Status, TrackingError
 
 __all__ = ["DEFAULT_JDBC_JAR", "jdbc_target", "run_spark", "spark_session"]
 
@@ -447,7 +447,7 @@ def run_spark(
             store.close()
     summary.duration_s = time.perf_counter() - started
 
-    status = "FINISHED"
+    status: Status = "FINISHED"
     metrics = summary.metrics() | drift_and_tiers(
         summary, resolved, tracker, hot=options.hot_threshold, warm=options.warm_threshold
     )

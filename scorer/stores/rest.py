@@ -424,7 +424,7 @@ class RestStore(Source):
 
     def read_events(
         self,
-        visitor_ids: Sequence[str],
+        visitor_ids: Sequence[str | None],
         *,
         since: datetime,
         as_of: datetime,
