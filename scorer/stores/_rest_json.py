@@ -104,8 +104,8 @@ def user_rows(data: Sequence[JSON], names: Names) -> list[UserRow]:
     ]
 
 
-# The functions' values are trusted to have their contract's shape (the project's SQL, checked by `check`):
-# the casts below name the shape, they convert nothing.
+# The functions' values are trusted to have their contract's shape (the project's SQL in `scorer.schema`, which
+# `RestStore.check` proves is installed): the casts below name the shape, they convert nothing.
 
 
 def stale_users(data: object) -> StaleUsers:
