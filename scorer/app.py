@@ -30,7 +30,7 @@ from registry import (
 from scorer.contract import Names
 from scorer.job import BatchReport, JobOptions, RunSummary, score_users, selector_for
 from scorer.stores import ScoringSource, SqlStore, TrainingSource, Waits
-from scorer.tracking import MlflowTracker, Tracker, TrackingError
+from scorer.tracking import MlflowTracker, Status, Tracker, TrackingError
 
 __all__ = [
     "ExplainOptions",
@@ -179,7 +179,7 @@ def run_scoring(
 
     # 6. Totals, distribution, drift, tiers.
     failed = summary.failed_batches or summary.users_failed or summary.store_lost
-    status = "KILLED" if summary.stopped else ("FAILED" if failed else "FINISHED")
+    status: Status = "KILLED" if summary.stopped else ("FAILED" if failed else "FINISHED")
     metrics = summary.metrics() | drift_and_tiers(
         summary, resolved, tracker, hot=options.hot_threshold, warm=options.warm_threshold
     )
@@ -199,7 +199,7 @@ def run_scoring(
     log.info("run_finished", status=status, **{k: round(v, 4) for k, v in metrics.items()})
     note = describe_run(summary, metrics, resolved, leads_only=job.leads_only, status=status)
     try:
-        tracker.finish(metrics=metrics, artifacts=artifacts, status=status, note=note)  # type: ignore[arg-type]
+        tracker.finish(metrics=metrics, artifacts=artifacts, status=status, note=note)
     except TrackingError as exc:
         # The scores are written; only the record is lost. The run_finished line above is the record.
         summary.tracking_lost = True

@@ -51,7 +51,7 @@ from scorer.contract import Names, qualified, quote_ident
 from scorer.job import RunSummary, checkpoint_key
 from scorer.logs import redact_text
 from scorer.spark import Source, SparkJobFailed
-from scorer.spark._partition import GroupPlan, PgWriter, group_scorer
+from scorer.spark._partition import GroupPlan, PgWriter, Sink, group_scorer
 from scorer.stats import BINS, ScoreStats
 from scorer.stores.base import ScoreWrite, Selector
 from scorer.stores.sql import SqlStore, redact_url
@@ -532,7 +532,7 @@ def _score(
     )
 
     loaded = model
-    sink = "none" if options.job.dry_run else ("db" if out.kind == "db" else "parquet")
+    sink: Sink = "none" if options.job.dry_run else ("db" if out.kind == "db" else "parquet")
     reasons = (
         gives_reasons(loaded.pipeline, loaded.input_names)
         and (sink == "parquet" or (store is not None and store.has_reasons))
@@ -552,7 +552,7 @@ def _score(
         catalog=catalog,
         as_of=as_of,
         tolerance=options.job.tolerance,
-        sink=sink,  # type: ignore[arg-type]
+        sink=sink,
         reasons=reasons,
         compare=True,
         writer=writer,
