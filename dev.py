@@ -2,7 +2,7 @@
 """Set up the project's environment from the lock file, then run something in it.
 
     python3 dev.py demo      # the whole job on a laptop: SQLite data, a local MLflow store
-    python3 dev.py test      # ruff, the docs' strict build, then the tests (real PostgreSQL via pgserver, real MLflow)
+    python3 dev.py test      # ruff, the docs' strict build, mypy, then the tests (real PostgreSQL, real MLflow)
     python3 dev.py test -m "not slow"   # the editing loop: everything but the slowest end-to-end tests
     python3 dev.py bench     # the benchmark (see benchmarks/README.md)
 
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import venv
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -65,6 +66,32 @@ def build_docs(env: dict[str, str]) -> int:
         return subprocess.run(cmd, cwd=ROOT, env=env | {"NO_MKDOCS_2_WARNING": "1"}).returncode
 
 
+def lint(env: dict[str, str]) -> int:
+    """``ruff check .`` (rules in pyproject.toml)."""
+    return subprocess.run([str(BIN / "ruff"), "check", "."], cwd=ROOT, env=env).returncode
+
+
+def type_check(env: dict[str, str], *, cwd: Path = ROOT) -> int:
+    """mypy over the product code as ``[tool.mypy]`` in ``cwd``'s pyproject.toml says (which packages, the strict
+    rooms): one type error fails the test command before pytest starts."""
+    return subprocess.run([str(BIN / "mypy")], cwd=cwd, env=env).returncode
+
+
+#: What `python3 dev.py test` runs before pytest, in this order; the first that fails ends it.
+CHECKS: tuple[Callable[[dict[str, str]], int], ...] = (lint, build_docs, type_check)
+
+
+def run_tests(
+    rest: list[str], env: dict[str, str], *, checks: Sequence[Callable[[dict[str, str]], int]] = CHECKS
+) -> int:
+    """The ``checks``, then pytest with ``rest``; the first non-zero code is the command's."""
+    for check in checks:
+        code = check(env)
+        if code:
+            return code
+    return subprocess.run([str(BIN / "python"), "-m", "pytest", *pytest_args(rest)], cwd=ROOT, env=env).returncode
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "bench", "setup"):
         print(__doc__)
@@ -78,13 +105,7 @@ def main(argv: list[str]) -> int:
         return subprocess.run([str(BIN / "lead-scorer"), "demo", *rest], cwd=ROOT, env=env).returncode
     if command == "bench":
         return subprocess.run([str(BIN / "python"), "-m", "benchmarks.run", *rest], cwd=ROOT, env=env).returncode
-    lint = subprocess.run([str(BIN / "ruff"), "check", "."], cwd=ROOT, env=env).returncode
-    if lint:
-        return lint
-    docs = build_docs(env)
-    if docs:
-        return docs
-    return subprocess.run([str(BIN / "python"), "-m", "pytest", *pytest_args(rest)], cwd=ROOT, env=env).returncode
+    return run_tests(rest, env)
 
 
 if __name__ == "__main__":

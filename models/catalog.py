@@ -240,7 +240,9 @@ def day_number(day: date) -> int:
 def day_numbers(values: Sequence[object] | np.ndarray) -> np.ndarray:
     """Dates or ISO date strings as `day_number`s, in an object array with None where a value is missing."""
     days = pd.to_datetime(np.asarray(values, dtype=object)).to_numpy().astype("datetime64[D]")
-    return np.where(np.isnat(days), None, days.astype(np.int64)).astype(object)
+    numbers: np.ndarray = days.astype(np.int64).astype(object)
+    numbers[np.isnat(days)] = None
+    return numbers
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -317,7 +319,8 @@ class DailyGrain:
 
     def to_frame(self) -> pd.DataFrame:
         """The rows as a frame with `DAILY_COLUMNS` (``day`` as a date): for reading, not for speed."""
-        visitors = np.asarray(list(self.visitors) or [None], dtype=object)
+        names: list[str | None] = [*self.visitors] or [None]
+        visitors = np.asarray(names, dtype=object)
         days = (np.datetime64("1970-01-01", "D") + self.day.astype("timedelta64[D]")).astype(object)
         return pd.DataFrame(
             {

@@ -138,7 +138,8 @@ def _effects(seen: Any, coef: np.ndarray, n_columns: int) -> np.ndarray | None:
     z = np.asarray(seen, dtype=np.float64)
     if z.ndim != 2 or z.shape[1] != n_columns or coef.shape[0] != z.shape[1]:
         return None  # steps that change the number of columns: no per-feature split
-    return z * coef
+    effects: np.ndarray = z * coef  # numpy types an unparameterized product as Any
+    return effects
 
 
 def gives_reasons(pipeline: Any, names: list[str]) -> bool:

@@ -353,7 +353,8 @@ class Registry:
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(before_uri)  # None: back to "not set"
+            # None: back to "not set"; mlflow handles it (and unsets MLFLOW_TRACKING_URI), its annotation omits it.
+            mlflow.set_tracking_uri(before_uri)  # type: ignore[arg-type]
             if before_env is None:
                 os.environ.pop(_TRACKING_ENV, None)
             else:

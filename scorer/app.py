@@ -35,7 +35,7 @@ from scorer.live import LiveCheck, evaluate_matured, live_due
 from scorer.shadow import Shadow, load_challenger
 from scorer.stores import ScoringSource, SqlStore, TrainingSource, Waits
 from scorer.stores.base import Selector
-from scorer.tracking import TAG_SCORE_SHARES, MlflowTracker, Tracker, TrackingError
+from scorer.tracking import TAG_SCORE_SHARES, MlflowTracker, Status, Tracker, TrackingError
 
 __all__ = [
     "ExplainOptions",
@@ -145,7 +145,7 @@ def run_scoring(
     tracker: Tracker | None = None,
     artifact_location: str | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
-    on_start: Callable[[int], None] | None = None,
+    on_start: Callable[[int | None], None] | None = None,  # the total to score; None: the store cannot count
     should_stop: Callable[[], bool] | None = None,
     catalog: FeatureCatalog | None = None,
     now: datetime | None = None,
@@ -231,7 +231,7 @@ def run_scoring(
 
     # 6. Totals, distribution, drift, tiers.
     failed = summary.failed_batches or summary.users_failed or summary.store_lost
-    status = "KILLED" if summary.stopped else ("FAILED" if failed else "FINISHED")
+    status: Status = "KILLED" if summary.stopped else ("FAILED" if failed else "FINISHED")
     metrics = summary.metrics() | drift_and_tiers(
         summary, resolved, tracker, hot=options.hot_threshold, warm=options.warm_threshold
     )
@@ -265,7 +265,7 @@ def run_scoring(
         tracker.finish(
             metrics=metrics,
             artifacts=artifacts,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             note=note,
             run_name=name,
             tags=baseline_tags(summary),

@@ -119,7 +119,7 @@ EXIT_CODES_HELP = (
 def exit_code_for(exc: BaseException) -> ExitCode:
     """The code `lead-scorer` exits with when ``exc`` stops a command: anything not in `EXIT_CODES` is a bug."""
     for kind in type(exc).__mro__:
-        code = EXIT_CODES.get(kind)  # type: ignore[call-overload]
+        code = EXIT_CODES.get(kind)
         if code is not None:
             return code
     return ExitCode.INTERNAL

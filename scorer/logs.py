@@ -35,6 +35,7 @@ from urllib.parse import quote, unquote, urlsplit
 import stamina.instrumentation
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import EventDict
 
 __all__ = [
     "add_secrets",
@@ -165,7 +166,7 @@ def redact(value: Any) -> Any:
     return value
 
 
-def _redact_event(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact_event(_logger: Any, _name: str, event: EventDict) -> EventDict:
     """Every value of every event, ours or a library's (stamina's retry lines carry the exception text)."""
     return {k: redact(v) for k, v in event.items()}
 

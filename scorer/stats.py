@@ -161,7 +161,7 @@ class ScoreStats:
         counts = self.coarse_histogram(bins)["counts"]
         width, height, left, bottom, top = 600, 300, 60, 40, 30
         plot_w, plot_h = width - left - 20, height - top - bottom
-        peak = max(max(counts), 1)  # type: ignore[type-var]
+        peak = max(max(counts), 1)
         bar_w = plot_w / bins
         parts = [
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '

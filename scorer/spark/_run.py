@@ -55,11 +55,11 @@ from scorer.job import RunSummary, checkpoint_key
 from scorer.logs import redact_text
 from scorer.shadow import not_shadowed
 from scorer.spark import Source, SparkJobFailed
-from scorer.spark._partition import GroupPlan, PgWriter, group_scorer
+from scorer.spark._partition import GroupPlan, PgWriter, Sink, group_scorer
 from scorer.stats import BINS, ScoreStats
 from scorer.stores.base import ScoreWrite, Selector
 from scorer.stores.sql import SqlStore, redact_url
-from scorer.tracking import TrackingError
+from scorer.tracking import Status, TrackingError
 
 __all__ = ["DEFAULT_JDBC_JAR", "jdbc_target", "run_spark", "spark_session"]
 
@@ -456,7 +456,7 @@ def run_spark(
             store.close()
     summary.duration_s = time.perf_counter() - started
 
-    status = "FINISHED"
+    status: Status = "FINISHED"
     metrics = summary.metrics() | drift_and_tiers(
         summary, resolved, tracker, hot=options.hot_threshold, warm=options.warm_threshold
     )
@@ -551,7 +551,7 @@ def _score(
     )
 
     loaded = model
-    sink = "none" if options.job.dry_run else ("db" if out.kind == "db" else "parquet")
+    sink: Sink = "none" if options.job.dry_run else ("db" if out.kind == "db" else "parquet")
     reasons = (
         gives_reasons(loaded.pipeline, loaded.input_names)
         and (sink == "parquet" or (store is not None and store.has_reasons))
@@ -571,7 +571,7 @@ def _score(
         catalog=catalog,
         as_of=as_of,
         tolerance=options.job.tolerance,
-        sink=sink,  # type: ignore[arg-type]
+        sink=sink,
         reasons=reasons,
         compare=True,
         writer=writer,

@@ -252,14 +252,15 @@ class EventSource(Source, Protocol):
 
     def read_events(
         self,
-        visitor_ids: Sequence[str],
+        visitor_ids: Sequence[str | None],
         *,
         since: datetime,
         as_of: datetime,
         features: FeatureRequest | None = None,
     ) -> EventRead:
         """All events of ``visitor_ids`` in ``[since, as_of)``, complete, at the daily grain. Given
-        ``features``, a store may return those features instead of the grain, computed where the events are."""
+        ``features``, a store may return those features instead of the grain, computed where the events are.
+        A None id is a user with no visitor (`UserPage.visitor_ids`): it has no events and is skipped."""
         ...
 
 

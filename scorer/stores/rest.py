@@ -29,7 +29,9 @@ import numpy as np
 import pandas as pd
 import stamina
 import structlog
+from postgrest import APIResponse
 from postgrest.exceptions import APIError
+from postgrest.types import CountMethod
 from supabase import ClientOptions, create_client
 
 from lead_errors import AuthError, RunLocked, SchemaError, StoreError, TransientError
@@ -43,6 +45,17 @@ from scorer.schema import (
     SHADOW_PAIRS_FUNCTION,
     UNLOCK_FUNCTION,
     WRITE_FUNCTION,
+)
+from scorer.stores._rest_json import (
+    EventRow,
+    RpcParams,
+    UserRow,
+    checkpoint_row,
+    daily_events,
+    histogram_pairs,
+    rows_written,
+    stale_users,
+    user_rows,
 )
 from scorer.stores.base import (
     Checkpoint,
@@ -129,7 +142,7 @@ class RestStore(Source):
         self.has_shadow = False
         self.lease_s = lease_s
         self.connect_s = connect_s
-        self._lease: dict[str, Any] | None = None
+        self._lease: RpcParams | None = None
         self._renewed = 0.0
         # Our own retry policy replaces the client's (GET-only, fixed waits, unlogged).
         options = ClientOptions(
@@ -225,7 +238,7 @@ class RestStore(Source):
         The lease is renewed as the run writes and given back at `close`; a holder that dies lets it expire
         (`lease_s`, 15 minutes), so it never blocks the next day's run."""
         holder = f"{uuid.uuid4().hex} pid {os.getpid()}"
-        params = {"p_key": f"lead-scorer:{key}", "p_holder": holder, "p_lease_s": self.lease_s}
+        params: RpcParams = {"p_key": f"lead-scorer:{key}", "p_holder": holder, "p_lease_s": self.lease_s}
         got = self._call("taking the run lock", lambda: self._pg.rpc(LOCK_FUNCTION, params).execute()).data
         if not got:
             raise RunLocked(
@@ -245,7 +258,7 @@ class RestStore(Source):
     def unlock_run(self) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
-            args = {"p_key": lease["p_key"], "p_holder": lease["p_holder"]}
+            args: RpcParams = {"p_key": lease["p_key"], "p_holder": lease["p_holder"]}
             try:
                 self._call("giving back the run lock", lambda: self._pg.rpc(UNLOCK_FUNCTION, args).execute())
             except StoreError as exc:  # the lease expires by itself
@@ -328,7 +341,7 @@ class RestStore(Source):
             raise self._translate(exc, f"reading {table}") from exc
         return True
 
-    def _function(self, name: str, probe: dict[str, Any]) -> bool:
+    def _function(self, name: str, probe: RpcParams) -> bool:
         """Whether an optional database function is there."""
         try:
             self._retry(lambda: self._pg.rpc(name, probe).execute())()
@@ -355,18 +368,17 @@ class RestStore(Source):
         res = self._call(
             "counting users",
             lambda: self._filtered(
-                self._pg.from_(n.users).select(n.user_id, count="exact", head=True), selector
+                self._pg.from_(n.users).select(n.user_id, count=CountMethod.exact, head=True), selector
             ).execute(),
         )
         return int(res.count or 0)
 
-    def _page(self, rows: list[dict[str, Any]]) -> UserPage:
-        n = self.names
+    def _page(self, rows: Sequence[UserRow]) -> UserPage:
         return UserPage(
-            user_ids=[r[n.user_id] for r in rows],
-            visitor_ids=[r[n.visitor_id] for r in rows],
-            scores=np.array([np.nan if r.get(n.lead_score) is None else float(r[n.lead_score]) for r in rows]),
-            models=[r.get(n.model_version) for r in rows],
+            user_ids=[r["user_id"] for r in rows],
+            visitor_ids=[r["visitor_id"] for r in rows],
+            scores=np.array([np.nan if (x := r["lead_score"]) is None else float(x) for r in rows]),
+            models=[r["model"] for r in rows],
         )
 
     def select_users(self, selector: Selector, *, after: Any | None, limit: int) -> UserPage:
@@ -375,7 +387,7 @@ class RestStore(Source):
         if selector.select == "stale":
             return self._stale_page(selector, after=after, limit=limit)
         cols = [n.user_id, n.visitor_id, n.lead_score, n.model_version]
-        rows: list[dict[str, Any]] = []
+        rows: list[UserRow] = []
         last = after
         while len(rows) < limit:
             want = min(limit - len(rows), self.max_rows)
@@ -386,22 +398,21 @@ class RestStore(Source):
                     q = q.gt(n.user_id, str(last))
                 return q.order(n.user_id).limit(want).execute()
 
-            got = self._call("reading users", page).data
+            got = user_rows(self._call("reading users", page).data, n)
             rows.extend(got)
             if len(got) < want:  # the server had no more (a cap below ours also lands here: see check)
                 break
-            last = got[-1][n.user_id]
+            last = got[-1]["user_id"]
         return self._page(rows)
 
     def _stale_page(self, selector: Selector, *, after: Any | None, limit: int) -> UserPage:
         """One key page of the `stale` rule from its database function: one POST, one JSON value that the
         row cap never truncates."""
-        n = self.names
         f = selector.freshness
         if f is None:
             raise ValueError("select='stale' needs a Freshness")
         cp = f.checkpoint
-        params = {
+        params: RpcParams = {
             "p_after": None if after is None else str(after),
             "p_limit": limit,
             "p_model": f.model,
@@ -413,11 +424,10 @@ class RestStore(Source):
             "p_through": None if cp.partial_through is None else str(cp.partial_through),
             "p_leads_only": selector.leads_only and self.has_converted,
         }
-        doc = self._call("selecting stale users", lambda: self._pg.rpc(SELECT_FUNCTION, params).execute()).data or {}
-        keys = {"user_id": n.user_id, "visitor_id": n.visitor_id, "lead_score": n.lead_score, "model": n.model_version}
-        columns = {ours: doc.get(theirs, []) for theirs, ours in keys.items()}
-        rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-        return self._page(rows)
+        res = self._call("selecting stale users", lambda: self._pg.rpc(SELECT_FUNCTION, params).execute())
+        doc = stale_users(res.data)
+        columns = zip(doc["user_id"], doc["visitor_id"], doc["lead_score"], doc["model"], strict=True)
+        return self._page([UserRow(user_id=u, visitor_id=v, lead_score=s, model=m) for u, v, s, m in columns])
 
     def find_users(self, user_ids: Sequence[str]) -> UserPage:
         n = self.names
@@ -426,7 +436,7 @@ class RestStore(Source):
             "reading users",
             lambda: self._pg.from_(n.users).select(cols).in_(n.user_id, list(user_ids)).order(n.user_id).execute(),
         )
-        return self._page(res.data or [])
+        return self._page(user_rows(res.data or [], n))
 
     def read_checkpoint(self, key: str) -> Checkpoint:
         table = self.names.checkpoints
@@ -436,9 +446,9 @@ class RestStore(Source):
                 self._pg.from_(table).select("complete_as_of,partial_as_of,partial_through").eq("key", key).execute()
             ),
         )
-        if not res.data:
+        row = checkpoint_row(res.data)
+        if row is None:
             return Checkpoint()
-        row = res.data[0]
         return Checkpoint(
             complete_as_of=_time(row.get("complete_as_of")),
             partial_as_of=_time(row.get("partial_as_of")),
@@ -449,8 +459,9 @@ class RestStore(Source):
         self._need_open()
         if not self.has_histogram:
             return None
-        params = {"p_bins": bins, "p_leads_only": leads_only and self.has_converted}
-        pairs = self._call("counting scores", lambda: self._pg.rpc(HISTOGRAM_FUNCTION, params).execute()).data or []
+        params: RpcParams = {"p_bins": bins, "p_leads_only": leads_only and self.has_converted}
+        res = self._call("counting scores", lambda: self._pg.rpc(HISTOGRAM_FUNCTION, params).execute())
+        pairs = histogram_pairs(res.data)
         out = np.zeros(bins, dtype=np.int64)
         for b, count in pairs:
             out[max(0, min(int(b), bins - 1))] += int(count)
@@ -493,7 +504,7 @@ class RestStore(Source):
 
     def read_events(
         self,
-        visitor_ids: Sequence[str],
+        visitor_ids: Sequence[str | None],
         *,
         since: datetime,
         as_of: datetime,
@@ -504,15 +515,9 @@ class RestStore(Source):
         if not vids:
             return EventRead()
         if self.fast_events:
-            doc = self._call(
-                "reading daily events",
-                lambda: self._pg.rpc(
-                    EVENTS_FUNCTION,
-                    {"p_visitor_ids": vids, "p_since": since.isoformat(), "p_as_of": as_of.isoformat()},
-                ).execute(),
-            ).data
-            frame = pd.DataFrame(doc or {"visitor_id": [], "event_type": [], "day": [], "future": [], "n": []})
-            return split_dropped_frame(frame)
+            params: RpcParams = {"p_visitor_ids": vids, "p_since": since.isoformat(), "p_as_of": as_of.isoformat()}
+            res = self._call("reading daily events", lambda: self._pg.rpc(EVENTS_FUNCTION, params).execute())
+            return split_dropped_frame(pd.DataFrame(daily_events(res.data)))
         frame, future = self._raw_events(vids, since=since, as_of=as_of)
         return split_dropped_frame(frame, future_counted=future)
 
@@ -529,17 +534,18 @@ class RestStore(Source):
         future = 0
         for chunk in self._chunks(vids):
             parts.append(self._read_chunk(chunk, since=since.isoformat(), as_of=as_of.isoformat()))
-            counted = self._call(
-                "counting future events",
-                lambda chunk=chunk: (
+
+            def count_future(chunk: list[str] = chunk) -> APIResponse:
+                return (
                     self._pg.from_(n.events)
-                    .select(n.event_visitor_id, count="exact", head=True)
+                    .select(n.event_visitor_id, count=CountMethod.exact, head=True)
                     .in_(n.event_visitor_id, chunk)
                     .gte(n.created_at, as_of.isoformat())
                     .not_.is_(n.event_type, "null")
                     .execute()
-                ),
-            )
+                )
+
+            counted = self._call("counting future events", count_future)
             future += int(counted.count or 0)
         raw = pd.concat(parts, ignore_index=True)
         created = pd.to_datetime(raw[n.created_at], utc=True, format="ISO8601")
@@ -572,8 +578,8 @@ class RestStore(Source):
         """
         vis, at = self.names.event_visitor_id, self.names.created_at
         window = f"and({at}.gte.{_or_value(since)},{at}.lt.{_or_value(as_of)}),{at}.is.null"
-        kept: list[dict[str, Any]] = []
-        runs: list[dict[str, Any]] = []
+        kept: list[EventRow] = []
+        runs: list[EventRow] = []
         pending = list(chunk)
         while pending:
             rows, complete = self._first_rows(pending, lambda q: q.or_(window))
@@ -599,12 +605,12 @@ class RestStore(Source):
         frame = pd.DataFrame(kept, columns=columns).assign(n=1)
         return pd.concat([frame, pd.DataFrame(runs, columns=[*columns, "n"])], ignore_index=True)
 
-    def _first_rows(self, visitors: list[str], where: Callable[[Any], Any]) -> tuple[list[dict[str, Any]], bool]:
+    def _first_rows(self, visitors: list[str], where: Callable[[Any], Any]) -> tuple[list[EventRow], bool]:
         """The first rows (up to the cap) of these visitors' events in reading order, and whether that is all."""
         n = self.names
         query = (
             self._pg.from_(n.events)
-            .select(f"{n.event_visitor_id},{n.event_type},{n.created_at}", count="exact")
+            .select(f"{n.event_visitor_id},{n.event_type},{n.created_at}", count=CountMethod.exact)
             .in_(n.event_visitor_id, visitors)
             .order(n.event_visitor_id)
             .order(n.created_at, nullsfirst=True)
@@ -612,7 +618,7 @@ class RestStore(Source):
             .limit(self.max_rows)
         )
         res = self._call("reading events", where(query).execute)
-        rows: list[dict[str, Any]] = res.data or []
+        rows: list[EventRow] = res.data or []
         complete = int(res.count or 0) <= len(rows)  # the page and its count come from one statement
         if not complete and not rows:
             raise StoreError(
@@ -624,12 +630,12 @@ class RestStore(Source):
     def _visitor_by_time(
         self,
         vid: str,
-        rows: list[dict[str, Any]],
+        rows: list[EventRow],
         *,
         since: str,
         as_of: str,
-        kept: list[dict[str, Any]],
-        runs: list[dict[str, Any]],
+        kept: list[EventRow],
+        runs: list[EventRow],
     ) -> None:
         """The rest of one visitor's events, from a first page that did not hold them all: everything before
         the page's last timestamp is complete, and the next request starts at that timestamp."""
@@ -644,14 +650,14 @@ class RestStore(Source):
             else:
                 kept.extend(rows[:first])
                 start, inclusive = stamp, True
-            rows, complete = self._first_rows(
-                [vid], lambda q, s=start, i=inclusive: (q.gte(at, s) if i else q.gt(at, s)).lt(at, as_of)
-            )
+
+            def after(q: Any, s: str = start, i: bool = inclusive) -> Any:
+                return (q.gte(at, s) if i else q.gt(at, s)).lt(at, as_of)
+
+            rows, complete = self._first_rows([vid], after)
         kept.extend(rows)
 
-    def _visitor_at(
-        self, vid: str, stamp: str | None, *, kept: list[dict[str, Any]], runs: list[dict[str, Any]]
-    ) -> None:
+    def _visitor_at(self, vid: str, stamp: str | None, *, kept: list[EventRow], runs: list[EventRow]) -> None:
         """One visitor's events at one timestamp (a backfill), or without one, type by type; a run of
         identical events (same visitor, time and type) is counted, not read."""
         n = self.names
@@ -671,7 +677,7 @@ class RestStore(Source):
                 return
             last = rows[-1][typ]
             kept.extend(r for r in rows if r[typ] != last)
-            query = self._pg.from_(n.events).select(n.event_visitor_id, count="exact", head=True)
+            query = self._pg.from_(n.events).select(n.event_visitor_id, count=CountMethod.exact, head=True)
             query = _is(_is(query.eq(n.event_visitor_id, vid), at, stamp), typ, last)
             same = int(self._call("counting events", query.execute).count or 0)
             runs.append({n.event_visitor_id: vid, typ: last, at: stamp, "n": same})
@@ -707,7 +713,7 @@ class RestStore(Source):
         params = _write_params(write, reasons=self.has_reasons)
         # Retrying the write is safe: the same scores for the same ids, update-only, the same checkpoint.
         res = self._call(_WRITING, lambda: self._pg.rpc(WRITE_FUNCTION, params).execute())
-        return int(res.data or 0)
+        return rows_written(res.data)
 
 
 #: Pairs per call of the shadow pairs function: two numbers and an id each, ~4 MB of JSON.
@@ -716,7 +722,7 @@ _PAIRS_PAGE = 100_000
 
 def _pairs_params(
     *, production: str, challenger: str, leads_only: bool, after: str | None, limit: int
-) -> dict[str, Any]:
+) -> RpcParams:
     return {
         "p_model": production,
         "p_challenger": challenger,
@@ -726,11 +732,11 @@ def _pairs_params(
     }
 
 
-def _write_params(write: ScoreWrite, *, reasons: bool = True) -> dict[str, Any]:
+def _write_params(write: ScoreWrite, *, reasons: bool = True) -> RpcParams:
     """The write function's arguments: scores, reasons, history, checkpoint and the challenger's shadow scores
     go in one call (the shadow's only when there are some, so a database migrated before them still writes)."""
     shadow = write.shadow
-    extra: dict[str, Any] = {}
+    extra: RpcParams = {}
     if shadow is not None and len(shadow.user_ids):
         extra = {
             "p_shadow_model": shadow.model,
@@ -750,7 +756,7 @@ def _write_params(write: ScoreWrite, *, reasons: bool = True) -> dict[str, Any]:
     }
 
 
-def _stale_probe() -> dict[str, Any]:
+def _stale_probe() -> RpcParams:
     """Arguments for an empty call of the stale-users function (``p_limit`` 0)."""
     return {
         "p_after": None,

@@ -22,6 +22,7 @@ import structlog
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import ReflectedColumn
 
 from lead_errors import AuthError, RunLocked, SchemaError, SettingsError, StoreError, TransientError
 from models import normalize_event_type
@@ -255,10 +256,10 @@ class SqlStore(Source):
         )
         self._opened = False
         # What `open` learned: the two tables' columns (None: no such table), whether the checkpoints table exists.
-        self._users_columns: dict[str, dict[str, Any]] | None = None
-        self._events_columns: dict[str, dict[str, Any]] | None = None
+        self._users_columns: dict[str, ReflectedColumn] | None = None
+        self._events_columns: dict[str, ReflectedColumn] | None = None
         self._has_checkpoints = False
-        self._id_type: sa.types.TypeEngine[Any] | None = None
+        self._id_type: sa.types.TypeEngine[Any] = sa.Text()  # the key column's, from `open` (`check` needs one)
         self._vid_cast: sa.types.TypeEngine[Any] | None = None
         self._lock: Any = None  # the run lock's connection (PostgreSQL) or file (SQLite)
         self._created_has_tz = True
@@ -393,7 +394,7 @@ class SqlStore(Source):
         self._opened = True
         return self
 
-    def _columns(self, insp: sa.Inspector, table: str) -> dict[str, dict[str, Any]] | None:
+    def _columns(self, insp: sa.Inspector, table: str) -> dict[str, ReflectedColumn] | None:
         schema = self.names.schema if self._pg else None
         if not insp.has_table(table, schema=schema):
             return None
@@ -459,10 +460,10 @@ class SqlStore(Source):
                     else_=sa.null(),
                 ),
             )
-            day_start = sa.bindparam("day_start", f.day_start, type_=sa.DateTime(timezone=True))
+            day_start: sa.ColumnElement[Any] = sa.bindparam("day_start", f.day_start, type_=sa.DateTime(timezone=True))
             # Cast in the text: under a prepared statement an untyped parameter here reads as a timestamp.
             reach: Any = sa.cast(sa.bindparam("reach", f.reach, type_=sa.Interval()), sa.Interval())
-            created = e.c[n.created_at]
+            created: sa.ColumnElement[Any] = e.c[n.created_at]
             as_of: Any = sa.bindparam("fresh_as_of", f.as_of, type_=sa.DateTime(timezone=True))
         else:
             # SQLite keeps times as text: compare julian day numbers. max() of several arguments is NULL
@@ -639,7 +640,7 @@ class SqlStore(Source):
     @_retrying
     def read_events(
         self,
-        visitor_ids: Sequence[str],
+        visitor_ids: Sequence[str | None],
         *,
         since: datetime,
         as_of: datetime,
