@@ -17,11 +17,15 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
 from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    # Typer 0.29 vendors click; its group's `invoke` takes that copy's Context (typer.Context subclasses it).
+    from typer._click.core import Context as VendoredContext
 
 from lead_errors import (
     BatchesFailed,
@@ -45,7 +49,7 @@ class _ErrorEdge(TyperGroup):
     (a command's printing included), exits 70 with its redacted traceback. Click's own exits and usage errors
     (`typer.Exit`, a bad flag: 2) and Ctrl-C pass through as they are."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: VendoredContext) -> Any:
         # Before anything can fail and print. This invocation's secrets only: a test runs many in one process.
         forget_secrets()
         add_secrets(secrets_in(settings={}, environ=os.environ))

@@ -256,8 +256,8 @@ def load_settings(**overrides: Any) -> Settings:
         ) from None  # pydantic's error quotes the input, which may be a secret (test_cli_never_prints_secrets)
     except SourceError as exc:
         # A list or dict setting whose value is not JSON: pydantic-settings fails before validating anything.
-        field = re.search(r'field "([^"]+)"', str(exc))
-        name = variable(field.group(1)) if field else "a LEAD_SCORER_ setting"
+        found = re.search(r'field "([^"]+)"', str(exc))
+        name = variable(found.group(1)) if found else "a LEAD_SCORER_ setting"
         raise SettingsError(
             f"invalid settings: {name} is not valid JSON",
             hint=f"write {name} as a JSON list, e.g. {name}='[\"sklearn.tree._tree.Tree\"]'",

@@ -29,12 +29,14 @@ __all__ = [
     "EventRow",
     "HistogramPairs",
     "RpcParams",
+    "ShadowPairsPage",
     "StaleUsers",
     "UserRow",
     "checkpoint_row",
     "daily_events",
     "histogram_pairs",
     "rows_written",
+    "shadow_pairs_page",
     "stale_users",
     "user_rows",
 ]
@@ -111,6 +113,20 @@ def user_rows(data: Sequence[JSON], names: Names) -> list[UserRow]:
 def stale_users(data: object) -> StaleUsers:
     """The stale-users function's value; None (PostgREST's empty answer) as an empty page."""
     return cast(StaleUsers, data) if data else StaleUsers(user_id=[], visitor_id=[], lead_score=[], model=[])
+
+
+class ShadowPairsPage(TypedDict):
+    """What ``lead_scorer_shadow_pairs`` returns: one key page of the users holding both a production score and
+    the challenger's shadow score, a column per key, in ``user_id`` order."""
+
+    user_id: list[Any]
+    production: list[float]
+    challenger: list[float]
+
+
+def shadow_pairs_page(data: object) -> ShadowPairsPage:
+    """The shadow pairs function's value; None as an empty page."""
+    return cast(ShadowPairsPage, data) if data else ShadowPairsPage(user_id=[], production=[], challenger=[])
 
 
 def daily_events(data: object) -> DailyEvents:

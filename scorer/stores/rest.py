@@ -54,6 +54,7 @@ from scorer.stores._rest_json import (
     daily_events,
     histogram_pairs,
     rows_written,
+    shadow_pairs_page,
     stale_users,
     user_rows,
 )
@@ -485,16 +486,15 @@ class RestStore(Source):
                 after=after,
                 limit=_PAIRS_PAGE,
             )
-            page = (
-                self._call(
-                    "reading shadow scores", lambda p=params: self._pg.rpc(SHADOW_PAIRS_FUNCTION, p).execute()
-                ).data
-                or {}
-            )
-            got = page.get("user_id") or []
+
+            def call(p: RpcParams = params) -> Any:
+                return self._pg.rpc(SHADOW_PAIRS_FUNCTION, p).execute()
+
+            page = shadow_pairs_page(self._call("reading shadow scores", call).data)
+            got = page["user_id"]
             ids += got
-            a += page.get("production") or []
-            b += page.get("challenger") or []
+            a += page["production"]
+            b += page["challenger"]
             if len(got) < _PAIRS_PAGE:
                 break
             after = str(got[-1])
