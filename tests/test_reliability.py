@@ -1,0 +1,143 @@
+"""Reliability under the faults of issue 25 (docs/reliability.md): a heavy visitor, a lost run lock, SIGTERM
+while the job waits, a database restart. Real PostgreSQL throughout."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models import FeatureCatalog
+from models.catalog import DailyGrain
+from scorer.job import JobOptions, score_users
+from tests.support import NOW, execute, make_product, snapshot
+
+#: Events of the heavy visitor: far past a packed counter's 131,072 (`scorer.stores.pg_features.FIELD_BITS`).
+HEAVY_EVENTS = 2_000_000
+
+
+def _add_heavy_visitor(url: str, *, events: int) -> tuple[str, str]:
+    """``events`` events for one existing user's visitor, spread over the last 60 days over three of the
+    product's types, in one INSERT … SELECT generate_series: (its user id, its visitor id)."""
+    [[(user_id, visitor)], types] = execute(
+        url,
+        "SELECT user_id::text, visitor_id FROM users WHERE visitor_id IS NOT NULL ORDER BY user_id LIMIT 1 OFFSET 37",
+        "SELECT DISTINCT event_type FROM events WHERE event_type IS NOT NULL ORDER BY 1 LIMIT 3",
+    )
+    execute(
+        url,
+        "INSERT INTO events (visitor_id, event_type, created_at) SELECT :v, (CAST(:types AS text[]))[1 + g % 3], "
+        "CAST(:now AS timestamptz) - (g % 5184000) * interval '1 second' FROM generate_series(1, :n) AS g",
+        params={"v": visitor, "types": [t for (t,) in types], "now": NOW - timedelta(minutes=1), "n": events},
+    )
+    return user_id, visitor
+
+
+def _catalog_features(url: str, visitor: str, *, catalog: FeatureCatalog, names: list[str], as_of) -> pd.DataFrame:
+    """The visitor's features as the numpy catalog computes them from its events at the daily grain (grouped
+    here, independently of the store's reads)."""
+    [rows] = execute(
+        url,
+        "SELECT visitor_id, event_type, (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n FROM events "
+        "WHERE visitor_id = :v AND created_at >= :since AND created_at < :as_of GROUP BY 1, 2, 3",
+        params={"v": visitor, "since": catalog.since(as_of), "as_of": as_of},
+    )
+    daily = pd.DataFrame(rows, columns=["visitor_id", "event_type", "day", "n"])
+    grain = DailyGrain.from_frame(daily)
+    return catalog.features(grain, visitor_ids=[visitor], as_of=as_of, names=names)
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_visitor_with_two_million_events_is_scored_like_any_other(pg_url, trained, dry_run):
+    _, model = trained
+    make_product(pg_url, users=400, seed=11)
+    user_id, visitor = _add_heavy_visitor(pg_url, events=HEAVY_EVENTS)
+    before = snapshot(pg_url)
+    store = _store(pg_url)
+    as_of = NOW
+    # 100 users a batch: the heavy visitor is in one half of its batch's event read, the other half is light.
+    summary = score_users(
+        store=store,
+        model=model,
+        options=JobOptions(batch_size=100, leads_only=False, dry_run=dry_run),
+        now=as_of,
+    )
+    store.close()
+
+    assert summary.exit_code == 0 and summary.failed_batches == 0
+    assert summary.users_scored == 400 and summary.users_failed == 0
+    assert summary.events_read >= HEAVY_EVENTS
+    after = snapshot(pg_url)
+    if dry_run:
+        assert after.equals(before)
+        return
+    assert after["lead_score"].notna().all()
+    catalog = FeatureCatalog()
+    features = _catalog_features(pg_url, visitor, catalog=catalog, names=model.input_names, as_of=as_of)
+    assert features.to_numpy().max() >= 1 << 17  # counts past what a packed counter holds
+    expected = model.predict_scores(features)[0]
+    got = after.loc[after["user_id"] == user_id, "lead_score"].iloc[0]
+    assert got == pytest.approx(float(expected), abs=1e-9)
+    assert np.isfinite(after["lead_score"]).all()
+
+
+def _store(url: str):
+    from scorer.stores.sql import SqlStore
+
+    store = SqlStore(url)
+    store.open().check()
+    return store
+
+
+def test_sigterm_ends_the_run_within_the_bound_while_its_write_retries_a_held_row_lock(trained, pg_url, tmp_path):
+    """Another session holds a row lock the job's write needs; the job's lock timeout is short, so its write
+    fails, waits, and tries again for its whole retry budget (30 s): most of the time there is no statement to
+    cancel, only a retry about to start. SIGTERM still ends the run within `SIGTERM_BOUND_S`: from the first
+    cancel on no retry and no statement starts. (With the one-shot cancel, it landed between two retries and
+    the run went on until its retry budget ran out.)"""
+    import signal
+    import time
+    import uuid
+
+    import sqlalchemy as sa
+
+    from scorer.stores.sql import engine_for
+    from tests.jobproc import Job, job_env
+
+    settings, _model = trained
+    make_product(pg_url, users=300, seed=12)
+    env = job_env(pg_url, settings, f"scoring-sigterm-{uuid.uuid4().hex[:8]}")
+    env |= {"LEAD_SCORER_DB_LOCK_TIMEOUT_S": "0.05"}
+    engine = engine_for(pg_url)
+    with engine.connect() as holder:
+        holder.execute(sa.text("SELECT 1 FROM users WHERE user_id = 5 FOR UPDATE"))
+        job = Job(["--batch-size", "100"], env, cwd=tmp_path)
+        job.wait_for("store_ready")
+        # Bounded wait until the job's write has met the lock once: a state of the database, not a time.
+        for _ in range(600):
+            [[(tried,)]] = execute(
+                pg_url,
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'lead-scorer %' "
+                "AND query LIKE 'UPDATE%'",
+            )
+            if tried:
+                break
+        assert tried, job.output()
+        started = time.monotonic()
+        job.proc.send_signal(signal.SIGTERM)
+        code = job.finish()
+        elapsed = time.monotonic() - started
+        holder.rollback()
+    engine.dispose()
+    assert code == 143, job.output()
+    assert elapsed < SIGTERM_BOUND_S, f"{elapsed:.1f}s after SIGTERM\n{job.output()}"
+    assert snapshot(pg_url)["lead_score"].isna().all()  # the batch that met the lock wrote nothing
+    (finished,) = job.events("run_finished")
+    assert finished["status"] == "KILLED"
+
+
+#: What docs/reliability.md promises: the grace before cancelling (8 s), the longest retry wait (2 s) and a
+#: second cancel (1 s), with room for MLflow's end of run; Render sends SIGKILL at 30 s.
+SIGTERM_BOUND_S = 15.0
