@@ -142,14 +142,26 @@ def run_scoring(
         tracker = tracker or scoring_tracker(options, artifact_location=artifact_location)
         now = datetime.now(UTC)
         store_id = hashlib.sha256(store.describe().encode()).hexdigest()[:12]
-        open_run(tracker, options, resolved, model, store_kind=store.kind, store_id=store_id, now=now)
+        open_run(
+            tracker,
+            options,
+            resolved,
+            model,
+            store_kind=store.kind,
+            store_id=store_id,
+            now=now,
+            store_session=store.session_name,
+        )
         # A run left RUNNING by a process that died is closed now. Holding the run lock, every other RUNNING
-        # run of this model on this database is dead; over REST (no lock) only those older than a day.
+        # run of this model on this database is dead unless its process is still connected (it lost its lock
+        # and stops at its next write); over REST only those older than a day.
         day_ago = None if store.kind == "sql" else int((now - timedelta(days=1)).timestamp() * 1000)
         if not job.dry_run:
             tracker.close_orphans(
                 tags={"model_name": resolved.name, "store_id": store_id, "dry_run": "false"},
                 started_before_ms=day_ago,
+                # A run whose lock session died (terminated, a restart) may still be alive: not an orphan.
+                live_sessions=store.live_sessions(),
             )
     except BaseException:
         owned.close()  # a run that stops before scoring leaves no connection (or lock) behind
@@ -352,6 +364,7 @@ def open_run(
     store_kind: str,
     store_id: str,
     now: datetime,
+    store_session: str | None = None,
 ) -> None:
     """The run's MLflow record, before anything is written: no record, no scoring."""
     job = options.job
@@ -369,6 +382,8 @@ def open_run(
     }
     if options.git_commit:
         tags["git_commit"] = options.git_commit
+    if store_session:
+        tags["store_session"] = store_session  # whether its process is alive (`Tracker.close_orphans`)
     try:
         tracker.start(
             # A name a person tells apart in the runs table: version, then the minute (UTC).

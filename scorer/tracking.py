@@ -38,7 +38,9 @@ class Tracker(Protocol):
         self, *, run_name: str, tags: dict[str, str], params: dict[str, Any], model_id: str | None = None
     ) -> None: ...
     def previous_deciles(self) -> list[float] | None: ...
-    def close_orphans(self, *, tags: dict[str, str], started_before_ms: int | None) -> list[str]: ...
+    def close_orphans(
+        self, *, tags: dict[str, str], started_before_ms: int | None, live_sessions: set[str] | None = None
+    ) -> list[str]: ...
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None: ...
     def finish(
         self, *, metrics: dict[str, float], artifacts: dict[str, Any], status: Status, note: str = ""
@@ -58,7 +60,9 @@ class NullTracker:
     def previous_deciles(self) -> list[float] | None:
         return None
 
-    def close_orphans(self, *, tags: dict[str, str], started_before_ms: int | None) -> list[str]:
+    def close_orphans(
+        self, *, tags: dict[str, str], started_before_ms: int | None, live_sessions: set[str] | None = None
+    ) -> list[str]:
         return []
 
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None:
@@ -174,10 +178,14 @@ class MlflowTracker:
                 return [m[f"score_p{p}"] for p in range(10, 100, 10)]
         return None
 
-    def close_orphans(self, *, tags: dict[str, str], started_before_ms: int | None) -> list[str]:
+    def close_orphans(
+        self, *, tags: dict[str, str], started_before_ms: int | None, live_sessions: set[str] | None = None
+    ) -> list[str]:
         """Mark as KILLED the runs of this experiment still RUNNING with these tags (a process that died
         without closing its run: kill -9, an out-of-memory kill, a lost container), started before the
-        given time if one is given; returns their ids. Best effort: a failure here never stops the run."""
+        given time if one is given; returns their ids. A run whose ``store_session`` tag is among
+        ``live_sessions`` (its process is still connected to the database: it lost its run lock, it has not
+        died) is left alone. Best effort: a failure here never stops the run."""
         if self._experiment_id is None:
             return []
         where = " and ".join(["attributes.status = 'RUNNING'", *(f"tags.{k} = '{v}'" for k, v in tags.items())])
@@ -187,6 +195,8 @@ class MlflowTracker:
                 if run.info.run_id == self.run_id:
                     continue
                 if started_before_ms is not None and run.info.start_time >= started_before_ms:
+                    continue
+                if live_sessions and run.data.tags.get("store_session") in live_sessions:
                     continue
                 note = (
                     f"Closed by run {self.run_id}: this run's process ended without recording an end (killed, "

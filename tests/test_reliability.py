@@ -141,3 +141,57 @@ def test_sigterm_ends_the_run_within_the_bound_while_its_write_retries_a_held_ro
 #: What docs/reliability.md promises: the grace before cancelling (8 s), the longest retry wait (2 s) and a
 #: second cancel (1 s), with room for MLflow's end of run; Render sends SIGKILL at 30 s.
 SIGTERM_BOUND_S = 15.0
+
+
+def test_a_run_whose_lock_session_is_terminated_stops_before_writing_beside_the_next(pg_url, mlflow_local):
+    """The run lock's session is terminated after batch 2 and a second run starts (and finishes) while the
+    first one is still going. The first run notices the lost lock before its next write and stops with the
+    run-lock error (exit 6); the second, holding the lock, scores the rest and leaves the first's MLflow run
+    alone. Every user is written exactly once (an update trigger counts the writes)."""
+    from mlflow import MlflowClient
+
+    from lead_errors import RunLocked
+    from scorer.app import run_scoring
+    from scorer.edge import run_options, train_options
+    from scorer.trainer import train_model
+
+    make_product(pg_url, users=1_000, seed=41)
+    settings = mlflow_local.settings(pg_url, batch_size=100)
+    train_model(train_options(settings), promote=True, artifact_location=mlflow_local.artifacts)
+    _count_writes(pg_url)
+    second: list = []
+
+    def after_batch(report) -> None:
+        if report.step == 2:
+            [[(terminated,)]] = execute(
+                pg_url,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+            )
+            assert terminated == 1
+            second.append(run_scoring(run_options(settings)))
+
+    with pytest.raises(RunLocked, match="lost the run lock"):
+        run_scoring(run_options(settings), on_batch=after_batch)
+
+    (run2,) = second
+    assert run2.exit_code == 0 and run2.users_scored == 800
+    [writes] = execute(pg_url, "SELECT user_id, count(*) FROM score_writes GROUP BY user_id")
+    assert len(writes) == 1_000 and {n for _, n in writes} == {1}
+    assert snapshot(pg_url)["lead_score"].notna().all()
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(settings.scoring_experiment)
+    first, later = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    assert "closed_by_run" not in first.data.tags  # the second run did not take the live run for dead
+    assert first.info.status == "FAILED" and later.info.status == "FINISHED"
+
+
+def _count_writes(url: str) -> None:
+    """A product-side trigger that counts every write of a score, per user."""
+    execute(
+        url,
+        "CREATE TABLE score_writes (user_id bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())",
+        "CREATE FUNCTION count_score_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO public.score_writes (user_id) VALUES (NEW.user_id); RETURN NEW; END $$",
+        "CREATE TRIGGER count_score_write AFTER UPDATE OF lead_score ON users FOR EACH ROW "
+        "EXECUTE FUNCTION count_score_write()",
+    )

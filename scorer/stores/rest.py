@@ -213,6 +213,11 @@ class RestStore(Source):
             except StoreError as exc:  # the lease expires by itself
                 log.warning("run_lock_not_released", error=str(exc))
 
+    session_name = None
+
+    def live_sessions(self) -> set[str] | None:
+        return None  # the Data API shows no sessions: orphans are told by their age
+
     def cancel(self) -> None:
         """Requests time out on their own (LEAD_SCORER_SUPABASE_TIMEOUT_S); nothing to cancel."""
         return None

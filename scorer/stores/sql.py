@@ -420,6 +420,23 @@ class SqlStore(Source):
         if first:
             log.warning("statements_cancelled", reason="stop requested")
 
+    @property
+    def session_name(self) -> str | None:
+        return self._session_name if self._pg else None
+
+    @_retrying
+    def live_sessions(self) -> set[str] | None:
+        if not self._pg:
+            return None  # SQLite: the run lock (a file lock) cannot be lost while its process lives
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT DISTINCT application_name FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name LIKE 'lead-scorer %'"
+                )
+            ).all()
+        return {name for (name,) in rows}
+
     def unlock_run(self) -> None:
         lock, self._lock = self._lock, None
         self._held = None
