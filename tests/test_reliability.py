@@ -195,3 +195,68 @@ def _count_writes(url: str) -> None:
         "CREATE TRIGGER count_score_write AFTER UPDATE OF lead_score ON users FOR EACH ROW "
         "EXECUTE FUNCTION count_score_write()",
     )
+
+
+#: A database outage the retry budget absorbs (`scorer.stores.sql.RETRY_BUDGET_S`, 30 s): longer than the old
+#: budget (~3.5 s, which a 3 s restart plus its shutdown overran), well inside the new one.
+OUTAGE_S = 6.0
+
+
+class ThrowawayServer:
+    """A PostgreSQL cluster of its own (pgserver's binaries, in ``root``), for a test that stops and starts it."""
+
+    def __init__(self, root) -> None:
+        import pgserver
+        from sqlalchemy.engine import make_url
+
+        self._pgserver = pgserver
+        self.server = pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+        self.url = (
+            make_url(self.server.get_uri()).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        )
+
+    def outage(self, seconds: float) -> float:
+        """Stop the server (fast: every session is closed), keep it down ``seconds`` (the fault's length, not a
+        wait for anything), start it again; returns how long it was down in all."""
+        import time
+
+        started = time.monotonic()
+        self._pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user)
+        time.sleep(seconds)
+        self.server.ensure_postgres_running()
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        self.server.cleanup()
+
+
+def test_a_database_restart_within_the_retry_budget_costs_no_batch(trained, tmp_path):
+    """The job's PostgreSQL stops after the first batch and comes back `OUTAGE_S` later (every session, the
+    run lock's too, is gone). The statements under way are retried until it is back, the run takes its lock
+    again (nobody else did), every user is scored, and the run exits 0 with no failed batch."""
+    import uuid
+
+    from mlflow import MlflowClient
+
+    from tests.jobproc import Job, job_env
+
+    settings, _model = trained
+    pg = ThrowawayServer(tmp_path)
+    try:
+        make_product(pg.url, users=3_000, seed=16, events_per_user=4.0)
+        experiment = f"scoring-restart-{uuid.uuid4().hex[:8]}"
+        job = Job(["--batch-size", "50"], job_env(pg.url, settings, experiment), cwd=tmp_path)
+        job.wait_for("batch")
+        down = pg.outage(OUTAGE_S)
+        code = job.finish()
+        assert code == 0, job.output()
+        assert job.events("batch_failed") == [] and job.events("store_lost") == [], job.output()
+        assert len(job.events("run_lock_retaken")) == 1, job.output()
+        assert sum(b["scored"] for b in job.events("batch")) == 3_000, job.output()
+        assert snapshot(pg.url)["lead_score"].notna().all()
+        client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+        (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+        assert run.info.status == "FINISHED"
+        assert down >= OUTAGE_S
+    finally:
+        pg.close()
