@@ -260,3 +260,77 @@ def test_a_database_restart_within_the_retry_budget_costs_no_batch(trained, tmp_
         assert down >= OUTAGE_S
     finally:
         pg.close()
+
+
+def _rest_store(url: str, **kwargs):
+    from scorer.stores.rest import RestStore
+    from tests.conftest import REST_KEY
+
+    store = RestStore(url, key=REST_KEY, **kwargs)
+    store.open().check()
+    return store
+
+
+def _lease_left_s(url: str) -> float:
+    [[(left,)]] = execute(url, "SELECT extract(epoch FROM max(expires_at) - now()) FROM lead_scorer_locks")
+    return float(left)
+
+
+def test_a_rest_run_that_lost_the_api_frees_its_lease_within_a_minute(pg_url):
+    """A run loses the Data API and cannot give its lease back. The lease is only ever a minute ahead of its
+    last heartbeat, so once the API is back the next run is refused for at most that minute (it was 15)."""
+    from lead_errors import RunLocked
+    from tests.postgrest_standin import PostgrestStandin
+
+    make_product(pg_url, users=10, seed=53)
+    with PostgrestStandin(pg_url, api_key=_key(), max_rows=1000) as rest:
+        first = _rest_store(rest.url, heartbeat_s=None)
+        first.lock_run("lead_scoring_pipeline")
+        assert 0 < _lease_left_s(pg_url) <= 60
+        assert first.renew_lease()  # a heartbeat: a minute from now again
+        assert 0 < _lease_left_s(pg_url) <= 60
+        # The API goes away for this run: it neither renews the lease nor gives it back (it is dropped unclosed).
+        del first
+        assert execute(pg_url, "SELECT count(*) FROM lead_scorer_locks")[0][0][0] == 1
+        with pytest.raises(RunLocked, match="within 60 s"):
+            _rest_store(rest.url, heartbeat_s=None).lock_run("lead_scoring_pipeline")
+        # A minute later (the stored time moved, not waited for) the next run takes it.
+        execute(pg_url, "UPDATE lead_scorer_locks SET expires_at = expires_at - interval '60 seconds'")
+        later = _rest_store(rest.url, heartbeat_s=None)
+        later.lock_run("lead_scoring_pipeline")
+        later.close()
+        assert rest.errors == []
+
+
+def test_a_rest_run_whose_lease_another_run_took_stops_before_writing(pg_url):
+    """The heartbeat renews the lease while the run lives; once another run holds it (this one's lapsed), the
+    heartbeat finds out and the next write raises RunLocked: nothing written."""
+    from lead_errors import RunLocked
+    from scorer.stores.base import ScoreWrite
+    from tests.postgrest_standin import PostgrestStandin
+
+    make_product(pg_url, users=10, seed=54)
+    with PostgrestStandin(pg_url, api_key=_key(), max_rows=1000) as rest:
+        store = _rest_store(rest.url, heartbeat_s=0.05)
+        store.lock_run("lead_scoring_pipeline")
+        execute(pg_url, "UPDATE lead_scorer_locks SET expires_at = now() + interval '1 second'")
+        for _ in range(2_000):  # bounded: until a beat has renewed it (a state of the database)
+            if _lease_left_s(pg_url) > 30:
+                break
+        assert _lease_left_s(pg_url) > 30
+        execute(pg_url, "UPDATE lead_scorer_locks SET holder = 'another run', expires_at = now() + interval '1 minute'")
+        beat = store._heartbeat[0]
+        beat.join(timeout=30)  # the heartbeat ends when it finds the lease another run's
+        assert not beat.is_alive()
+        write = ScoreWrite(user_ids=["1"], scores=[0.5], model="1/m", scored_at=NOW)
+        with pytest.raises(RunLocked, match="another run took it"):
+            store.write_scores(write)
+        store.close()
+        assert snapshot(pg_url)["lead_score"].isna().all()
+        assert execute(pg_url, "SELECT holder FROM lead_scorer_locks")[0] == [("another run",)]
+
+
+def _key() -> str:
+    from tests.conftest import REST_KEY
+
+    return REST_KEY
