@@ -334,3 +334,19 @@ def _key() -> str:
     from tests.conftest import REST_KEY
 
     return REST_KEY
+
+
+def test_the_fault_script_runs_these_trials():
+    """`benchmarks/faults.py` runs the tests above by name: every name it lists is a test of this module, and
+    every test of this module about a fault is one of its trials (so neither side rots)."""
+    import sys
+
+    from benchmarks.faults import TRIALS, check_loopback
+
+    listed = {test for trial in TRIALS for test in trial.tests}
+    here = {name for name in dir(sys.modules[__name__]) if name.startswith("test_")}
+    assert listed == here - {"test_the_fault_script_runs_these_trials"}
+    check_loopback("postgresql://u:p@localhost/db")
+    check_loopback("postgresql://u:p@/db?host=/tmp/x")
+    with pytest.raises(SystemExit, match="this machine only"):
+        check_loopback("postgresql://u:p@db.example.com/db")
