@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -167,10 +168,11 @@ def _first(exc: sa.exc.DBAPIError) -> str:
     return redact_text(text.splitlines()[0] if text else type(exc).__name__)
 
 
-#: How long a statement keeps being retried while the database cannot be reached (docs/reliability.md): a
-#: PostgreSQL restart (shutdown, recovery, start: 3-10 s measured) fits with room, so it costs no batch. Waits
-#: start at RETRY_WAIT_S and double up to RETRY_WAIT_MAX_S (with jitter); the longest wait also bounds how
-#: late a stop request is seen by a retry loop (`SqlStore.cancel`).
+#: How long statements keep being retried while the database cannot be reached (docs/reliability.md): a
+#: PostgreSQL restart (the issue's trial: 3 s, plus its shutdown) fits with room, so it costs no batch. It is
+#: the outage's budget, not each statement's (`SqlStore._budget_left`). Waits start at RETRY_WAIT_S and double
+#: up to RETRY_WAIT_MAX_S (with jitter); the longest wait also bounds how late a retry loop sees a stop request
+#: (`SqlStore.cancel`).
 RETRY_BUDGET_S = 30.0
 RETRY_WAIT_S = 0.25
 RETRY_WAIT_MAX_S = 2.0
@@ -183,18 +185,22 @@ def _retrying(fn: Any) -> Any:
 
     @functools.wraps(fn)
     def call(store: SqlStore, *args: Any, **kwargs: Any) -> Any:
+        left = store._budget_left()
         try:
             for attempt in stamina.retry_context(
                 on=store._should_retry,
-                attempts=None,
-                timeout=RETRY_BUDGET_S,
+                attempts=None if left > 0 else 1,
+                timeout=max(left, RETRY_WAIT_S),
                 wait_initial=RETRY_WAIT_S,
                 wait_max=RETRY_WAIT_MAX_S,
             ):
                 with attempt:
                     store._refuse_if_cancelled()
-                    return fn(store, *args, **kwargs)
+                    result = fn(store, *args, **kwargs)
+                    store._failing_since = None
+                    return result
         except _TRANSIENT as exc:
+            store._failing()
             raise TransientError(f"the database kept failing: {_first(exc)}") from exc
         except sa.exc.DBAPIError as exc:
             # The database refused this statement (a trigger, a constraint, a value it cannot handle): a fact
@@ -266,6 +272,7 @@ class SqlStore(Source):
         self._lock: Any = None  # the run lock's connection (PostgreSQL) or file (SQLite)
         self._held: _HeldLock | None = None  # whose session holds the PostgreSQL run lock, and since when
         self._cancelled = threading.Event()
+        self._failing_since: float | None = None  # when the database stopped answering (`_budget_left`)
         self._created_has_tz = True
         self._feature_sql: dict[tuple[Any, ...], str] = {}
         self.has_reasons = False
@@ -390,7 +397,21 @@ class SqlStore(Source):
 
     def _should_retry(self, exc: Exception) -> bool:
         """`_retry_on`, unless a stop request cancelled the store: then nothing is retried."""
-        return not self._cancelled.is_set() and _retry_on(exc)
+        if _retry_on(exc):
+            self._failing()
+            return not self._cancelled.is_set()
+        return False
+
+    def _failing(self) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+
+    def _budget_left(self) -> float:
+        """The retry budget is the outage's, not each statement's: counted from the first failure since the
+        last success, so once an outage has outlasted it the statements after fail at their first try
+        instead of each waiting the whole budget again."""
+        since = self._failing_since
+        return RETRY_BUDGET_S if since is None else RETRY_BUDGET_S - (time.monotonic() - since)
 
     def _refuse_if_cancelled(self) -> None:
         if self._cancelled.is_set():
