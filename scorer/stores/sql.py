@@ -784,8 +784,8 @@ class SqlStore(Source):
             rows = conn.exec_driver_sql(sql, {"ids": _array_literal(vids)}).cursor.fetchall()
         k = len(request.names)
         visitors, values = unpack(rows, k + 2 + len(DROPPED))
-        heavy = [i for i, count in enumerate(values[:, k]) if not fits_packed([count])]
-        if heavy:
+        if not fits_packed(values[:, k]):  # one max per batch; which visitors, only when one is past it
+            heavy = [i for i, count in enumerate(values[:, k]) if not fits_packed([count])]
             # A visitor with more events than a packed counter holds (a bot, a load test): its counters may
             # have carried into each other, so its features come from its daily grain, computed by the
             # catalog. Only its row is replaced: the batch keeps one kind of read (features), whatever half
