@@ -56,8 +56,12 @@ TRIALS = (
     ),
     Trial(
         "sigterm",
-        "SIGTERM to a real `lead-scorer run` whose write retries a row lock another session holds",
-        ("test_sigterm_ends_the_run_within_the_bound_while_its_write_retries_a_held_row_lock",),
+        "SIGTERM to a real `lead-scorer run` whose write retries a row lock another session holds; over REST, "
+        "whose requests all fail (503) and are retried",
+        (
+            "test_sigterm_ends_the_run_within_the_bound_while_its_write_retries_a_held_row_lock",
+            "test_sigterm_ends_a_rest_run_whose_requests_keep_failing_within_the_bound",
+        ),
     ),
     Trial(
         "restart",

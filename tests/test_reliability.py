@@ -350,3 +350,40 @@ def test_the_fault_script_runs_these_trials():
     check_loopback("postgresql://u:p@/db?host=/tmp/x")
     with pytest.raises(SystemExit, match="this machine only"):
         check_loopback("postgresql://u:p@db.example.com/db")
+
+
+def test_sigterm_ends_a_rest_run_whose_requests_keep_failing_within_the_bound(trained, pg_url, tmp_path):
+    """Over the Data API: after the first batch every request fails (503), so the job retries with backoff for
+    up to two minutes. SIGTERM still ends it within `SIGTERM_BOUND_REST_S`: from the cancel on, no request is
+    retried and none starts but the one giving the lease back. (Before, REST's cancel did nothing.)"""
+    import signal
+    import time
+    import uuid
+
+    from tests.conftest import REST_KEY
+    from tests.jobproc import Job, job_env
+    from tests.postgrest_standin import PostgrestStandin
+
+    settings, _model = trained
+    make_product(pg_url, users=2_000, seed=13)
+    with PostgrestStandin(pg_url, api_key=REST_KEY, max_rows=1000) as rest:
+        env = job_env("", settings, f"scoring-rest-sigterm-{uuid.uuid4().hex[:8]}")
+        env |= {"SUPABASE_URL": rest.url, "SUPABASE_SERVICE_ROLE_KEY": REST_KEY}
+        job = Job(["--batch-size", "50"], env, cwd=tmp_path)
+        job.wait_for("batch")
+        rest.fail_next(10_000, status=503)
+        job.wait_for("rest_retry")  # the job is in its retry loop: a log line, not a time
+        started = time.monotonic()
+        job.proc.send_signal(signal.SIGTERM)
+        code = job.finish()
+        elapsed = time.monotonic() - started
+        rest.reset()
+    assert code == 143, job.output()
+    assert elapsed < SIGTERM_BOUND_REST_S, f"{elapsed:.1f}s after SIGTERM\n{job.output()}"
+    (finished,) = job.events("run_finished")
+    assert finished["status"] == "KILLED"
+
+
+#: REST's bound: the 8 s grace, at most one retry wait (10 s over REST) and the MLflow run's end, when the API
+#: answers (with errors or not); a request that gets no answer holds the run until its own timeout (30 s).
+SIGTERM_BOUND_REST_S = 25.0

@@ -117,6 +117,7 @@ class RestStore(Source):
         self._lease: dict[str, Any] | None = None
         self._renewed = 0.0
         self._lease_lost: str | None = None
+        self._cancelled = threading.Event()
         self._heartbeat: tuple[threading.Thread, threading.Event] | None = None
         # Our own retry policy replaces the client's (GET-only, fixed waits, unlogged).
         options = ClientOptions(
@@ -134,14 +135,22 @@ class RestStore(Source):
 
     # -- plumbing --------------------------------------------------------------------------------
     def _should_retry(self, exc: Exception) -> bool:
+        if self._cancelled.is_set():
+            return False  # a stop request: no request is tried again (`cancel`)
         if is_transient(exc):
             self.retries += 1
             log.warning("rest_retry", error=_describe(exc), retries=self.retries)
             return True
         return False
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one request with retries; translate what is left into the job's errors."""
+    def _call(self, what: str, fn: Callable[[], T], *, stopping: bool = False) -> T:
+        """Run one request with retries; translate what is left into the job's errors. Once the store is
+        cancelled only a request made while ``stopping`` (giving the lease back) is still sent."""
+        if self._cancelled.is_set() and not stopping:
+            raise TransientError(
+                f"the run is stopping: a stop request cancelled the store before {what}",
+                hint="nothing to fix; the next run rescores what this one did not write",
+            )
         try:
             return self._retry(fn)()
         except APIError as exc:
@@ -268,7 +277,9 @@ class RestStore(Source):
         if lease is not None:
             args = {"p_key": lease["p_key"], "p_holder": lease["p_holder"]}
             try:
-                self._call("giving back the run lock", lambda: self._pg.rpc(UNLOCK_FUNCTION, args).execute())
+                self._call(
+                    "giving back the run lock", lambda: self._pg.rpc(UNLOCK_FUNCTION, args).execute(), stopping=True
+                )
             except StoreError as exc:  # the lease expires by itself, within lease_s
                 log.warning("run_lock_not_released", error=str(exc), expires_within_s=self.lease_s)
 
@@ -278,8 +289,11 @@ class RestStore(Source):
         return None  # the Data API shows no sessions: orphans are told by their age
 
     def cancel(self) -> None:
-        """Requests time out on their own (LEAD_SCORER_SUPABASE_TIMEOUT_S); nothing to cancel."""
-        return None
+        """A stop request: from now on no request is retried and none starts (but giving the lease back). A
+        request under way ends by itself (LEAD_SCORER_SUPABASE_TIMEOUT_S): an HTTP request has nothing to cancel."""
+        if not self._cancelled.is_set():
+            self._cancelled.set()
+            log.warning("requests_stopped", reason="stop requested")
 
     def open(self) -> Self:
         """Prove the key (the first request: a wrong one stops here, unretried) and learn which optional
