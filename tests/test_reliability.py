@@ -234,10 +234,13 @@ def test_a_database_restart_within_the_retry_budget_costs_no_batch(trained, tmp_
     """The job's PostgreSQL stops after the first batch and comes back `OUTAGE_S` later (every session, the
     run lock's too, is gone). The statements under way are retried until it is back, the run takes its lock
     again (nobody else did), every user is scored, and the run exits 0 with no failed batch."""
+    import contextlib
     import uuid
 
+    import sqlalchemy as sa
     from mlflow import MlflowClient
 
+    from scorer.stores.sql import engine_for
     from tests.jobproc import Job, job_env
 
     settings, _model = trained
@@ -245,9 +248,27 @@ def test_a_database_restart_within_the_retry_budget_costs_no_batch(trained, tmp_
     try:
         make_product(pg.url, users=3_000, seed=16, events_per_user=4.0)
         experiment = f"scoring-restart-{uuid.uuid4().hex[:8]}"
-        job = Job(["--batch-size", "50"], job_env(pg.url, settings, experiment), cwd=tmp_path)
+        env = job_env(pg.url, settings, experiment) | {"LEAD_SCORER_DB_LOCK_TIMEOUT_S": "120"}
+        # A row lock on a later user holds the run mid-way (its write waits), so the outage lands inside the
+        # run however fast it is; the restart ends the holder's session with everyone else's.
+        engine = engine_for(pg.url)
+        holder = engine.connect()
+        holder.execute(sa.text("SELECT 1 FROM users WHERE user_id = 1500 FOR UPDATE"))
+        job = Job(["--batch-size", "50"], env, cwd=tmp_path)
         job.wait_for("batch")
+        for _ in range(2_000):  # bounded: until the job's write waits on the lock (a state of the database)
+            [[(waiting,)]] = execute(
+                pg.url,
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'lead-scorer %' "
+                "AND wait_event_type = 'Lock'",
+            )
+            if waiting:
+                break
+        assert waiting, job.output()
         down = pg.outage(OUTAGE_S)
+        with contextlib.suppress(sa.exc.DBAPIError):
+            holder.close()
+        engine.dispose()
         code = job.finish()
         assert code == 0, job.output()
         assert job.events("batch_failed") == [] and job.events("store_lost") == [], job.output()
@@ -369,6 +390,8 @@ def test_sigterm_ends_a_rest_run_whose_requests_keep_failing_within_the_bound(tr
     with PostgrestStandin(pg_url, api_key=REST_KEY, max_rows=1000) as rest:
         env = job_env("", settings, f"scoring-rest-sigterm-{uuid.uuid4().hex[:8]}")
         env |= {"SUPABASE_URL": rest.url, "SUPABASE_SERVICE_ROLE_KEY": REST_KEY}
+        # 50 ms a request: the run lasts well past its first batch, so the faults land inside it.
+        rest.latency = 0.05
         job = Job(["--batch-size", "50"], env, cwd=tmp_path)
         job.wait_for("batch")
         rest.fail_next(10_000, status=503)
