@@ -177,15 +177,26 @@ def run_scoring(
         now = now or datetime.now(UTC)
         store_id = hashlib.sha256(store.describe().encode()).hexdigest()[:12]
         open_run(
-            tracker, options, resolved, model, store_kind=store.kind, store_id=store_id, now=now, challenger=shadow
+            tracker,
+            options,
+            resolved,
+            model,
+            store_kind=store.kind,
+            store_id=store_id,
+            now=now,
+            store_session=store.session_name,
+            challenger=shadow,
         )
         # A run left RUNNING by a process that died is closed now. Holding the run lock, every other RUNNING
-        # run of this model on this database is dead; over REST (no lock) only those older than a day.
+        # run of this model on this database is dead unless its process is still connected (it lost its lock
+        # and stops at its next write); over REST only those older than a day.
         day_ago = None if store.kind == "sql" else int((now - timedelta(days=1)).timestamp() * 1000)
         if not job.dry_run:
             tracker.close_orphans(
                 tags={"model_name": resolved.name, "store_id": store_id, "dry_run": "false"},
                 started_before_ms=day_ago,
+                # A run whose lock session died (terminated, a restart) may still be alive: not an orphan.
+                live_sessions=store.live_sessions(),
             )
     except BaseException:
         owned.close()  # a run that stops before scoring leaves no connection (or lock) behind
@@ -526,6 +537,7 @@ def open_run(
     store_id: str,
     now: datetime,
     challenger: Shadow | None = None,
+    store_session: str | None = None,
 ) -> None:
     """The run's MLflow record, before anything is written: no record, no scoring."""
     job = options.job
@@ -546,6 +558,8 @@ def open_run(
     if challenger is not None and challenger.resolved is not None:
         tags["challenger_version"] = challenger.resolved.version
         tags["challenger_identity"] = challenger.identity
+    if store_session:
+        tags["store_session"] = store_session  # whether its process is alive (`Tracker.close_orphans`)
     try:
         tracker.start(
             # Renamed with the run's outcome when it ends (`run_name`).

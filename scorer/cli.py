@@ -187,14 +187,17 @@ class _Stop:
     """SIGTERM/SIGINT ask the job to stop after the current batch; a second signal is the default.
 
     A batch waiting on the database (a hung statement, another session's lock) would hold the stop for as
-    long as the wait lasts: ``grace_s`` after the signal, what the store has in flight is cancelled, so the
-    run ends (KILLED, 128 + signal) well inside the 30 s a platform gives before SIGKILL.
+    long as the wait lasts: ``grace_s`` after the signal, what the store has in flight is cancelled, and from
+    then on nothing is retried and no statement starts (docs/reliability.md), so the run ends (KILLED,
+    128 + signal) well inside the 30 s a platform gives before SIGKILL.
     """
 
-    def __init__(self, *, grace_s: float = 8.0) -> None:
+    def __init__(self, *, grace_s: float = 8.0, repeat_s: float = 1.0) -> None:
         self.signal: int | None = None
         self.grace_s = grace_s
+        self.repeat_s = repeat_s
         self._cancel: list[Any] = []
+        self._done = threading.Event()  # never set in the CLI: the watchdog is a daemon and ends with it
 
     def __call__(self) -> bool:
         return self.signal is not None
@@ -204,11 +207,16 @@ class _Stop:
         self._cancel.append(cancel)
 
     def _watchdog(self) -> None:
-        for cancel in self._cancel:
-            try:
-                cancel()
-            except Exception as exc:  # a failed cancel leaves the statement to its own timeout
-                structlog.get_logger("lead_scorer").warning("cancel_failed", error=type(exc).__name__)
+        # Sticky: the store refuses new statements and retries from the first cancel on, and cancelling
+        # again every `repeat_s` catches a statement that slipped in between (a retry already under way).
+        while True:
+            for cancel in self._cancel:
+                try:
+                    cancel()
+                except Exception as exc:  # a failed cancel leaves the statement to its own timeout
+                    structlog.get_logger("lead_scorer").warning("cancel_failed", error=type(exc).__name__)
+            if self._done.wait(self.repeat_s):
+                return
 
     def install(self) -> None:
         def handler(signum: int, _frame: Any) -> None:

@@ -84,8 +84,9 @@ TYPE_WORDS = 1  # distinct types counted by bits for the first 64 normalized typ
 FIELD_BITS = 17
 PER_WORD = 3
 #: The extra last column: each visitor's events in the lookback. Every packed count is at most this, so the
-#: counts are exact while it stays below 2**FIELD_BITS, 131,072 events in the lookback (`fits_packed`); the
-#: job reads a batch with a busier visitor at the daily grain instead (`SqlStore.read_events`).
+#: counts are exact while it stays below 2**FIELD_BITS, 131,072 events in the lookback (`fits_packed`); a
+#: busier visitor's features are computed from its daily grain instead (`SqlStore.read_events`), the rest of
+#: its batch's stay packed.
 GUARD = "_lookback_events"
 #: A batch read's counts of the rows it read and dropped (`stores.base.split_dropped`'s names).
 DROPPED = ("null_type", "null_time", "future")
