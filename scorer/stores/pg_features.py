@@ -161,7 +161,8 @@ def feature_sql(
     distinct = catalog.windows_of(Measure.DISTINCT_TYPES)
     columns = [catalog.column(name) for name in names]
     # Buckets: a row's bucket is the first of these windows its age is under.
-    all_windows = tuple(sorted({*counted, *distinct, *(c.window for c in columns if c.slug is not None), lookback}))
+    per_type_windows = {c.window for c in columns if c.slug is not None and c.window is not None}
+    all_windows = tuple(sorted({*counted, *distinct, *per_type_windows, lookback}))
     vid, etype, created = quote_ident(n.event_visitor_id), quote_ident(n.event_type), quote_ident(n.created_at)
     at_start, at_end = f"{_lit(start.isoformat())}::timestamptz", f"{_lit(as_of.isoformat())}::timestamptz"
 
