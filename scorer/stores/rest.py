@@ -555,7 +555,6 @@ class RestStore(Source):
         self._need_open()
         if not self.has_shadow:
             return None
-        ids: list[Any] = []
         a: list[float] = []
         b: list[float] = []
         after: str | None = None
@@ -572,16 +571,13 @@ class RestStore(Source):
                 return self._pg.rpc(SHADOW_PAIRS_FUNCTION, p).execute()
 
             page = shadow_pairs_page(self._call("reading shadow scores", call).data)
-            got = page["user_id"]
-            ids += got
+            got = page["user_id"]  # only for the next page's key
             a += page["production"]
             b += page["challenger"]
             if len(got) < _PAIRS_PAGE:
                 break
             after = str(got[-1])
-        return ShadowPairs(
-            user_ids=ids, production=np.array(a, dtype=np.float64), challenger=np.array(b, dtype=np.float64)
-        )
+        return ShadowPairs(production=np.array(a, dtype=np.float64), challenger=np.array(b, dtype=np.float64))
 
     def read_events(
         self,
