@@ -529,7 +529,7 @@ def registry_compare(
         return
     live, sides = doc["live"], (doc["a"], doc["b"])
     typer.echo(f"{'':<34} {'A: v' + sides[0]['version']:>12} {'B: v' + sides[1]['version']:>12}")
-    for key in sorted(set(sides[0]["holdout"]) | set(sides[1]["holdout"])):
+    for key in ("roc_auc", "pr_auc", "top_decile_lift", "brier", "ece"):
         cells = [f"{s['holdout'][key]:.3f}" if key in s["holdout"] else "-" for s in sides]
         typer.echo(f"{'holdout ' + key:<34} {cells[0]:>12} {cells[1]:>12}")
     cells = [s["first_honest_day"] for s in sides]

@@ -216,9 +216,11 @@ class Comparison:
         if self.verdict == "b_better":
             return f"version {b} ranks leads better: promote it (`lead-scorer registry promote {b}`)"
         if self.verdict == "a_better":
+            challenger = self.b.how == "challenger"
+            clear = "; clear the challenger (`lead-scorer registry challenge --clear`)" if challenger else ""
             return (
-                f"version {a} ranks leads better: keep it; `registry promote {b}` is refused (exit 7), and a "
-                f"challenger {b} is better cleared (`lead-scorer registry challenge --clear`)"
+                f"version {a} ranks leads better: keep it; `registry promote {b}` is refused (exit 7) while "
+                f"{a} is production{clear}"
             )
         if self.verdict == "indistinguishable":
             return "no significant difference: keep production, or wait for more cohorts to mature and compare again"

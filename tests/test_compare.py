@@ -120,6 +120,11 @@ def test_too_few_conversions_or_no_sql_store_fall_back_to_the_holdout_rule(produ
     assert got["verdict"] == "not_enough_data" and got["live"]["diff_ci"][1] < 0  # significant, but too few
     assert "fewer than the 1,000,000" in got["advice"]
     assert got["shadow"] is None  # no run has had this pair
+    out = _cli("registry", "compare", "1", "2", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "verdict: not_enough_data: " in out.stdout
+    auc_a, auc_b = got["live"]["roc_auc_a"], got["live"]["roc_auc_b"]
+    assert f"{'live ROC AUC (same leads)':<34} {auc_a:>12.3f} {auc_b:>12.3f}" in out.stdout
 
     out = _cli("registry", "promote", "2", env=env)
     assert out.returncode == 7
