@@ -417,6 +417,14 @@ def run_auto_promotion(
                 line=f"Auto-promotion: challenger v{c.version} stays challenger, production v"
                 f"{production.resolved.version} stays ({out.verdict.replace('_', ' ')}): {out.summary()}.",
             )
+        now_production = registry.resolve().version
+        if now_production != production.resolved.version:  # moved by hand during the run: the evidence is stale
+            return AutoPromotion(
+                metrics=metrics | {"compare/promoted": 0.0},
+                tags={"auto_promotion": "production_moved"},
+                line=f"Auto-promotion: challenger v{c.version} was better than v{production.resolved.version}, but "
+                f"production moved to v{now_production} during the run; nothing was promoted: {out.summary()}.",
+            )
         registry.promote(
             c.version,
             actor=AUTO_ACTOR,
@@ -424,7 +432,9 @@ def run_auto_promotion(
             check_inputs=catalog.check,
             live_check=lambda _candidate, _current: out.evidence(),
         )
-        registry.clear_challenger()
+        still = registry.resolve_challenger()
+        if still is not None and still.version == c.version:  # a challenger set during the run stays
+            registry.clear_challenger()
         metrics["compare/promoted"] = 1.0
         log.info("auto_promoted", version=c.version, replacing=production.resolved.version, diff=p.diff if p else None)
         return AutoPromotion(
