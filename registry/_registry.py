@@ -52,10 +52,10 @@ TAG_PREVIOUS = "previous_production_version"
 TAG_PROMOTED_BY = "promoted_by"
 TAG_PROMOTED_AT = "promoted_at"
 TAG_ROLLED_BACK_FROM = "rolled_back_from"
-#: Who made a version challenger, and when (the version page's description says it too).
 #: What decided a promotion: "live" (a paired comparison on live cohorts) or "holdout"; and whether --force did.
 TAG_PROMOTED_ON = "promoted_on"
 TAG_PROMOTION_FORCED = "promotion_forced"
+#: Who made a version challenger, and when (the version page's description says it too).
 TAG_CHALLENGER_BY = "challenger_by"
 TAG_CHALLENGER_AT = "challenger_at"
 TAG_REFERENCE = "reference_deciles"

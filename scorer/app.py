@@ -223,7 +223,11 @@ def run_scoring(
         # The scores are written: an evaluation that fails now costs none of them, only its own figures.
         live = None if job.dry_run or summary.stopped else live_check(store, options, resolved, model, now, catalog)
         promotion = None
-        if options.live.auto_promote and shadow is not None and not job.dry_run and not summary.stopped:
+        if (
+            options.live.auto_promote
+            and shadow is not None
+            and not (job.dry_run or summary.stopped or summary.store_lost)
+        ):
             promotion = run_auto_promotion(
                 store,
                 registry=options.model.registry(),

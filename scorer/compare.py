@@ -418,12 +418,13 @@ def run_auto_promotion(
                 f"{production.resolved.version} stays ({out.verdict.replace('_', ' ')}): {out.summary()}.",
             )
         now_production = registry.resolve().version
-        if now_production != production.resolved.version:  # moved by hand during the run: the evidence is stale
+        if now_production != production.resolved.version:  # moved during the run, or the run was pinned
             return AutoPromotion(
                 metrics=metrics | {"compare/promoted": 0.0},
                 tags={"auto_promotion": "production_moved"},
-                line=f"Auto-promotion: challenger v{c.version} was better than v{production.resolved.version}, but "
-                f"production moved to v{now_production} during the run; nothing was promoted: {out.summary()}.",
+                line=f"Auto-promotion: challenger v{c.version} is better than v{production.resolved.version}, which "
+                f"this run scored with, but production is now v{now_production}; nothing was promoted: "
+                f"{out.summary()}.",
             )
         registry.promote(
             c.version,
