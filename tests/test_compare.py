@@ -184,3 +184,15 @@ def test_auto_promotion_promotes_a_clearly_better_challenger_and_leaves_a_tie(
     # At most weekly: the next run finds no new cohort to compare, and says nothing of it.
     _, run = _scoring_run(settings, mlflow_local, every_days=0, auto_promote=True)
     assert "auto_promotion" not in run.data.tags and not [k for k in run.data.metrics if k.startswith("compare/")]
+
+
+def test_compare_over_rest_is_refused_naming_database_url() -> None:
+    from tests.jobproc import job_env
+    from tests.test_live import _NoSettings
+
+    env = {k: v for k, v in job_env("sqlite:///unused.db", _NoSettings(), "x").items() if k != "DATABASE_URL"}
+    env |= {"SUPABASE_URL": "http://127.0.0.1:9", "SUPABASE_SERVICE_ROLE_KEY": "sb_secret_abc"}
+    out = _cli("registry", "compare", "--json", env=env)
+    assert out.returncode == 4
+    assert "REST API is not made for" in out.stderr and "DATABASE_URL" in out.stderr
+    assert "sb_secret_abc" not in out.stderr + out.stdout and out.stdout == ""
