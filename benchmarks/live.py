@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from registry import Registry
     from scorer.app import LiveOptions, run_scoring
     from scorer.cohorts import midnight, score_cohorts
+    from scorer.compare import pooled_pair
     from scorer.edge import run_options, train_options
     from scorer.live import evaluate_matured
     from scorer.settings import load_settings
@@ -106,6 +107,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             a.repeat,
         )
         users = store.count_users(data_selector())
+        # Auto-promotion's comparison (issue 23): two versions on the default 9 weekly cohorts in one pass, on the
+        # daily check's sample of about 10,000 users (the work of `scorer.compare.compare_pair`; the same model
+        # twice: the features are computed once for both, and predicting is a small part of it).
+        stride = max(1, -(-users // 10_000))
+        out["auto_compare_9_cohorts_sample_10000_s"] = _median(
+            lambda: pooled_pair(
+                score_cohorts(
+                    store,
+                    days=weekly,
+                    horizon_days=HORIZON,
+                    models={"a": model, "b": model},
+                    catalog=catalog,
+                    page_stride=stride,
+                )
+            ),
+            a.repeat,
+        )
         for max_users in (10_000, 20_000, a.users):
             out[f"daily_check_max_{max_users}_s"] = _median(
                 lambda max_users=max_users: evaluate_matured(
@@ -129,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs.append(run_scoring(options).duration_s)
     out["daily_run_all_users_s"] = statistics.median(runs)
     out["daily_check_share_of_run"] = out["daily_check_max_10000_s"] / out["daily_run_all_users_s"]
+    out["auto_compare_share_of_run"] = out["auto_compare_9_cohorts_sample_10000_s"] / out["daily_run_all_users_s"]
     text = json.dumps(out, indent=2, default=str)
     print(text)
     if a.out:

@@ -52,6 +52,9 @@ TAG_PREVIOUS = "previous_production_version"
 TAG_PROMOTED_BY = "promoted_by"
 TAG_PROMOTED_AT = "promoted_at"
 TAG_ROLLED_BACK_FROM = "rolled_back_from"
+#: What decided a promotion: "live" (a paired comparison on live cohorts) or "holdout"; and whether --force did.
+TAG_PROMOTED_ON = "promoted_on"
+TAG_PROMOTION_FORCED = "promotion_forced"
 #: Who made a version challenger, and when (the version page's description says it too).
 TAG_CHALLENGER_BY = "challenger_by"
 TAG_CHALLENGER_AT = "challenger_at"
@@ -197,6 +200,30 @@ class LoadedModel:
 
     def predict_scores(self, features: pd.DataFrame) -> Any:
         return self.pipeline.predict_proba(features[self.input_names])[:, 1]
+
+
+Verdict = Literal["a_better", "b_better", "indistinguishable", "not_enough_data", "unavailable"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveEvidence:
+    """What a live comparison of two versions on the same leads said (``a``: production, ``b``: the candidate),
+    as `Registry.promote` takes it from a ``live_check``: a ``verdict`` and the figures in words (``summary``).
+
+    ``not_enough_data`` and ``unavailable`` (no SQL store, an error) decide nothing: the holdout rule does.
+
+    >>> LiveEvidence(verdict="a_better", summary="ROC AUC 0.19 vs 0.81").decided
+    True
+    >>> LiveEvidence(verdict="unavailable", summary="no SQL store (DATABASE_URL)").decided
+    False
+    """
+
+    verdict: Verdict
+    summary: str
+
+    @property
+    def decided(self) -> bool:
+        return self.verdict in ("a_better", "b_better", "indistinguishable")
 
 
 def _check_loadable(
@@ -623,12 +650,16 @@ class Registry:
         metric: str = "roc_auc",
         policy: LoadPolicy = DEFAULT_POLICY,
         check_inputs: Callable[[list[str]], None] | None = None,
+        live_check: Callable[[ResolvedVersion, ResolvedVersion], LiveEvidence] | None = None,
     ) -> tuple[str | None, str]:
         """Make ``version`` production (alias and stage) in ``actor``'s name; returns (previous, new).
 
-        Unless ``force``, refuses a candidate whose holdout ``metric`` is lower than production's, and one
-        the job would refuse to load (a pickle, types the ``policy`` does not trust, or inputs ``check_inputs``
-        rejects), so a promotion cannot break the next run.
+        Unless ``force``, refuses a candidate the evidence says is worse than production, and one the job would
+        refuse to load (a pickle, types the ``policy`` does not trust, or inputs ``check_inputs`` rejects), so
+        a promotion cannot break the next run. The evidence is live when ``live_check(candidate, production)``
+        has enough of it (a verdict); otherwise (too few conversions, no SQL store, no check) the holdout
+        ``metric``: lower than production's is refused. What decided, and a ``--force``, are recorded on the
+        version (tags ``promoted_on``, ``promotion_forced``, and its description line).
         """
         version = str(version)
         with self._calls(f"promoting version {version}"):
@@ -637,11 +668,32 @@ class Registry:
             previous = current.version if current else None
             if previous == version and current is not None and current.how == "alias":
                 return previous, version
+            evidence = None
+            if current is not None and current.version != version and live_check is not None:
+                evidence = live_check(candidate, current)
+            decided = evidence is not None and evidence.decided
+            refusals: list[str] = []
+            if current is not None and evidence is not None and evidence.verdict == "a_better":
+                refusals.append(
+                    f"version {version} ranks leads significantly worse than production version "
+                    f"{current.version} on live data: {evidence.summary}"
+                )
+            elif current is not None and not decided:
+                refusals += self._worse_on_holdout(candidate, current, metric=metric)
+            if not force and refusals:
+                raise PromotionRefused(
+                    refusals[0], hint="keep production; or promote anyway with --force (recorded on the version)"
+                )
             if not force:
-                if current is not None:
-                    self._refuse_worse(candidate, current, metric=metric)
                 self._refuse_unloadable(candidate, policy=policy, check_inputs=check_inputs)
-            self._make_production(version, actor=actor, previous=previous)
+            basis = "live" if decided else "holdout"
+            why = f"on live evidence: {evidence.summary}" if decided and evidence is not None else ""
+            if force and refusals:
+                why = f"with --force, past this refusal: {refusals[0]}"
+            elif force:
+                why = f"with --force{'; ' + why if why else ''}"
+            extra = {TAG_PROMOTED_ON: basis, TAG_PROMOTION_FORCED: str(force).lower()}
+            self._make_production(version, actor=actor, previous=previous, why=why, tags=extra)
             return previous, version
 
     def _version(self, version: str) -> ResolvedVersion:
@@ -655,16 +707,17 @@ class Registry:
                 ) from exc
             raise
 
-    def _refuse_worse(self, candidate: ResolvedVersion, current: ResolvedVersion, *, metric: str) -> None:
-        """A candidate whose holdout ``metric`` is below production's (or unknown, when production's is known)."""
+    def _worse_on_holdout(self, candidate: ResolvedVersion, current: ResolvedVersion, *, metric: str) -> list[str]:
+        """Why a candidate whose holdout ``metric`` is below production's (or unknown, when production's is
+        known) is refused; empty when it is not."""
         key = f"{METRIC_TAG_PREFIX}{metric}"
         cur, cand = current.tags.get(key), candidate.tags.get(key)
         if cur is not None and (cand is None or float(cand) < float(cur)):
-            raise PromotionRefused(
+            return [
                 f"version {candidate.version} has {metric} {cand or 'unknown'} on its holdout, lower than "
-                f"production version {current.version}'s {cur}",
-                hint="promote anyway with --force",
-            )
+                f"production version {current.version}'s {cur}"
+            ]
+        return []
 
     def _refuse_unloadable(
         self,
@@ -687,7 +740,14 @@ class Registry:
             ) from exc
 
     def _make_production(
-        self, version: str, *, actor: str, previous: str | None, rolled_back_from: str | None = None
+        self,
+        version: str,
+        *,
+        actor: str,
+        previous: str | None,
+        rolled_back_from: str | None = None,
+        why: str = "",
+        tags: dict[str, str] | None = None,
     ) -> None:
         """Alias, stage and the registered model's tag; then the version's stamp (who, when, what it replaced)
         in its tags and its description."""
@@ -695,6 +755,7 @@ class Registry:
         self._set_stage(version)
         self.client.set_registered_model_tag(self.model_name, TAG_LAST_PROMOTED, version)
         stamp = {TAG_PROMOTED_BY: actor, TAG_PROMOTED_AT: datetime.now(UTC).isoformat(timespec="milliseconds")}
+        stamp |= tags or {}
         if rolled_back_from is not None:
             stamp[TAG_ROLLED_BACK_FROM] = rolled_back_from
         elif previous is not None and previous != version:
@@ -706,7 +767,8 @@ class Registry:
             f"Promoted to production by {actor} at {stamp[TAG_PROMOTED_AT][:16]} UTC"
             + (f", replacing version {previous}" if previous and previous != version else "")
             + (" (a rollback)" if rolled_back_from is not None else "")
-            + "."
+            + (f", {why}" if why else "")
+            + ("" if why.endswith(".") else ".")
         )
         self.client.update_model_version(self.model_name, version, description=f"{described}\n\n{line}".strip())
         if previous and previous != version:

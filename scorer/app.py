@@ -29,6 +29,7 @@ from registry import (
     ResolvedVersion,
     redact,
 )
+from scorer.compare import run_auto_promotion
 from scorer.contract import Names
 from scorer.job import BatchReport, JobOptions, RunSummary, score_users, selector_for
 from scorer.live import LiveCheck, evaluate_matured, live_due
@@ -110,6 +111,10 @@ class LiveOptions:
     experiment: str = "lead-scorer/evaluation"
     #: Above this many users the check evaluates a systematic sample of about this many (its cost stays bounded).
     max_users: int = 10_000
+    #: Promote the challenger when it is significantly better on live data (`scorer.compare.run_auto_promotion`).
+    auto_promote: bool = False
+    #: A live verdict needs at least this many conversions.
+    min_conversions: int = 100
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,6 +233,24 @@ def run_scoring(
             )
         # The scores are written: an evaluation that fails now costs none of them, only its own figures.
         live = None if job.dry_run or summary.stopped else live_check(store, options, resolved, model, now, catalog)
+        promotion = None
+        if (
+            options.live.auto_promote
+            and shadow is not None
+            and not (job.dry_run or summary.stopped or summary.store_lost)
+        ):
+            promotion = run_auto_promotion(
+                store,
+                registry=options.model.registry(),
+                production=model,
+                challenger=shadow.model if shadow.active else None,
+                now=now,
+                catalog=catalog,
+                policy=options.model.policy,
+                every=options.live.every_days or 7,
+                min_conversions=options.live.min_conversions,
+                max_users=options.live.max_users,
+            )
     except BaseException as exc:
         with contextlib.suppress(TrackingError):
             tracker.finish(
@@ -271,6 +294,9 @@ def run_scoring(
         note += "\n\n" + shadow.describe(challenger)
     if live is not None:
         note += "\n\n" + (live.line or f"**The live evaluation failed** ({live.error}); the scores are written.")
+    if promotion is not None:
+        metrics |= promotion.metrics
+        note += "\n\n" + promotion.line
     name = run_name(resolved.version, now, dry_run=job.dry_run, outcome=run_outcome(summary, status=status))
     try:
         tracker.finish(
@@ -279,7 +305,7 @@ def run_scoring(
             status=status,
             note=note,
             run_name=name,
-            tags=baseline_tags(summary),
+            tags=baseline_tags(summary) | (promotion.tags if promotion is not None else {}),
         )
     except TrackingError as exc:
         # The scores are written; only the record is lost. The run_finished line above is the record.

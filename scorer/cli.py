@@ -477,24 +477,87 @@ def registry_promote(
 ) -> None:
     """Point the `production` alias (and the Production stage) at VERSION; the next run uses it.
 
-    Refused (unless --force) when VERSION's holdout ROC AUC is lower than production's, or when the job could
-    not load it: a pickle, types outside the skops allowlist, or features the catalog cannot build.
+    Refused (unless --force) when VERSION ranks leads significantly worse than production on live cohorts
+    after both versions' training (with DATABASE_URL and at least LEAD_SCORER_MIN_CONVERSIONS conversions;
+    otherwise when its holdout ROC AUC is lower), or when the job could not load it: a pickle, types outside
+    the skops allowlist, or features the catalog cannot build. --force is recorded on the version.
     """
-    from models import FeatureCatalog
-    from scorer.edge import actor as default_actor
-    from scorer.edge import load_policy
+    with _loading():
+        from models import FeatureCatalog
+        from scorer.edge import actor as default_actor
+        from scorer.edge import compare_options, load_policy
+        from scorer.promotion import promotion_check
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     reg = _registry(tracking_uri, settings)
+    check = promotion_check(compare_options(settings))
+    seen: list[Any] = []
 
-    previous, new = reg.promote(
-        version,
-        force=force,
-        actor=actor or default_actor(),
-        policy=load_policy(settings),
-        check_inputs=FeatureCatalog().check,
-    )
-    typer.echo(f"production is now version {new} (was {previous or 'none'})")
+    def live_check(candidate: Any, production: Any) -> Any:
+        seen.append(check(candidate, production))
+        return seen[-1]
+
+    try:
+        previous, new = reg.promote(
+            version,
+            force=force,
+            actor=actor or default_actor(),
+            policy=load_policy(settings),
+            check_inputs=FeatureCatalog().check,
+            live_check=live_check,
+        )
+    finally:
+        for evidence in seen:  # what decided, before the outcome (or the refusal) is printed
+            basis = "live evidence" if evidence.decided else "the holdout rule (no live verdict)"
+            typer.echo(f"decided on {basis}: {evidence.summary}", err=True)
+    typer.echo(f"production is now version {new} (was {previous or 'none'})" + (" (forced)" if force else ""))
+
+
+@registry_app.command("compare", epilog=EXIT_CODES_HELP)
+def registry_compare(
+    a: Annotated[str | None, typer.Argument(help="Version A (default: production).")] = None,
+    b: Annotated[str | None, typer.Argument(help="Version B (default: the challenger).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Versions A and B side by side: holdout figures; live ROC AUC on the same cohorts after both versions'
+    training, with the paired difference B - A and its 95 % interval (DeLong); the latest shadow agreement; a
+    verdict and what to do (DATABASE_URL). The comparison goes on B's version page.
+    """
+    with _loading():
+        from scorer.edge import compare_options
+        from scorer.promotion import compare_versions
+
+    if as_json:  # stdout holds the one JSON object; the log lines go to stderr
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    settings = _settings(mlflow_tracking_uri=tracking_uri)
+    try:
+        out = compare_versions(compare_options(settings), a=a, b=b)
+    except Exception as exc:
+        raise _fail(exc) from exc
+    doc = out.as_json()
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    live, sides = doc["live"], (doc["a"], doc["b"])
+    typer.echo(f"{'':<34} {'A: v' + sides[0]['version']:>12} {'B: v' + sides[1]['version']:>12}")
+    for key in ("roc_auc", "pr_auc", "top_decile_lift", "brier", "ece"):
+        cells = [f"{s['holdout'][key]:.3f}" if key in s["holdout"] else "-" for s in sides]
+        typer.echo(f"{'holdout ' + key:<34} {cells[0]:>12} {cells[1]:>12}")
+    cells = [s["first_honest_day"] for s in sides]
+    typer.echo(f"{'first honest day':<34} {cells[0]:>12} {cells[1]:>12}")
+    aucs = ["-" if live[k] is None else f"{live[k]:.3f}" for k in ("roc_auc_a", "roc_auc_b")]
+    typer.echo(f"{'live ROC AUC (same leads)':<34} {aucs[0]:>12} {aucs[1]:>12}")
+    typer.echo(f"live: {out.summary()}")
+    shadow = doc["shadow"]
+    if shadow:
+        corr = shadow.get("rank_corr")
+        typer.echo(
+            f"latest shadow ({shadow['started']}, run {shadow['run_id']}): "
+            + ("no rank correlation" if corr is None else f"rank correlation {corr:.3f}")
+            + (f", top-decile overlap {shadow['top_decile_overlap']:.0%}" if "top_decile_overlap" in shadow else "")
+        )
+    typer.echo(f"verdict: {doc['verdict']}: {doc['advice']}")
 
 
 @registry_app.command("challenge")

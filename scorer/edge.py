@@ -14,12 +14,14 @@ from registry import LoadPolicy, Registry
 from scorer.app import ExplainOptions, LiveOptions, ModelSource, RunOptions, StoreOptions
 from scorer.evaluation import EvaluateOptions
 from scorer.job import JobOptions, batch_cap
+from scorer.promotion import CompareOptions
 from scorer.settings import Settings
 from scorer.stores import Waits
 from scorer.trainer import TrainOptions
 
 __all__ = [
     "actor",
+    "compare_options",
     "evaluate_options",
     "explain_options",
     "job_options",
@@ -126,6 +128,8 @@ def run_options(settings: Settings) -> RunOptions:
             auc_drop=settings.live_auc_drop,
             experiment=settings.evaluation_experiment,
             max_users=settings.live_max_users,
+            auto_promote=settings.auto_promote,
+            min_conversions=settings.min_conversions,
         ),
     )
 
@@ -154,5 +158,16 @@ def evaluate_options(settings: Settings) -> EvaluateOptions:
         store=store_options(settings),
         model=model,
         experiment=settings.evaluation_experiment,
+        batch_size=max(settings.batch_size, 5_000),
+    )
+
+
+def compare_options(settings: Settings) -> CompareOptions:
+    """`lead-scorer registry compare`'s options, and the live check `registry promote` runs."""
+    return CompareOptions(
+        store=store_options(settings),
+        model=model_source(settings),
+        scoring_experiment=settings.scoring_experiment,
+        min_conversions=settings.min_conversions,
         batch_size=max(settings.batch_size, 5_000),
     )

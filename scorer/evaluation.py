@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -23,7 +24,7 @@ from scorer.app import ModelSource, StoreOptions, open_training_source, require_
 from scorer.live import Evaluation, annotate_version, cohort_days, holdout_auc, live_line, measure_cohorts
 from scorer.stores import TrainingSource
 
-__all__ = ["EvaluateOptions", "evaluate_version", "open_evaluation_source"]
+__all__ = ["EvaluateOptions", "evaluate_version", "open_evaluation_source", "reading"]
 
 log = structlog.get_logger("lead_scorer")
 
@@ -50,6 +51,17 @@ def open_evaluation_source(options: StoreOptions) -> TrainingSource:
     )
 
 
+@contextlib.contextmanager
+def reading(options: StoreOptions, store: TrainingSource | None = None) -> Iterator[TrainingSource]:
+    """``store`` when given (the caller's: left open), else the SQL store of ``options``, connected here and
+    closed after; over REST the refusal comes first, before anything is downloaded."""
+    if store is not None:
+        yield store
+        return
+    with open_evaluation_source(options) as owned:
+        yield owned
+
+
 def evaluate_version(
     options: EvaluateOptions,
     *,
@@ -72,10 +84,7 @@ def evaluate_version(
     """
     catalog = catalog or FeatureCatalog()
     now = now or datetime.now(UTC)
-    owned = contextlib.ExitStack()
-    if store is None:  # first: over REST, the refusal comes before anything is downloaded
-        store = owned.enter_context(open_evaluation_source(options.store))
-    with owned:
+    with reading(options.store, store) as store:
         registry = options.model.registry()
         resolved = registry.resolve(pin=version if version not in (None, "production") else options.model.pin)
         window = training_window(resolved)

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     live_auc_drop: Annotated[float, Field(ge=0, le=1)] = 0.05
     #: Above this many users the daily check evaluates a systematic sample of about this many.
     live_max_users: Annotated[int, Field(ge=1_000)] = 10_000
+    #: A verdict on live data (registry compare, promote, auto-promotion) needs at least this many conversions.
+    min_conversions: Annotated[int, Field(ge=1)] = 100
+    #: The daily run promotes the challenger when it ranks leads significantly better on live data.
+    auto_promote: bool = False
 
     db_schema: str = "public"
     users_table: str = "users"

@@ -75,6 +75,11 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def product(db_url: str, mlflow_local: Any, tmp_path: Path) -> dict[str, Any]:
     """The product, version 1 trained 120 days ago, and version 2: version 1 with its logistic regression's
     coefficients and intercept negated (scores exactly 1 - version 1's, in rank), imported with its window."""
+    return live_product(db_url, mlflow_local, tmp_path)
+
+
+def live_product(db_url: str, mlflow_local: Any, tmp_path: Path) -> dict[str, Any]:
+    """`product`'s body, for other modules' fixtures (tests/test_compare.py)."""
     _product(db_url)
     settings = mlflow_local.settings(db_url, evaluation_experiment=f"eval-{tmp_path.name}")
     as_of = midnight(NOW - timedelta(days=TRAINED_DAYS_AGO))
