@@ -1054,12 +1054,13 @@ class SqlStore(Source):
             .where(*where)
         )
         # Streamed in chunks into two float arrays: at 1M leads the rows as Python tuples (with their ids)
-        # were ~350 MiB of the run's peak and 12 s of its end; the arrays are 16 MB.
+        # were ~350 MiB of the run's peak and 12 s of its end; the arrays are 16 MB, read in ~5 s.
         chunks: list[np.ndarray] = []
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=_PAIRS_CHUNK).execute(q)
             for part in result.partitions():
-                chunks.append(np.array(part, dtype=np.float64).reshape(-1, 2))
+                # Rows as plain tuples first: numpy reads a list of SQLAlchemy Rows ~25x slower (16 s at 1M).
+                chunks.append(np.array(list(map(tuple, part)), dtype=np.float64).reshape(-1, 2))
         pairs = np.concatenate(chunks) if chunks else np.empty((0, 2))
         return ShadowPairs(production=np.ascontiguousarray(pairs[:, 0]), challenger=np.ascontiguousarray(pairs[:, 1]))
 
