@@ -128,7 +128,7 @@ def test_spark_run_scores_and_records_what_the_single_machine_run_does(tcp_pg, t
 
     spark_run, single = _run(settings), reference["run"]
     assert spark_run.info.status == "FINISHED" and spark_run.data.tags["engine"] == "spark"
-    same_tags = set(single.data.tags) - {"mlflow.runName", "mlflow.note.content", "store_id"}
+    same_tags = set(single.data.tags) - {"mlflow.runName", "mlflow.note.content", "store_id", "store_session"}
     assert {k: spark_run.data.tags.get(k) for k in same_tags if not k.startswith("mlflow.")} == {
         k: single.data.tags[k] for k in same_tags if not k.startswith("mlflow.")
     }

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from registry import Registry
 from scorer.app import run_scoring
 from scorer.edge import run_options, train_options
 from scorer.settings import load_settings
@@ -55,6 +56,10 @@ def _chromium() -> str:
     if os.geteuid() != 0:
         pytest.skip("Debian's chromium is not installed and installing it needs root: apt-get install -y chromium")
     pytest.fail("chromium is missing although we are root: .ci/run installs it (apt-get install -y chromium)")
+
+
+#: The story's scoring runs, in the order they ran.
+RUNS = ("written", "nothing", "drift", "failed", "v2", "challenger")
 
 
 @dataclass(frozen=True)
@@ -101,15 +106,19 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         run_scoring(run_options(everyone))
         train_model(train_options(settings), seed=1)
         run_scoring(run_options(everyone.model_copy(update={"dry_run": True, "model_version": "2"})))
+        # Version 2 as the challenger: the next run of v1 shadow-scores it and says so.
+        execute(db, "DROP TRIGGER refuse")
+        Registry(tracking_uri=str(url), model_name=settings.model_name).challenge("2", actor="test")
+        run_scoring(run_options(everyone))
         client = MlflowClient(tracking_uri=str(url))
         exp = client.get_experiment_by_name(settings.scoring_experiment)
         runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
-        assert len(runs) == 5
+        assert len(runs) == 6
         training = client.get_experiment_by_name(settings.training_experiment).experiment_id
         yield Story(
             str(url),
             exp.experiment_id,
-            dict(zip(("written", "nothing", "drift", "failed", "v2"), [r.info.run_id for r in runs], strict=True)),
+            dict(zip(RUNS, [r.info.run_id for r in runs], strict=True)),
             settings.model_name,
             trained.version.model_id or "",
             (training, trained.version.run_id or ""),
@@ -162,13 +171,13 @@ def test_the_printed_url_leads_through_runs_version_and_back(browser: object, st
     assert printed is not None
     page.goto(printed)
     names = page.get_by_role("link", name=RUN_NAME)
-    expect(names).to_have_count(5)
-    expect(page.get_by_text("5 matching runs")).to_be_visible()
+    expect(names).to_have_count(6)
+    expect(page.get_by_text("6 matching runs")).to_be_visible()
     texts = names.all_inner_texts()
-    assert len(set(texts)) == 5, texts
+    assert len(set(texts)) == len(RUNS), texts
     outcomes = sorted(t.rsplit(" UTC · ", 1)[1] for t in texts)
     assert "nothing to do" in outcomes and "FAILED 1 user" in outcomes, outcomes
-    assert sum(bool(re.fullmatch(r"[\d,]+ written", o)) for o in outcomes) == 2, outcomes
+    assert sum(bool(re.fullmatch(r"[\d,]+ written", o)) for o in outcomes) == 3, outcomes
     assert any(re.fullmatch(r"dry run · [\d,]+ written", o) for o in outcomes), outcomes
     # The assistant's side panel (an LLM chat, unused here) takes a third of the width; closed, the pages
     # lay out as on a wider screen. The UI remembers it for the tabs that follow.
@@ -212,8 +221,8 @@ def test_the_printed_url_leads_through_runs_version_and_back(browser: object, st
         version.get_by_role("link", name="Scoring runs of this version").click()
     back = opened.value
     expect(back).to_have_url(re.compile(rf"#/experiments/{story.experiment_id}/runs\?"))
-    expect(back.get_by_text("4 matching runs")).to_be_visible()
-    expect(back.get_by_role("link", name=V1_RUN)).to_have_count(4)
+    expect(back.get_by_text("5 matching runs")).to_be_visible()
+    expect(back.get_by_role("link", name=V1_RUN)).to_have_count(5)
     expect(back.get_by_role("link", name=re.compile(r"^score v2 · "))).to_have_count(0)
 
     # 5. The score histogram with the tier thresholds, as the artifact viewer shows it.
@@ -246,6 +255,12 @@ def test_runs_with_nothing_to_do_a_failure_and_a_training_say_so(browser: object
     expect(page.get_by_role("heading", name=re.compile(r" UTC · FAILED 1 user$"))).to_be_visible()
     expect(page.get_by_text(re.compile(r"1 user\(s\) failed"))).to_be_visible()
     expect(page.get_by_text("failed_users.json")).to_be_visible()
+
+    # A run with a challenger: its description says what the shadow scores showed, its metrics carry them.
+    page.goto(_run_page(story, story.runs["challenger"]))
+    shadowed = re.compile(r"Challenger v2 shadow-scored [\d,]+ leads \(into lead_score_shadow")
+    expect(page.get_by_text(shadowed)).to_be_visible()
+    expect(page.get_by_text("challenger/rank_corr", exact=True).first).to_be_visible()
 
     # The training run: which version it registered, when, and how well it ranks the holdout.
     training_experiment, training_run = story.training

@@ -377,6 +377,7 @@ def run_spark(
             store_kind="sql" if out.kind == "db" else "parquet",
             store_id=store_id,
             now=now,
+            store_session=store.session_name if store is not None else None,
         )
         if tracker.run_id is not None:
             with contextlib.suppress(Exception):  # a label for people; the run is the same without it
