@@ -108,13 +108,13 @@ def _assert_same_scores(got: pd.DataFrame, want: pd.DataFrame) -> None:
 @pytest.mark.slow
 @pytest.mark.xdist_group("spark")  # one Spark session (a JVM) for the three
 def test_spark_run_scores_and_records_what_the_single_machine_run_does(tcp_pg, trained, spark, reference):
-    from scorer.spark import run_spark
+    from scorer.spark import SparkOptions, run_spark
 
     url = _product(tcp_pg)
     settings = _settings(trained, url, population="leads")
     before = snapshot(url)
 
-    summary = run_spark(run_options(settings), spark=spark, partitions=2, group_users=200)
+    summary = run_spark(run_options(settings), SparkOptions(partitions=2, group_users=200), spark=spark)
 
     after = snapshot(url)
     assert summary.exit_code == 0 and summary.batches >= 3  # several key ranges, hence several writes
@@ -144,7 +144,7 @@ def test_spark_run_scores_and_records_what_the_single_machine_run_does(tcp_pg, t
 @pytest.mark.slow
 @pytest.mark.xdist_group("spark")  # one Spark session (a JVM) for the three
 def test_a_task_killed_mid_write_is_retried_and_every_user_is_scored_once(tcp_pg, trained, spark, reference):
-    from scorer.spark import run_spark
+    from scorer.spark import SparkOptions, run_spark
 
     url = _product(tcp_pg)
     # Every real change of a score is counted, as a realtime subscriber would see it.
@@ -159,7 +159,10 @@ def test_a_task_killed_mid_write_is_retried_and_every_user_is_scored_once(tcp_pg
     spark.sparkContext.setJobGroup("kill-test", "a task dies once after its staging write")
 
     summary = run_spark(
-        run_options(settings), spark=spark, partitions=2, group_users=200, chunk_rows=40, fail_once_after_staging=True
+        run_options(settings),
+        SparkOptions(partitions=2, group_users=200, chunk_rows=40),
+        spark=spark,
+        fail_once_after_staging=True,
     )
 
     tracker = spark.sparkContext.statusTracker()
