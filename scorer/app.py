@@ -32,11 +32,11 @@ from scorer.contract import Names
 from scorer.job import BatchReport, JobOptions, RunSummary, score_users, selector_for
 from scorer.live import LiveCheck, evaluate_matured, live_due
 from scorer.run_record import (
+    RecordOptions,
     RunRecord,
     baseline_tags,
     describe_run,
     drift_and_tiers,
-    open_run,
     run_name,
     run_outcome,
     scoring_tracker,
@@ -60,8 +60,6 @@ __all__ = [
     "drift_and_tiers",
     "explain_user",
     "live_check",
-    "open_record",
-    "open_run",
     "open_store",
     "require_temp_dir",
     "resolve_and_load",
@@ -141,6 +139,16 @@ class RunOptions:
     warm_threshold: float = 0.2
     live: LiveOptions = field(default_factory=LiveOptions)
 
+    def record(self) -> RecordOptions:
+        """What the run's MLflow record is told (`scorer.run_record.RunRecord`)."""
+        return RecordOptions(
+            job=self.job,
+            experiment=self.experiment,
+            git_commit=self.git_commit,
+            hot=self.hot_threshold,
+            warm=self.warm_threshold,
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class ExplainOptions:
@@ -192,11 +200,11 @@ def run_scoring(
         # run lock, every other RUNNING run of this model on this database is dead; over REST (no lock) only
         # those older than a day.
         now = now or datetime.now(UTC)
-        record = open_record(
-            options,
+        record = RunRecord.open(
+            tracker or scoring_tracker_for(options, artifact_location=artifact_location),
             resolved,
             model,
-            tracker=tracker or scoring_tracker_for(options, artifact_location=artifact_location),
+            options=options.record(),
             store_kind=store.kind,
             store_id=store_id(store.describe()),
             now=now,
@@ -262,42 +270,6 @@ def scoring_tracker_for(options: RunOptions, *, artifact_location: str | None = 
         experiment=options.experiment,
         run_id=options.mlflow_run_id,
         artifact_location=artifact_location,
-    )
-
-
-def open_record(
-    options: RunOptions,
-    resolved: ResolvedVersion,
-    model: LoadedModel,
-    *,
-    tracker: Tracker,
-    store_kind: str,
-    store_id: str,
-    now: datetime,
-    challenger: Shadow | None = None,
-    tags: dict[str, str] | None = None,
-    close_orphans: bool = True,
-    orphans_before_ms: int | None = None,
-    engine: str | None = None,
-) -> RunRecord:
-    """Step 3 for either engine: `RunRecord.open` with the run's options."""
-    return RunRecord.open(
-        tracker,
-        resolved,
-        model,
-        job=options.job,
-        experiment=options.experiment,
-        store_kind=store_kind,
-        store_id=store_id,
-        now=now,
-        git_commit=options.git_commit,
-        hot=options.hot_threshold,
-        warm=options.warm_threshold,
-        challenger=challenger,
-        tags=tags,
-        close_orphans=close_orphans,
-        orphans_before_ms=orphans_before_ms,
-        engine=engine,
     )
 
 

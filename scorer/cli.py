@@ -619,15 +619,15 @@ def spark_run(
     settings = _settings(
         population=population, dry_run=dry_run or None, model_version=model_version, mlflow_tracking_uri=tracking_uri
     )
-    from scorer.edge import run_options, spark_options
-    from scorer.spark import require_pyspark, run_spark
+    from scorer.edge import run_options
+    from scorer.spark import SparkOptions, require_pyspark, run_spark
 
     require_pyspark()  # first, as before the options: "install the extra" is the error that helps
     stop = StopSignal()
     stop.install()
     summary = run_spark(
         run_options(settings),
-        spark_options(
+        SparkOptions(
             users=users,
             events=events,
             output=output,

@@ -15,7 +15,6 @@ from scorer.app import ExplainOptions, LiveOptions, ModelSource, RunOptions, Sto
 from scorer.evaluation import EvaluateOptions
 from scorer.job import JobOptions, batch_cap
 from scorer.settings import Settings
-from scorer.spark import SparkOptions
 from scorer.stores import Waits
 from scorer.trainer import TrainOptions
 
@@ -28,7 +27,6 @@ __all__ = [
     "model_source",
     "registry",
     "run_options",
-    "spark_options",
     "store_options",
     "train_options",
 ]
@@ -129,30 +127,6 @@ def run_options(settings: Settings) -> RunOptions:
             experiment=settings.evaluation_experiment,
             max_users=settings.live_max_users,
         ),
-    )
-
-
-def spark_options(
-    *,
-    users: str = "db",
-    events: str = "db",
-    output: str | None = None,
-    master: str | None = None,
-    partitions: int | None = None,
-    group_users: int = 50_000,
-    chunk_rows: int = 5_000,
-    jdbc_jar: str | None = None,
-) -> SparkOptions:
-    """`lead-scorer spark run`'s flags as the engine's options (its run's options are `run_options`)."""
-    return SparkOptions(
-        users=users,
-        events=events,
-        output=output,
-        master=master,
-        partitions=partitions,
-        group_users=group_users,
-        chunk_rows=chunk_rows,
-        jdbc_jar=jdbc_jar,
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -27,11 +27,11 @@ from scorer.shadow import Shadow
 from scorer.tracking import TAG_SCORE_SHARES, MlflowTracker, Status, Tracker, TrackingError
 
 __all__ = [
+    "RecordOptions",
     "RunRecord",
     "baseline_tags",
     "describe_run",
     "drift_and_tiers",
-    "open_run",
     "run_name",
     "run_outcome",
     "run_status",
@@ -49,6 +49,18 @@ def run_status(summary: RunSummary) -> Status:
     return "FAILED" if summary.failed_batches or summary.users_failed or summary.store_lost else "FINISHED"
 
 
+@dataclass(frozen=True, kw_only=True)
+class RecordOptions:
+    """What a scoring run's record is told by the run's options (`scorer.app.RunOptions.record`)."""
+
+    job: JobOptions = field(default_factory=JobOptions)
+    experiment: str = "lead-scorer/scoring"
+    git_commit: str | None = None
+    #: Score tiers: hot at or above ``hot``, warm at or above ``warm``.
+    hot: float = 0.5
+    warm: float = 0.2
+
+
 @dataclass(kw_only=True)
 class RunRecord:
     """An open scoring run's record: what `finish` and `fail` need to end it as either engine's run ends."""
@@ -56,10 +68,7 @@ class RunRecord:
     tracker: Tracker
     resolved: ResolvedVersion
     started: datetime
-    dry_run: bool = False
-    #: Score tiers: hot at or above ``hot``, warm at or above ``warm``.
-    hot: float = 0.5
-    warm: float = 0.2
+    options: RecordOptions
     #: Named in the ``run_finished`` log line (None: the single-machine run, whose line has no engine).
     engine: str | None = None
 
@@ -70,48 +79,77 @@ class RunRecord:
         resolved: ResolvedVersion,
         model: LoadedModel,
         *,
-        job: JobOptions,
-        experiment: str,
+        options: RecordOptions,
         store_kind: str,
         store_id: str,
         now: datetime,
-        git_commit: str | None = None,
-        hot: float = 0.5,
-        warm: float = 0.2,
         challenger: Shadow | None = None,
         tags: dict[str, str] | None = None,
         close_orphans: bool = True,
         orphans_before_ms: int | None = None,
         engine: str | None = None,
     ) -> RunRecord:
-        """Start the run (`open_run`), then close the runs of this model on this store left RUNNING by a
-        process that died (``close_orphans``; only those started before ``orphans_before_ms`` when it is set).
+        """Start the run's MLflow record, before anything is written (no record, no scoring), then close the
+        runs of this model on this store left RUNNING by a process that died (``close_orphans``; only those
+        started before ``orphans_before_ms`` when it is set). ``tags``: the engine's own, beside the tags every
+        scoring run has.
 
         A real call: ``RunRecord.open(scoring_tracker(tracking_uri=uri, experiment="lead-scorer/scoring"),
-        resolved, model, job=JobOptions(), experiment="lead-scorer/scoring", store_kind="sql",
-        store_id="3f2a…", now=datetime.now(UTC))``.
+        resolved, model, options=RecordOptions(), store_kind="sql", store_id="3f2a…", now=datetime.now(UTC))``.
         """
-        open_run(
-            tracker,
-            resolved,
-            model,
-            job=job,
-            experiment=experiment,
-            store_kind=store_kind,
-            store_id=store_id,
-            now=now,
-            git_commit=git_commit,
-            challenger=challenger,
-            tags=tags,
-        )
+        job, experiment = options.job, options.experiment
+        common = {
+            "model_name": resolved.name,
+            "model_version": resolved.version,
+            "model_identity": resolved.identity,
+            "model_resolved_by": resolved.how,
+            "model_id": resolved.model_id or "",
+            "model_run_id": resolved.run_id or "",
+            "store": store_kind,
+            "store_id": store_id,  # which database (a hash of its redacted address): orphans are closed per store
+            "select": job.select,
+            "dry_run": str(job.dry_run).lower(),
+        }
+        if options.git_commit:
+            common["git_commit"] = options.git_commit
+        if challenger is not None and challenger.resolved is not None:
+            common["challenger_version"] = challenger.resolved.version
+            common["challenger_identity"] = challenger.identity
+        try:
+            tracker.start(
+                # Renamed with the run's outcome when it ends (`run_name`).
+                run_name=run_name(resolved.version, now, dry_run=job.dry_run),
+                tags=common | (tags or {}),
+                params={
+                    k: _as_typed(v)
+                    for k, v in {
+                        "batch_size": job.batch_size,
+                        "select": job.select,
+                        "limit": job.limit,
+                        "dry_run": job.dry_run,
+                        "feature_count": len(model.input_names),
+                        "score_tolerance": job.tolerance,
+                        "population": "leads" if job.leads_only else "everyone",
+                        "history": job.history,
+                    }.items()
+                },
+                model_id=resolved.model_id,
+                # The totals' keys, logged first so the run page lists them above the per-batch figures.
+                totals=[*RunSummary(model_version=resolved.version).metrics(), *_TIERS]
+                + (["score_psi_reference"] if resolved.reference_deciles() else []),
+            )
+        except Exception as exc:
+            raise ServiceUnavailable(
+                f"could not open the MLflow run: {type(exc).__name__}: {redact(str(exc)).splitlines()[0][:300]}",
+                hint="check the MLflow server, and that MLFLOW_TRACKING_USERNAME may create runs in "
+                f"the experiment {experiment!r}",
+            ) from exc
         if close_orphans:
             tracker.close_orphans(
                 tags={"model_name": resolved.name, "store_id": store_id, "dry_run": "false"},
                 started_before_ms=orphans_before_ms,
             )
-        return cls(
-            tracker=tracker, resolved=resolved, started=now, dry_run=job.dry_run, hot=hot, warm=warm, engine=engine
-        )
+        return cls(tracker=tracker, resolved=resolved, started=now, options=options, engine=engine)
 
     def fail(self, exc: BaseException) -> None:
         """End the run FAILED, named after ``exc``'s type, because the run raised it (the caller re-raises)."""
@@ -124,7 +162,7 @@ class RunRecord:
             )
 
     def name(self, outcome: str) -> str:
-        return run_name(self.resolved.version, self.started, dry_run=self.dry_run, outcome=outcome)
+        return run_name(self.resolved.version, self.started, dry_run=self.options.job.dry_run, outcome=outcome)
 
     def finish(
         self,
@@ -140,8 +178,9 @@ class RunRecord:
         ``leads_only``: the population the run scored (open leads, or everyone). ``notes``: paragraphs added
         at the end of the description. A record that cannot be saved sets ``summary.tracking_lost`` (exit 5)."""
         resolved, tracker = self.resolved, self.tracker
+        hot, warm = self.options.hot, self.options.warm
         status = run_status(summary)
-        metrics = summary.metrics() | drift_and_tiers(summary, resolved, tracker, hot=self.hot, warm=self.warm)
+        metrics = summary.metrics() | drift_and_tiers(summary, resolved, tracker, hot=hot, warm=warm)
         if live is not None:
             metrics |= live.metrics
         dist = summary.distribution
@@ -155,14 +194,14 @@ class RunRecord:
             artifacts["failed_users.json"] = summary.failed_users[:10_000]
         artifacts["score_histogram.svg"] = dist.histogram_svg(
             title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} written in this run)",
-            marks={"warm": self.warm, "hot": self.hot},
+            marks={"warm": warm, "hot": hot},
         )
         engine = {"engine": self.engine} if self.engine else {}
         log.info("run_finished", **engine, status=status, **{k: round(v, 4) for k, v in metrics.items()})
         note = describe_run(summary, metrics, resolved, leads_only=leads_only, status=status)
         if shadow is not None:
             # After the description's figures: the challenger's own are not the run's totals.
-            challenger = shadow.metrics(hot=self.hot, warm=self.warm)
+            challenger = shadow.metrics(hot=hot, warm=warm)
             metrics |= challenger
             artifacts |= shadow.artifacts()
             note += "\n\n" + shadow.describe(challenger)
@@ -298,70 +337,6 @@ def run_name(version: str, started: datetime, *, outcome: str = "running", dry_r
     'score v2 · 2026-12-06 00:06:26 UTC · 3,908 written'
     """
     return f"score v{version} · {started:%Y-%m-%d %H:%M:%S} UTC" + (" · dry run" if dry_run else "") + f" · {outcome}"
-
-
-def open_run(
-    tracker: Tracker,
-    resolved: ResolvedVersion,
-    model: LoadedModel,
-    *,
-    job: JobOptions,
-    experiment: str,
-    store_kind: str,
-    store_id: str,
-    now: datetime,
-    git_commit: str | None = None,
-    challenger: Shadow | None = None,
-    tags: dict[str, str] | None = None,
-) -> None:
-    """The run's MLflow record, before anything is written: no record, no scoring. ``tags``: the engine's own,
-    beside the tags every scoring run has."""
-    common = {
-        "model_name": resolved.name,
-        "model_version": resolved.version,
-        "model_identity": resolved.identity,
-        "model_resolved_by": resolved.how,
-        "model_id": resolved.model_id or "",
-        "model_run_id": resolved.run_id or "",
-        "store": store_kind,
-        "store_id": store_id,  # which database (a hash of its redacted address): orphans are closed per store
-        "select": job.select,
-        "dry_run": str(job.dry_run).lower(),
-    }
-    if git_commit:
-        common["git_commit"] = git_commit
-    if challenger is not None and challenger.resolved is not None:
-        common["challenger_version"] = challenger.resolved.version
-        common["challenger_identity"] = challenger.identity
-    try:
-        tracker.start(
-            # Renamed with the run's outcome when it ends (`run_name`).
-            run_name=run_name(resolved.version, now, dry_run=job.dry_run),
-            tags=common | (tags or {}),
-            params={
-                k: _as_typed(v)
-                for k, v in {
-                    "batch_size": job.batch_size,
-                    "select": job.select,
-                    "limit": job.limit,
-                    "dry_run": job.dry_run,
-                    "feature_count": len(model.input_names),
-                    "score_tolerance": job.tolerance,
-                    "population": "leads" if job.leads_only else "everyone",
-                    "history": job.history,
-                }.items()
-            },
-            model_id=resolved.model_id,
-            # The totals' keys, logged first so the run page lists them above the per-batch figures.
-            totals=[*RunSummary(model_version=resolved.version).metrics(), *_TIERS]
-            + (["score_psi_reference"] if resolved.reference_deciles() else []),
-        )
-    except Exception as exc:
-        raise ServiceUnavailable(
-            f"could not open the MLflow run: {type(exc).__name__}: {redact(str(exc)).splitlines()[0][:300]}",
-            hint="check the MLflow server, and that MLFLOW_TRACKING_USERNAME may create runs in "
-            f"the experiment {experiment!r}",
-        ) from exc
 
 
 def _as_typed(value: Any) -> str:

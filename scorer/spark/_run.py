@@ -40,7 +40,6 @@ from registry import ResolvedVersion
 from scorer.app import (
     RunOptions,
     StoreOptions,
-    open_record,
     open_store,
     require_temp_dir,
     resolve_and_load,
@@ -50,6 +49,7 @@ from scorer.app import (
 from scorer.contract import Names, qualified, quote_ident
 from scorer.job import RunSummary, checkpoint_key
 from scorer.logs import redact_text
+from scorer.run_record import RunRecord
 from scorer.shadow import not_shadowed
 from scorer.spark import Source, SparkJobFailed, SparkOptions
 from scorer.spark._partition import GroupPlan, PgWriter, Sink, group_scorer
@@ -366,11 +366,11 @@ def run_spark(
         # 3. One MLflow run, as `lead-scorer run` opens it, with the engine and its sources as tags.
         now = datetime.now(UTC)
         where = store.describe() if out.kind == "db" and store is not None else f"parquet {out.path}"
-        record = open_record(
-            options,
+        record = RunRecord.open(
+            scoring_tracker_for(options, artifact_location=artifact_location),
             resolved,
             model,
-            tracker=scoring_tracker_for(options, artifact_location=artifact_location),
+            options=options.record(),
             store_kind="sql" if out.kind == "db" else "parquet",
             store_id=store_id(where),
             now=now,
