@@ -545,12 +545,13 @@ def db_sql(
     dialect: Annotated[str, typer.Option(help="postgresql (Supabase) or sqlite.")] = "postgresql",
 ) -> None:
     """Print the SQL that adds the lead_score columns and indexes (paste into Supabase's SQL editor)."""
+    from scorer.edge import store_options
     from scorer.schema import schema_sql
 
-    settings = _settings()
+    names = store_options(_settings()).names
     if dialect not in ("postgresql", "sqlite"):
         raise SettingsError("--dialect must be postgresql or sqlite")
-    typer.echo(schema_sql(dialect=dialect, names=settings.names()), nl=False)
+    typer.echo(schema_sql(dialect=dialect, names=names), nl=False)
 
 
 @db_app.command("migrate")
@@ -558,15 +559,16 @@ def db_migrate() -> None:
     """Apply that SQL through DATABASE_URL. Applying it again is harmless."""
     import sqlalchemy as sa
 
+    from scorer.edge import migrate_options
     from scorer.schema import migrate
     from scorer.stores.sql import engine_for, redact_url
     from scorer.stores.sqlite_files import sqlite_refusal
 
-    settings = _settings()
-    url = settings.require_database()
+    options = migrate_options(_settings())
+    url = options.database_url or ""  # never empty: migrate_options requires it
     try:
         engine = engine_for(url)
-        done = migrate(engine, names=settings.names())
+        done = migrate(engine, names=options.names)
         engine.dispose()
     except sa.exc.DBAPIError as exc:
         first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
