@@ -23,6 +23,7 @@ __all__ = [
     "AuthError",
     "BatchesFailed",
     "ExitCode",
+    "FeatureDefinitionError",
     "LeadScorerError",
     "ModelError",
     "NoProductionVersion",
@@ -102,6 +103,11 @@ class UnknownFeatureError(ModelError):
             "Train a new version with this release (`lead-scorer train`) or pin a version this release "
             "supports (`--model-version`)."
         )
+
+
+class FeatureDefinitionError(ModelError):
+    """A feature definition (``models.features.Feature``) neither engine can compute: a measure without a
+    numpy and an SQL form, a per-type or window shape its measure does not take, a window past the lookback."""
 
 
 class TrainingError(ModelError):

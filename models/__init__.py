@@ -1,4 +1,5 @@
-"""The lead-scoring model: feature catalog, pipeline, training and evaluation, reasons, synthetic data.
+"""The lead-scoring model: feature definitions (`models.features`) and catalog, pipeline, training and
+evaluation, reasons, synthetic data.
 
 The catalog and the reasons (numpy only) are imported eagerly; training and the synthetic generator
 (scikit-learn, about a second and a half of imports) only when first used, so the stores and
@@ -20,6 +21,7 @@ from models.catalog import (
     normalize_event_type,
     slugify,
 )
+from models.features import FEATURES, Feature, FeatureDefinitionError, Measure
 from models.reasons import Reason, contributions, describe, top_reasons
 
 if TYPE_CHECKING:
@@ -60,9 +62,13 @@ _LAZY = {
 
 __all__ = [
     "DAILY_COLUMNS",
+    "FEATURES",
     "AucInterval",
     "DailyGrain",
+    "Feature",
     "FeatureCatalog",
+    "FeatureDefinitionError",
+    "Measure",
     "PairedAuc",
     "Reason",
     "SyntheticData",

@@ -23,14 +23,16 @@ serves training and scoring, so there is no training/serving skew.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
-from lead_errors import UnknownFeatureError
+from lead_errors import FeatureDefinitionError, UnknownFeatureError
+from models.features import FEATURES, Column, Feature, Measure
 
 __all__ = [
     "DAILY_COLUMNS",
@@ -48,7 +50,6 @@ DAILY_COLUMNS = ("visitor_id", "event_type", "day", "n")
 
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 _EPOCH = date(1970, 1, 1)
-_EVT_RE = re.compile(r"^evt_(?P<slug>[a-z0-9_]+)_(?P<window>\d+)d$")
 
 
 def normalize_event_type(value: str | None) -> str | None:
@@ -67,40 +68,97 @@ def slugify(event_type: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class FeatureCatalog:
-    """Counts per event type over recent windows, activity recency, active days, breadth.
+    """The features of `models.features.FEATURES` (counts per event type over recent windows, activity
+    recency, active days, breadth), at these windows.
 
-    ``lookback_days`` bounds what a store reads: events older than that are never needed.
+    ``lookback_days`` bounds what a store reads: events older than that are never needed. ``definitions``
+    is the extension point: ``FeatureCatalog(definitions=(*FEATURES, Feature(...)))`` adds a family that
+    every store then computes (numpy here, SQL in ``scorer.stores.pg_features``).
     """
 
     windows: tuple[int, ...] = (7, 30, 90)
     lookback_days: int = 180
+    definitions: tuple[Feature, ...] = FEATURES
 
     # -- names -------------------------------------------------------------------------------
+    @cached_property
+    def families(self) -> tuple[tuple[Feature, tuple[int, ...]], ...]:
+        """Each feature family with its windows resolved for this catalog."""
+        return tuple((f, f.resolve(self.windows, self.lookback_days)) for f in self.definitions)
+
+    def windows_of(self, measure: Measure, *, per_type: bool = False) -> tuple[int, ...]:
+        """The sorted windows of every family with ``measure`` (and per-type or not)."""
+        return tuple(
+            sorted({w for f, ws in self.families if f.measure is measure and f.per_type == per_type for w in ws})
+        )
+
     def base_feature_names(self) -> list[str]:
-        names = [f"events_{w}d" for w in (*self.windows, self.lookback_days)]
-        names += [f"active_days_{w}d" for w in self.windows]
-        names += [f"distinct_types_{w}d" for w in self.windows[1:]]
-        names += ["days_since_last_event", "days_since_first_event"]
-        return names
+        return [f.column_name(window=w) for f, ws in self.families if not f.per_type for w in (ws or (None,))]
 
     def feature_names(self, *, event_types: Iterable[str]) -> list[str]:
         """Every feature for a model trained on ``event_types`` (normalized names)."""
         slugs = sorted({slugify(t) for t in event_types})
-        per_type = [f"evt_{s}_{w}d" for s in slugs for w in self.windows]
+        per_type = [f.column_name(window=w, slug=s) for s in slugs for f, ws in self.families if f.per_type for w in ws]
         return self.base_feature_names() + per_type
 
+    def parse(self, name: str) -> Column | None:
+        """The column ``name`` is by its family's pattern, whatever its window (None if no family matches)."""
+        return self._parsed.get(name) or self._parse(name)
+
+    @cached_property
+    def _parsed(self) -> dict[str, Column | None]:
+        return {}
+
+    def _parse(self, name: str) -> Column | None:
+        found = None
+        # Families without {type} first: their names are literal but for a number.
+        for f in sorted(self.definitions, key=lambda f: f.per_type):
+            if m := f.pattern.match(name):
+                groups = m.groupdict()
+                window = int(groups["window"]) if groups.get("window") else None
+                found = Column(feature=f, window=window, slug=groups.get("type"), lookback=self.lookback_days)
+                break
+        self._parsed[name] = found
+        return found
+
+    def column(self, name: str) -> Column:
+        """`parse`, for a name this catalog builds; raise `UnknownFeatureError` otherwise."""
+        col = self.parse(name)
+        if col is None or (col.window is not None and col.window not in self._windows[col.feature]):
+            raise UnknownFeatureError([name])
+        return col
+
     def check(self, names: Sequence[str]) -> None:
-        """Raise `UnknownFeatureError` if any of ``names`` is not in this catalog."""
-        base = set(self.base_feature_names())
-        unknown = [
-            n for n in names if n not in base and not ((m := _EVT_RE.match(n)) and int(m["window"]) in self.windows)
-        ]
+        """Raise `FeatureDefinitionError` if a family of the catalog is one neither engine can compute (naming
+        it), `UnknownFeatureError` if any of ``names`` is not in this catalog."""
+        if self._problem is not None:
+            raise FeatureDefinitionError(self._problem.message, hint=self._problem.hint)
+        unknown = []
+        for name in names:
+            try:
+                self.column(name)
+            except UnknownFeatureError:
+                unknown.append(name)
         if unknown:
             raise UnknownFeatureError(unknown)
 
+    @cached_property
+    def _windows(self) -> dict[Feature, tuple[int, ...]]:
+        return dict(self.families)
+
+    @cached_property
+    def _problem(self) -> FeatureDefinitionError | None:
+        for f, _ in self.families:
+            if problem := f.problem(self.windows, self.lookback_days):
+                return FeatureDefinitionError(
+                    f"the feature {f.name!r} cannot be computed: {problem}",
+                    hint="fix its entry in the catalog's definitions (models/features.py says what each measure takes)",
+                )
+        return None
+
     def type_slugs(self, names: Sequence[str]) -> list[str]:
         """The event-type slugs a list of feature names refers to."""
-        return sorted({m["slug"] for n in names if (m := _EVT_RE.match(n))})
+        return sorted({col.slug for n in names if (col := self.parse(n)) is not None and col.slug is not None})
 
     # -- computation ---------------------------------------------------------------------------
     @property
@@ -144,62 +202,12 @@ class FeatureCatalog:
     ) -> pd.DataFrame:
         """`build`, from the arrays of a `DailyGrain` (what the stores hand over)."""
         self.check(names)
-        never = float(self.lookback_days + 1)
-        n_vis = len(grain.visitors)
-        cols: dict[str, np.ndarray] = {}
-
-        # "Age 0" is the most recent (possibly partial) day before as_of, for a midnight
-        # training cutoff and a mid-day scoring run alike.
-        age = day_number((as_of - timedelta(microseconds=1)).date()) - grain.day
-        keep = (age >= 0) & (age <= self.lookback_days)
-        vcode, age, n, types = grain.visitor[keep], age[keep], grain.n[keep], grain.event_type[keep]
-
-        for w in (*self.windows, self.lookback_days):
-            m = age < w
-            cols[f"events_{w}d"] = np.bincount(vcode[m], weights=n[m], minlength=n_vis).astype(np.float64)
-
-        # A visitor may have several rows per day (one per type): count distinct (visitor, day).
-        span = self.lookback_days + 1
-        vday = _distinct(vcode * span + age, n_vis * span)
-        dv, da = vday // span, vday % span
-        for w in self.windows:
-            cols[f"active_days_{w}d"] = np.bincount(dv[da < w], minlength=n_vis).astype(np.float64)
-
-        tcode, tnames = pd.factorize(types)
-        n_types = max(len(tnames), 1)
-        vtype = vcode * n_types + tcode
-        for w in self.windows[1:]:
-            seen = _distinct(vtype[age < w], n_vis * n_types)
-            cols[f"distinct_types_{w}d"] = np.bincount(seen // n_types, minlength=n_vis).astype(np.float64)
-
-        last = np.full(n_vis, never)
-        first = np.full(n_vis, never)
-        if len(vcode):
-            fage = age.astype(np.float64)
-            np.minimum.at(last, vcode, fage)
-            first_seen = np.full(n_vis, -1.0)
-            np.maximum.at(first_seen, vcode, fage)
-            first = np.where(first_seen >= 0, first_seen, never)
-        cols["days_since_last_event"] = last
-        cols["days_since_first_event"] = first
-
-        wanted_slugs = self.type_slugs(names)
-        if wanted_slugs:
-            slug_pos = {s: i for i, s in enumerate(wanted_slugs)}
-            # Types unseen in training map to -1 and are ignored.
-            type_to_slot = np.array([slug_pos.get(slugify(str(t)), -1) for t in tnames], dtype=np.int64)
-            slot = type_to_slot[tcode] if len(tcode) else np.empty(0, dtype=np.int64)
-            n_slots = len(wanted_slugs)
-            for w in self.windows:
-                m = (slot >= 0) & (age < w)
-                flat = np.bincount(vcode[m] * n_slots + slot[m], weights=n[m], minlength=n_vis * n_slots)
-                flat = flat.reshape(n_vis, n_slots)
-                for s, i in slug_pos.items():
-                    cols[f"evt_{s}_{w}d"] = flat[:, i]
-
-        table = np.empty((n_vis, len(names)), dtype=np.float64)
-        for j, name in enumerate(names):
-            table[:, j] = cols[name]
+        columns = [self.parse(name) for name in names]
+        activity = _Activity(grain, as_of=as_of, lookback=self.lookback_days, slugs=self.type_slugs(names))
+        table = np.empty((len(grain.visitors), len(names)), dtype=np.float64)
+        for j, col in enumerate(columns):
+            assert col is not None  # checked
+            table[:, j] = activity.measure(col)
         return self.for_users(grain.visitors, table, visitor_ids=visitor_ids, names=names)
 
     def for_users(
@@ -211,7 +219,8 @@ class FeatureCatalog:
         never = float(self.lookback_days + 1)
         full = np.empty((n_vis + 1, len(names)), dtype=np.float64)
         full[:n_vis] = np.asarray(table, dtype=np.float64).reshape(n_vis, len(names))
-        full[n_vis] = [never if name.startswith("days_since") else 0.0 for name in names]
+        empty = [(col := self.parse(name)) is not None and col.feature.measure.empty == "never" for name in names]
+        full[n_vis] = [never if is_never else 0.0 for is_never in empty]
         position = {v: i for i, v in enumerate(visitors)}
         user_pos = np.fromiter(
             (position.get(v, n_vis) if isinstance(v, str) else n_vis for v in visitor_ids),
@@ -219,6 +228,91 @@ class FeatureCatalog:
             count=len(visitor_ids),
         )
         return pd.DataFrame(full[user_pos], columns=list(names))
+
+
+class _Activity:
+    """One grain's events in the lookback, as ages (age 0: the day of ``as_of - 1µs``): each `Measure`'s
+    numpy form, with what several columns share (distinct days, distinct types, per-type counts) made once."""
+
+    def __init__(self, grain: DailyGrain, *, as_of: datetime, lookback: int, slugs: Sequence[str]) -> None:
+        self.n_vis = len(grain.visitors)
+        self.lookback = lookback
+        # "Age 0" is the most recent (possibly partial) day before as_of, for a midnight
+        # training cutoff and a mid-day scoring run alike.
+        age = day_number((as_of - timedelta(microseconds=1)).date()) - grain.day
+        keep = (age >= 0) & (age <= lookback)
+        self.vcode, self.age, self.n, types = grain.visitor[keep], age[keep], grain.n[keep], grain.event_type[keep]
+        self.tcode, self.tnames = pd.factorize(types)
+        self.slug_pos = {s: i for i, s in enumerate(slugs)}
+        self._cache: dict[object, np.ndarray] = {}
+
+    def measure(self, col: Column) -> np.ndarray:
+        m, w = col.feature.measure, col.window or 0
+        if m is Measure.COUNT and col.slug is not None:
+            return self._per_type(w)[:, self.slug_pos[col.slug]]
+        if m is Measure.COUNT:
+            return self._once(("count", w), lambda: self._count(w))
+        if m is Measure.ACTIVE_DAYS:
+            return self._once(("days", w), lambda: self._active_days(w))
+        if m is Measure.DISTINCT_TYPES:
+            return self._once(("types", w), lambda: self._distinct_types(w))
+        if m is Measure.NEWEST_AGE or m is Measure.OLDEST_AGE:
+            return self._ages()[0 if m is Measure.NEWEST_AGE else 1]
+        raise FeatureDefinitionError(f"the feature {col.feature.name!r} has no numpy form for {m!r}")
+
+    def _once(self, key: object, make: Callable[[], np.ndarray]) -> np.ndarray:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def _count(self, w: int) -> np.ndarray:
+        m = self.age < w
+        return np.bincount(self.vcode[m], weights=self.n[m], minlength=self.n_vis).astype(np.float64)
+
+    def _active_days(self, w: int) -> np.ndarray:
+        # A visitor may have several rows per day (one per type): count distinct (visitor, day).
+        vday = self._once("vday", lambda: _distinct(self.vcode * self.span + self.age, self.n_vis * self.span))
+        dv, da = vday // self.span, vday % self.span
+        return np.bincount(dv[da < w], minlength=self.n_vis).astype(np.float64)
+
+    @property
+    def span(self) -> int:
+        return self.lookback + 1
+
+    def _distinct_types(self, w: int) -> np.ndarray:
+        n_types = max(len(self.tnames), 1)
+        vtype = self.vcode * n_types + self.tcode
+        seen = _distinct(vtype[self.age < w], self.n_vis * n_types)
+        return np.bincount(seen // n_types, minlength=self.n_vis).astype(np.float64)
+
+    def _ages(self) -> tuple[np.ndarray, np.ndarray]:
+        never = float(self.lookback + 1)
+        last = np.full(self.n_vis, never)
+        first = np.full(self.n_vis, never)
+        if len(self.vcode):
+            fage = self.age.astype(np.float64)
+            np.minimum.at(last, self.vcode, fage)
+            first_seen = np.full(self.n_vis, -1.0)
+            np.maximum.at(first_seen, self.vcode, fage)
+            first = np.where(first_seen >= 0, first_seen, never)
+        return last, first
+
+    def _per_type(self, w: int) -> np.ndarray:
+        """(visitors, slugs) counts per wanted type slug over ``w`` days; types unseen in training ignored."""
+        key = ("per_type", w)
+        if key in self._cache:
+            return self._cache[key]
+        slot = self._once("slot", self._slots)
+        n_slots = len(self.slug_pos)
+        m = (slot >= 0) & (self.age < w)
+        flat = np.bincount(self.vcode[m] * n_slots + slot[m], weights=self.n[m], minlength=self.n_vis * n_slots)
+        self._cache[key] = flat.reshape(self.n_vis, n_slots)
+        return self._cache[key]
+
+    def _slots(self) -> np.ndarray:
+        # Types unseen in training map to -1 and are ignored.
+        type_to_slot = np.array([self.slug_pos.get(slugify(str(t)), -1) for t in self.tnames], dtype=np.int64)
+        return type_to_slot[self.tcode] if len(self.tcode) else np.empty(0, dtype=np.int64)
 
 
 def _distinct(keys: np.ndarray, size: int) -> np.ndarray:

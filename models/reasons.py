@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models._wording import last, num
 from models.catalog import FeatureCatalog
 
 __all__ = [
@@ -45,22 +46,7 @@ __all__ = [
 MIN_EFFECT = 0.05
 
 _DEFAULT_CATALOG = FeatureCatalog()
-_EVENTS_RE = re.compile(r"^events_(\d+)d$")
-_ACTIVE_RE = re.compile(r"^active_days_(\d+)d$")
-_DISTINCT_RE = re.compile(r"^distinct_types_(\d+)d$")
-_EVT_RE = re.compile(r"^evt_([a-z0-9_]+?)_(\d+)d$")
 _WINDOW_SUFFIX_RE = re.compile(r"_(\d+)d$")
-
-# The last word of an event type that reads as something done ("signup started", "invite sent"), not as
-# a countable noun: "3 invite sents" would be wrong, "invite sent 3 times" is right. Words ending in
-# "ed" count too, except these nouns.
-# fmt: off
-_DONE_WORDS = frozenset({
-    "begun", "bought", "built", "cut", "done", "given", "held", "kept", "left", "lost", "made", "met", "paid",
-    "put", "read", "run", "seen", "sent", "set", "shown", "sold", "spent", "taken", "won", "written",
-})
-# fmt: on
-_ED_NOUNS = frozenset({"bed", "embed", "feed", "need", "red", "seed", "shed", "speed"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,22 +183,25 @@ def reason_table(
     if effects is None:
         return None
     names = [str(c) for c in features.columns]
-    columns, values, rounded = _pick(effects, features.to_numpy(dtype=np.float64), names, top=top)
+    columns, values, rounded = _pick(
+        effects, features.to_numpy(dtype=np.float64), names, top=top, catalog=catalog or _DEFAULT_CATALOG
+    )
     used = columns >= 0
     # Distinct (column, value, effect) by their bytes, so -0.0 and 0.0, which print differently, stay apart.
     keys = np.ascontiguousarray(np.stack([columns[used].astype(np.float64), values[used], rounded[used]], axis=1))
     _, first, inverse = np.unique(
         keys.view(np.dtype((np.void, keys.itemsize * 3))).ravel(), return_index=True, return_inverse=True
     )
-    lookback = (catalog or _DEFAULT_CATALOG).lookback_days
-    phrases = [_phrase(name, lookback) for name in names]
+    phrases = [_phrase(catalog or _DEFAULT_CATALOG, name) for name in names]
     reasons = [Reason(text=phrases[int(col)](value), effect=effect) for col, value, effect in keys[first].tolist()]
     codes = np.full(columns.shape, -1, dtype=np.intp)
     codes[used] = inverse.ravel()
     return ReasonTable(reasons=reasons, codes=codes)
 
 
-def _pick(effects: np.ndarray, values: np.ndarray, names: list[str], *, top: int) -> tuple[np.ndarray, ...]:
+def _pick(
+    effects: np.ndarray, values: np.ndarray, names: list[str], *, top: int, catalog: FeatureCatalog
+) -> tuple[np.ndarray, ...]:
     """Up to ``top`` features per row, largest ``|effect|`` first (ties in name order), at least
     `MIN_EFFECT`, one per behaviour (`_group`): (columns, their values, their effects rounded to 3 places),
     each ``(n_rows, k)``, a row's unused places at column -1. A per-row walk written as array operations: at
@@ -232,7 +221,7 @@ def _pick(effects: np.ndarray, values: np.ndarray, names: list[str], *, top: int
     # Sorted by |effect|, so the candidates worth naming are a prefix of each row, and a candidate repeats
     # a behaviour exactly when an earlier candidate of that prefix has its group.
     strong = np.abs(picked) >= MIN_EFFECT
-    groups = _group_ids(tuple(names))[chosen]
+    groups = _group_ids(catalog, tuple(names))[chosen]
     earlier = np.tril(np.ones((candidates, candidates), dtype=bool), k=-1)
     fresh = strong & ~((groups[:, :, None] == groups[:, None, :]) & earlier).any(axis=2)
     place = np.cumsum(fresh, axis=1) - 1
@@ -248,15 +237,17 @@ def _pick(effects: np.ndarray, values: np.ndarray, names: list[str], *, top: int
 
 
 @lru_cache(maxsize=64)
-def _group_ids(names: tuple[str, ...]) -> np.ndarray:
+def _group_ids(catalog: FeatureCatalog, names: tuple[str, ...]) -> np.ndarray:
     """Each column's behaviour (`_group`) as a small integer."""
-    ids: dict[str, int] = {}
-    return np.array([ids.setdefault(_group(name), len(ids)) for name in names], dtype=np.intp)
+    ids: dict[object, int] = {}
+    return np.array([ids.setdefault(_group(catalog, name), len(ids)) for name in names], dtype=np.intp)
 
 
-def _group(name: str) -> str:
-    """Which behaviour a feature measures, whatever its window: ``evt_demo_request_30d`` → ``evt_demo_request``."""
-    return re.sub(r"_\d+d$", "", name)
+def _group(catalog: FeatureCatalog, name: str) -> object:
+    """Which behaviour a feature measures, whatever its window: ``evt_demo_request_30d`` → its family and
+    ``demo_request``; a name outside the catalog, by its name without a ``_<n>d`` suffix."""
+    col = catalog.parse(name)
+    return (col.feature.name, col.slug) if col is not None else _WINDOW_SUFFIX_RE.sub("", name)
 
 
 def describe(name: str, value: float, *, catalog: FeatureCatalog | None = None) -> str:
@@ -267,75 +258,15 @@ def describe(name: str, value: float, *, catalog: FeatureCatalog | None = None) 
     >>> describe("days_since_last_event", 181)
     'no activity in the last 180 days'
     """
-    return _phrase(name, (catalog or _DEFAULT_CATALOG).lookback_days)(float(value))
+    return _phrase(catalog or _DEFAULT_CATALOG, name)(float(value))
 
 
 @lru_cache(maxsize=4096)
-def _phrase(name: str, lookback: int) -> Callable[[float], str]:
-    """The function that puts a value of feature ``name`` in words (parsed once per name)."""
-    never = float(lookback + 1)
-    if name == "days_since_last_event":
-        return lambda v: _days_since_last(v, never, lookback)
-    if name == "days_since_first_event":
-        return lambda v: _days_since_first(v, never, lookback)
-    if m := _EVENTS_RE.match(name):
-        w = int(m[1])
-        return lambda v: f"{_count(v, 'event', 'events')} {_last(w)}"
-    if m := _ACTIVE_RE.match(name):
-        return _active(int(m[1]))
-    if m := _DISTINCT_RE.match(name):
-        w = int(m[1])
-        return lambda v: (
-            f"no activity {_last(w)}" if v == 0 else f"{_count(v, 'kind of activity', 'kinds of activity')} {_last(w)}"
-        )
-    if m := _EVT_RE.match(name):
-        return _event_type(m[1].split("_"), int(m[2]))
-    return _fallback(name)
-
-
-def _days_since_last(v: float, never: float, lookback: int) -> str:
-    if v >= never:
-        return f"no activity {_last(lookback)}"
-    if v == 0:
-        return "active today"
-    if v == 1:
-        return "last active yesterday"
-    return f"no activity for {_num(v)} days"
-
-
-def _days_since_first(v: float, never: float, lookback: int) -> str:
-    if v >= never:
-        return f"not seen {_last(lookback)}"
-    if v == 0:
-        return "first seen today"
-    if v == 1:
-        return "first seen yesterday"
-    return f"first seen {_num(v)} days ago"
-
-
-def _active(w: int) -> Callable[[float], str]:
-    def phrase(v: float) -> str:
-        if v == 0:
-            return f"not active {_last(w)}"
-        return f"active {_num(v)} of the last {_num(w)} days" if w > 1 else f"active {_last(w)}"
-
-    return phrase
-
-
-def _event_type(words: list[str], w: int) -> Callable[[float], str]:
-    last = words[-1]
-    thing = " ".join(words)
-    if not last.isalpha() or last in _DONE_WORDS or (last.endswith("ed") and last not in _ED_NOUNS):
-
-        def done(v: float) -> str:
-            if v == 0:
-                return f"no {thing} {_last(w)}"
-            times = {1.0: "once", 2.0: "twice"}.get(v) or f"{_num(v)} times"
-            return f"{thing} {times} {_last(w)}"
-
-        return done
-    plural = " ".join([*words[:-1], _plural(last)])
-    return lambda v: f"{_count(v, thing, plural)} {_last(w)}"
+def _phrase(catalog: FeatureCatalog, name: str) -> Callable[[float], str]:
+    """The function that puts a value of feature ``name`` in words (its definition's phrase, found once per
+    name; `models.features.FEATURES`)."""
+    col = catalog.parse(name)
+    return col.words() if col is not None else _fallback(name)
 
 
 def _fallback(name: str) -> Callable[[float], str]:
@@ -343,32 +274,5 @@ def _fallback(name: str) -> Callable[[float], str]:
     m = _WINDOW_SUFFIX_RE.search(name)
     stem = name[: m.start()] if m else name
     words = " ".join(part for part in re.split(r"[_\W]+", stem) if part) or "value"
-    label = f"{words} {_last(int(m[1]))}" if m else words
-    return lambda v: f"{label}: {_num(v)}"
-
-
-def _plural(word: str) -> str:
-    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
-        return word[:-1] + "ies"
-    if word.endswith(("s", "x", "z", "ch", "sh")):
-        return word + "es"
-    return word + "s"
-
-
-def _count(v: float, singular: str, plural: str) -> str:
-    if v == 0:
-        return f"no {plural}"
-    return f"1 {singular}" if v == 1 else f"{_num(v)} {plural}"
-
-
-def _last(days: int) -> str:
-    return "in the last day" if days == 1 else f"in the last {_num(days)} days"
-
-
-def _num(v: float) -> str:
-    """Whole numbers without decimals, others with at most two; thousands separated: 1,204 and 2.5."""
-    if not np.isfinite(v):
-        return "an unknown number of"
-    if float(v).is_integer():
-        return f"{int(v):,}"
-    return f"{v:,.2f}".rstrip("0").rstrip(".")
+    label = f"{words} {last(int(m[1]))}" if m else words
+    return lambda v: f"{label}: {num(v)}"

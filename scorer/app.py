@@ -197,8 +197,8 @@ def run_scoring(
         resolved, model = resolve_and_load(options.model, catalog)
         shadow = challenger_for(options.model, resolved, catalog)
         # 3. One MLflow run per job run; a run left RUNNING by a process that died is closed now. Holding the
-        # run lock, every other RUNNING run of this model on this database is dead; over REST (no lock) only
-        # those older than a day.
+        # run lock, every other RUNNING run of this model on this database is dead unless its process is still
+        # connected (it lost its lock and stops at its next write); over REST (no lock) only those older than a day.
         now = now or datetime.now(UTC)
         record = RunRecord.open(
             tracker or scoring_tracker_for(options, artifact_location=artifact_location),
@@ -207,10 +207,12 @@ def run_scoring(
             options=options.record(),
             store_kind=store.kind,
             store_id=store_id(store.describe()),
+            store_session=store.session_name,
             now=now,
             challenger=shadow,
             close_orphans=not job.dry_run,
             orphans_before_ms=None if store.kind == "sql" else int((now - timedelta(days=1)).timestamp() * 1000),
+            live_sessions=store.live_sessions,
         )
     except BaseException:
         owned.close()  # a run that stops before scoring leaves no connection (or lock) behind

@@ -496,7 +496,13 @@ def score_users(
         )
         summary.complete = True
     if not options.dry_run and not summary.store_lost:
-        summary.population = _population(store, leads_only=selector.leads_only)
+        try:
+            summary.population = _population(store, leads_only=selector.leads_only)
+        except TransientError:
+            if not summary.stopped:
+                raise
+            # A stop request that had to cancel the store refuses every later statement: the run ends now.
+            log.warning("population_unknown", hint="the run was stopped; the distribution is this run's scores")
     summary.duration_s = time.perf_counter() - started
     return summary
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -83,16 +83,19 @@ class RunRecord:
         store_kind: str,
         store_id: str,
         now: datetime,
+        store_session: str | None = None,
         challenger: Shadow | None = None,
         tags: dict[str, str] | None = None,
         close_orphans: bool = True,
         orphans_before_ms: int | None = None,
+        live_sessions: Callable[[], set[str] | None] | None = None,
         engine: str | None = None,
     ) -> RunRecord:
         """Start the run's MLflow record, before anything is written (no record, no scoring), then close the
         runs of this model on this store left RUNNING by a process that died (``close_orphans``; only those
-        started before ``orphans_before_ms`` when it is set). ``tags``: the engine's own, beside the tags every
-        scoring run has.
+        started before ``orphans_before_ms`` when it is set; not those whose ``store_session`` is among
+        ``live_sessions()``: their process is still connected, it lost its run lock and stops at its next write).
+        ``tags``: the engine's own, beside the tags every scoring run has.
 
         A real call: ``RunRecord.open(scoring_tracker(tracking_uri=uri, experiment="lead-scorer/scoring"),
         resolved, model, options=RecordOptions(), store_kind="sql", store_id="3f2a…", now=datetime.now(UTC))``.
@@ -115,6 +118,8 @@ class RunRecord:
         if challenger is not None and challenger.resolved is not None:
             common["challenger_version"] = challenger.resolved.version
             common["challenger_identity"] = challenger.identity
+        if store_session:
+            common["store_session"] = store_session  # whether its process is alive (`Tracker.close_orphans`)
         try:
             tracker.start(
                 # Renamed with the run's outcome when it ends (`run_name`).
@@ -148,6 +153,8 @@ class RunRecord:
             tracker.close_orphans(
                 tags={"model_name": resolved.name, "store_id": store_id, "dry_run": "false"},
                 started_before_ms=orphans_before_ms,
+                # A run whose lock session died (terminated, a restart) may still be alive: not an orphan.
+                live_sessions=live_sessions() if live_sessions is not None else None,
             )
         return cls(tracker=tracker, resolved=resolved, started=now, options=options, engine=engine)
 

@@ -3,7 +3,7 @@
 The batch loop asks it between batches (a stop lets the current batch finish and be written); what waits on
 the database, or a Spark job, registers a cancel with `on_stop`, called when the run outlasts its grace.
 
-    >>> stop = StopSignal(grace_s=0)
+    >>> stop = StopSignal(grace_s=0, repeat_s=60)
     >>> cancelled = []
     >>> stop.on_stop(lambda: cancelled.append(True))
     >>> stop.requested, stop()
@@ -11,6 +11,7 @@ the database, or a Spark job, registers a cancel with `on_stop`, called when the
     >>> stop.request(15)
     >>> stop.requested, stop.signal, cancelled
     (True, 15, [True])
+    >>> stop.close()  # no more cancels: the run is over
 """
 
 from __future__ import annotations
@@ -30,15 +31,19 @@ class StopSignal:
 
     A batch waiting on the database (a hung statement, another session's lock) would hold the stop for as
     long as the wait lasts: ``grace_s`` after the request, every cancel registered with `on_stop` is called
-    (the store's in-flight statements, a Spark job), so the run ends (KILLED, 128 + signal) well inside the
-    30 s a platform gives before SIGKILL. ``grace_s=0`` cancels at once.
+    (the store's in-flight statements, a Spark job), and again every ``repeat_s`` until `close`: the store
+    refuses new statements and retries from the first cancel on, and cancelling again catches a statement that
+    slipped in between (docs/reliability.md). So the run ends (KILLED, 128 + signal) well inside the 30 s a
+    platform gives before SIGKILL. ``grace_s=0`` cancels at once.
     """
 
-    def __init__(self, *, grace_s: float = 8.0) -> None:
+    def __init__(self, *, grace_s: float = 8.0, repeat_s: float = 1.0) -> None:
         self.signal: int | None = None
         self.grace_s = grace_s
+        self.repeat_s = repeat_s
         self._cancel: list[Callable[[], Any]] = []  # called ``grace_s`` after the request
         self._at_once: list[Callable[[], Any]] = []  # called with the request
+        self._done = threading.Event()  # never set in the CLI: the watchdog is a daemon and ends with it
 
     @property
     def requested(self) -> bool:
@@ -63,14 +68,24 @@ class StopSignal:
         for cancel in list(self._at_once):
             self._call(cancel)
         if self.grace_s <= 0:
-            self._watchdog()
-            return
-        timer = threading.Timer(self.grace_s, self._watchdog)
+            self._cancel_all()
+        first = self.grace_s if self.grace_s > 0 else self.repeat_s
+        timer = threading.Timer(first, self._watchdog)
         timer.daemon = True
         timer.start()
 
+    def close(self) -> None:
+        """Stop cancelling (the run is over): for a caller that outlives its run, as a test does."""
+        self._done.set()
+
     def _watchdog(self) -> None:
-        for cancel in list(self._cancel):
+        while not self._done.is_set():
+            self._cancel_all()
+            if self._done.wait(self.repeat_s):
+                return
+
+    def _cancel_all(self) -> None:
+        for cancel in [*self._at_once, *self._cancel]:
             self._call(cancel)
 
     @staticmethod

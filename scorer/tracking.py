@@ -61,7 +61,9 @@ class Tracker(Protocol):
         totals: Sequence[str] = (),
     ) -> None: ...
     def previous_baseline(self) -> Baseline | None: ...
-    def close_orphans(self, *, tags: dict[str, str], started_before_ms: int | None) -> list[str]: ...
+    def close_orphans(
+        self, *, tags: dict[str, str], started_before_ms: int | None, live_sessions: set[str] | None = None
+    ) -> list[str]: ...
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None: ...
     def finish(
         self,
@@ -86,7 +88,9 @@ class NullTracker:
     def previous_baseline(self) -> Baseline | None:
         return None
 
-    def close_orphans(self, *, tags: dict[str, str], started_before_ms: int | None) -> list[str]:
+    def close_orphans(
+        self, *, tags: dict[str, str], started_before_ms: int | None, live_sessions: set[str] | None = None
+    ) -> list[str]:
         return []
 
     def log_batch(self, *, step: int, metrics: dict[str, float]) -> None:
@@ -222,10 +226,14 @@ class MlflowTracker:
                 )
         return None
 
-    def close_orphans(self, *, tags: dict[str, str], started_before_ms: int | None) -> list[str]:
+    def close_orphans(
+        self, *, tags: dict[str, str], started_before_ms: int | None, live_sessions: set[str] | None = None
+    ) -> list[str]:
         """Mark as KILLED the runs of this experiment still RUNNING with these tags (a process that died
         without closing its run: kill -9, an out-of-memory kill, a lost container), started before the
-        given time if one is given; returns their ids. Best effort: a failure here never stops the run."""
+        given time if one is given; returns their ids. A run whose ``store_session`` tag is among
+        ``live_sessions`` (its process is still connected to the database: it lost its run lock, it has not
+        died) is left alone. Best effort: a failure here never stops the run."""
         if self._experiment_id is None:
             return []
         where = " and ".join(["attributes.status = 'RUNNING'", *(f"tags.{k} = '{v}'" for k, v in tags.items())])
@@ -235,6 +243,8 @@ class MlflowTracker:
                 if run.info.run_id == self.run_id:
                     continue
                 if started_before_ms is not None and run.info.start_time >= started_before_ms:
+                    continue
+                if live_sessions and run.data.tags.get("store_session") in live_sessions:
                     continue
                 # What is true whichever way it ended: it may have died (killed, out of memory) or finished
                 # every batch and lost the MLflow server before recording it (exit 5).

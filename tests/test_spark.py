@@ -129,7 +129,7 @@ def test_spark_run_scores_and_records_what_the_single_machine_run_does(tcp_pg, t
 
     spark_run, single = _run(settings), reference["run"]
     assert spark_run.info.status == "FINISHED" and spark_run.data.tags["engine"] == "spark"
-    same_tags = set(single.data.tags) - {"mlflow.runName", "mlflow.note.content", "store_id"}
+    same_tags = set(single.data.tags) - {"mlflow.runName", "mlflow.note.content", "store_id", "store_session"}
     assert {k: spark_run.data.tags.get(k) for k in same_tags if not k.startswith("mlflow.")} == {
         k: single.data.tags[k] for k in same_tags if not k.startswith("mlflow.")
     }
@@ -318,6 +318,7 @@ def test_a_stop_request_cancels_the_spark_job_and_the_run_is_killed(tcp_pg, trai
         # Still holding the row: the run ended because its job was cancelled, not because every range finished.
         written = snapshot(url).loc[leads, "lead_score"].notna()
     finally:
+        stop.close()
         holder.rollback()
         holder.close()
     watcher.join(timeout=30)

@@ -374,8 +374,10 @@ def run_spark(
             store_kind="sql" if out.kind == "db" else "parquet",
             store_id=store_id(where),
             now=now,
+            store_session=store.session_name if store is not None else None,
             tags={"engine": "spark", "sources": f"users={users_src} events={events_src} out={out}"},
             close_orphans=writes_db and store is not None,
+            live_sessions=store.live_sessions if store is not None else None,
             engine="spark",
         )
     except BaseException:

@@ -299,6 +299,11 @@ class ScoringSource(EventSource, Protocol):
 
     def read_checkpoint(self, key: str) -> Checkpoint: ...
 
+    @property
+    def session_name(self) -> str | None:
+        """The name this store's database sessions carry (PostgreSQL's application_name), or None."""
+        ...
+
     def lock_run(self, key: str) -> None:
         """Take the run lock of model ``key`` on this database until `unlock_run` or `close`, or raise
         `RunLocked` at once. A holder that dies releases it."""
@@ -308,6 +313,11 @@ class ScoringSource(EventSource, Protocol):
 
     def cancel(self) -> None:
         """Cancel what the store has in flight, from another thread (a stop request)."""
+        ...
+
+    def live_sessions(self) -> set[str] | None:
+        """The session names (`session_name`) of the lead-scorer processes connected to the database now,
+        to tell a live run from a dead one; None where the store cannot see sessions."""
         ...
 
     def score_histogram(self, *, leads_only: bool, bins: int) -> np.ndarray | None:

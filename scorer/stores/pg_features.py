@@ -1,7 +1,8 @@
 """Every feature a model needs, computed by PostgreSQL: the SQL store's batch read, and the benchmark's floor.
 
-The statement is generated from the model's feature names and the catalog's windows and lookback
-(`models.FeatureCatalog` stays the one definition; `tests/test_sql_features.py` checks the SQL against
+The statement is generated from the model's feature names and the catalog's definitions, windows and
+lookback (`models.features.FEATURES` is the one definition: each feature's `models.features.Measure` has
+its SQL form here and its numpy form in `models.FeatureCatalog`; `tests/test_sql_features.py` checks the SQL against
 `FeatureCatalog.features` on messy data, `tests/test_benchmark_smoke.py` the floor's):
 
 - one pass over the events (``created_at`` from the start of the oldest feature day, before ``as_of``), each
@@ -32,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from lead_errors import FeatureDefinitionError
 from models import FeatureCatalog
+from models.features import Column, Measure
 from scorer.contract import Names, qualified, quote_ident
 
 __all__ = [
@@ -84,8 +87,9 @@ TYPE_WORDS = 1  # distinct types counted by bits for the first 64 normalized typ
 FIELD_BITS = 17
 PER_WORD = 3
 #: The extra last column: each visitor's events in the lookback. Every packed count is at most this, so the
-#: counts are exact while it stays below 2**FIELD_BITS, 131,072 events in the lookback (`fits_packed`); the
-#: job reads a batch with a busier visitor at the daily grain instead (`SqlStore.read_events`).
+#: counts are exact while it stays below 2**FIELD_BITS, 131,072 events in the lookback (`fits_packed`); a
+#: busier visitor's features are computed from its daily grain instead (`SqlStore.read_events`), the rest of
+#: its batch's stay packed.
 GUARD = "_lookback_events"
 #: A batch read's counts of the rows it read and dropped (`stores.base.split_dropped`'s names).
 DROPPED = ("null_type", "null_time", "future")
@@ -151,9 +155,15 @@ def feature_sql(
     oldest = day0 - timedelta(days=lookback)  # events on older days move no feature
     start = datetime(oldest.year, oldest.month, oldest.day, tzinfo=UTC)
     never = lookback + 1
-    windows = tuple(sorted(catalog.windows))
-    all_windows = (*windows, lookback)
-    wanted = set(names)
+    # Every window is read off the catalog's definitions (`models.features.FEATURES`), not off ``names``, so
+    # one model's statement differs from another's only in its per-type counts.
+    counted = catalog.windows_of(Measure.COUNT)
+    active = catalog.windows_of(Measure.ACTIVE_DAYS)
+    distinct = catalog.windows_of(Measure.DISTINCT_TYPES)
+    columns = [catalog.column(name) for name in names]
+    # Buckets: a row's bucket is the first of these windows its age is under.
+    per_type_windows = {c.window for c in columns if c.slug is not None and c.window is not None}
+    all_windows = tuple(sorted({*counted, *distinct, *per_type_windows, lookback}))
     vid, etype, created = quote_ident(n.event_visitor_id), quote_ident(n.event_type), quote_ident(n.created_at)
     at_start, at_end = f"{_lit(start.isoformat())}::timestamptz", f"{_lit(as_of.isoformat())}::timestamptz"
 
@@ -209,25 +219,25 @@ def feature_sql(
         )
 
     aggs: dict[str, str] = {}
-    unpack: dict[str, str] = {}
     # Counts per window, packed: a row adds a constant per bucket to one word, instead of one FILTER per window.
-    for k, (inc, fields) in enumerate(_packed(all_windows, all_windows)):
+    unpack: dict[tuple[str | None, int | None], str] = {}  # (type slug or None, window): a COUNT
+    for k, (inc, fields) in enumerate(_packed(counted, all_windows)):
         aggs[f"_events{k}"] = f"sum({inc}[e.bucket + 1])"
         for w, shift in fields:
-            unpack[f"events_{w}d"] = f"((coalesce(f._events{k}, 0)::int8 >> {shift}) & {(1 << FIELD_BITS) - 1})"
+            unpack[None, w] = f"((coalesce(f._events{k}, 0)::int8 >> {shift}) & {(1 << FIELD_BITS) - 1})"
     for i, s in enumerate(slugs):
-        per_type = [w for w in windows if f"evt_{s}_{w}d" in wanted]
+        per_type = sorted({c.window for c in columns if c.slug == s and c.window is not None})
         for k, (inc, fields) in enumerate(_packed(per_type, all_windows)):
             aggs[f"_slot{i}_{k}"] = f"sum({inc}[e.bucket + 1]) FILTER (WHERE e.slot = {i})"
             for w, shift in fields:
-                unpack[f"evt_{s}_{w}d"] = f"((coalesce(f._slot{i}_{k}, 0)::int8 >> {shift}) & {(1 << FIELD_BITS) - 1})"
+                unpack[s, w] = f"((coalesce(f._slot{i}_{k}, 0)::int8 >> {shift}) & {(1 << FIELD_BITS) - 1})"
     # Distinct days and distinct types: one bit each in 64-bit words, OR-ed (count(DISTINCT …) would need
     # sorted input per aggregate). Days: as many words as the largest window needs.
-    day_words = -(-max(windows) // 64)
+    day_words = -(-max(active, default=0) // 64)
     for c in range(day_words):
         lo, hi = 64 * c, 64 * (c + 1)
         aggs[f"_days{c}"] = f"bit_or(1::int8 << (e.age - {lo})) FILTER (WHERE e.age >= {lo} AND e.age < {hi})"
-    for w in windows[1:]:
+    for w in distinct:
         b = all_windows.index(w)
         for c in range(TYPE_WORDS):
             lo, hi = 64 * c, 64 * (c + 1)
@@ -235,8 +245,9 @@ def feature_sql(
             aggs[f"_types{w}_{c}"] = f"bit_or(1::int8 << (e.code - {lo})) FILTER (WHERE {within})"
         # Types beyond the bits (more than 64 spellings after normalization): listed, counted distinct below.
         aggs[f"_types{w}_more"] = f"array_agg(e.code) FILTER (WHERE e.bucket <= {b} AND e.code >= {64 * TYPE_WORDS})"
-    aggs["days_since_last_event"] = "min(e.age)"
-    aggs["days_since_first_event"] = "max(e.age)"
+    for f, _ in catalog.families:
+        if f.measure in (Measure.NEWEST_AGE, Measure.OLDEST_AGE):
+            aggs[f.name] = "min(e.age)" if f.measure is Measure.NEWEST_AGE else "max(e.age)"
     aggs[GUARD] = "count(e.age)"
     if batch:
         # `stores.base.split_dropped`'s counts: no type first, then a time at or after as_of, then no time.
@@ -253,32 +264,34 @@ def feature_sql(
     def bits(word: str, keep: int = 64) -> str:
         return f"bit_count((coalesce(f.{word}, 0) & {_low_bits(keep)})::bit(64))"
 
-    def column(name: str) -> str:
-        if name in unpack:
-            return unpack[name]
-        if name.startswith("active_days_"):
-            w = int(name.removeprefix("active_days_").removesuffix("d"))
+    def column(col: Column) -> str:
+        """Each `Measure`'s SQL form, from the aggregates above."""
+        measure, w = col.feature.measure, col.window or 0
+        if measure is Measure.COUNT:
+            return unpack[col.slug, w]
+        if measure is Measure.ACTIVE_DAYS:
             return " + ".join(bits(f"_days{c}", w - 64 * c) for c in range(day_words) if 64 * c < w)
-        if name.startswith("distinct_types_"):
-            w = int(name.removeprefix("distinct_types_").removesuffix("d"))
+        if measure is Measure.DISTINCT_TYPES:
             more = f"f._types{w}_more"
             beyond = f"CASE WHEN {more} IS NULL THEN 0 ELSE (SELECT count(DISTINCT m) FROM unnest({more}) AS m) END"
             return " + ".join([*(bits(f"_types{w}_{c}") for c in range(TYPE_WORDS)), beyond])
-        if name.startswith("days_since_"):
-            return f"coalesce(f.{quote_ident(name)}, {never})"
-        raise AssertionError(name)  # catalog.check let through a name this function does not build
+        if measure in (Measure.NEWEST_AGE, Measure.OLDEST_AGE):
+            return f"coalesce(f.{quote_ident(col.feature.name)}, {never})"
+        # Unreachable while `FeatureCatalog.check` holds families to `Measure`, every member of which has a
+        # form above (tests/test_feature_definitions.py checks each).
+        raise FeatureDefinitionError(f"the feature {col.feature.name!r} has no SQL form for {measure!r}")
 
     if batch:
         # One bytea of big-endian float8s per visitor rather than ~50 columns: the job reads it with one
         # numpy call, where psycopg made a Python number of every value (a third of a batch's read on the
         # client). Every value is non-NULL (counts, coalesced ages), so each takes exactly 8 bytes.
-        values = [*(column(name) for name in names), *(f"f.{quote_ident(k)}" for k in (GUARD, *DROPPED, READ))]
+        values = [*(column(col) for col in columns), *(f"f.{quote_ident(k)}" for k in (GUARD, *DROPPED, READ))]
         packed = " || ".join(f"float8send(({v})::float8)" for v in values)
         return (
             f"WITH {rows} AS MATERIALIZED ({source}), types AS MATERIALIZED ({types}), per_row AS ({per_row}) "
             f"SELECT f.visitor_id, {packed} AS packed FROM ({grouped}) AS f"
         )
-    select = ", ".join(f"{column(name)} AS {quote_ident(name)}" for name in names)
+    select = ", ".join(f"{column(col)} AS {quote_ident(name)}" for col, name in zip(columns, names, strict=True))
     return (
         f"WITH types AS MATERIALIZED ({types}), per_row AS ({per_row}) "
         f"SELECT u.{quote_ident(n.user_id)}, {select}, coalesce(f.{GUARD}, 0) AS {GUARD} FROM {users} AS u "

@@ -15,8 +15,10 @@ A `ScoringSource` only: training reads every user and event, which the Data API 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -127,7 +129,8 @@ class RestStore(Source):
         connect_s: float = 5.0,
         retry_attempts: int = 6,
         retry_timeout_s: float = 120.0,
-        lease_s: int = 900,
+        lease_s: int = 60,
+        heartbeat_s: float | None = 15.0,
     ) -> None:
         self.names = names or Names()
         self.url = url.rstrip("/")
@@ -143,8 +146,12 @@ class RestStore(Source):
         self.has_shadow = False
         self.lease_s = lease_s
         self.connect_s = connect_s
+        self.heartbeat_s = heartbeat_s
         self._lease: RpcParams | None = None
         self._renewed = 0.0
+        self._lease_lost: str | None = None
+        self._cancelled = threading.Event()
+        self._heartbeat: tuple[threading.Thread, threading.Event] | None = None
         # Our own retry policy replaces the client's (GET-only, fixed waits, unlogged).
         options = ClientOptions(
             schema=self.names.schema,
@@ -153,6 +160,8 @@ class RestStore(Source):
             postgrest_client_retry=False,
         )
         self._client = create_client(self.url, key, options=options)
+        # The lease's heartbeat renews on a client of its own: the run's session serves one request at a time.
+        self._beat_client = functools.partial(create_client, self.url, key, options=options)
         self._pg = self._client.postgrest
         self._retry = stamina.retry(
             on=self._should_retry, attempts=retry_attempts, timeout=retry_timeout_s, wait_initial=0.5, wait_max=10.0
@@ -160,14 +169,22 @@ class RestStore(Source):
 
     # -- plumbing --------------------------------------------------------------------------------
     def _should_retry(self, exc: Exception) -> bool:
+        if self._cancelled.is_set():
+            return False  # a stop request: no request is tried again (`cancel`)
         if is_transient(exc):
             self.retries += 1
             log.warning("rest_retry", error=_describe(exc), retries=self.retries)
             return True
         return False
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one request with retries; translate what is left into the job's errors."""
+    def _call(self, what: str, fn: Callable[[], T], *, stopping: bool = False) -> T:
+        """Run one request with retries; translate what is left into the job's errors. Once the store is
+        cancelled only a request made while ``stopping`` (giving the lease back) is still sent."""
+        if self._cancelled.is_set() and not stopping:
+            raise TransientError(
+                f"the run is stopping: a stop request cancelled the store before {what}",
+                hint="nothing to fix; the next run rescores what this one did not write",
+            )
         try:
             return self._retry(fn)()
         except APIError as exc:
@@ -236,8 +253,12 @@ class RestStore(Source):
 
     def lock_run(self, key: str) -> None:
         """The run lock as a lease (`lead_scorer_lock`): a Data API request has no session to hold a lock with.
-        The lease is renewed as the run writes and given back at `close`; a holder that dies lets it expire
-        (`lease_s`, 15 minutes), so it never blocks the next day's run."""
+
+        A heartbeat thread renews the lease every ``heartbeat_s`` (15 s) for ``lease_s`` (60 s) while the run
+        lives, and `close` gives it back; a run that dies, or loses the API and cannot give it back, lets it
+        expire within ``lease_s``, so the next run is not refused for long. A run whose lease was not renewed
+        for ``lease_s`` (the API was away: another run may have taken it), or was taken by another run, stops
+        before its next write (`RunLocked`)."""
         holder = f"{uuid.uuid4().hex} pid {os.getpid()}"
         params: RpcParams = {"p_key": f"lead-scorer:{key}", "p_holder": holder, "p_lease_s": self.lease_s}
         got = self._call("taking the run lock", lambda: self._pg.rpc(LOCK_FUNCTION, params).execute()).data
@@ -245,29 +266,89 @@ class RestStore(Source):
             raise RunLocked(
                 f"another lead-scorer run of {key} holds this project's run lock",
                 hint="wait for it to finish (it may be the cron job, a laptop or `mlflow run`); a run that died "
-                f"gives it up after {self.lease_s // 60} minutes",
+                f"gives it up within {self.lease_s} s",
             )
         self._lease = params
+        self._lease_lost = None
         self._renewed = time.monotonic()
+        if self.heartbeat_s is not None:
+            stop = threading.Event()
+            beat = threading.Thread(target=self._beat, args=(params, stop), name="lead-scorer-lease", daemon=True)
+            self._heartbeat = (beat, stop)
+            beat.start()
 
-    def _renew(self) -> None:
-        if self._lease is not None and time.monotonic() - self._renewed > self.lease_s / 3:
-            lease = self._lease
-            self._call("renewing the run lock", lambda: self._pg.rpc(LOCK_FUNCTION, lease).execute())
-            self._renewed = time.monotonic()
+    def _beat(self, lease: dict[str, Any], stop: threading.Event) -> None:
+        """The heartbeat: renew ``lease`` every ``heartbeat_s`` until ``stop``, or until another run holds it."""
+        assert self.heartbeat_s is not None
+        client = self._beat_client().postgrest
+        try:
+            while not stop.wait(self.heartbeat_s):
+                if not self.renew_lease(client=client, lease=lease):
+                    return
+        finally:
+            client.session.close()
+
+    def renew_lease(self, *, client: Any = None, lease: dict[str, Any] | None = None) -> bool:
+        """One renewal of the run's lease (what the heartbeat does): False once another run holds it. A failed
+        request is logged and left to the next beat; the lease runs out if the API stays away."""
+        lease = lease or self._lease
+        if lease is None:
+            return False
+        try:
+            got = (client or self._pg).rpc(LOCK_FUNCTION, lease).execute().data
+        except (APIError, httpx.HTTPError) as exc:
+            log.warning("run_lock_not_renewed", error=_describe(exc), lease_s=self.lease_s)
+            return True
+        if not got:
+            self._lease_lost = "another run took it"
+            log.error("run_lock_lost", reason=self._lease_lost)
+            return False
+        self._renewed = time.monotonic()
+        return True
+
+    def _check_lease(self) -> None:
+        """Before a write: the lease is still this run's, or `RunLocked` and nothing is written."""
+        if self._lease is None:
+            return
+        lost = self._lease_lost
+        if lost is None and time.monotonic() - self._renewed > self.lease_s:
+            lost = f"it was not renewed for {self.lease_s} s and may have been taken meanwhile"
+        if lost is not None:
+            raise RunLocked(
+                f"this run lost the run lock ({lost}); it stops before writing again, so no user is written "
+                "by two runs",
+                hint="the next run rescores what this one did not reach",
+            )
 
     def unlock_run(self) -> None:
+        beat, self._heartbeat = self._heartbeat, None
+        if beat is not None:
+            beat[1].set()
+            beat[0].join(timeout=self.lease_s)
         lease, self._lease = self._lease, None
         if lease is not None:
             args: RpcParams = {"p_key": lease["p_key"], "p_holder": lease["p_holder"]}
             try:
-                self._call("giving back the run lock", lambda: self._pg.rpc(UNLOCK_FUNCTION, args).execute())
-            except StoreError as exc:  # the lease expires by itself
-                log.warning("run_lock_not_released", error=str(exc))
+                self._call(
+                    "giving back the run lock", lambda: self._pg.rpc(UNLOCK_FUNCTION, args).execute(), stopping=True
+                )
+            except StoreError as exc:  # the lease expires by itself, within lease_s
+                log.warning("run_lock_not_released", error=str(exc), expires_within_s=self.lease_s)
+
+    @property
+    def session_name(self) -> str | None:
+        """None: a Data API request has no session of its own to name."""
+        return None
+
+    def live_sessions(self) -> set[str] | None:
+        return None  # the Data API shows no sessions: orphans are told by their age
 
     def cancel(self) -> None:
-        """Requests time out on their own (LEAD_SCORER_SUPABASE_TIMEOUT_S); nothing to cancel."""
-        return None
+        """A stop request: from now on no request is retried and none starts (but giving the lease back). A
+        request under way ends by itself (LEAD_SCORER_SUPABASE_TIMEOUT_S): an HTTP request has nothing to cancel."""
+        if not self._cancelled.is_set():
+            self._cancelled.set()
+            log.warning("requests_stopped", reason="stop requested")
 
     def open(self) -> Self:
         """Prove the key (the first request: a wrong one stops here, unretried) and learn which optional
@@ -709,7 +790,7 @@ class RestStore(Source):
             raise SchemaError(
                 f"LEAD_SCORER_HISTORY is on but the table {self.names.history} does not exist", hint=_APPLY_HINT
             )
-        self._renew()
+        self._check_lease()
         params = _write_params(write, reasons=self.has_reasons)
         # Retrying the write is safe: the same scores for the same ids, update-only, the same checkpoint.
         res = self._call(_WRITING, lambda: self._pg.rpc(WRITE_FUNCTION, params).execute())

@@ -6,8 +6,11 @@ the daily grain, one set-based update-only write.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -163,6 +166,15 @@ def _key_range(ids: sa.ColumnElement[Any]) -> tuple[Any, Any]:
     return lowest, highest
 
 
+@dataclass(frozen=True)
+class _HeldLock:
+    """The PostgreSQL run lock this store took: its key, the backend that holds it, the server's start."""
+
+    key: str
+    pid: int
+    server_started: datetime
+
+
 def _retry_on(exc: Exception) -> bool:
     """Connection trouble is worth another try; a statement cancelled (its timeout, or a stop request) is not:
     it has waited its full bound already, and running it again would wait as long."""
@@ -176,21 +188,45 @@ def _first(exc: sa.exc.DBAPIError) -> str:
     return redact_text(text.splitlines()[0] if text else type(exc).__name__)
 
 
+#: How long statements keep being retried while the database cannot be reached (docs/reliability.md): a
+#: PostgreSQL restart (the issue's trial: 3 s, plus its shutdown) fits with room, so it costs no batch. It is
+#: the outage's budget, not each statement's (`SqlStore._budget_left`). Waits start at RETRY_WAIT_S and double
+#: up to RETRY_WAIT_MAX_S (with jitter); the longest wait also bounds how late a retry loop sees a stop request
+#: (`SqlStore.cancel`).
+RETRY_BUDGET_S = 30.0
+RETRY_WAIT_S = 0.25
+RETRY_WAIT_MAX_S = 2.0
+
+
 def _retrying(fn: Any) -> Any:
-    """Transient connection errors are retried with backoff and jitter, bounded in attempts and time; what is
-    still failing after that is a `TransientError` (the database, not one row, is the problem)."""
-    retried = stamina.retry(on=_retry_on, attempts=4, timeout=60.0, wait_initial=0.5, wait_max=8.0)(fn)
+    """Transient connection errors are retried with backoff and jitter for up to `RETRY_BUDGET_S`; what is
+    still failing after that is a `TransientError` (the database, not one row, is the problem). Once the store
+    is cancelled (a stop request), nothing is retried and no new statement starts."""
 
     @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
+    def call(store: SqlStore, *args: Any, **kwargs: Any) -> Any:
+        left = store._budget_left()
         try:
-            return retried(*args, **kwargs)
+            for attempt in stamina.retry_context(
+                on=store._should_retry,
+                attempts=None if left > 0 else 1,
+                timeout=max(left, RETRY_WAIT_S),
+                wait_initial=RETRY_WAIT_S,
+                wait_max=RETRY_WAIT_MAX_S,
+            ):
+                with attempt:
+                    store._refuse_if_cancelled()
+                    result = fn(store, *args, **kwargs)
+                    store._failing_since = None
+                    return result
         except _TRANSIENT as exc:
+            store._failing()
             raise TransientError(f"the database kept failing: {_first(exc)}") from exc
         except sa.exc.DBAPIError as exc:
             # The database refused this statement (a trigger, a constraint, a value it cannot handle): a fact
             # about the rows, which the batch loop narrows down to the users concerned.
             raise StoreError(f"the database refused it: {_first(exc)}") from exc
+        raise AssertionError("unreachable: retry_context ends in a return or a raise")
 
     return call
 
@@ -262,6 +298,9 @@ class SqlStore(Source):
         self._id_type: sa.types.TypeEngine[Any] = sa.Text()  # the key column's, from `open` (`check` needs one)
         self._vid_cast: sa.types.TypeEngine[Any] | None = None
         self._lock: Any = None  # the run lock's connection (PostgreSQL) or file (SQLite)
+        self._held: _HeldLock | None = None  # whose session holds the PostgreSQL run lock, and since when
+        self._cancelled = threading.Event()
+        self._failing_since: float | None = None  # when the database stopped answering (`_budget_left`)
         self._created_has_tz = True
         self._feature_sql: dict[tuple[Any, ...], str] = {}
         self.has_reasons = False
@@ -291,23 +330,21 @@ class SqlStore(Source):
         """Take the run lock for ``key`` (a model) on this database, or raise `RunLocked` at once.
 
         PostgreSQL: a session advisory lock on a connection of its own, held until `close` (or until the
-        process dies: the server drops a dead session's locks). SQLite: an exclusive ``flock`` on a file beside
-        the database, which the kernel releases when the holder exits, however it exits.
+        process dies: the server drops a dead session's locks). Every write checks, in its own transaction,
+        that this session still holds it (`_check_lock`): a run whose lock session was terminated stops before
+        its next write instead of writing beside the run that took the lock next. SQLite: an exclusive
+        ``flock`` on a file beside the database, which the kernel releases when the holder exits, however it
+        exits.
         """
         if self._pg:
-            conn = self.engine.connect()
-            got = conn.execute(
-                sa.select(sa.func.pg_try_advisory_lock(sa.func.hashtextextended(f"lead-scorer:{key}", 0)))
-            ).scalar_one()
-            conn.commit()  # a session lock outlives the transaction; an idle open transaction would not be polite
-            conn.detach()  # closing it closes the session (and its lock) instead of returning it to the pool
-            if not got:
-                conn.close()
+            conn, pid = self._take_advisory(key)
+            if conn is None:
                 raise RunLocked(
                     f"another lead-scorer run of {key} holds this database's run lock",
                     hint="wait for it to finish (it may be the cron job, a laptop or `mlflow run`)",
                 )
             self._lock = conn
+            self._held = _HeldLock(key=key, pid=pid, server_started=self._server_started(conn))
             return
         path = make_url(self._url).database
         if not path or path == ":memory:":
@@ -334,9 +371,101 @@ class SqlStore(Source):
             self.unlock_run()
             raise not_writable(path, cause="the database file is read-only")
 
+    def _take_advisory(self, key: str) -> tuple[Any, int]:
+        """(a detached connection holding the advisory lock of ``key``, its backend pid), or (None, 0)."""
+        conn = self.engine.connect()
+        got, pid = conn.execute(
+            sa.select(
+                sa.func.pg_try_advisory_lock(sa.func.hashtextextended(f"lead-scorer:{key}", 0)),
+                sa.func.pg_backend_pid(),
+            )
+        ).one()
+        conn.commit()  # a session lock outlives the transaction; an idle open transaction would not be polite
+        conn.detach()  # closing it closes the session (and its lock) instead of returning it to the pool
+        if not got:
+            conn.close()
+            return None, 0
+        return conn, int(pid)
+
+    @staticmethod
+    def _server_started(conn: Any) -> datetime:
+        return conn.execute(sa.select(sa.func.pg_postmaster_start_time())).scalar_one()
+
+    def _check_lock(self, conn: Any) -> None:
+        """Before a write, in its transaction: the run lock's session still holds the lock, or this raises
+        `RunLocked` (exit 6) and nothing is written.
+
+        After a server restart (every session, the lock's too, ended) the lock is taken again if nobody else
+        took it in between: the run goes on (a restart within the retry budget costs no batch). A lock lost
+        any other way (its session terminated, by an operator or a pooler) is not taken again: another run
+        may have come and gone meanwhile and written the users this run read ahead.
+        """
+        held = self._held
+        if held is None:
+            return
+        holds = conn.execute(
+            sa.text(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = :pid "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+            ),
+            {"pid": held.pid},
+        ).scalar_one()
+        if holds:
+            return
+        restarted = self._server_started(conn) > held.server_started
+        if restarted:
+            stale, self._lock = self._lock, None
+            if stale is not None:
+                with contextlib.suppress(Exception):  # its session is gone with the old server
+                    stale.close()
+            lock, pid = self._take_advisory(held.key)
+            if lock is not None:
+                self._lock = lock
+                self._held = _HeldLock(key=held.key, pid=pid, server_started=self._server_started(conn))
+                log.warning("run_lock_retaken", reason="the database restarted; nobody took the lock meanwhile")
+                return
+        self._held = None
+        raise RunLocked(
+            f"this run lost the run lock of {held.key}: "
+            + ("the database restarted and another run took it" if restarted else "its session was terminated")
+            + "; it stops before writing again, so no user is written by two runs",
+            hint="the next run rescores what this one did not reach; if a session is terminated on purpose "
+            "(an idle-session reaper, a pooler), exempt application_name 'lead-scorer *'",
+        )
+
+    def _should_retry(self, exc: Exception) -> bool:
+        """`_retry_on`, unless a stop request cancelled the store: then nothing is retried."""
+        if _retry_on(exc):
+            self._failing()
+            return not self._cancelled.is_set()
+        return False
+
+    def _failing(self) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+
+    def _budget_left(self) -> float:
+        """The retry budget is the outage's, not each statement's: counted from the first failure since the
+        last success, so once an outage has outlasted it the statements after fail at their first try
+        instead of each waiting the whole budget again."""
+        since = self._failing_since
+        return RETRY_BUDGET_S if since is None else RETRY_BUDGET_S - (time.monotonic() - since)
+
+    def _refuse_if_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            raise TransientError(
+                "the run is stopping: a stop request cancelled the store's statements",
+                hint="nothing to fix; the next run rescores what this one did not write",
+            )
+
     def cancel(self) -> None:
         """Cancel the statements this store has running (a stop request that must not wait for a hung
-        statement or a held lock). They fail at once with query_canceled, which is not retried."""
+        statement or a held lock). They fail at once with query_canceled, which is not retried. Sticky: from
+        the first call on, nothing is retried and no new statement starts (`_refuse_if_cancelled`), so a
+        retry or the next half of a split batch cannot wait again; calling it again cancels a statement that
+        slipped in between."""
+        first = not self._cancelled.is_set()
+        self._cancelled.set()
         if not self._pg:
             return
         with self.engine.connect() as conn:
@@ -347,12 +476,32 @@ class SqlStore(Source):
                 ),
                 {"name": self._session_name},
             )
-        log.warning("statements_cancelled", reason="stop requested")
+        if first:
+            log.warning("statements_cancelled", reason="stop requested")
+
+    @property
+    def session_name(self) -> str | None:
+        return self._session_name if self._pg else None
+
+    @_retrying
+    def live_sessions(self) -> set[str] | None:
+        if not self._pg:
+            return None  # SQLite: the run lock (a file lock) cannot be lost while its process lives
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT DISTINCT application_name FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name LIKE 'lead-scorer %'"
+                )
+            ).all()
+        return {name for (name,) in rows}
 
     def unlock_run(self) -> None:
         lock, self._lock = self._lock, None
+        self._held = None
         if lock is not None:
-            lock.close()
+            with contextlib.suppress(sa.exc.DBAPIError):  # a session already gone has let go of the lock
+                lock.close()
 
     def open(self) -> Self:
         """Connect and learn the schema: the two tables' columns and types, and which optional parts exist.
@@ -647,17 +796,19 @@ class SqlStore(Source):
         features: FeatureRequest | None = None,
     ) -> EventRead:
         self._need_open()
-        n = self.names
-        e = self.events.c
         vids = sorted({v for v in visitor_ids if v is not None})
         if not vids:
             return EventRead()
         # PostgreSQL computes the features itself (pg_features: one row per visitor instead of ~20 daily rows,
         # which were most of the job's own time), for timestamptz times and text ids; else the daily grain.
         if features is not None and self._pg and self._created_has_tz and self._vid_cast is None:
-            read = self._read_features(vids, request=features, since=since, as_of=as_of)
-            if read is not None:
-                return read
+            return self._read_features(vids, request=features, since=since, as_of=as_of)
+        return self._read_grain(vids, since=since, as_of=as_of)
+
+    def _read_grain(self, vids: list[str], *, since: datetime, as_of: datetime) -> EventRead:
+        """The events of ``vids`` (distinct, sorted) at the daily grain."""
+        n = self.names
+        e = self.events.c
         created, day = self._created()
         etype = sa.func.lower(sa.func.trim(e[n.event_type])).label("event_type")
         future = (created >= self._bound_time(as_of)).label("future")
@@ -683,7 +834,7 @@ class SqlStore(Source):
 
     def _read_features(
         self, vids: list[str], *, request: FeatureRequest, since: datetime, as_of: datetime
-    ) -> EventRead | None:
+    ) -> EventRead:
         key = (request.catalog, tuple(request.names), since, as_of)
         sql = self._feature_sql.get(key)
         if sql is None:
@@ -697,8 +848,16 @@ class SqlStore(Source):
             rows = conn.exec_driver_sql(sql, {"ids": _array_literal(vids)}).cursor.fetchall()
         k = len(request.names)
         visitors, values = unpack(rows, k + 2 + len(DROPPED))
-        if not fits_packed(values[:, k]):
-            return None  # a visitor with millions of events: counted from the daily grain instead
+        if not fits_packed(values[:, k]):  # one max per batch; which visitors, only when one is past it
+            heavy = [i for i, count in enumerate(values[:, k]) if not fits_packed([count])]
+            # A visitor with more events than a packed counter holds (a bot, a load test): its counters may
+            # have carried into each other, so its features come from its daily grain, computed by the
+            # catalog. Only its row is replaced: the batch keeps one kind of read (features), whatever half
+            # of it the visitor falls in, and the exact counts (GUARD, DROPPED, READ) stay the statement's.
+            ids = [visitors[i] for i in heavy]
+            grain = self._read_grain(sorted(ids), since=since, as_of=as_of).grain
+            exact = request.catalog.features(grain, visitor_ids=ids, as_of=as_of, names=request.names)
+            values[heavy, :k] = exact[list(request.names)].to_numpy(dtype=np.float64)
         return EventRead(
             events_read=int(values[:, -1].sum()),
             dropped={name: int(values[:, k + 1 + i].sum()) for i, name in enumerate(DROPPED)},
@@ -739,6 +898,8 @@ class SqlStore(Source):
                 f"LEAD_SCORER_HISTORY is on but the table {self.names.history} does not exist", hint=_APPLY_HINT
             )
         with self.engine.begin() as conn:
+            if self._pg:
+                self._check_lock(conn)
             updated = self._update(conn, write) if len(write.user_ids) else 0
             if write.shadow is not None and len(write.shadow.user_ids):
                 self._shadow(conn, write.shadow, at=write.scored_at)
