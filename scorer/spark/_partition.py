@@ -31,7 +31,7 @@ from scorer.logs import redact_text
 from scorer.page import PageScores, check_scores, not_probabilities, score_page
 from scorer.stores.base import UserPage, split_dropped
 
-__all__ = ["OUT_COLUMNS", "GroupPlan", "PgWriter", "group_scorer"]
+__all__ = ["GROUP_COUNTS", "OUT_COLUMNS", "GroupPlan", "PgWriter", "group_scorer"]
 
 Sink = Literal["db", "parquet", "none"]
 
@@ -51,6 +51,8 @@ OUT_COLUMNS = (
     "group_moved",  # of those changed, how many are new or moved by the tolerance (the rest: another model's)
     "error",  # why this user failed (its score is not a probability, or the database refused its row), else None
 )
+#: The group's own counts (on its first row), which the driver sums.
+GROUP_COUNTS = tuple(c for c in OUT_COLUMNS if c.startswith("group_"))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -52,7 +52,7 @@ from scorer.logs import redact_text
 from scorer.run_record import RunRecord
 from scorer.shadow import not_shadowed
 from scorer.spark import Source, SparkJobFailed, SparkOptions
-from scorer.spark._partition import GroupPlan, PgWriter, Sink, group_scorer
+from scorer.spark._partition import GROUP_COUNTS, GroupPlan, PgWriter, Sink, group_scorer
 from scorer.stats import BINS, ScoreStats
 from scorer.stop import StopSignal
 from scorer.stores.base import ScoreWrite, Selector
@@ -569,13 +569,7 @@ def _score(
             T.StructField("lead_score_reasons", T.StringType()),
             T.StructField("changed", T.BooleanType()),
             T.StructField("final_score", T.DoubleType()),
-            *(
-                T.StructField(c, T.LongType())
-                for c in ("group_batches", "group_vanished", "group_events", "group_null_type")
-            ),
-            T.StructField("group_null_time", T.LongType()),
-            T.StructField("group_future", T.LongType()),
-            T.StructField("group_moved", T.LongType()),
+            *(T.StructField(c, T.LongType()) for c in GROUP_COUNTS),
             T.StructField("error", T.StringType()),
         ]
     )
@@ -607,18 +601,7 @@ def _score(
                 1,
                 10_000,
             ).alias("failed_users"),
-            *(
-                F.sum(c).alias(c)
-                for c in (
-                    "group_batches",
-                    "group_vanished",
-                    "group_events",
-                    "group_null_type",
-                    "group_null_time",
-                    "group_future",
-                    "group_moved",
-                )
-            ),
+            *(F.sum(c).alias(c) for c in GROUP_COUNTS),
         )
         .collect()
     )
