@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from benchmarks.methods import load_model
 from models import FeatureCatalog
-from scorer.job import reasons_json
+from scorer.page import reasons_json
 from scorer.stores.base import EventRead, ScoreWrite, Selector
 from scorer.stores.sql import SqlStore
 

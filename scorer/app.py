@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from lead_errors import ServiceUnavailable, SettingsError, StoreError
+from lead_errors import SettingsError, StoreError
 from models import FeatureCatalog
 from models.reasons import Reason, top_reasons
 from registry import (
@@ -33,10 +32,21 @@ from scorer.compare import run_auto_promotion
 from scorer.contract import Names
 from scorer.job import BatchReport, JobOptions, RunSummary, score_users, selector_for
 from scorer.live import LiveCheck, evaluate_matured, live_due
+from scorer.run_record import (
+    RecordOptions,
+    RunRecord,
+    baseline_tags,
+    describe_run,
+    drift_and_tiers,
+    run_name,
+    run_outcome,
+    scoring_tracker,
+)
 from scorer.shadow import Shadow, load_challenger
+from scorer.stop import StopSignal
 from scorer.stores import ScoringSource, SqlStore, TrainingSource, Waits
 from scorer.stores.base import Selector
-from scorer.tracking import TAG_SCORE_SHARES, MlflowTracker, Status, Tracker, TrackingError
+from scorer.tracking import MlflowTracker, Tracker
 
 __all__ = [
     "ExplainOptions",
@@ -51,14 +61,14 @@ __all__ = [
     "drift_and_tiers",
     "explain_user",
     "live_check",
-    "open_run",
     "open_store",
     "require_temp_dir",
     "resolve_and_load",
     "run_name",
     "run_outcome",
     "run_scoring",
-    "scoring_tracker",
+    "scoring_tracker_for",
+    "store_id",
 ]
 
 log = structlog.get_logger("lead_scorer")
@@ -134,6 +144,16 @@ class RunOptions:
     warm_threshold: float = 0.2
     live: LiveOptions = field(default_factory=LiveOptions)
 
+    def record(self) -> RecordOptions:
+        """What the run's MLflow record is told (`scorer.run_record.RunRecord`)."""
+        return RecordOptions(
+            job=self.job,
+            experiment=self.experiment,
+            git_commit=self.git_commit,
+            hot=self.hot_threshold,
+            warm=self.warm_threshold,
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class ExplainOptions:
@@ -151,23 +171,26 @@ def run_scoring(
     artifact_location: str | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
     on_start: Callable[[int | None], None] | None = None,  # the total to score; None: the store cannot count
-    should_stop: Callable[[], bool] | None = None,
+    stop: StopSignal | None = None,
     catalog: FeatureCatalog | None = None,
     now: datetime | None = None,
 ) -> RunSummary:
-    """The whole run (docs/architecture.md): check store → resolve and load model → track → score.
+    """The whole run (docs/architecture.md): check store → resolve and load model → track → score → finish.
 
     A ``store`` passed in is the caller's, open, and stays open; the run gives back only the run lock it took.
-    ``now``: the run's time (its features' cutoff and every score's time), for a test that repeats a run."""
+    ``stop``: asked between batches, and it cancels what the store has in flight when the run outlasts its
+    grace (`scorer.stop.StopSignal`). ``now``: the run's time (its features' cutoff and every score's time),
+    for a test that repeats a run."""
     catalog = catalog or FeatureCatalog()
     job = options.job
     require_temp_dir()
     owned = contextlib.ExitStack()  # what this run opened or took, given back when it is done with it
     if store is None:
         store = owned.enter_context(open_store(options.store))
-    if should_stop is not None and hasattr(should_stop, "on_stop"):
-        should_stop.on_stop(store.cancel)  # a stop request cancels a statement that hangs
+    if stop is not None:
+        stop.on_stop(store.cancel)  # a stop request cancels a statement that hangs
     try:
+        # 1. The store, and the run lock.
         store.check(scoring=True)
         if not job.dry_run:
             # One run per model and database: a second one started beside it (a laptop, `mlflow run`, another
@@ -175,34 +198,27 @@ def run_scoring(
             store.lock_run(options.model.model_name)
             owned.callback(store.unlock_run)
         log.info("store_ready", store=store.kind, where=store.describe())
+        # 2. The model, and the challenger.
         resolved, model = resolve_and_load(options.model, catalog)
         shadow = challenger_for(options.model, resolved, catalog)
-        # 3. One MLflow run per job run.
-        tracker = tracker or scoring_tracker(options, artifact_location=artifact_location)
+        # 3. One MLflow run per job run; a run left RUNNING by a process that died is closed now. Holding the
+        # run lock, every other RUNNING run of this model on this database is dead unless its process is still
+        # connected (it lost its lock and stops at its next write); over REST (no lock) only those older than a day.
         now = now or datetime.now(UTC)
-        store_id = hashlib.sha256(store.describe().encode()).hexdigest()[:12]
-        open_run(
-            tracker,
-            options,
+        record = RunRecord.open(
+            tracker or scoring_tracker_for(options, artifact_location=artifact_location),
             resolved,
             model,
+            options=options.record(),
             store_kind=store.kind,
-            store_id=store_id,
-            now=now,
+            store_id=store_id(store.describe()),
             store_session=store.session_name,
+            now=now,
             challenger=shadow,
+            close_orphans=not job.dry_run,
+            orphans_before_ms=None if store.kind == "sql" else int((now - timedelta(days=1)).timestamp() * 1000),
+            live_sessions=store.live_sessions,
         )
-        # A run left RUNNING by a process that died is closed now. Holding the run lock, every other RUNNING
-        # run of this model on this database is dead unless its process is still connected (it lost its lock
-        # and stops at its next write); over REST only those older than a day.
-        day_ago = None if store.kind == "sql" else int((now - timedelta(days=1)).timestamp() * 1000)
-        if not job.dry_run:
-            tracker.close_orphans(
-                tags={"model_name": resolved.name, "store_id": store_id, "dry_run": "false"},
-                started_before_ms=day_ago,
-                # A run whose lock session died (terminated, a restart) may still be alive: not an orphan.
-                live_sessions=store.live_sessions(),
-            )
     except BaseException:
         owned.close()  # a run that stops before scoring leaves no connection (or lock) behind
         raise
@@ -211,15 +227,16 @@ def run_scoring(
         selector = selector_for(store, options=job, model=resolved.identity, catalog=catalog, as_of=now)
         if on_start is not None:
             on_start(store.count_users(selector))
+        # 5. The batch loop.
         summary = score_users(
             store=store,
             model=model,
             options=job,
-            tracker=tracker,
+            tracker=record.tracker,
             catalog=catalog,
             now=now,
             on_batch=on_batch,
-            should_stop=should_stop,
+            should_stop=stop,
             selector=selector,
             shadow=shadow,
         )
@@ -252,66 +269,41 @@ def run_scoring(
                 max_users=options.live.max_users,
             )
     except BaseException as exc:
-        with contextlib.suppress(TrackingError):
-            tracker.finish(
-                metrics={},
-                artifacts={},
-                status="FAILED",
-                run_name=run_name(resolved.version, now, dry_run=job.dry_run, outcome=f"FAILED: {type(exc).__name__}"),
-            )
+        record.fail(exc)
         raise
     finally:
         owned.close()
 
-    # 6. Totals, distribution, drift, tiers.
-    failed = summary.failed_batches or summary.users_failed or summary.store_lost
-    status: Status = "KILLED" if summary.stopped else ("FAILED" if failed else "FINISHED")
-    metrics = summary.metrics() | drift_and_tiers(
-        summary, resolved, tracker, hot=options.hot_threshold, warm=options.warm_threshold
+    # 6. Totals, distribution, drift, tiers, failed users: the run's record ends as a Spark run's does.
+    record.finish(
+        summary,
+        leads_only=selector.leads_only,
+        live=live,
+        shadow=shadow,
+        notes=[promotion.line] if promotion is not None else [],
+        metrics=promotion.metrics if promotion is not None else {},
+        tags=promotion.tags if promotion is not None else {},
     )
-    if live is not None:
-        metrics |= live.metrics
-    artifacts: dict[str, Any] = {
-        "score_histogram.json": summary.distribution.coarse_histogram() | {"count": summary.distribution.count},
-        "run_summary.json": metrics | {"dropped": summary.dropped, "model_version": resolved.version},
-    }
-    dist = summary.distribution
-    who = "open leads" if job.leads_only else "users"
-    if summary.failed_users:
-        # Who failed and why (the database's message, never the row's data), for the operator to look at.
-        artifacts["failed_users.json"] = summary.failed_users[:10_000]
-    artifacts["score_histogram.svg"] = dist.histogram_svg(
-        title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} written in this run)",
-        marks={"warm": options.warm_threshold, "hot": options.hot_threshold},
-    )
-    log.info("run_finished", status=status, **{k: round(v, 4) for k, v in metrics.items()})
-    note = describe_run(summary, metrics, resolved, leads_only=job.leads_only, status=status)
-    if shadow is not None:
-        # After the description's figures: the challenger's own are not the run's totals.
-        challenger = shadow.metrics(hot=options.hot_threshold, warm=options.warm_threshold)
-        metrics |= challenger
-        artifacts |= shadow.artifacts()
-        note += "\n\n" + shadow.describe(challenger)
-    if live is not None:
-        note += "\n\n" + (live.line or f"**The live evaluation failed** ({live.error}); the scores are written.")
-    if promotion is not None:
-        metrics |= promotion.metrics
-        note += "\n\n" + promotion.line
-    name = run_name(resolved.version, now, dry_run=job.dry_run, outcome=run_outcome(summary, status=status))
-    try:
-        tracker.finish(
-            metrics=metrics,
-            artifacts=artifacts,
-            status=status,
-            note=note,
-            run_name=name,
-            tags=baseline_tags(summary) | (promotion.tags if promotion is not None else {}),
-        )
-    except TrackingError as exc:
-        # The scores are written; only the record is lost. The run_finished line above is the record.
-        summary.tracking_lost = True
-        log.error("run_record_lost", error=str(exc), hint="the run_finished log line holds the run's summary")
     return summary
+
+
+def store_id(where: str) -> str:
+    """Which database (a hash of its redacted address): runs left RUNNING are closed per store.
+
+    >>> store_id("sqlite:///leads.db")
+    'bf206406bf1e'
+    """
+    return hashlib.sha256(where.encode()).hexdigest()[:12]
+
+
+def scoring_tracker_for(options: RunOptions, *, artifact_location: str | None = None) -> MlflowTracker:
+    """The MLflow record of a scoring run (`lead-scorer run` and `lead-scorer spark run` alike)."""
+    return scoring_tracker(
+        tracking_uri=options.model.tracking_uri,
+        experiment=options.experiment,
+        run_id=options.mlflow_run_id,
+        artifact_location=artifact_location,
+    )
 
 
 def live_check(
@@ -350,116 +342,6 @@ def live_check(
     except Exception as exc:  # any failure: the scores are written, the run says what failed
         log.error("live_evaluation_failed", error=redact(f"{type(exc).__name__}: {exc}"))
         return LiveCheck(error=redact(f"{type(exc).__name__}: {exc}")[:300], metrics={"live/failed": 1.0})
-
-
-def scoring_tracker(options: RunOptions, *, artifact_location: str | None = None) -> MlflowTracker:
-    """The MLflow record of a scoring run (`lead-scorer run` and `lead-scorer spark run` alike)."""
-    return MlflowTracker(
-        tracking_uri=options.model.tracking_uri,
-        experiment=options.experiment,
-        artifact_location=artifact_location,
-        run_id=options.mlflow_run_id,
-        description="Scoring runs of lead-scorer: one per job run (the daily cron job, or `lead-scorer run`). "
-        "Each run's name says when it started and what it did; its description says what it rescored and "
-        "wrote, with which model version; its metrics hold the totals first, per-batch figures under batch/.",
-    )
-
-
-def describe_run(
-    summary: RunSummary, metrics: dict[str, float], resolved: ResolvedVersion, *, leads_only: bool, status: str
-) -> str:
-    """The run's description (MLflow's run note, Markdown): what happened in a line a person reads, a link to
-    the model version, and what to do when something is off.
-    """
-    who = "open leads" if leads_only else "users"
-    dist = summary.distribution
-    model = f"[{resolved.name} v{resolved.version}](#/models/{resolved.name}/versions/{resolved.version})"
-    if summary.users_selected:
-        head = (
-            f"Rescored {summary.users_scored:,} {who} with {model} in {seconds(summary.duration_s)}: "
-            f"{_written(summary, resolved.version)}"
-        )
-    else:
-        head = f"Nothing to do: no {who[:-1]} changed since its last score ({model})"
-    if dist.count:
-        hot = round(metrics.get("tier_hot_share", 0.0) * dist.count)
-        warm = round(metrics.get("tier_warm_share", 0.0) * dist.count)
-        head += f"; of {dist.count:,} {who}: {hot:,} hot, {warm:,} warm"
-    psi = metrics.get("score_psi_reference")
-    if psi is not None:
-        head += f"; drift vs training {psi:.2f}"
-    lines = [head + "."]
-    if status == "KILLED":
-        lines.append("**Stopped** (SIGTERM/SIGINT) after a finished batch: the next run continues.")
-    if summary.store_lost:
-        lines.append(f"**The database was lost mid-run** ({summary.store_lost}): check it; the next run continues.")
-    if summary.failed_batches:
-        lines.append(f"**{summary.failed_batches} batch(es) failed** for a passing reason: the next run retries them.")
-    if summary.failed_users:
-        lines.append(
-            f"**{len(summary.failed_users)} user(s) failed** on their own rows: see `failed_users.json` in the "
-            "artifacts (id and the database's message)."
-        )
-    if psi is not None and psi > 0.2:
-        lines.append(
-            "**Drift above 0.2**: today's leads score unlike the training holdout. Check the event data, or train "
-            "a new version (`lead-scorer train`) and compare."
-        )
-    return "\n\n".join(lines)
-
-
-def seconds(value: float) -> str:
-    """A duration as a person reads it: ``0.44 s`` and ``3.2 s`` rather than "0 s", whole seconds from 10 on.
-
-    >>> seconds(0.44), seconds(3.21), seconds(1234.5)
-    ('0.44 s', '3.2 s', '1,234 s')
-    """
-    if value < 1:
-        return f"{value:.2f} s"
-    if value < 10:
-        return f"{value:.1f} s"
-    return f"{value:,.0f} s"
-
-
-def _written(summary: RunSummary, version: str) -> str:
-    """What the run wrote, in words that say why: a score that moved, or one rewritten only to record that
-    another model version (which scores the same) now stands behind it."""
-    n, moved = summary.users_changed, summary.users_moved
-    if not n:
-        return "none written, no score moved"
-    if moved == n:
-        return f"{n:,} written (new or moved)"
-    return f"{n:,} written ({n - moved:,} rewritten for v{version}, {f'{moved:,}' if moved else 'none'} moved)"
-
-
-def run_outcome(summary: RunSummary, *, status: str) -> str:
-    """The end of a run's name: what happened, in the few words the runs table has room for.
-
-    >>> from scorer.job import RunSummary
-    >>> run_outcome(RunSummary(model_version="2", users_selected=3908, users_changed=3908), status="FINISHED")
-    '3,908 written'
-    >>> run_outcome(RunSummary(model_version="2", users_failed=2), status="FAILED")
-    'FAILED 2 users'
-    """
-    if summary.users_failed:
-        return f"FAILED {summary.users_failed:,} user{'s' if summary.users_failed != 1 else ''}"
-    if summary.store_lost:
-        return f"FAILED: database lost · {summary.users_changed:,} written"
-    if status == "KILLED":
-        return f"stopped · {summary.users_changed:,} written"
-    if not summary.users_selected:
-        return "nothing to do"
-    return f"{summary.users_changed:,} written"
-
-
-def run_name(version: str, started: datetime, *, outcome: str = "running", dry_run: bool = False) -> str:
-    """A scoring run's name: the version, the second it started (two runs in one minute still differ) and what
-    happened, which the run is renamed to when it ends.
-
-    >>> run_name("2", datetime(2026, 12, 6, 0, 6, 26, tzinfo=UTC), outcome="3,908 written")
-    'score v2 · 2026-12-06 00:06:26 UTC · 3,908 written'
-    """
-    return f"score v{version} · {started:%Y-%m-%d %H:%M:%S} UTC" + (" · dry run" if dry_run else "") + f" · {outcome}"
 
 
 def open_store(options: StoreOptions) -> ScoringSource:
@@ -551,113 +433,6 @@ def challenger_for(source: ModelSource, production: ResolvedVersion, catalog: Fe
     if not source.challenger_alias:
         return None
     return load_challenger(source.registry(), production=production, policy=source.policy, check_inputs=catalog.check)
-
-
-def open_run(
-    tracker: Tracker,
-    options: RunOptions,
-    resolved: ResolvedVersion,
-    model: LoadedModel,
-    *,
-    store_kind: str,
-    store_id: str,
-    now: datetime,
-    challenger: Shadow | None = None,
-    store_session: str | None = None,
-) -> None:
-    """The run's MLflow record, before anything is written: no record, no scoring."""
-    job = options.job
-    tags = {
-        "model_name": resolved.name,
-        "model_version": resolved.version,
-        "model_identity": resolved.identity,
-        "model_resolved_by": resolved.how,
-        "model_id": resolved.model_id or "",
-        "model_run_id": resolved.run_id or "",
-        "store": store_kind,
-        "store_id": store_id,  # which database (a hash of its redacted address): orphans are closed per store
-        "select": job.select,
-        "dry_run": str(job.dry_run).lower(),
-    }
-    if options.git_commit:
-        tags["git_commit"] = options.git_commit
-    if challenger is not None and challenger.resolved is not None:
-        tags["challenger_version"] = challenger.resolved.version
-        tags["challenger_identity"] = challenger.identity
-    if store_session:
-        tags["store_session"] = store_session  # whether its process is alive (`Tracker.close_orphans`)
-    try:
-        tracker.start(
-            # Renamed with the run's outcome when it ends (`run_name`).
-            run_name=run_name(resolved.version, now, dry_run=job.dry_run),
-            tags=tags,
-            params={
-                k: _as_typed(v)
-                for k, v in {
-                    "batch_size": job.batch_size,
-                    "select": job.select,
-                    "limit": job.limit,
-                    "dry_run": job.dry_run,
-                    "feature_count": len(model.input_names),
-                    "score_tolerance": job.tolerance,
-                    "population": "leads" if job.leads_only else "everyone",
-                    "history": job.history,
-                }.items()
-            },
-            model_id=resolved.model_id,
-            # The totals' keys, logged first so the run page lists them above the per-batch figures.
-            totals=[*RunSummary(model_version=resolved.version).metrics(), *_TIERS]
-            + (["score_psi_reference"] if resolved.reference_deciles() else []),
-        )
-    except Exception as exc:
-        raise ServiceUnavailable(
-            f"could not open the MLflow run: {type(exc).__name__}: {redact(str(exc)).splitlines()[0][:300]}",
-            hint="check the MLflow server, and that MLFLOW_TRACKING_USERNAME may create runs in "
-            f"the experiment {options.experiment!r}",
-        ) from exc
-
-
-def _as_typed(value: Any) -> str:
-    """A parameter as a person types it: ``false`` not ``False``, empty for unset (not ``None``)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
-
-
-_TIERS = ("tier_hot_share", "tier_warm_share", "tier_cold_share")
-
-
-def baseline_tags(summary: RunSummary) -> dict[str, str]:
-    """The run's tag the next run's drift compares with: the share of its population through each of its
-    deciles, at the deciles as its metrics hold them (4 decimals), counted on the same histogram bins."""
-    stats = summary.distribution
-    if not stats.count:
-        return {}
-    edges = [round(stats.quantile(p / 100), 4) for p in range(10, 100, 10)]
-    return {TAG_SCORE_SHARES: json.dumps([round(x, 6) for x in stats.shares_through(edges)])}
-
-
-def drift_and_tiers(
-    summary: RunSummary, resolved: ResolvedVersion, tracker: Tracker, *, hot: float, warm: float
-) -> dict[str, float]:
-    """PSI against the training holdout and the previous run; share of users per tier (``hot`` and ``warm``:
-    the tiers' lower bounds)."""
-    stats = summary.distribution
-    hot_share = stats.share_at_least(hot)
-    warm_share = stats.share_at_least(warm) - hot_share
-    out = dict(zip(_TIERS, (hot_share, warm_share, (1.0 - hot_share - warm_share) if stats.count else 0), strict=True))
-    reference = resolved.reference_deciles()
-    if reference and stats.count:
-        out["score_psi_reference"] = stats.psi(reference, resolved.reference_shares())
-    previous = tracker.previous_baseline()
-    if previous and stats.count:
-        # Against what the previous run's population really held through its deciles (`baseline_tags`): the
-        # same scores read 0, where nominal 10 % per decile read 0.04 to 0.12 for a population that did not move.
-        out["score_psi_previous"] = stats.psi(previous.deciles, previous.shares)
-    # Shares and indices to 4 decimals: 0.0808, not 0.08080000000000001; a PSI of 1e-30 is 0.
-    return {k: round(v, 4) for k, v in out.items()}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,9 +8,7 @@ import gc
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -41,6 +39,7 @@ from lead_errors import (
 )
 from scorer.logs import LEVELS, add_secrets, configure_logging, forget_secrets, redact_text, secrets_in
 from scorer.settings import Settings, load_settings
+from scorer.stop import StopSignal
 
 
 class _ErrorEdge(TyperGroup):
@@ -183,55 +182,6 @@ def _main(
 TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="Overrides MLFLOW_TRACKING_URI.")]
 
 
-class _Stop:
-    """SIGTERM/SIGINT ask the job to stop after the current batch; a second signal is the default.
-
-    A batch waiting on the database (a hung statement, another session's lock) would hold the stop for as
-    long as the wait lasts: ``grace_s`` after the signal, what the store has in flight is cancelled, and from
-    then on nothing is retried and no statement starts (docs/reliability.md), so the run ends (KILLED,
-    128 + signal) well inside the 30 s a platform gives before SIGKILL.
-    """
-
-    def __init__(self, *, grace_s: float = 8.0, repeat_s: float = 1.0) -> None:
-        self.signal: int | None = None
-        self.grace_s = grace_s
-        self.repeat_s = repeat_s
-        self._cancel: list[Any] = []
-        self._done = threading.Event()  # never set in the CLI: the watchdog is a daemon and ends with it
-
-    def __call__(self) -> bool:
-        return self.signal is not None
-
-    def on_stop(self, cancel: Any) -> None:
-        """Call ``cancel`` if the run is still going ``grace_s`` after the stop request."""
-        self._cancel.append(cancel)
-
-    def _watchdog(self) -> None:
-        # Sticky: the store refuses new statements and retries from the first cancel on, and cancelling
-        # again every `repeat_s` catches a statement that slipped in between (a retry already under way).
-        while True:
-            for cancel in self._cancel:
-                try:
-                    cancel()
-                except Exception as exc:  # a failed cancel leaves the statement to its own timeout
-                    structlog.get_logger("lead_scorer").warning("cancel_failed", error=type(exc).__name__)
-            if self._done.wait(self.repeat_s):
-                return
-
-    def install(self) -> None:
-        def handler(signum: int, _frame: Any) -> None:
-            if self.signal is not None:
-                signal.signal(signum, signal.SIG_DFL)
-                raise KeyboardInterrupt
-            self.signal = signum
-            timer = threading.Timer(self.grace_s, self._watchdog)
-            timer.daemon = True
-            timer.start()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
-
-
 @app.command(epilog=EXIT_CODES_HELP)
 def run(
     select: Annotated[
@@ -262,13 +212,13 @@ def run(
         model_version=model_version,
         mlflow_tracking_uri=tracking_uri,
     )
-    stop = _Stop()
+    stop = StopSignal()
     stop.install()
     code = _run_with_progress(settings, show=sys.stderr.isatty() if progress is None else progress, stop=stop)
     raise typer.Exit(code)
 
 
-def _run_with_progress(settings: Settings, *, show: bool, stop: Any = None, **kwargs: Any) -> int:
+def _run_with_progress(settings: Settings, *, show: bool, stop: StopSignal | None = None, **kwargs: Any) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with _loading():
@@ -290,7 +240,7 @@ def _run_with_progress(settings: Settings, *, show: bool, stop: Any = None, **kw
             options,
             on_start=(lambda total: bar.update(task, total=total)) if show else None,
             on_batch=lambda r: bar.advance(task, r.users),
-            should_stop=stop,
+            stop=stop,
             **kwargs,
         )
     if summary.stopped and stop is not None and stop.signal is not None:
@@ -658,12 +608,13 @@ def db_sql(
     dialect: Annotated[str, typer.Option(help="postgresql (Supabase) or sqlite.")] = "postgresql",
 ) -> None:
     """Print the SQL that adds the lead_score columns and indexes (paste into Supabase's SQL editor)."""
+    from scorer.edge import store_options
     from scorer.schema import schema_sql
 
-    settings = _settings()
+    names = store_options(_settings()).names
     if dialect not in ("postgresql", "sqlite"):
         raise SettingsError("--dialect must be postgresql or sqlite")
-    typer.echo(schema_sql(dialect=dialect, names=settings.names()), nl=False)
+    typer.echo(schema_sql(dialect=dialect, names=names), nl=False)
 
 
 @db_app.command("migrate")
@@ -671,15 +622,16 @@ def db_migrate() -> None:
     """Apply that SQL through DATABASE_URL. Applying it again is harmless."""
     import sqlalchemy as sa
 
+    from scorer.edge import migrate_options
     from scorer.schema import migrate
     from scorer.stores.sql import engine_for, redact_url
     from scorer.stores.sqlite_files import sqlite_refusal
 
-    settings = _settings()
-    url = settings.require_database()
+    options = migrate_options(_settings())
+    url = options.database_url or ""  # never empty: migrate_options requires it
     try:
         engine = engine_for(url)
-        done = migrate(engine, names=settings.names())
+        done = migrate(engine, names=options.names)
         engine.dispose()
     except sa.exc.DBAPIError as exc:
         first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
@@ -733,20 +685,27 @@ def spark_run(
         population=population, dry_run=dry_run or None, model_version=model_version, mlflow_tracking_uri=tracking_uri
     )
     from scorer.edge import run_options
-    from scorer.spark import require_pyspark, run_spark
+    from scorer.spark import SparkOptions, require_pyspark, run_spark
 
     require_pyspark()  # first, as before the options: "install the extra" is the error that helps
+    stop = StopSignal()
+    stop.install()
     summary = run_spark(
         run_options(settings),
-        users=users,
-        events=events,
-        output=output,
-        master=master,
-        partitions=partitions,
-        group_users=group_users,
-        chunk_rows=chunk_rows,
-        jdbc_jar=jdbc_jar,
+        SparkOptions(
+            users=users,
+            events=events,
+            output=output,
+            master=master,
+            partitions=partitions,
+            group_users=group_users,
+            chunk_rows=chunk_rows,
+            jdbc_jar=jdbc_jar,
+        ),
+        stop=stop,
     )
+    if summary.stopped and stop.signal is not None:
+        raise typer.Exit(128 + stop.signal)
     raise typer.Exit(summary.exit_code)
 
 

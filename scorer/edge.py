@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from dataclasses import replace
 
 import structlog
 
@@ -26,6 +27,7 @@ __all__ = [
     "explain_options",
     "job_options",
     "load_policy",
+    "migrate_options",
     "model_source",
     "registry",
     "run_options",
@@ -67,6 +69,11 @@ def store_options(settings: Settings) -> StoreOptions:
             lock_s=settings.db_lock_timeout_s,
         ),
     )
+
+
+def migrate_options(settings: Settings) -> StoreOptions:
+    """`lead-scorer db migrate`'s (and `db sql`'s names): the database, which it must have (DATABASE_URL)."""
+    return replace(store_options(settings), database_url=settings.require_database())
 
 
 def load_policy(settings: Settings) -> LoadPolicy:

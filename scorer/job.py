@@ -4,7 +4,6 @@ whose ``exit_code`` says how the run went (0, 1 some batches failed, 4 the store
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -17,9 +16,10 @@ import structlog
 
 from lead_errors import AuthError, ExitCode, SchemaError, ScoreValueError, StoreError, TransientError
 from models import FeatureCatalog
-from models.reasons import gives_reasons, reason_table, score_with_effects
+from models.reasons import gives_reasons
 from registry import LoadedModel
 from scorer.logs import redact_text
+from scorer.page import check_scores, score_page
 from scorer.shadow import Shadow
 from scorer.stats import BINS, ScoreStats
 from scorer.stores.base import (
@@ -159,14 +159,6 @@ def _first_line(exc: BaseException) -> str:
     return redact_text(f"{type(exc).__name__}: {text}")[:300]
 
 
-def check_scores(scores: np.ndarray) -> np.ndarray:
-    scores = np.asarray(scores, dtype=np.float64)
-    bad = ~np.isfinite(scores) | (scores < 0.0) | (scores > 1.0)
-    if bad.any():
-        raise ScoreValueError(f"{int(bad.sum())} score(s) are not finite probabilities in [0, 1]")
-    return scores
-
-
 #: Peak RSS the job was measured at (benchmarks, PostgreSQL, 10k to 1M users): ~320 MiB for the interpreter,
 #: the libraries and the model, plus ~12 KiB per user of a batch (the batch and the one read ahead).
 _BASE_MIB = 320
@@ -272,17 +264,17 @@ class _Batcher:
         self, page: UserPage, read: EventRead, *, checkpoint_key: str | None, pending: Future[Any] | None
     ) -> _Done:
         features = read.features_for(self.request, visitor_ids=page.visitor_ids, as_of=self.as_of)
-        effects = None
-        if self.reasons and not self.options.dry_run:
-            # One pass through the pipeline's transforms for the scores and their reasons.
-            inputs = features[self.model.input_names]
-            raw, effects = score_with_effects(self.model.pipeline, inputs)
-            scores = check_scores(raw)
-        else:
-            scores = check_scores(self.model.predict_scores(features))
-        changed = which_changed(page, scores, model=self.identity, tolerance=self.options.tolerance)
+        scored = score_page(
+            self.model,
+            features,
+            page,
+            identity=self.identity,
+            tolerance=self.options.tolerance,
+            catalog=self.catalog,
+            reasons=self.reasons and not self.options.dry_run,
+        )
+        scores, changed = scored.scores, scored.changed
         n_changed = int(changed.sum())
-        n_moved = int((changed & which_moved(page, scores, tolerance=self.options.tolerance)).sum())
         vanished = 0
         shadow = None
         if self.shadow is not None:
@@ -292,16 +284,13 @@ class _Batcher:
                 self.shadow.add(shadow, scores)
                 shadow = None
         if not self.options.dry_run:
-            reasons = None
-            if effects is not None and n_changed:
-                reasons = reasons_json(self.model, inputs[changed], self.catalog, effects=effects[changed])
             ids = [uid for uid, c in zip(page.user_ids, changed, strict=True) if c]
             write = ScoreWrite(
                 user_ids=ids,
                 scores=scores[changed],
                 model=self.identity,
                 scored_at=self.as_of,
-                reasons=reasons,
+                reasons=scored.reasons,
                 history=self.options.history,
                 checkpoint_key=checkpoint_key,
                 through=page.user_ids[-1],
@@ -316,7 +305,7 @@ class _Batcher:
         return _Done(
             scored=len(page) - vanished,
             changed=n_changed - vanished,  # deleted between read and write: neither scored nor changed
-            moved=max(n_moved - vanished, 0),  # which of them vanished is not known: at most that many moved
+            moved=max(scored.moved - vanished, 0),  # which of them vanished is not known: at most that many moved
             unchanged=len(page) - n_changed,
             vanished=vanished,
             events=read.events_read,
@@ -390,40 +379,6 @@ def selector_for(
     leads_only = options.leads_only and store.has_converted
     fresh = freshness(store, model=model, catalog=catalog, as_of=as_of, leads_only=leads_only)
     return Selector(select=options.select, leads_only=leads_only, freshness=fresh)
-
-
-def which_changed(page: UserPage, scores: np.ndarray, *, model: str, tolerance: float) -> np.ndarray:
-    """Which users' scores must be written: new, from another model, or moved by ``tolerance`` or more."""
-    if page.scores is None or page.models is None:
-        return np.ones(len(scores), dtype=bool)
-    old = page.scores
-    other_model = np.fromiter((m != model for m in page.models), dtype=bool, count=len(page))
-    return np.isnan(old) | other_model | (np.abs(scores - np.nan_to_num(old)) >= tolerance)
-
-
-def which_moved(page: UserPage, scores: np.ndarray, *, tolerance: float) -> np.ndarray:
-    """Which users' scores are new or moved by ``tolerance`` or more, whichever model scored them last: what a
-    person means by "changed", as opposed to rewritten only to record the model version that scored it."""
-    if page.scores is None:
-        return np.ones(len(scores), dtype=bool)
-    old = page.scores
-    return np.isnan(old) | (np.abs(scores - np.nan_to_num(old)) >= tolerance)
-
-
-def reasons_json(
-    model: LoadedModel, features: Any, catalog: FeatureCatalog, *, effects: np.ndarray | None = None
-) -> list[str | None] | None:
-    """Each user's top three reasons as JSON text, or None when the model gives none: what ``json.dumps``
-    gives a list of ``{"reason", "effect"}``, byte for byte (tests/test_reasons.py), each distinct reason's
-    made once per batch and joined. ``effects``: the contributions `score_with_effects` gave with the scores."""
-    table = reason_table(model.pipeline, features[model.input_names], top=3, catalog=catalog, effects=effects)
-    if table is None:
-        return None
-    parts = [
-        f'{{"reason": {json.dumps(r.text, ensure_ascii=False)}, "effect": {json.dumps(r.effect)}}}'
-        for r in table.reasons
-    ]
-    return ["[" + ", ".join([parts[c] for c in row if c >= 0]) + "]" for row in table.codes.tolist()]
 
 
 def score_users(

@@ -245,7 +245,7 @@ def test_the_jobs_reasons_json_is_byte_for_byte_what_json_dumps_gives(fitted):
     import json
     from types import SimpleNamespace
 
-    from scorer.job import reasons_json
+    from scorer.page import reasons_json
 
     pipeline, features = fitted
     model = SimpleNamespace(pipeline=pipeline, input_names=list(features.columns))

@@ -480,7 +480,7 @@ def test_no_writable_temporary_directory_is_named(sqlite_url, mlflow_local, tmp_
 def test_a_bug_in_the_batch_loop_prints_its_traceback_and_exits_70(sqlite_url, mlflow_local, monkeypatch):
     """A bug is not a failed batch (exit 1) nor bad data to narrow down: the run stops, the traceback is
     printed, the MLflow run is FAILED, and the exit code says "internal error"."""
-    import scorer.job
+    import scorer.page
 
     make_product(sqlite_url, users=150, seed=34)
     settings = mlflow_local.settings(sqlite_url)
@@ -489,7 +489,7 @@ def test_a_bug_in_the_batch_loop_prints_its_traceback_and_exits_70(sqlite_url, m
     def broken(*_args: object, **_kwargs: object) -> object:
         return 1 / 0
 
-    monkeypatch.setattr(scorer.job, "which_changed", broken)
+    monkeypatch.setattr(scorer.page, "which_changed", broken)
     env = {
         "DATABASE_URL": sqlite_url,
         "MLFLOW_TRACKING_URI": mlflow_local.tracking_uri,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -108,13 +109,13 @@ def _assert_same_scores(got: pd.DataFrame, want: pd.DataFrame) -> None:
 @pytest.mark.slow
 @pytest.mark.xdist_group("spark")  # one Spark session (a JVM) for the three
 def test_spark_run_scores_and_records_what_the_single_machine_run_does(tcp_pg, trained, spark, reference):
-    from scorer.spark import run_spark
+    from scorer.spark import SparkOptions, run_spark
 
     url = _product(tcp_pg)
     settings = _settings(trained, url, population="leads")
     before = snapshot(url)
 
-    summary = run_spark(run_options(settings), spark=spark, partitions=2, group_users=200)
+    summary = run_spark(run_options(settings), SparkOptions(partitions=2, group_users=200), spark=spark)
 
     after = snapshot(url)
     assert summary.exit_code == 0 and summary.batches >= 3  # several key ranges, hence several writes
@@ -144,7 +145,7 @@ def test_spark_run_scores_and_records_what_the_single_machine_run_does(tcp_pg, t
 @pytest.mark.slow
 @pytest.mark.xdist_group("spark")  # one Spark session (a JVM) for the three
 def test_a_task_killed_mid_write_is_retried_and_every_user_is_scored_once(tcp_pg, trained, spark, reference):
-    from scorer.spark import run_spark
+    from scorer.spark import SparkOptions, run_spark
 
     url = _product(tcp_pg)
     # Every real change of a score is counted, as a realtime subscriber would see it.
@@ -159,7 +160,10 @@ def test_a_task_killed_mid_write_is_retried_and_every_user_is_scored_once(tcp_pg
     spark.sparkContext.setJobGroup("kill-test", "a task dies once after its staging write")
 
     summary = run_spark(
-        run_options(settings), spark=spark, partitions=2, group_users=200, chunk_rows=40, fail_once_after_staging=True
+        run_options(settings),
+        SparkOptions(partitions=2, group_users=200, chunk_rows=40),
+        spark=spark,
+        fail_once_after_staging=True,
     )
 
     tracker = spark.sparkContext.statusTracker()
@@ -228,3 +232,104 @@ def test_without_pyspark_the_command_says_what_to_install(monkeypatch):
     done = CliRunner().invoke(app, ["spark", "run"], env={"DATABASE_URL": "", "MLFLOW_TRACKING_URI": ""})
     assert done.exit_code == 2
     assert "pip install 'lead-scorer[spark]'" in done.output
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("spark")  # one Spark session (a JVM) for all
+def test_a_row_the_database_refuses_fails_alone_and_the_run_is_failed_with_its_user(tcp_pg, trained, spark):
+    """As `lead-scorer run` does it (tests/test_run.py): everyone else is written, the run is FAILED and
+    `failed_users.json` names the user and the database's message; the next run scores that user."""
+    from scorer.spark import SparkOptions, run_spark
+
+    url = _product(tcp_pg)
+    before = snapshot(url)
+    lead = int(before.loc[before["converted_at"].isna(), "user_id"].astype(np.int64).sort_values().iloc[100])
+    execute(
+        url,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'locked'; END $$",
+        f"CREATE TRIGGER refuse BEFORE UPDATE ON users FOR EACH ROW WHEN (NEW.user_id = {lead}) "
+        "EXECUTE FUNCTION refuse()",
+    )
+    settings = _settings(trained, url, population="leads")
+
+    summary = run_spark(run_options(settings), SparkOptions(partitions=2, group_users=200, chunk_rows=40), spark=spark)
+
+    assert summary.exit_code == 1 and summary.users_failed == 1 and not summary.complete
+    after = snapshot(url)
+    leads, refused = after["converted_at"].isna(), after["user_id"] == str(lead)
+    assert after.loc[leads & ~refused, "lead_score"].notna().all()
+    assert after.loc[refused, "lead_score"].isna().all()
+    run = _run(settings)
+    assert run.info.status == "FAILED" and run.data.metrics["users_failed"] == 1
+    assert run.data.metrics["users_scored"] == leads.sum() - 1
+    assert run.info.run_name.endswith(" UTC · FAILED 1 user"), run.info.run_name
+    path = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).download_artifacts(
+        run.info.run_id, "failed_users.json"
+    )
+    failed = json.loads(Path(path).read_text())
+    assert [f["user_id"] for f in failed] == [str(lead)] and "locked" in failed[0]["error"]
+
+    execute(url, "DROP TRIGGER refuse ON users")
+    run_scoring(run_options(settings.model_copy(update={"select": "stale"})))
+    assert snapshot(url).loc[refused, "lead_score"].notna().all()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("spark")  # one Spark session (a JVM) for all
+def test_a_stop_request_cancels_the_spark_job_and_the_run_is_killed(tcp_pg, trained, spark):
+    """SIGTERM mid-run (`StopSignal.request`, as its handler calls it): the Spark job is cancelled, the run
+    ends KILLED, what finished tasks wrote stays, and the next run scores the rest."""
+    import psycopg
+
+    from scorer.spark import SparkOptions, run_spark
+    from scorer.stop import StopSignal
+
+    url = _product(tcp_pg)
+    before = snapshot(url)
+    leads = before["converted_at"].isna()
+    last = before.loc[leads, "user_id"].astype(np.int64).max()
+    # The first committed write tells the test, which asks the run to stop; the last lead's row is held,
+    # so its key range cannot finish before the stop arrives.
+    execute(
+        url,
+        "CREATE FUNCTION tell() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN PERFORM pg_notify('scored', NEW.user_id::text); RETURN NEW; END $$",
+        "CREATE TRIGGER tell AFTER UPDATE ON users FOR EACH ROW EXECUTE FUNCTION tell()",
+    )
+    stop = StopSignal(grace_s=0)
+    listener = psycopg.connect(url, autocommit=True)
+    listener.execute("LISTEN scored")
+    holder = psycopg.connect(url)
+    holder.execute(f"SELECT 1 FROM users WHERE user_id = {last} FOR UPDATE")
+
+    def stop_at_first_write() -> None:
+        for _ in listener.notifies():
+            stop.request()
+            break
+
+    watcher = threading.Thread(target=stop_at_first_write, daemon=True)
+    watcher.start()
+    # A held row makes its writer wait up to the lock timeout: a run that ends sooner was cancelled.
+    settings = _settings(trained, url, population="leads", db_lock_timeout_s=60.0)
+    try:
+        summary = run_spark(
+            run_options(settings), SparkOptions(partitions=2, group_users=200, chunk_rows=40), spark=spark, stop=stop
+        )
+        # Still holding the row: the run ended because its job was cancelled, not because every range finished.
+        written = snapshot(url).loc[leads, "lead_score"].notna()
+    finally:
+        stop.close()
+        holder.rollback()
+        holder.close()
+    watcher.join(timeout=30)
+    listener.close()
+
+    assert stop.requested and summary.stopped and not summary.complete
+    assert summary.duration_s < 60.0
+    assert 0 < written.sum() < leads.sum()  # the finished writes stay; the held key range was not written
+    run = _run(settings)
+    assert run.info.status == "KILLED" and " UTC · stopped · " in run.info.run_name, run.info.run_name
+
+    # A cancelled task's worker may still finish the write it was in; the next run scores whatever is left.
+    run_scoring(run_options(settings.model_copy(update={"select": "stale"})))
+    assert snapshot(url).loc[leads, "lead_score"].notna().all()

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.spark
 @pytest.mark.slow
 @pytest.mark.xdist_group("spark")
 def test_spark_scores_with_an_added_feature_what_postgresql_computes(tcp_pg, spark, extended_model, mlflow_local):  # noqa: F811
-    from scorer.spark import run_spark
+    from scorer.spark import SparkOptions, run_spark
 
     model_name, model = extended_model
     assert set(NEW) <= set(model.input_names)
@@ -31,7 +31,9 @@ def test_spark_scores_with_an_added_feature_what_postgresql_computes(tcp_pg, spa
     settings = mlflow_local.settings(url, model_name=model_name)
     visitors = sorted({str(v) for v in snapshot(url)["visitor_id"].dropna()})
 
-    summary = run_spark(run_options(settings), spark=spark, partitions=2, group_users=100, catalog=EXTENDED)
+    summary = run_spark(
+        run_options(settings), SparkOptions(partitions=2, group_users=100), spark=spark, catalog=EXTENDED
+    )
 
     assert summary.exit_code == 0 and summary.batches >= 2
     after = snapshot(url)

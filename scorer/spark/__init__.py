@@ -15,7 +15,15 @@ if TYPE_CHECKING:
     from scorer.app import RunOptions
     from scorer.job import RunSummary
 
-__all__ = ["INSTALL_HINT", "Source", "SparkJobFailed", "install_hint", "require_pyspark", "run_spark"]
+__all__ = [
+    "INSTALL_HINT",
+    "Source",
+    "SparkJobFailed",
+    "SparkOptions",
+    "install_hint",
+    "require_pyspark",
+    "run_spark",
+]
 
 INSTALL_HINT = "pip install 'lead-scorer[spark]'"
 
@@ -70,6 +78,29 @@ class Source:
         return "db" if self.kind == "db" else f"parquet:{self.path}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class SparkOptions:
+    """What `run_spark` is told beside the run's options (`lead-scorer spark run`'s flags, `scorer.edge.spark_options`).
+
+    ``users``/``events``: ``db`` (DATABASE_URL, over JDBC) or ``parquet:PATH``; ``output``: ``db`` (update-only,
+    the default when users come from the database) or ``parquet:PATH`` (a score table, overwritten).
+    ``partitions``: parallel JDBC reads and shuffle partitions (None: Spark's parallelism); ``group_users``: at
+    most about this many users per pandas group; ``chunk_rows``: users per staging write and UPDATE.
+
+    >>> SparkOptions(users="parquet:/lake/users", output="parquet:/lake/scores").group_users
+    50000
+    """
+
+    users: str = "db"
+    events: str = "db"
+    output: str | None = None
+    master: str | None = None
+    partitions: int | None = None
+    group_users: int = 50_000
+    chunk_rows: int = 5_000
+    jdbc_jar: str | None = None
+
+
 def require_pyspark() -> None:
     """A `SettingsError` (exit 2) naming the extra to install when pyspark is missing: the first thing
     `lead-scorer spark run` says, before anything it would need pyspark for."""
@@ -79,9 +110,9 @@ def require_pyspark() -> None:
         raise SettingsError("pyspark is not installed", hint=install_hint()) from exc
 
 
-def run_spark(options: RunOptions, **kwargs: Any) -> RunSummary:
+def run_spark(options: RunOptions, engine: SparkOptions | None = None, **kwargs: Any) -> RunSummary:
     """`scorer.spark._run.run_spark` (see there for the arguments), or `require_pyspark`'s error."""
     require_pyspark()
     from scorer.spark._run import run_spark as run
 
-    return run(options, **kwargs)
+    return run(options, engine, **kwargs)

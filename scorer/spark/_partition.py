@@ -2,8 +2,10 @@
 
 A group is the users of one key range and the daily-grain rows of their visitors (a cogroup). The rows go
 through the same code the single-machine job runs: `scorer.stores.base.split_dropped` (normalized types,
-dropped rows counted), `FeatureCatalog.features`, `LoadedModel.predict_scores`, `scorer.job.which_changed` (the
-tolerance) and `scorer.job.reasons_json`. Only the write is Spark's own (`PgWriter`).
+dropped rows counted), `FeatureCatalog.features`, then `scorer.page.score_page` (scores → checked → changed →
+reasons), the batch loop's step. Only the write is Spark's own (`PgWriter`). A user fails alone, as in the batch
+loop: a score that is not a probability, or a row the database refuses, is named in the ``error`` column and
+the others of its key range are written.
 
 Nothing here imports pyspark at module level: the function runs inside Spark's Python workers, and the
 module stays importable (and testable) without Spark. `group_scorer` is called on the driver with a
@@ -21,13 +23,15 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from lead_errors import ScoreValueError
 from models import FeatureCatalog
 from registry import LoadedModel
 from scorer.contract import Names
-from scorer.job import check_scores, reasons_json, which_changed, which_moved
+from scorer.logs import redact_text
+from scorer.page import PageScores, check_scores, not_probabilities, score_page
 from scorer.stores.base import UserPage, split_dropped
 
-__all__ = ["OUT_COLUMNS", "GroupPlan", "PgWriter", "group_scorer"]
+__all__ = ["GROUP_COUNTS", "OUT_COLUMNS", "GroupPlan", "PgWriter", "group_scorer"]
 
 Sink = Literal["db", "parquet", "none"]
 
@@ -45,7 +49,10 @@ OUT_COLUMNS = (
     "group_null_time",
     "group_future",
     "group_moved",  # of those changed, how many are new or moved by the tolerance (the rest: another model's)
+    "error",  # why this user failed (its score is not a probability, or the database refused its row), else None
 )
+#: The group's own counts (on its first row), which the driver sums.
+GROUP_COUNTS = tuple(c for c in OUT_COLUMNS if c.startswith("group_"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,32 +110,45 @@ def _score_group(plan: GroupPlan, users: pd.DataFrame, grain: pd.DataFrame) -> p
     )
     visitor_ids = [v if isinstance(v, str) else None for v in users[plan.visitor_id].to_numpy(dtype=object)]
     features = plan.catalog.features(read.grain, visitor_ids=visitor_ids, as_of=plan.as_of, names=model.input_names)
-    scores = check_scores(model.predict_scores(features))
     user_ids = users[plan.user_id].tolist()
+    n = len(user_ids)
     if plan.compare:
         old = pd.to_numeric(users[plan.lead_score], errors="coerce").to_numpy(dtype=np.float64)
         models = [m if isinstance(m, str) else None for m in users[plan.model_version].to_numpy(dtype=object)]
         page = UserPage(user_ids=user_ids, visitor_ids=visitor_ids, scores=old, models=models)
-        changed = which_changed(page, scores, model=model.resolved.identity, tolerance=plan.tolerance)
-        moved = int((changed & which_moved(page, scores, tolerance=plan.tolerance)).sum())
     else:
-        old = np.full(len(scores), np.nan)
-        changed = np.ones(len(scores), dtype=bool)
-        moved = len(scores)
-    # A lake's score table is a snapshot of everyone; the database gets only what changed (as the job writes).
-    explain = np.ones(len(scores), dtype=bool) if plan.sink == "parquet" else changed
-    reasons: list[str | None] = [None] * len(scores)
-    if plan.reasons and explain.any():
-        given = reasons_json(model, features[explain], plan.catalog)
-        if given is not None:
-            for i, r in zip(np.flatnonzero(explain), given, strict=True):
+        old = np.full(n, np.nan)
+        page = UserPage(user_ids=user_ids, visitor_ids=visitor_ids)
+    # Step 5 as the batch loop runs it; a user whose score is not a probability fails alone, as there.
+    errors: list[str | None] = [None] * n
+    ok = np.ones(n, dtype=bool)
+    try:
+        scored = _score_page(plan, model, features, page)
+    except ScoreValueError:
+        raw = np.asarray(model.predict_scores(features), dtype=np.float64)
+        ok = ~not_probabilities(raw)
+        for i in np.flatnonzero(~ok):
+            errors[i] = _score_error(raw[i])
+        keep = np.flatnonzero(ok)
+        scored = _score_page(plan, model, features.iloc[keep].reset_index(drop=True), _take(page, keep))
+    kept = np.flatnonzero(ok)
+    scores = np.full(n, np.nan)
+    changed = np.zeros(n, dtype=bool)
+    reasons: list[str | None] = [None] * n
+    moved = 0
+    if scored is not None:
+        scores[kept] = scored.scores
+        changed[kept] = scored.changed
+        moved = scored.moved
+        if scored.reasons is not None:
+            for i, r in zip(kept[scored.explained], scored.reasons, strict=True):
                 reasons[i] = r
     vanished = 0
     if plan.sink == "db" and changed.any():
         if plan.writer is None:
             raise ValueError("a database sink needs a writer")
         idx = np.flatnonzero(changed)
-        vanished = plan.writer.write(
+        vanished, refused = plan.writer.write(
             user_ids=[user_ids[i] for i in idx],
             scores=scores[idx],
             reasons=[reasons[i] for i in idx] if plan.reasons else None,
@@ -137,8 +157,17 @@ def _score_group(plan: GroupPlan, users: pd.DataFrame, grain: pd.DataFrame) -> p
             chunk_rows=plan.chunk_rows,
             fail_once_after_staging=plan.fail_once_after_staging and int(users["bucket"].iloc[0]) == 0,
         )
-    final = np.where(changed | (plan.sink == "parquet"), scores, old)
-    first = np.zeros(len(scores), dtype=np.int64)
+        if refused:
+            # The database refused these users' own rows: they keep their stored score, as in the batch loop.
+            where = {str(user_ids[i]): i for i in idx}
+            for user, error in refused.items():
+                i = where[user]
+                errors[i], changed[i] = error, False
+                moved -= int(np.isnan(old[i]) or abs(scores[i] - old[i]) >= plan.tolerance)
+    failed = np.array([e is not None for e in errors])
+    # A lake's score table is a snapshot of everyone; the database holds the new score where it was written.
+    final = np.where((changed | (plan.sink == "parquet")) & ~failed, scores, old)
+    first = np.zeros(n, dtype=np.int64)
     out = pd.DataFrame(
         {
             plan.user_id: users[plan.user_id],
@@ -146,6 +175,7 @@ def _score_group(plan: GroupPlan, users: pd.DataFrame, grain: pd.DataFrame) -> p
             "lead_score_reasons": pd.Series(reasons, dtype=object),
             "changed": changed,
             "final_score": final,
+            "error": pd.Series(errors, dtype=object),
         }
     )
     for name, value in (
@@ -161,6 +191,41 @@ def _score_group(plan: GroupPlan, users: pd.DataFrame, grain: pd.DataFrame) -> p
         col[0] = value
         out[name] = col
     return out
+
+
+def _score_page(plan: GroupPlan, model: LoadedModel, features: pd.DataFrame, page: UserPage) -> PageScores | None:
+    """`score_page` for a key range (None when no user in it is left to score)."""
+    if not len(page):
+        return None
+    return score_page(
+        model,
+        features,
+        page,
+        identity=model.resolved.identity,
+        tolerance=plan.tolerance,
+        catalog=plan.catalog,
+        reasons=plan.reasons,
+        explain_all=plan.sink == "parquet",
+    )
+
+
+def _take(page: UserPage, rows: np.ndarray) -> UserPage:
+    """The users of ``page`` at ``rows`` (those whose scores are probabilities)."""
+    return UserPage(
+        user_ids=[page.user_ids[i] for i in rows],
+        visitor_ids=[page.visitor_ids[i] for i in rows],
+        scores=None if page.scores is None else page.scores[rows],
+        models=None if page.models is None else [page.models[i] for i in rows],
+    )
+
+
+def _score_error(score: float) -> str:
+    """A failing user's error, in the batch loop's words for one user whose score is not a probability."""
+    try:
+        check_scores(np.array([score]))
+    except ScoreValueError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "ScoreValueError"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,26 +293,69 @@ class PgWriter:
         scored_at: datetime,
         chunk_rows: int,
         fail_once_after_staging: bool,
-    ) -> int:
-        """Write the scores chunk by chunk; returns how many users were gone (deleted since they were read)."""
-        create, update = self._statements(reasons=reasons is not None)
+    ) -> tuple[int, dict[str, str]]:
+        """Write the scores chunk by chunk: how many users were gone (deleted since they were read), and the
+        users whose own row the database refused (id → why), each found by splitting its chunk in halves
+        while everyone else in it is written, as the batch loop narrows a batch down."""
+        statements = self._statements(reasons=reasons is not None)
+        rows = _Rows(user_ids=user_ids, scores=scores, reasons=reasons, model=model, scored_at=scored_at)
         vanished = 0
+        refused: dict[str, str] = {}
         with self._connect() as conn:
             for c, start in enumerate(range(0, len(user_ids), chunk_rows)):
                 stop = min(start + chunk_rows, len(user_ids))
-                with conn.transaction(), conn.cursor() as cur:
-                    cur.execute(create)
-                    with cur.copy("COPY lead_scorer_stage (user_id, score, reasons) FROM STDIN") as copy:
-                        for i in range(start, stop):
-                            r = reasons[i] if reasons is not None else None
-                            # None reasons are JSON null, as the SQL store writes them.
-                            copy.write_row((user_ids[i], repr(float(scores[i])), r if r is not None else "null"))
-                    if fail_once_after_staging and (c == 1 or stop == len(user_ids)):
-                        _die_on_first_attempt()
-                    cur.execute(update, {"model": model, "at": scored_at})
-                    _, matched = cur.fetchone()
-                vanished += (stop - start) - int(matched)
-        return vanished
+                die = fail_once_after_staging and (c == 1 or stop == len(user_ids))
+                gone, why = self._chunk(conn, statements, rows, start, stop, die=die)
+                vanished += gone
+                refused |= why
+        return vanished, refused
+
+    def _chunk(
+        self, conn: Any, statements: tuple[Any, Any], rows: _Rows, start: int, stop: int, *, die: bool
+    ) -> tuple[int, dict[str, str]]:
+        """One chunk in one transaction; a refusal that is about the rows (a trigger, a constraint, a value)
+        splits it. Connection trouble and a cancelled statement fail the task (Spark retries it)."""
+        import psycopg
+
+        create, update = statements
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(create)
+                with cur.copy("COPY lead_scorer_stage (user_id, score, reasons) FROM STDIN") as copy:
+                    for i in range(start, stop):
+                        r = rows.reasons[i] if rows.reasons is not None else None
+                        # None reasons are JSON null, as the SQL store writes them.
+                        copy.write_row((rows.user_ids[i], repr(float(rows.scores[i])), r if r is not None else "null"))
+                if die:
+                    _die_on_first_attempt()
+                cur.execute(update, {"model": rows.model, "at": rows.scored_at})
+                _, matched = cur.fetchone()
+            return (stop - start) - int(matched), {}
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise
+        except psycopg.DatabaseError as exc:
+            if exc.sqlstate == "57014":  # query_canceled: its timeout or a stop, not a row
+                raise
+            if stop - start == 1:
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                return 0, {
+                    str(rows.user_ids[start]): redact_text(f"StoreError: the database refused it: {first}")[:300]
+                }
+            middle = (start + stop) // 2
+            gone_a, why_a = self._chunk(conn, statements, rows, start, middle, die=False)
+            gone_b, why_b = self._chunk(conn, statements, rows, middle, stop, die=False)
+            return gone_a + gone_b, why_a | why_b
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Rows:
+    """What a key range writes: the changed users' ids, scores and reasons, under one model and time."""
+
+    user_ids: Sequence[Any]
+    scores: np.ndarray
+    reasons: Sequence[str | None] | None
+    model: str
+    scored_at: datetime
 
 
 def _die_on_first_attempt() -> None:

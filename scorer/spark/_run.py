@@ -2,10 +2,11 @@
 
 On the driver, as `scorer.app.run_scoring` does it: the run's options → the store checked and the run lock
 taken → the production version resolved once and loaded safely (`scorer.app.resolve_and_load`), pinned → one
-MLflow run with the same tags (`scorer.app.open_run`). Then Spark: users in parallel key ranges (JDBC) or Parquet,
-events to the daily grain in Spark SQL, one cogroup per key range scored by `scorer.spark._partition` with
-the broadcast model, written update-only per key range (or to a Parquet score table). The groups' histograms
-and counts are summed into one `RunSummary`, so the run's metrics, drift and tiers are `lead-scorer run`'s.
+MLflow run opened by the same `scorer.run_record.RunRecord`. Then Spark: users in parallel key ranges (JDBC) or
+Parquet, events to the daily grain in Spark SQL, one cogroup per key range scored by `scorer.spark._partition`
+(the batch loop's `scorer.page.score_page`) with the broadcast model, written update-only per key range (or to a
+Parquet score table). The groups' histograms, counts and failed users are summed into one `RunSummary`, and the
+record ends as the single-machine run's does: FINISHED, FAILED (``failed_users.json``) or KILLED.
 
 Spark scores everyone (``--select all``): there is no stale selection and no per-batch checkpoint; a run
 that finishes marks the model's checkpoint complete, so the next single-machine stale run starts from it.
@@ -13,13 +14,12 @@ that finishes marks the model's checkpoint complete, so the next single-machine 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import itertools
 import math
 import os
 import sys
 import time
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,30 +36,27 @@ from sqlalchemy.engine import make_url
 from lead_errors import SettingsError
 from models import FeatureCatalog
 from models.reasons import gives_reasons
+from registry import ResolvedVersion
 from scorer.app import (
     RunOptions,
     StoreOptions,
-    baseline_tags,
-    describe_run,
-    drift_and_tiers,
-    open_run,
     open_store,
     require_temp_dir,
     resolve_and_load,
-    run_name,
-    run_outcome,
-    scoring_tracker,
+    scoring_tracker_for,
+    store_id,
 )
 from scorer.contract import Names, qualified, quote_ident
 from scorer.job import RunSummary, checkpoint_key
 from scorer.logs import redact_text
+from scorer.run_record import RunRecord
 from scorer.shadow import not_shadowed
-from scorer.spark import Source, SparkJobFailed
-from scorer.spark._partition import GroupPlan, PgWriter, Sink, group_scorer
+from scorer.spark import Source, SparkJobFailed, SparkOptions
+from scorer.spark._partition import GROUP_COUNTS, GroupPlan, PgWriter, Sink, group_scorer
 from scorer.stats import BINS, ScoreStats
+from scorer.stop import StopSignal
 from scorer.stores.base import ScoreWrite, Selector
 from scorer.stores.sql import SqlStore, redact_url
-from scorer.tracking import Status, TrackingError
 
 __all__ = ["DEFAULT_JDBC_JAR", "jdbc_target", "run_spark", "spark_session"]
 
@@ -298,42 +295,40 @@ def _numeric_range(users: DataFrame) -> tuple[int, int] | None:
 
 def run_spark(
     options: RunOptions,
+    engine: SparkOptions | None = None,
     *,
-    users: str = "db",
-    events: str = "db",
-    output: str | None = None,
-    master: str | None = None,
     spark: SparkSession | None = None,
-    partitions: int | None = None,
-    group_users: int = 50_000,
-    chunk_rows: int = 5_000,
-    jdbc_jar: str | None = None,
     artifact_location: str | None = None,
     catalog: FeatureCatalog | None = None,
+    stop: StopSignal | None = None,
     fail_once_after_staging: bool = False,
 ) -> RunSummary:
-    """Score the whole population on Spark and record one MLflow run, as `scorer.app.run_scoring` records it.
+    """Score the whole population on Spark and record one MLflow run, as `scorer.app.run_scoring` records it
+    (`scorer.run_record.RunRecord`): FINISHED, FAILED when a user failed (``failed_users.json``) or the Spark
+    job did, KILLED when ``stop`` was requested (the Spark job is cancelled at once).
 
-    ``users``/``events``: ``db`` (DATABASE_URL, over JDBC) or ``parquet:PATH``; ``output``: ``db`` (update-only,
-    the default when users come from the database) or ``parquet:PATH`` (a score table, overwritten).
-    ``partitions``: parallel JDBC reads and shuffle partitions (default: Spark's parallelism); ``group_users``:
-    at most about this many users per pandas group; ``chunk_rows``: users per staging write and UPDATE.
+    ``engine``: where users and events come from, where scores go, and how the work is cut (`SparkOptions`).
     ``fail_once_after_staging`` is for tests: the first key range's task dies once mid-write (Spark retries it,
     so the master needs task retries, e.g. ``local[2,3]``).
     """
+    engine = engine or SparkOptions()
     if options.job.limit is not None:
         raise SettingsError("spark run scores the whole population; --limit is for `lead-scorer run`")
     if options.job.history:
         raise SettingsError(
             "spark run does not append to lead_score_history", hint="unset LEAD_SCORER_HISTORY for spark run"
         )
-    if partitions is not None and partitions < 1:
+    if engine.partitions is not None and engine.partitions < 1:
         raise SettingsError("--partitions must be at least 1")
-    if chunk_rows < 1 or group_users < 1:
+    if engine.chunk_rows < 1 or engine.group_users < 1:
         raise SettingsError("--chunk-rows and --group-users must be at least 1")
-    users_src = Source.parse(users, what="users")
-    events_src = Source.parse(events, what="events")
-    out = Source.parse(output, what="output") if output else (Source(kind="db") if users_src.kind == "db" else None)
+    users_src = Source.parse(engine.users, what="users")
+    events_src = Source.parse(engine.events, what="events")
+    out = (
+        Source.parse(engine.output, what="output")
+        if engine.output
+        else (Source(kind="db") if users_src.kind == "db" else None)
+    )
     if out is None:
         raise SettingsError("users from Parquet need --output parquet:PATH (a score table)")
     if out.kind == "db" and users_src.kind != "db":
@@ -357,72 +352,88 @@ def run_spark(
                 hint="for a Supabase project, use its direct connection string (Settings → Database)",
             )
         store = opened.open()  # connects and learns the schema; closed below, however the run ends
+    # One population for the whole run: what is scored, counted, checkpointed and described.
     leads_only = job.leads_only
     try:
+        # 1. The store, and the run lock.
         if store is not None:
             store.check(scoring=True)
             leads_only = leads_only and store.has_converted
             if writes_db:
                 store.lock_run(options.model.model_name)  # the same lock as `lead-scorer run`: never both at once
+        # 2. The model (no challenger: Spark does not shadow-score, and the run's description says so).
         resolved, model = resolve_and_load(options.model, catalog)
-        tracker = scoring_tracker(options, artifact_location=artifact_location)
+        # 3. One MLflow run, as `lead-scorer run` opens it, with the engine and its sources as tags.
         now = datetime.now(UTC)
         where = store.describe() if out.kind == "db" and store is not None else f"parquet {out.path}"
-        store_id = hashlib.sha256(where.encode()).hexdigest()[:12]
-        open_run(
-            tracker,
-            options,
+        record = RunRecord.open(
+            scoring_tracker_for(options, artifact_location=artifact_location),
             resolved,
             model,
+            options=options.record(),
             store_kind="sql" if out.kind == "db" else "parquet",
-            store_id=store_id,
+            store_id=store_id(where),
             now=now,
             store_session=store.session_name if store is not None else None,
+            tags={"engine": "spark", "sources": f"users={users_src} events={events_src} out={out}"},
+            close_orphans=writes_db and store is not None,
+            live_sessions=store.live_sessions if store is not None else None,
+            engine="spark",
         )
-        if tracker.run_id is not None:
-            with contextlib.suppress(Exception):  # a label for people; the run is the same without it
-                tracker.client.set_tag(tracker.run_id, "engine", "spark")
-                tracker.client.set_tag(tracker.run_id, "sources", f"users={users_src} events={events_src} out={out}")
-        if writes_db and store is not None:
-            tracker.close_orphans(
-                tags={"model_name": resolved.name, "store_id": store_id, "dry_run": "false"}, started_before_ms=None
-            )
     except BaseException:
         if store is not None:
             store.close()
         raise
 
     started = time.perf_counter()
+    own_group = ""
     try:
         if spark is None:
-            jar = jdbc_jar or (DEFAULT_JDBC_JAR if Path(DEFAULT_JDBC_JAR).is_file() else None)
+            jar = engine.jdbc_jar or (DEFAULT_JDBC_JAR if Path(DEFAULT_JDBC_JAR).is_file() else None)
             if "db" in (users_src.kind, events_src.kind) and jar is None:
                 raise SettingsError(
                     "no PostgreSQL JDBC driver found",
                     hint="apt-get install libpostgresql-jdbc-java, or pass --jdbc-jar PATH",
                 )
-            spark = spark_session(master=master, jdbc_jar=jar, partitions=partitions)
-        parts = partitions or max(2, spark.sparkContext.defaultParallelism)
+            spark = spark_session(master=engine.master, jdbc_jar=jar, partitions=engine.partitions)
+        parts = engine.partitions or max(2, spark.sparkContext.defaultParallelism)
         spark.conf.set("spark.sql.session.timeZone", "UTC")
         spark.conf.set("spark.sql.shuffle.partitions", str(parts))
-        summary = _score(
-            spark,
-            options=options,
-            store=store,
-            names=names,
-            users_src=users_src,
-            events_src=events_src,
-            out=out,
-            model=model,
-            catalog=catalog,
-            as_of=now,
-            leads_only=leads_only,
-            parts=parts,
-            group_users=group_users,
-            chunk_rows=chunk_rows,
-            fail_once_after_staging=fail_once_after_staging,
-        )
-        if writes_db and store is not None:
+        # 4-5. Read, grain, score and write every key range; a stop request cancels the run's Spark jobs.
+        context = spark.sparkContext
+        # The run's jobs in one group, which a stop cancels; a caller's own group is kept (and cancelled).
+        group = context.getLocalProperty("spark.jobGroup.id") or ""
+        if not group:
+            group = own_group = f"lead-scorer-{uuid.uuid4().hex[:12]}"
+            context.setJobGroup(group, "lead-scorer spark run", interruptOnCancel=True)
+        if stop is not None:
+            stop.on_stop(lambda: context.cancelJobGroup(group), at_once=True)
+        summary = _stopped(resolved) if stop is not None and stop.requested else None
+        if summary is None:
+            try:
+                summary = _score(
+                    spark,
+                    options=options,
+                    engine=engine,
+                    store=store,
+                    names=names,
+                    users_src=users_src,
+                    events_src=events_src,
+                    out=out,
+                    model=model,
+                    catalog=catalog,
+                    as_of=now,
+                    leads_only=leads_only,
+                    parts=parts,
+                    fail_once_after_staging=fail_once_after_staging,
+                )
+            except Exception:
+                if stop is None or not stop.requested:
+                    raise
+                # Cancelled by the stop request: the key ranges whose tasks finished are written.
+                log.warning("stop_requested", engine="spark")
+                summary = _stopped(resolved)
+        if writes_db and store is not None and summary.clean and not summary.stopped:
             # Everyone was checked at `now`: the next stale run of this model rereads only what changes after.
             store.write_scores(
                 ScoreWrite(
@@ -436,13 +447,7 @@ def run_spark(
             )
             summary.complete = True
     except BaseException as exc:
-        with contextlib.suppress(TrackingError):
-            tracker.finish(
-                metrics={},
-                artifacts={},
-                status="FAILED",
-                run_name=run_name(resolved.version, now, dry_run=job.dry_run, outcome=f"FAILED: {type(exc).__name__}"),
-            )
+        record.fail(exc)
         if isinstance(exc, Exception) and type(exc).__module__.startswith(("py4j", "pyspark")):
             # The first line says where (Spark's words), the last what (a Python worker's own exception).
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
@@ -453,42 +458,21 @@ def run_spark(
             ) from exc
         raise
     finally:
+        if spark is not None and own_group:
+            spark.sparkContext.setJobGroup("", "")
         if store is not None:
             store.close()
     summary.duration_s = time.perf_counter() - started
 
-    status: Status = "FINISHED"
-    metrics = summary.metrics() | drift_and_tiers(
-        summary, resolved, tracker, hot=options.hot_threshold, warm=options.warm_threshold
-    )
-    dist = summary.distribution
-    who = "open leads" if leads_only else "users"
-    artifacts: dict[str, Any] = {
-        "score_histogram.json": dist.coarse_histogram() | {"count": dist.count},
-        "run_summary.json": metrics | {"dropped": summary.dropped, "model_version": resolved.version},
-        "score_histogram.svg": dist.histogram_svg(
-            title=f"model v{resolved.version}: {dist.count:,} {who} ({summary.users_changed:,} written in this run)",
-            marks={"warm": options.warm_threshold, "hot": options.hot_threshold},
-        ),
-    }
-    log.info("run_finished", engine="spark", status=status, **{k: round(v, 4) for k, v in metrics.items()})
-    note = describe_run(summary, metrics, resolved, leads_only=job.leads_only, status=status)
+    # 6. Totals, distribution, drift, tiers, failed users: the run's record ends as `lead-scorer run`'s does.
     unshadowed = not_shadowed(options.model.registry(), production=resolved, engine="Spark")
-    if unshadowed is not None:
-        note += "\n\n" + unshadowed
-    try:
-        tracker.finish(
-            metrics=metrics,
-            artifacts=artifacts,
-            status=status,
-            note=note,
-            run_name=run_name(resolved.version, now, dry_run=job.dry_run, outcome=run_outcome(summary, status=status)),
-            tags=baseline_tags(summary),
-        )
-    except TrackingError as exc:
-        summary.tracking_lost = True
-        log.error("run_record_lost", error=str(exc), hint="the run_finished log line holds the run's summary")
+    record.finish(summary, leads_only=leads_only, notes=[unshadowed] if unshadowed is not None else [])
     return summary
+
+
+def _stopped(resolved: ResolvedVersion) -> RunSummary:
+    """A run a stop request ended before its totals came back: KILLED; what its finished tasks wrote stays."""
+    return RunSummary(model_version=resolved.version, stopped=True)
 
 
 def _database_url(store: StoreOptions) -> str:
@@ -507,13 +491,12 @@ def _score(
     users_src: Source,
     events_src: Source,
     out: Source,
+    engine: SparkOptions,
     model: Any,
     catalog: FeatureCatalog,
     as_of: datetime,
     leads_only: bool,
     parts: int,
-    group_users: int,
-    chunk_rows: int,
     fail_once_after_staging: bool,
 ) -> RunSummary:
     """Steps 4 to 6 on Spark: read, grain, one cogroup per key range, one aggregation back to the driver."""
@@ -529,7 +512,7 @@ def _score(
         users = _users_parquet(spark, str(users_src.path), names, leads_only=leads_only)
         key = _numeric_range(users)
         population = users.count()
-    groups = max(parts, math.ceil((population or 0) / group_users))
+    groups = max(parts, math.ceil((population or 0) / engine.group_users))
     # Read once (JDBC or files), used twice: the visitors the events are kept for, and the groups themselves.
     users = _bucket(users, groups=groups, key=key).persist()
 
@@ -576,7 +559,7 @@ def _score(
         reasons=reasons,
         compare=True,
         writer=writer,
-        chunk_rows=chunk_rows,
+        chunk_rows=engine.chunk_rows,
         fail_once_after_staging=fail_once_after_staging,
     )
     schema = T.StructType(
@@ -586,13 +569,8 @@ def _score(
             T.StructField("lead_score_reasons", T.StringType()),
             T.StructField("changed", T.BooleanType()),
             T.StructField("final_score", T.DoubleType()),
-            *(
-                T.StructField(c, T.LongType())
-                for c in ("group_batches", "group_vanished", "group_events", "group_null_type")
-            ),
-            T.StructField("group_null_time", T.LongType()),
-            T.StructField("group_future", T.LongType()),
-            T.StructField("group_moved", T.LongType()),
+            *(T.StructField(c, T.LongType()) for c in GROUP_COUNTS),
+            T.StructField("error", T.StringType()),
         ]
     )
     scored = users.groupBy("bucket").cogroup(grain.groupBy("gbucket")).applyInPandas(group_scorer(plan), schema)
@@ -607,24 +585,23 @@ def _score(
             F.lit(as_of).alias(n.scored_at),
             F.col("lead_score_reasons").alias(n.reasons),
         ).write.mode("overwrite").parquet(str(out.path))
-    bins = F.least(F.floor(F.col("final_score") * BINS).cast("int"), F.lit(BINS - 1))
+    # A user with no score (new, and failed) is in no bin: NaN would cast to bin 0.
+    known = F.col("final_score").isNotNull() & ~F.isnan("final_score")
+    bins = F.when(known, F.least(F.floor(F.col("final_score") * BINS).cast("int"), F.lit(BINS - 1)))
+    failed = F.col("error").isNotNull()
     rows = (
         scored.groupBy(bins.alias("bin"))
         .agg(
             F.count(F.lit(1)).alias("users"),
             F.sum(F.col("changed").cast("long")).alias("changed"),
-            *(
-                F.sum(c).alias(c)
-                for c in (
-                    "group_batches",
-                    "group_vanished",
-                    "group_events",
-                    "group_null_type",
-                    "group_null_time",
-                    "group_future",
-                    "group_moved",
-                )
-            ),
+            F.sum(failed.cast("long")).alias("failed"),
+            # Who failed and why, for `failed_users.json` (10,000 at most, as the single-machine run keeps).
+            F.slice(
+                F.collect_list(F.when(failed, F.struct(F.col("user_id").cast("string").alias("user_id"), "error"))),
+                1,
+                10_000,
+            ).alias("failed_users"),
+            *(F.sum(c).alias(c) for c in GROUP_COUNTS),
         )
         .collect()
     )
@@ -632,24 +609,29 @@ def _score(
         scored.unpersist()
     hist = np.zeros(BINS, dtype=np.int64)
     totals: dict[str, int] = {}
+    failed_users: list[dict[str, str]] = []
     for row in rows:
         d = row.asDict()
         if d["bin"] is not None:
             hist[int(d["bin"])] += int(d["users"])
+        failed_users += [{"user_id": f["user_id"], "error": f["error"]} for f in d.pop("failed_users") or []]
         for k, v in d.items():
             if k != "bin":
                 totals[k] = totals.get(k, 0) + int(v or 0)
     selected = totals.get("users", 0)
     vanished = totals.get("group_vanished", 0)
     changed = totals.get("changed", 0)
+    failed_count = totals.get("failed", 0)
     summary = RunSummary(
         model_version=model.resolved.version,
         batches=totals.get("group_batches", 0),
         users_selected=selected,
-        users_scored=selected - vanished,
+        users_scored=selected - vanished - failed_count,
         users_changed=changed - vanished,
         users_moved=max(totals.get("group_moved", 0) - vanished, 0),  # as the job counts it
-        users_unchanged=selected - changed,
+        users_unchanged=selected - changed - failed_count,
+        users_failed=failed_count,
+        failed_users=sorted(failed_users, key=lambda f: f["user_id"])[:10_000],
         users_vanished=vanished,
         events_read=totals.get("group_events", 0),
         dropped={
