@@ -355,16 +355,13 @@ def evaluate(
     if as_json:  # stdout holds the one JSON object; the log lines go to stderr
         structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
     settings = _settings(mlflow_tracking_uri=tracking_uri)
-    try:
-        out = evaluate_version(
-            evaluate_options(settings),
-            version=version,
-            start=from_.date() if from_ else None,
-            end=to.date() if to else None,
-            every=every,
-        )
-    except Exception as exc:
-        raise _fail(exc) from exc
+    out = evaluate_version(
+        evaluate_options(settings),
+        version=version,
+        start=from_.date() if from_ else None,
+        end=to.date() if to else None,
+        every=every,
+    )
     if as_json:
         typer.echo(json.dumps(out.as_json(), indent=2))
         return
@@ -481,10 +478,7 @@ def registry_compare(
     if as_json:  # stdout holds the one JSON object; the log lines go to stderr
         structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
     settings = _settings(mlflow_tracking_uri=tracking_uri)
-    try:
-        out = compare_versions(compare_options(settings), a=a, b=b)
-    except Exception as exc:
-        raise _fail(exc) from exc
+    out = compare_versions(compare_options(settings), a=a, b=b)
     doc = out.as_json()
     if as_json:
         typer.echo(json.dumps(doc, indent=2))

@@ -308,7 +308,7 @@ def evaluate_matured(
         return LiveCheck(as_of=day, metrics=metrics, line=line)
     metrics["live/roc_auc"] = c["roc_auc"]
     if c["roc_auc_ci"]:
-        metrics["live/roc_auc_lo"] = c["roc_auc_ci"][0]
+        metrics["live/roc_auc_lo"], metrics["live/roc_auc_hi"] = c["roc_auc_ci"]
     if c["top_decile_lift"] is not None:
         metrics["live/top_decile_lift"] = c["top_decile_lift"]
     hi = c["roc_auc_ci"][1] if c["roc_auc_ci"] else c["roc_auc"]
