@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from scorer.cohorts import midnight, score_cohorts
     from scorer.compare import pooled_pair
     from scorer.edge import run_options, train_options
-    from scorer.live import evaluate_matured
+    from scorer.live import evaluate_matured, sample_rate
     from scorer.settings import load_settings
     from scorer.stores.sql import SqlStore
     from scorer.trainer import build_training_set, train_model
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Auto-promotion's comparison (issue 23): two versions on the default 9 weekly cohorts in one pass, on the
         # daily check's sample of about 10,000 users (the work of `scorer.compare.compare_pair`; the same model
         # twice: the features are computed once for both, and predicting is a small part of it).
-        stride = max(1, -(-users // 10_000))
+        sample = sample_rate(users, max_users=10_000)
         out["auto_compare_9_cohorts_sample_10000_s"] = _median(
             lambda: pooled_pair(
                 score_cohorts(
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     horizon_days=HORIZON,
                     models={"a": model, "b": model},
                     catalog=catalog,
-                    page_stride=stride,
+                    sample=sample,
                 )
             ),
             a.repeat,

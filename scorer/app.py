@@ -119,7 +119,7 @@ class LiveOptions:
     #: Degraded: the live AUC's upper bound below the holdout AUC minus this.
     auc_drop: float = 0.05
     experiment: str = "lead-scorer/evaluation"
-    #: Above this many users the check evaluates a systematic sample of about this many (its cost stays bounded).
+    #: Above this many users the check evaluates a hashed sample of about this many (its cost stays bounded).
     max_users: int = 10_000
     #: Promote the challenger when it is significantly better on live data (`scorer.compare.run_auto_promotion`).
     auto_promote: bool = False

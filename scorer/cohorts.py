@@ -16,13 +16,13 @@ strictly before ``T`` (`models.FeatureCatalog.features`), the same code a scorin
 
 Several days are read in one pass: each page of users has its events read once, from the earliest day's
 lookback to the latest day's horizon, and every day's eligibility, labels and features come from that one
-daily grain (`point_in_time_pages`).
+daily grain (`point_in_time_pages`). One day on PostgreSQL is computed in the database instead, by the
+statement a scoring run's batch uses (`TrainingSource.cohort_features`; tested equal to the daily grain's).
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -33,6 +33,7 @@ import pandas as pd
 from models import FeatureCatalog, day_number
 from registry import LoadedModel
 from scorer.stores import TrainingSource
+from scorer.stores.base import FeatureRequest
 
 __all__ = ["CohortPage", "CohortScores", "midnight", "point_in_time_pages", "score_cohorts"]
 
@@ -66,13 +67,19 @@ def point_in_time_pages(
     names: Sequence[str],
     catalog: FeatureCatalog,
     batch_size: int = 5_000,
-    page_stride: int = 1,
+    sample: int = 1,
+    in_store: bool = True,
 ) -> Iterator[CohortPage]:
     """The cohorts of ``days`` (UTC midnights) with horizon ``horizon_days``, page by page of users (for each
-    page, one `CohortPage` per day, in the order of ``days``). Each page's events are read once, for all days.
+    page, one `CohortPage` per day, in the order of ``days``).
 
-    ``page_stride`` k > 1 keeps every k-th key page of users only (a systematic sample over the user key, whose
-    other pages' events are never read): what the daily run's check uses to bound its cost.
+    One day, from a store that computes features itself (PostgreSQL: `TrainingSource.cohort_features`), is
+    computed there, as a scoring run's batch is (``in_store=False`` turns that off: the tests compare both).
+    Otherwise each page's events are read once at the daily grain, for all days, and the catalog computes
+    every day's features from it.
+
+    ``sample`` k > 1 keeps about one user in k, by a hash of the key (`TrainingSource.labelled_users`): what
+    the daily run's check and auto-promotion use to bound their cost.
 
     >>> for page in point_in_time_pages(store, days=[date(2026, 9, 1)], horizon_days=30, names=names,
     ...                                 catalog=FeatureCatalog()):  # doctest: +SKIP
@@ -83,46 +90,68 @@ def point_in_time_pages(
         return
     order = [cutoffs.index(midnight(d)) for d in days]
     horizon = timedelta(days=horizon_days)
-    since = catalog.since(cutoffs[0])
-    read_until = cutoffs[-1] + horizon
-    reach_days = catalog.reach.days
+    request = FeatureRequest(catalog=catalog, names=names)
     after = None
-    for number in itertools.count():
-        page = store.labelled_users(after=after, limit=batch_size)
+    while True:
+        page = store.labelled_users(after=after, limit=batch_size, sample=sample)
         if not len(page):
             return
         after = page.user_ids[-1]
-        if number % page_stride:
-            continue
         conv = page.converted_at if page.converted_at is not None else pd.Series([pd.NaT] * len(page))
         conv = pd.to_datetime(conv, utc=True).reset_index(drop=True)
-        # One read for every day: the earliest day's lookback through the latest day's horizon.
         open_at_first = (conv.isna() | (conv >= pd.Timestamp(cutoffs[0]))).to_numpy()
         wanted = [v for v, ok in zip(page.visitor_ids, open_at_first, strict=True) if ok and v is not None]
-        grain = store.read_events(wanted, since=since, as_of=read_until).grain
         visitors = np.asarray(page.visitor_ids, dtype=object)
+        computed = None
+        if in_store and len(cutoffs) == 1:
+            computed = store.cohort_features(wanted, as_of=cutoffs[0], until=cutoffs[0] + horizon, request=request)
+        if computed is not None:
+            later: Collection[str] = computed.later
+            keep = _open_leads(conv, visitors, cutoff=cutoffs[0], later=later)
+            features = catalog.for_users(
+                computed.features.visitors, computed.features.values, visitor_ids=visitors[keep].tolist(), names=names
+            )
+            yield _cohort_page(page.user_ids, conv, keep, cutoff=cutoffs[0], horizon=horizon, features=features)
+            continue
+        # One read for every day: the earliest day's lookback through the latest day's horizon.
+        grain = store.read_events(wanted, since=catalog.since(cutoffs[0]), as_of=cutoffs[-1] + horizon).grain
         per_day = []
         for cutoff in cutoffs:
-            t, end = pd.Timestamp(cutoff), pd.Timestamp(cutoff + horizon)
-            eligible = (conv.isna() | (conv >= t)).to_numpy()
             # What one read of [T - reach, T + H) would have held, and which of it came before T.
             today = day_number(cutoff.date())
-            first, last = today - reach_days, day_number((cutoff + horizon).date())
+            first, last = today - catalog.reach.days, day_number((cutoff + horizon).date())
             in_window = (grain.day >= first) & (grain.day < last)
             active = np.zeros(len(grain.visitors), dtype=bool)
             active[grain.visitor[in_window]] = True
             before = np.zeros(len(grain.visitors), dtype=bool)
             before[grain.visitor[in_window & (grain.day < today)]] = True
             later = {v for v, seen, old in zip(grain.visitors, active, before, strict=True) if seen and not old}
-            keep = eligible & np.array([v is None or v not in later for v in visitors], dtype=bool)
-            idx = np.flatnonzero(keep)
-            features = catalog.features(grain, visitor_ids=visitors[idx].tolist(), as_of=cutoff, names=names)
-            labels = (conv.iloc[idx] < end).fillna(False).to_numpy(dtype=bool).astype(np.int64)
-            per_day.append(
-                CohortPage(as_of=cutoff, user_ids=[page.user_ids[i] for i in idx], features=features, labels=labels)
-            )
+            keep = _open_leads(conv, visitors, cutoff=cutoff, later=later)
+            features = catalog.features(grain, visitor_ids=visitors[keep].tolist(), as_of=cutoff, names=names)
+            per_day.append(_cohort_page(page.user_ids, conv, keep, cutoff=cutoff, horizon=horizon, features=features))
         for i in order:
             yield per_day[i]
+
+
+def _open_leads(conv: pd.Series, visitors: np.ndarray, *, cutoff: datetime, later: Collection[str]) -> np.ndarray:
+    """The positions of a page's open leads at ``cutoff``: not converted before it, and not a visitor whose
+    first event in the window came after it (``later``)."""
+    eligible = (conv.isna() | (conv >= pd.Timestamp(cutoff))).to_numpy()
+    keep = eligible & np.array([v is None or v not in later for v in visitors], dtype=bool)
+    return np.flatnonzero(keep)
+
+
+def _cohort_page(
+    user_ids: Sequence[Any],
+    conv: pd.Series,
+    keep: np.ndarray,
+    *,
+    cutoff: datetime,
+    horizon: timedelta,
+    features: pd.DataFrame,
+) -> CohortPage:
+    labels = (conv.iloc[keep] < pd.Timestamp(cutoff + horizon)).fillna(False).to_numpy(dtype=bool).astype(np.int64)
+    return CohortPage(as_of=cutoff, user_ids=[user_ids[i] for i in keep], features=features, labels=labels)
 
 
 @dataclass(kw_only=True)
@@ -143,11 +172,11 @@ def score_cohorts(
     models: Mapping[str, LoadedModel],
     catalog: FeatureCatalog,
     batch_size: int = 5_000,
-    page_stride: int = 1,
+    sample: int = 1,
 ) -> list[CohortScores]:
     """Each cohort of ``days`` scored by every model of ``models`` (a key, e.g. the version, → loaded model):
     features computed once per cohort and page, for the union of the models' inputs; one read of the events
-    per page of users for all days (``page_stride``: every k-th page only, see `point_in_time_pages`). One
+    per page of users for all days (``sample``: about one user in k, see `point_in_time_pages`). One
     `CohortScores` per distinct day, oldest first.
 
     >>> cohorts = score_cohorts(store, days=[date(2026, 9, 1), date(2026, 9, 8)], horizon_days=30,
@@ -166,7 +195,7 @@ def score_cohorts(
         names=names,
         catalog=catalog,
         batch_size=batch_size,
-        page_stride=page_stride,
+        sample=sample,
     ):
         ids[page.as_of] += page.user_ids
         labels[page.as_of].append(page.labels)

@@ -38,7 +38,7 @@ from registry import (
     training_window,
 )
 from scorer.cohorts import CohortScores, midnight, score_cohorts
-from scorer.live import due_day
+from scorer.live import due_day, sample_rate
 from scorer.stores import SqlStore, TrainingSource
 from scorer.stores.base import Selector
 
@@ -147,7 +147,7 @@ class Comparison:
     paired: PairedAuc | None
     verdict: Verdict
     min_conversions: int
-    page_stride: int = 1
+    sample: int = 1
     now: datetime
     shadow: dict[str, Any] | None = None
 
@@ -166,7 +166,7 @@ class Comparison:
             "from": f"{self.days[0]:%Y-%m-%d}" if self.days else None,
             "to": f"{self.days[-1]:%Y-%m-%d}" if self.days else None,
             "min_conversions": self.min_conversions,
-            "page_stride": self.page_stride,
+            "sample_one_in": self.sample,
             "method": "paired DeLong on the cohorts' leads stacked (a lead counts once per cohort day)",
         }
 
@@ -201,8 +201,8 @@ class Comparison:
             else "no cohort"
         )
         counted = f"{self.n:,} leads, {self.positives:,} converted"
-        if self.page_stride > 1:
-            counted += f"; a sample: every {self.page_stride}th page of users"
+        if self.sample > 1:
+            counted += f"; a sample: about one user in {self.sample}"
         if p is None:
             return f"{span} ({counted}): no ROC AUC (a class is missing)"
         ci = f" [{_signed(p.lo)}, {_signed(p.hi)}]" if p.lo is not None and p.hi is not None else ""
@@ -276,7 +276,7 @@ def compare_pair(
     end: date | None = None,
     every: int = 7,
     batch_size: int = 5_000,
-    page_stride: int = 1,
+    sample: int = 1,
 ) -> Comparison:
     """Both loaded versions on the cohorts honest for both (`pair_window`, `pair_days`), one read of the events
     for all of them; the stacked leads' paired DeLong difference and the verdict.
@@ -296,7 +296,7 @@ def compare_pair(
             models={"a": a, "b": b},
             catalog=catalog,
             batch_size=batch_size,
-            page_stride=page_stride,
+            sample=sample,
         )
     n, positives, paired = pooled_pair(cohorts)
     return Comparison(
@@ -309,7 +309,7 @@ def compare_pair(
         paired=paired,
         verdict=verdict_of(paired, positives=positives, min_conversions=min_conversions),
         min_conversions=min_conversions,
-        page_stride=page_stride,
+        sample=sample,
         now=now,
     )
 
@@ -359,7 +359,7 @@ def run_auto_promotion(
 ) -> AutoPromotion | None:
     """The daily run's auto-promotion (``LEAD_SCORER_AUTO_PROMOTE``), never raising: when a cohort of the pair's
     grid (``first honest day + k·every``) has matured since the challenger was last compared with this
-    production, compare them (a systematic sample of about ``max_users`` users, as the live check) and promote
+    production, compare them (a hashed sample of about ``max_users`` users, as the live check) and promote
     the challenger when it is significantly better with enough conversions, clearing the challenger alias. None
     when nothing is due (or no challenger loaded)."""
     if challenger is None:
@@ -381,7 +381,7 @@ def run_auto_promotion(
                 "DATABASE_URL set to a direct SQL connection string.",
             )
         users = store.count_users(Selector(select="all", leads_only=False))
-        stride = max(1, -(-users // max(max_users, 1)))
+        sample = sample_rate(users, max_users=max_users)
         out = compare_pair(
             store,
             a=production,
@@ -392,7 +392,7 @@ def run_auto_promotion(
             end=day,
             every=every,
             batch_size=batch_size,
-            page_stride=stride,
+            sample=sample,
         )
         annotate_comparison(
             registry, out, tags={TAG_AUTO_AS_OF: f"{day:%Y-%m-%d}", TAG_AUTO_AGAINST: production.resolved.version}
@@ -401,7 +401,7 @@ def run_auto_promotion(
             "compare/cohorts": len(out.days),
             "compare/n": out.n,
             "compare/positives": out.positives,
-            "compare/page_stride": stride,
+            "compare/sample_one_in": sample,
         }
         p = out.paired
         if p is not None:

@@ -41,6 +41,7 @@ __all__ = [
     "live_due",
     "live_line",
     "measure_cohorts",
+    "sample_rate",
 ]
 
 #: The version description's live paragraph starts so; a new evaluation replaces it.
@@ -146,7 +147,7 @@ def measure_cohorts(
     horizon_days: int,
     catalog: FeatureCatalog,
     batch_size: int = 5_000,
-    page_stride: int = 1,
+    sample: int = 1,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each cohort's figures (oldest first) and the pooled ones, for one loaded version.
 
@@ -161,7 +162,7 @@ def measure_cohorts(
         models={version.version: model},
         catalog=catalog,
         batch_size=batch_size,
-        page_stride=page_stride,
+        sample=sample,
     )
     cohorts = []
     for c in scored:
@@ -231,6 +232,15 @@ class LiveCheck:
     error: str | None = None
 
 
+def sample_rate(users: int, *, max_users: int) -> int:
+    """The k of a one-in-k sample that keeps about ``max_users`` of ``users`` (1: everyone).
+
+    >>> sample_rate(100_000, max_users=10_000), sample_rate(9_000, max_users=10_000)
+    (10, 1)
+    """
+    return max(1, -(-users // max(max_users, 1)))
+
+
 def due_day(window: TrainingWindow, *, now: datetime, every: int, last_evaluated: date | None) -> date | None:
     """The cohort the daily run evaluates today, if any: the newest day of the grid ``first honest day +
     k·every`` that has matured and comes after the last one evaluated.
@@ -279,16 +289,16 @@ def evaluate_matured(
     """The daily run's evaluation: production's newest matured cohort when one is due (`due_day`), at most one
     a day; the version's live figures are updated. None when nothing is due.
 
-    With more than ``max_users`` ``users`` in the table, only every k-th key page of users is evaluated (a
-    systematic sample of about ``max_users``), so the check adds a bounded share to the run's time; the line
-    says so, and `lead-scorer evaluate` measures the whole cohort. Degraded: the live AUC's upper bound is
-    below the holdout AUC minus ``auc_drop``."""
+    With more than ``max_users`` ``users`` in the table, about one user in k is evaluated, chosen by a hash of
+    the key (a sample of about ``max_users`` spread over the whole table), so the check adds a bounded share to
+    the run's time; the line says so, and `lead-scorer evaluate` measures the whole cohort. Degraded: the
+    live AUC's upper bound is below the holdout AUC minus ``auc_drop``."""
     window = training_window(version)
     recorded = version.tags.get("live_as_of")
     day = due_day(window, now=now, every=every, last_evaluated=date.fromisoformat(recorded) if recorded else None)
     if day is None:
         return None
-    stride = max(1, -(-(users or 0) // max(max_users, 1)))
+    sample = sample_rate(users or 0, max_users=max_users)
     cohorts, _ = measure_cohorts(
         store,
         version=version,
@@ -297,10 +307,10 @@ def evaluate_matured(
         horizon_days=window.horizon_days,
         catalog=catalog,
         batch_size=batch_size,
-        page_stride=stride,
+        sample=sample,
     )
     c = cohorts[0]
-    metrics: dict[str, float] = {"live/n": c["n"], "live/positives": c["positives"], "live/page_stride": stride}
+    metrics: dict[str, float] = {"live/n": c["n"], "live/positives": c["positives"], "live/sample_one_in": sample}
     holdout = holdout_auc(version)
     if c["roc_auc"] is None:
         line = f"Live check on leads open on {c['as_of']}: {c['n']:,} leads, {c['positives']:,} converted; "
@@ -317,8 +327,8 @@ def evaluate_matured(
     out = Evaluation(version=version, window=window, holdout_auc=holdout, cohorts=cohorts, pooled={})
     annotate_version(registry, out)
     line = live_line(version, window, c)
-    if stride > 1:
-        line += f" A sample: every {stride}th page of users; `lead-scorer evaluate` measures the whole cohort."
+    if sample > 1:
+        line += f" A sample: about one user in {sample}; `lead-scorer evaluate` measures the whole cohort."
     if degraded:
         line += (
             f" **The model has degraded**: even the interval's upper bound is more than {auc_drop:.2f} below the "

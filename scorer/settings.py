@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     live_every_days: Annotated[int, Field(ge=0, le=366)] = 7
     #: Degraded: the live AUC's upper bound below the holdout AUC minus this.
     live_auc_drop: Annotated[float, Field(ge=0, le=1)] = 0.05
-    #: Above this many users the daily check evaluates a systematic sample of about this many.
+    #: Above this many users the daily check evaluates a hashed sample of about this many.
     live_max_users: Annotated[int, Field(ge=1_000)] = 10_000
     #: A verdict on live data (registry compare, promote, auto-promotion) needs at least this many conversions.
     min_conversions: Annotated[int, Field(ge=1)] = 100

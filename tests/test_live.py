@@ -13,6 +13,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -21,6 +22,7 @@ from registry import Registry
 from scorer.cohorts import midnight, point_in_time_pages
 from scorer.demo import create_tables, load_data
 from scorer.edge import train_options
+from scorer.stores.base import FeatureRequest
 from scorer.stores.sql import SqlStore, engine_for
 from scorer.trainer import train_model
 from tests.jobproc import job_env
@@ -263,23 +265,93 @@ def test_several_days_in_one_pass_equal_one_pass_each(sqlite_url: str) -> None:
                 assert a.features.equals(b.features)
 
 
-def test_a_page_stride_keeps_every_kth_page_unchanged(sqlite_url: str) -> None:
-    _product(sqlite_url, users=600, seed=4)
+def test_a_sample_keeps_about_one_user_in_k_across_the_whole_key_range(db_url: str) -> None:
+    _product(db_url, users=1_200, seed=4)
     catalog = FeatureCatalog()
     day = midnight(NOW - timedelta(days=70))
     names = catalog.feature_names(event_types=["pricing_view", "page_view"])
-    with SqlStore(sqlite_url) as store:
-        every = list(
-            point_in_time_pages(store, days=[day], horizon_days=HORIZON, names=names, catalog=catalog, batch_size=100)
-        )
-        third = list(
-            point_in_time_pages(
-                store, days=[day], horizon_days=HORIZON, names=names, catalog=catalog, batch_size=100, page_stride=3
+
+    def pages(**kw: Any) -> list[Any]:
+        with SqlStore(db_url) as store:
+            return list(
+                point_in_time_pages(
+                    store, days=[day], horizon_days=HORIZON, names=names, catalog=catalog, batch_size=100, **kw
+                )
             )
-        )
-    assert len(every) == 6 and len(third) == 2
-    for a, b in zip(every[::3], third, strict=True):
-        assert a.user_ids == b.user_ids and a.features.equals(b.features) and np.array_equal(a.labels, b.labels)
+
+    every, third = pages(), pages(sample=3)
+    assert [p.user_ids for p in third] == [p.user_ids for p in pages(sample=3)]  # the same users every time
+    everyone = {u: (p, i) for p in every for i, u in enumerate(p.user_ids)}
+    sampled = [u for p in third for u in p.user_ids]
+    # About a third (binomial: 1,200 users, sd about 16), from the first keys to the last, not a run of them.
+    assert 0.25 < len(sampled) / len(everyone) < 0.42
+    keys = sorted(everyone)
+    assert sampled[0] in keys[: len(keys) // 10] and sampled[-1] in keys[-len(keys) // 10 :]
+    # Each sampled lead's features and label are the ones the whole cohort gives it.
+    for p in third:
+        for i, u in enumerate(p.user_ids):
+            whole, j = everyone[u]
+            assert p.labels[i] == whole.labels[j]
+            assert p.features.iloc[i].equals(whole.features.iloc[j])
+
+
+def test_one_day_computed_in_the_database_equals_the_daily_grain(db_url: str) -> None:
+    """PostgreSQL computes a one-day cohort with the scoring run's feature statement; on dirty events (blank and
+    NULL types, NULL and future times, a visitor whose first event comes after T) it equals the daily grain's."""
+    _product(db_url, users=900, seed=8)
+    day = midnight(NOW - timedelta(days=60))
+    with SqlStore(db_url) as store:
+        page = store.labelled_users(after=None, limit=40)
+    vids = [v for v in page.visitor_ids if v is not None]
+    rows = [
+        (vids[0], "  Pricing_View\t", day - timedelta(hours=1)),
+        (vids[1], "   ", day - timedelta(days=2)),
+        (vids[2], None, day - timedelta(days=3)),
+        (vids[3], "page_view", None),
+        (vids[4], "page_view", day + timedelta(days=HORIZON, seconds=1)),
+        ("late-visitor", "page_view", day + timedelta(days=3)),
+    ]
+    sqlite = db_url.startswith("sqlite")
+    engine = engine_for(db_url)
+    with engine.begin() as conn:
+        late = {"u": page.user_ids[5]}
+        moved = "UPDATE users SET visitor_id = 'late-visitor', converted_at = NULL WHERE user_id = :u"
+        conn.execute(sa.text(moved), late)
+        conn.execute(sa.text("DELETE FROM events WHERE visitor_id = 'late-visitor'"))
+        for v, t, at in rows:
+            conn.execute(
+                sa.text("INSERT INTO events (visitor_id, event_type, created_at) VALUES (:v, :t, :c)"),
+                {"v": v, "t": t, "c": at.strftime("%Y-%m-%d %H:%M:%S.%f") if (sqlite and at) else at},
+            )
+    engine.dispose()
+    catalog = FeatureCatalog()
+    names = catalog.feature_names(event_types=["pricing_view", "page_view"])
+
+    def pages(in_store: bool) -> list[Any]:
+        with SqlStore(db_url) as store:
+            return list(
+                point_in_time_pages(
+                    store,
+                    days=[day],
+                    horizon_days=HORIZON,
+                    names=names,
+                    catalog=catalog,
+                    batch_size=300,
+                    in_store=in_store,
+                )
+            )
+
+    with SqlStore(db_url) as store:  # PostgreSQL computes it; SQLite has only the daily grain
+        request = FeatureRequest(catalog=catalog, names=names)
+        computed = store.cohort_features(vids, as_of=day, until=day + timedelta(days=HORIZON), request=request)
+    assert (computed is None) == sqlite
+    grain, database = pages(False), pages(True)
+    assert sum(len(p.user_ids) for p in grain) > 500
+    assert page.user_ids[5] not in {u for p in grain for u in p.user_ids}  # not a lead yet at T
+    for a, b in zip(grain, database, strict=True):
+        assert a.user_ids == b.user_ids
+        assert np.array_equal(a.labels, b.labels)
+        pd.testing.assert_frame_equal(a.features.reset_index(drop=True), b.features.reset_index(drop=True))
 
 
 def test_served_scores_match_recomputed_until_an_event_arrives_late(product: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from models import DailyGrain, FeatureCatalog, day_numbers, normalize_event_type
 
 __all__ = [
     "Checkpoint",
+    "CohortFeatures",
     "EventRead",
     "EventSource",
     "FeatureRequest",
@@ -166,6 +167,16 @@ class VisitorFeatures:
             visitors=[v for p in parts for v in p.visitors],
             values=np.concatenate([p.values for p in parts]) if parts else np.empty((0, 0)),
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CohortFeatures:
+    """A page of a cohort of day T, computed by the store (`TrainingSource.cohort_features`): the features as
+    of T of each visitor with events, and the visitors that were not leads yet at T (no typed event in the
+    lookback before T, one in ``[T, T + H)``)."""
+
+    features: VisitorFeatures
+    later: frozenset[str]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -343,8 +354,17 @@ class TrainingSource(EventSource, Protocol):
         """Raise `SchemaError` if a table or column is missing (``training``: the label, ``converted_at``)."""
         ...
 
-    def labelled_users(self, *, after: Any | None, limit: int) -> UserPage:
-        """The next key page of every user (customers too), with ``converted_at``."""
+    def labelled_users(self, *, after: Any | None, limit: int, sample: int = 1) -> UserPage:
+        """The next key page of every user (customers too), with ``converted_at``. ``sample`` k > 1 keeps
+        only the users whose key hashes to 0 modulo k: about one in k, the same ones on every call."""
+        ...
+
+    def cohort_features(
+        self, visitor_ids: Sequence[str | None], *, as_of: datetime, until: datetime, request: FeatureRequest
+    ) -> CohortFeatures | None:
+        """The cohort of ``as_of`` for these visitors, computed by the store: the requested features from the
+        events before ``as_of`` and the visitors whose first event in the window came in ``[as_of, until)``.
+        None when the store does not compute features (the caller reads the daily grain instead)."""
         ...
 
     def top_event_types(self, *, since: datetime, as_of: datetime, limit: int) -> list[str]:

@@ -137,10 +137,14 @@ def feature_sql(
     table_names: Names | None = None,
     batch: bool = False,
     since: datetime | None = None,
+    until: datetime | None = None,
 ) -> str:
     """One SELECT returning the visitor id (``batch``) or ``user_id`` (every user, by user id), then ``names``
     (in that order), then `GUARD`, then (``batch``) the counts of `DROPPED` and of every row read. With
     ``batch`` the values after the visitor id come as one bytea of big-endian float8s (`unpack`).
+
+    ``until`` (``batch`` only) reads no event at or after it, so ``future`` counts the typed events in
+    ``[as_of, until)``: a cohort's "first event came after its day" (`SqlStore.cohort_features`).
 
     Counts come back as integers, ages as integers; both are exact in float64, so the features equal
     `FeatureCatalog.features`'s for the same events (check `GUARD` with `check_packed`).
@@ -171,11 +175,12 @@ def feature_sql(
         # What `SqlStore.read_events` reads (from `FeatureCatalog.since`, and rows with no time, which are
         # counted as dropped), read once: the spellings and the rows come from the same snapshot. The ids
         # are one array literal cast once (an InitPlan), as `sql._pg_array` binds them.
-        since_sql = f"{_lit((since or catalog.since(as_of)).astimezone(UTC).isoformat())}::timestamptz"
+        in_read = f"ev.{created} >= {_lit((since or catalog.since(as_of)).astimezone(UTC).isoformat())}::timestamptz"
+        if until is not None:
+            in_read += f" AND ev.{created} < {_lit(until.astimezone(UTC).isoformat())}::timestamptz"
         source = (
             f"SELECT ev.{vid} AS v, ev.{etype} AS raw, ev.{created} AS c FROM {events} AS ev "
-            f"WHERE ev.{vid} = ANY((SELECT CAST(%(ids)s AS text[]))::text[]) AND (ev.{created} >= {since_sql} "
-            f"OR ev.{created} IS NULL)"
+            f"WHERE ev.{vid} = ANY((SELECT CAST(%(ids)s AS text[]))::text[]) AND ({in_read} OR ev.{created} IS NULL)"
         )
         rows = "rows"
         spellings = f"SELECT DISTINCT r.raw FROM {rows} AS r"

@@ -797,9 +797,7 @@ class RestStore(Source):
 _PAIRS_PAGE = 100_000
 
 
-def _pairs_params(
-    *, production: str, challenger: str, leads_only: bool, after: str | None, limit: int
-) -> RpcParams:
+def _pairs_params(*, production: str, challenger: str, leads_only: bool, after: str | None, limit: int) -> RpcParams:
     return {
         "p_model": production,
         "p_challenger": challenger,

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from scorer.logs import redact_text
 from scorer.logs import redact_url as redact_any_url
 from scorer.stores.base import (
     Checkpoint,
+    CohortFeatures,
     EventRead,
     FeatureRequest,
     Freshness,
@@ -120,7 +122,10 @@ def engine_for(url: str, *, waits: Waits | None = None, application_name: str = 
             )
         return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     if parsed.drivername.startswith("sqlite"):
-        return sa.create_engine(parsed, connect_args={"timeout": waits.busy_s})
+        engine = sa.create_engine(parsed, connect_args={"timeout": waits.busy_s})
+        # What `SqlStore.labelled_users` samples by; PostgreSQL has hashtext().
+        sa.event.listen(engine, "connect", _sqlite_functions)
+        return engine
     raise SettingsError(
         f"DATABASE_URL is a {parsed.get_backend_name()} URL; lead-scorer reads and writes PostgreSQL (Supabase) "
         "and SQLite",
@@ -131,6 +136,14 @@ def engine_for(url: str, *, waits: Waits | None = None, application_name: str = 
 
 #: The job's sessions' work_mem (not on the transaction pooler, which takes no startup options).
 WORK_MEM = "16MB"
+
+
+def _sqlite_functions(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.create_function("lead_scorer_hash", 1, _crc32, deterministic=True)
+
+
+def _crc32(value: Any) -> int | None:
+    return None if value is None else zlib.crc32(str(value).encode())
 
 
 def _array_literal(values: Sequence[Any]) -> str:
@@ -311,6 +324,12 @@ class SqlStore(Source):
         self.has_converted = False
         self.has_history = False
         self.has_shadow = False
+
+    @property
+    def _computes_features(self) -> bool:
+        """Whether the database computes features itself (`feature_sql`): PostgreSQL, for timestamptz times
+        and text visitor ids; else the daily grain is read and the catalog computes them."""
+        return self._pg and self._created_has_tz and self._vid_cast is None
 
     @property
     def max_in_flight(self) -> int:
@@ -685,9 +704,16 @@ class SqlStore(Source):
         return self._key_page(self._where(selector), after=after, limit=limit, with_label=False)
 
     @_retrying
-    def labelled_users(self, *, after: Any | None, limit: int) -> UserPage:
-        """Training's key pages: every user, customers too, with ``converted_at`` (`check(training=True)`)."""
-        return self._key_page([], after=after, limit=limit, with_label=True)
+    def labelled_users(self, *, after: Any | None, limit: int, sample: int = 1) -> UserPage:
+        """Training's key pages: every user, customers too, with ``converted_at`` (`check(training=True)`);
+        with ``sample`` k > 1, the users whose key hashes to 0 modulo k (PostgreSQL's ``hashtext`` of the key
+        as text; in SQLite, its CRC-32), so a sample is spread over the whole table, not a few runs of keys."""
+        where: list[sa.ColumnElement[bool]] = []
+        if sample > 1:
+            key = sa.cast(self.users.c[self.names.user_id], sa.Text)
+            hashed = sa.func.hashtext(key) if self._pg else sa.func.lead_scorer_hash(key)
+            where.append(hashed % sample == 0)
+        return self._key_page(where, after=after, limit=limit, with_label=True)
 
     def _key_page(
         self, where: list[sa.ColumnElement[bool]], *, after: Any | None, limit: int, with_label: bool
@@ -805,7 +831,7 @@ class SqlStore(Source):
             return EventRead()
         # PostgreSQL computes the features itself (pg_features: one row per visitor instead of ~20 daily rows,
         # which were most of the job's own time), for timestamptz times and text ids; else the daily grain.
-        if features is not None and self._pg and self._created_has_tz and self._vid_cast is None:
+        if features is not None and self._computes_features:
             return self._read_features(vids, request=features, since=since, as_of=as_of)
         return self._read_grain(vids, since=since, as_of=as_of)
 
@@ -839,13 +865,37 @@ class SqlStore(Source):
     def _read_features(
         self, vids: list[str], *, request: FeatureRequest, since: datetime, as_of: datetime
     ) -> EventRead:
-        key = (request.catalog, tuple(request.names), since, as_of)
+        visitors, values = self._feature_rows(vids, request=request, since=since, as_of=as_of)
+        k = len(request.names)
+        return EventRead(
+            events_read=int(values[:, -1].sum()),
+            dropped={name: int(values[:, k + 1 + i].sum()) for i, name in enumerate(DROPPED)},
+            features=VisitorFeatures(visitors=visitors, values=values[:, :k]),
+        )
+
+    def _feature_rows(
+        self,
+        vids: list[str],
+        *,
+        request: FeatureRequest,
+        since: datetime,
+        as_of: datetime,
+        until: datetime | None = None,
+    ) -> tuple[list[str], np.ndarray]:
+        """`feature_sql`'s rows for ``vids``: visitor ids, and per visitor the features, `GUARD`, `DROPPED`, read."""
+        key = (request.catalog, tuple(request.names), since, as_of, until)
         sql = self._feature_sql.get(key)
         if sql is None:
             # Generated once per run (the times are constants in its text): a prepared statement serves every
             # batch, and its generic plan still reaches the events through the index (tests/test_plans.py).
             sql = feature_sql(
-                request.catalog, request.names, as_of=as_of, since=since, table_names=self.names, batch=True
+                request.catalog,
+                request.names,
+                as_of=as_of,
+                since=since,
+                until=until,
+                table_names=self.names,
+                batch=True,
             )
             self._feature_sql = {key: sql}
         with self.engine.connect() as conn:
@@ -862,11 +912,26 @@ class SqlStore(Source):
             grain = self._read_grain(sorted(ids), since=since, as_of=as_of).grain
             exact = request.catalog.features(grain, visitor_ids=ids, as_of=as_of, names=request.names)
             values[heavy, :k] = exact[list(request.names)].to_numpy(dtype=np.float64)
-        return EventRead(
-            events_read=int(values[:, -1].sum()),
-            dropped={name: int(values[:, k + 1 + i].sum()) for i, name in enumerate(DROPPED)},
-            features=VisitorFeatures(visitors=visitors, values=values[:, :k]),
-        )
+        return visitors, values
+
+    @_retrying
+    def cohort_features(
+        self, visitor_ids: Sequence[str | None], *, as_of: datetime, until: datetime, request: FeatureRequest
+    ) -> CohortFeatures | None:
+        """PostgreSQL computes a cohort page's features as a scoring batch's (`feature_sql`, reading no event at
+        or after ``until``), with each visitor's typed events in ``[as_of, until)``; None elsewhere."""
+        self._need_open()
+        if not self._computes_features:
+            return None
+        vids = sorted({v for v in visitor_ids if v is not None})
+        k = len(request.names)
+        if not vids:
+            return CohortFeatures(features=VisitorFeatures(visitors=[], values=np.empty((0, k))), later=frozenset())
+        since = request.catalog.since(as_of)
+        visitors, values = self._feature_rows(vids, request=request, since=since, as_of=as_of, until=until)
+        before, after = values[:, k], values[:, k + 1 + DROPPED.index("future")]
+        later = frozenset(v for v, b, a in zip(visitors, before, after, strict=True) if b == 0 and a > 0)
+        return CohortFeatures(features=VisitorFeatures(visitors=visitors, values=values[:, :k]), later=later)
 
     @_retrying
     def top_event_types(self, *, since: datetime, as_of: datetime, limit: int) -> list[str]:
