@@ -125,11 +125,11 @@ def cohort_days(
     return sorted(end - timedelta(days=k) for k in range(0, (end - floor).days + 1, every))
 
 
-def _served(store: TrainingSource, cohort: CohortScores, *, model: str) -> dict[str, Any] | None:
+def _served(store: TrainingSource, cohort: CohortScores, *, model: str, sample: int) -> dict[str, Any] | None:
     """The figures of the scores the product actually showed at ``T`` (last history row at or before it)."""
     if not getattr(store, "has_history", False):
         return None
-    served = store.served_scores(at=cohort.as_of, model=model)
+    served = store.served_scores(at=cohort.as_of, model=model, user_ids=cohort.user_ids if sample > 1 else None)
     idx = [i for i, uid in enumerate(cohort.user_ids) if uid in served]
     scores = np.array([served[cohort.user_ids[i]] for i in idx], dtype=np.float64)
     from models import classification_metrics
@@ -168,7 +168,7 @@ def measure_cohorts(
     for c in scored:
         m = classification_metrics(c.labels, c.scores[version.version])
         row = {"as_of": f"{c.as_of:%Y-%m-%d}", **m}
-        served = _served(store, c, model=version.identity)
+        served = _served(store, c, model=version.identity, sample=sample)
         if served is not None:
             row["served"] = served
         cohorts.append(row)

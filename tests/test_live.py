@@ -392,6 +392,8 @@ def test_served_scores_match_recomputed_until_an_event_arrives_late(product: dic
         assert store.served_scores(at=t, model=resolved.identity)[some] == served[some]
         assert store.served_scores(at=t + timedelta(hours=2), model=resolved.identity)[some] == 0.123
         assert store.served_scores(at=t, model="another/model") == {}
+        # A sample's ids: only those users, with the same scores (the daily check's sampled read).
+        assert store.served_scores(at=t, model=resolved.identity, user_ids=[some]) == {some: served[some]}
     options = EvaluateOptions(store=store_options(settings), model=model_source(settings))
     out = evaluate_version(options, version="1", start=t.date(), end=t.date(), record=False)
     [c] = out.cohorts

@@ -371,8 +371,9 @@ class TrainingSource(EventSource, Protocol):
         """The most frequent normalized event types in ``[since, as_of)``."""
         ...
 
-    def served_scores(self, *, at: datetime, model: str) -> dict[Any, float]:
-        """The last score ``model`` wrote for each user at or before ``at`` (the history table; empty without)."""
+    def served_scores(self, *, at: datetime, model: str, user_ids: Sequence[Any] | None = None) -> dict[Any, float]:
+        """The last score ``model`` wrote for each user (of ``user_ids``, or every one) at or before ``at`` (the
+        history table; empty without)."""
         ...
 
 

@@ -750,29 +750,33 @@ class SqlStore(Source):
         return Checkpoint(complete_as_of=_as_utc(row[0]), partial_as_of=_as_utc(row[1]), partial_through=row[2])
 
     @_retrying
-    def served_scores(self, *, at: datetime, model: str) -> dict[Any, float]:
-        """The score ``model`` (a score's recorded identity) last wrote for each user at or before ``at``, from
-        the history table (empty without one): what the product showed at ``at``."""
+    def served_scores(self, *, at: datetime, model: str, user_ids: Sequence[Any] | None = None) -> dict[Any, float]:
+        """The score ``model`` (a score's recorded identity) last wrote for each user (of ``user_ids``, or every
+        one) at or before ``at``, from the history table (empty without one): what the product showed at ``at``.
+        A sample's ids keep the read to its users: the history holds a row per user and day scored."""
         self._need_open()
         if not self.has_history:
             return {}
         h = self.history.c
         uid = h[self.names.user_id]
         when = h.scored_at if self._pg else sa.func.julianday(h.scored_at)
+        where = [h.model_version == model, when <= self._bound_time(at)]
+        params: dict[str, Any] = {}
+        if user_ids is not None:
+            if self._pg:
+                where.append(uid == sa.func.any(_pg_array("uids", [str(u) for u in user_ids], self._id_type)))
+            else:
+                where.append(uid.in_(sa.bindparam("uids", expanding=True)))
+                params["uids"] = list(user_ids)
         # Each user's last row only (the index on (user, scored_at) serves it), not every day's.
-        latest = (
-            sa.select(uid.label("uid"), sa.func.max(when).label("at"))
-            .where(h.model_version == model, when <= self._bound_time(at))
-            .group_by(uid)
-            .subquery()
-        )
+        latest = sa.select(uid.label("uid"), sa.func.max(when).label("at")).where(*where).group_by(uid).subquery()
         q = (
             sa.select(uid, h.score)
             .select_from(self.history.join(latest, sa.and_(uid == latest.c.uid, when == latest.c.at)))
             .where(h.model_version == model)
         )
         with self.engine.connect() as conn:
-            return {user: float(score) for user, score in conn.execute(q)}
+            return {user: float(score) for user, score in conn.execute(q, params)}
 
     @_retrying
     def score_histogram(self, *, leads_only: bool, bins: int) -> np.ndarray | None:
