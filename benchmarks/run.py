@@ -47,6 +47,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ LABELS = {
     "floor": "(b0) floor (grain in Python)",
     "job": "(c) lead-scorer run",
     "challenger": "(c) with a challenger shadow-scored",
+    "live": "(c) with the daily live check due",
     "noprep": "(c) prepared statements off",
     "rest": "(c) via REST",
     "fixed": "(c) fixed cost: `run --limit 1`",
@@ -577,6 +579,23 @@ class Bench:
         Registry(tracking_uri=self.tracking_uri, model_name=model_name).challenge(version, actor="benchmark")
         say(f"   challenger: version {version}, trained in {proc.wall_s:.1f} s")
 
+    def make_live_due(self, model_name: str) -> None:
+        """Production's version as if trained 60 days ago on a 30-day horizon, never evaluated live: the next
+        run has a matured cohort to check (yesterday's, the first honest day), as a daily run does once a week.
+        Its tags are moved, not its pipeline: the scores are the job's."""
+        from mlflow import MlflowClient
+
+        from registry import TAG_AS_OF, TAG_HORIZON_DAYS, Registry
+
+        version = Registry(tracking_uri=self.tracking_uri, model_name=model_name).resolve().version
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        client.set_model_version_tag(model_name, version, TAG_AS_OF, (today - timedelta(days=61)).isoformat())
+        client.set_model_version_tag(model_name, version, TAG_HORIZON_DAYS, "30")
+        for tag in ("live_as_of", "live_roc_auc"):
+            with contextlib.suppress(Exception):  # absent before the first run
+                client.delete_model_version_tag(model_name, version, tag)
+
     # -- one backend at one size ---------------------------------------------------------------------
     def one(self, backend: str, users: int) -> None:
         a = self.args
@@ -623,6 +642,7 @@ class Bench:
         methods = ["naive"] if users <= a.naive_max else []
         methods += ["sqlfloor"] if backend == "postgresql" else []
         methods += ["floor", "job"] + (["noprep"] if pooled else []) + (["challenger"] if a.challenger else [])
+        methods += ["live"] if a.live_check else []
         measures = {m: Measure(backend, users, m) for m in methods}
         if "noprep" in measures:
             measures["noprep"].note = f"port {POOLER_PORT}"
@@ -637,6 +657,9 @@ class Bench:
                     proc = self.job(job_env | {"DATABASE_URL": pooled or url}, tag="noprep")
                 elif m == "challenger":
                     proc = self.job(job_env | {"LEAD_SCORER_CHALLENGER_ALIAS": "challenger"}, tag="challenger")
+                elif m == "live":
+                    self.make_live_due(model_name)
+                    proc = self.job(job_env | {"LEAD_SCORER_LIVE_EVERY_DAYS": "7"}, tag="live")
                 else:
                     proc = self.method(m, url, model_dir)
                 measures[m].runs.append(proc)
@@ -766,6 +789,7 @@ def report(bench: Bench, started: float, args: argparse.Namespace) -> str:
         + (f" --day-two-max {args.day_two_max}" if args.day_two_max is not None else "")
         + (f" --naive-max {args.naive_max}" if args.naive_max != 100_000 else "")
         + (" --challenger" if args.challenger else "")
+        + (" --live-check" if args.live_check else "")
         + "` "
         f"({(time.perf_counter() - started) / 60:.0f} min in all). Code: {bench.code}"
         + ("" if bench.code == bench.code_at_start else f" (at the start: {bench.code_at_start})")
@@ -1035,6 +1059,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--challenger",
         action="store_true",
         help="also run the job with a challenger shadow-scored beside production (its cost against (c))",
+    )
+    p.add_argument(
+        "--live-check",
+        action="store_true",
+        help="also run the job with the daily live check due (issue 22: its cost against (c))",
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the markdown table goes")
     p.add_argument("--workdir", type=Path, default=None, help="keep databases, logs and MLflow here")

@@ -438,6 +438,7 @@ def test_the_daily_run_evaluates_the_matured_cohort_once(product: dict[str, Any]
     assert m["live/n"] > 0 and m["live/positives"] > 0
     assert m["live/roc_auc"] > 0.6 and m["live/roc_auc_lo"] < m["live/roc_auc"] < m["live/roc_auc_hi"]
     assert m["live/degraded"] == 0.0 and "live/failed" not in m
+    assert m["live/seconds"] > 0  # what the check added to the run (its budget: docs/live-performance.md)
     note = run.data.tags["mlflow.note.content"]
     tags = reg.client.get_model_version(reg.model_name, "1").tags
     assert f"Live on leads open on {tags['live_as_of']}" in note and "degraded" not in note
