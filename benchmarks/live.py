@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Auto-promotion's comparison (issue 23): two versions on the default 9 weekly cohorts in one pass, on the
         # daily check's sample of about 10,000 users (the work of `scorer.compare.compare_pair`; the same model
         # twice: the features are computed once for both, and predicting is a small part of it).
-        sample = sample_rate(users, max_users=10_000)
+        sample = sample_rate(users)
         out["auto_compare_9_cohorts_sample_10000_s"] = _median(
             lambda: pooled_pair(
                 score_cohorts(

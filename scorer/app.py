@@ -119,8 +119,10 @@ class LiveOptions:
     #: Degraded: the live AUC's upper bound below the holdout AUC minus this.
     auc_drop: float = 0.05
     experiment: str = "lead-scorer/evaluation"
-    #: Above this many users the check evaluates a hashed sample of about this many (its cost stays bounded).
+    #: The check's sample (`scorer.live.sample_rate`): at most ``max_users`` users and ``max_share`` of them,
+    #: so its cost stays a bounded share of the run's.
     max_users: int = 10_000
+    max_share: float = 0.05
     #: Promote the challenger when it is significantly better on live data (`scorer.compare.run_auto_promotion`).
     auto_promote: bool = False
     #: A live verdict needs at least this many conversions.
@@ -267,6 +269,7 @@ def run_scoring(
                 every=options.live.every_days or 7,
                 min_conversions=options.live.min_conversions,
                 max_users=options.live.max_users,
+                max_share=options.live.max_share,
             )
     except BaseException as exc:
         record.fail(exc)
@@ -339,6 +342,7 @@ def live_check(
             catalog=catalog,
             users=store.count_users(Selector(select="all", leads_only=False)),
             max_users=options.live.max_users,
+            max_share=options.live.max_share,
         )
         if checked is None:
             return None

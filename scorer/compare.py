@@ -355,11 +355,12 @@ def run_auto_promotion(
     every: int = 7,
     min_conversions: int = 100,
     max_users: int = 10_000,
+    max_share: float = 0.05,
     batch_size: int = 5_000,
 ) -> AutoPromotion | None:
     """The daily run's auto-promotion (``LEAD_SCORER_AUTO_PROMOTE``), never raising: when a cohort of the pair's
     grid (``first honest day + k·every``) has matured since the challenger was last compared with this
-    production, compare them (a hashed sample of about ``max_users`` users, as the live check) and promote
+    production, compare them (on the live check's sample, `scorer.live.sample_rate`) and promote
     the challenger when it is significantly better with enough conversions, clearing the challenger alias. None
     when nothing is due (or no challenger loaded)."""
     if challenger is None:
@@ -381,7 +382,7 @@ def run_auto_promotion(
                 "DATABASE_URL set to a direct SQL connection string.",
             )
         users = store.count_users(Selector(select="all", leads_only=False))
-        sample = sample_rate(users, max_users=max_users)
+        sample = sample_rate(users, max_users=max_users, max_share=max_share)
         out = compare_pair(
             store,
             a=production,

@@ -135,6 +135,7 @@ def run_options(settings: Settings) -> RunOptions:
             auc_drop=settings.live_auc_drop,
             experiment=settings.evaluation_experiment,
             max_users=settings.live_max_users,
+            max_share=settings.live_max_share,
             auto_promote=settings.auto_promote,
             min_conversions=settings.min_conversions,
         ),

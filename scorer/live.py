@@ -9,6 +9,7 @@ and has matured (``T + H`` has passed). docs/live-performance.md says it all in 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -31,6 +32,7 @@ from scorer.stores import TrainingSource
 
 __all__ = [
     "LIVE_LINE_PREFIX",
+    "MIN_SAMPLE",
     "Evaluation",
     "LiveCheck",
     "annotate_version",
@@ -232,13 +234,20 @@ class LiveCheck:
     error: str | None = None
 
 
-def sample_rate(users: int, *, max_users: int) -> int:
-    """The k of a one-in-k sample that keeps about ``max_users`` of ``users`` (1: everyone).
+#: The daily check's smallest sample: fewer users give an AUC interval too wide to flag anything.
+MIN_SAMPLE = 2_000
 
-    >>> sample_rate(100_000, max_users=10_000), sample_rate(9_000, max_users=10_000)
-    (10, 1)
+
+def sample_rate(users: int, *, max_users: int = 10_000, max_share: float = 0.05) -> int:
+    """The k of the daily check's one-in-k sample of ``users``: about ``max_share`` of them (its cost is about
+    that share of the scoring loop's, the same features for as many users), at most ``max_users``, and at
+    least `MIN_SAMPLE` (1: everyone).
+
+    >>> [sample_rate(n) for n in (1_500, 10_000, 100_000, 1_000_000)]
+    [1, 5, 20, 100]
     """
-    return max(1, -(-users // max(max_users, 1)))
+    target = min(max_users, max(MIN_SAMPLE, max_share * users))
+    return max(1, math.ceil(users / max(target, 1)))
 
 
 def due_day(window: TrainingWindow, *, now: datetime, every: int, last_evaluated: date | None) -> date | None:
@@ -285,20 +294,22 @@ def evaluate_matured(
     batch_size: int = 5_000,
     users: int | None = None,
     max_users: int = 10_000,
+    max_share: float = 0.05,
 ) -> LiveCheck | None:
     """The daily run's evaluation: production's newest matured cohort when one is due (`due_day`), at most one
     a day; the version's live figures are updated. None when nothing is due.
 
-    With more than ``max_users`` ``users`` in the table, about one user in k is evaluated, chosen by a hash of
-    the key (a sample of about ``max_users`` spread over the whole table), so the check adds a bounded share to
-    the run's time; the line says so, and `lead-scorer evaluate` measures the whole cohort. Degraded: the
+    With many ``users`` in the table, about one user in k is evaluated (`sample_rate`: at most ``max_users``
+    and ``max_share`` of them), chosen by a hash of the key, so it is spread over the whole table; the check
+    then adds a bounded share to the run's time. The line says so, and `lead-scorer evaluate` measures the
+    whole cohort. Degraded: the
     live AUC's upper bound is below the holdout AUC minus ``auc_drop``."""
     window = training_window(version)
     recorded = version.tags.get("live_as_of")
     day = due_day(window, now=now, every=every, last_evaluated=date.fromisoformat(recorded) if recorded else None)
     if day is None:
         return None
-    sample = sample_rate(users or 0, max_users=max_users)
+    sample = sample_rate(users or 0, max_users=max_users, max_share=max_share)
     cohorts, _ = measure_cohorts(
         store,
         version=version,

@@ -87,8 +87,9 @@ class Settings(BaseSettings):
     live_every_days: Annotated[int, Field(ge=0, le=366)] = 7
     #: Degraded: the live AUC's upper bound below the holdout AUC minus this.
     live_auc_drop: Annotated[float, Field(ge=0, le=1)] = 0.05
-    #: Above this many users the daily check evaluates a hashed sample of about this many.
+    #: The daily check's sample: at most this many users, and at most this share of them (at least 2,000).
     live_max_users: Annotated[int, Field(ge=1_000)] = 10_000
+    live_max_share: Annotated[float, Field(gt=0, le=1)] = 0.05
     #: A verdict on live data (registry compare, promote, auto-promotion) needs at least this many conversions.
     min_conversions: Annotated[int, Field(ge=1)] = 100
     #: The daily run promotes the challenger when it ranks leads significantly better on live data.
