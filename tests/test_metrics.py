@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,3 +229,15 @@ def test_cohort_metrics_by_hand() -> None:
     # Brier: mean of (p - y)²: (0.01 + 0.16 + 0.36 + 0.36 + 0.09 + 0.04 + 0.01) / 7 = 1.03 / 7.
     assert m["brier"] == pytest.approx(1.03 / 7)
     assert m["pr_auc"] == pytest.approx(average_precision_score(Y, A))
+
+
+def test_the_coverage_benchmark_runs(tmp_path: Path) -> None:
+    # `python -m benchmarks.coverage` backs docs/live-performance.md's coverage table: it cannot rot.
+    from benchmarks.coverage import main
+
+    out = tmp_path / "coverage.json"
+    main(["--sizes", "500", "--cohorts", "4", "--population", "20000", "--cost-size", "2000", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert set(result["sizes"]["500"]) == set(FIGURES)
+    assert all(0.0 <= v["coverage"] <= 1.0 for v in result["sizes"]["500"].values())
+    assert result["cost"]["size"] == 2000
