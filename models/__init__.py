@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         delong_paired,
         expected_calibration_error,
         reliability_table,
+        wilson_interval,
     )
     from models.synthetic import SyntheticData, generate
     from models.training import (
@@ -58,6 +59,7 @@ _LAZY = {
     "fit_and_evaluate": "models.training",
     "make_pipeline": "models.training",
     "reliability_table": "models.metrics",
+    "wilson_interval": "models.metrics",
 }
 
 __all__ = [
@@ -91,6 +93,7 @@ __all__ = [
     "reliability_table",
     "slugify",
     "top_reasons",
+    "wilson_interval",
 ]
 
 

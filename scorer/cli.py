@@ -370,14 +370,18 @@ def evaluate(
         f"version {out.version.version}: trained on leads of {w.as_of:%Y-%m-%d}, {w.horizon_days}-day horizon "
         f"({w.source}); honest cohorts from {w.first_honest_day:%Y-%m-%d}"
     )
-    typer.echo(f"{'cohort day':<11} {'n':>9} {'converted':>9}  {'ROC AUC [95 % CI]':<22} {'lift':>5} {'ECE':>6}")
+    typer.echo(
+        f"{'cohort day':<11} {'n':>9} {'converted':>9}  {'ROC AUC [95 % CI]':<22} {'lift [95 % CI]':<19} ECE [95 % CI]"
+    )
+
+    def cell(c: dict[str, Any], key: str, digits: int) -> str:
+        ci = c[f"{key}_ci"]
+        interval = f" [{ci[0]:.{digits}f}\N{EN DASH}{ci[1]:.{digits}f}]" if ci else ""
+        return "-" if c[key] is None else f"{c[key]:.{digits}f}{interval}"
+
     for c in [*out.cohorts, {**out.pooled, "as_of": "pooled"}]:
-        ci = c["roc_auc_ci"]
-        interval = f" [{ci[0]:.3f}\N{EN DASH}{ci[1]:.3f}]" if ci else ""
-        auc = "-" if c["roc_auc"] is None else f"{c['roc_auc']:.3f}{interval}"
-        lift = "-" if c["top_decile_lift"] is None else f"{c['top_decile_lift']:.2f}"
-        ece = "-" if c["ece"] is None else f"{c['ece']:.3f}"
-        typer.echo(f"{c['as_of']:<11} {c['n']:>9,} {c['positives']:>9,}  {auc:<22} {lift:>5} {ece:>6}")
+        auc, lift, ece = cell(c, "roc_auc", 3), cell(c, "top_decile_lift", 2), cell(c, "ece", 3)
+        typer.echo(f"{c['as_of']:<11} {c['n']:>9,} {c['positives']:>9,}  {auc:<22} {lift:<19} {ece}")
     pooled = out.pooled["roc_auc"]
     holdout = "no holdout figure (imported)" if out.holdout_auc is None else f"holdout ROC AUC {out.holdout_auc:.3f}"
     live = "no live AUC (a class is missing)" if pooled is None else f"live pooled ROC AUC {pooled:.3f}"

@@ -117,8 +117,8 @@ def _cohort_metrics(c: dict[str, Any]) -> dict[str, float]:
     for k in ("roc_auc", "pr_auc", "top_decile_lift", "top20_capture", "brier", "ece"):
         if c[k] is not None:
             m[k] = c[k]
-    if c["roc_auc_ci"]:
-        m["roc_auc_lo"], m["roc_auc_hi"] = c["roc_auc_ci"]
+        if c.get(f"{k}_ci"):  # each figure's 95 % interval beside it (`models.metrics.classification_metrics`)
+            m[f"{k}_lo"], m[f"{k}_hi"] = c[f"{k}_ci"]
     served = c.get("served") or {}
     if served.get("roc_auc") is not None:
         m["served_roc_auc"] = served["roc_auc"]

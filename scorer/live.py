@@ -48,8 +48,9 @@ __all__ = [
 
 #: The version description's live paragraph starts so; a new evaluation replaces it.
 LIVE_LINE_PREFIX = "Live on leads open on"
-#: What `lead-scorer evaluate` keeps of a cohort in its table and JSON (the spec's keys, then the rest).
-_KEYS = ("n", "positives", "roc_auc", "roc_auc_ci", "top_decile_lift", "ece")
+#: What `lead-scorer evaluate` keeps of a cohort in its table and JSON (the spec's keys, then the rest); each
+#: figure with its interval.
+_KEYS = ("n", "positives", "roc_auc", "roc_auc_ci", "top_decile_lift", "top_decile_lift_ci", "ece", "ece_ci")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -332,6 +333,8 @@ def evaluate_matured(
         metrics["live/roc_auc_lo"], metrics["live/roc_auc_hi"] = c["roc_auc_ci"]
     if c["top_decile_lift"] is not None:
         metrics["live/top_decile_lift"] = c["top_decile_lift"]
+    if c["top_decile_lift_ci"]:
+        metrics["live/top_decile_lift_lo"], metrics["live/top_decile_lift_hi"] = c["top_decile_lift_ci"]
     hi = c["roc_auc_ci"][1] if c["roc_auc_ci"] else c["roc_auc"]
     degraded = holdout is not None and hi < holdout - auc_drop
     metrics["live/degraded"] = float(degraded)

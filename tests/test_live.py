@@ -134,6 +134,16 @@ def test_evaluate_reports_counted_cohorts_and_a_reversed_version_mirrors_them(pr
         lo, hi = c["roc_auc_ci"]
         assert lo < c["roc_auc"] < hi
     assert a["pooled"]["n"] == sum(c["n"] for c in a["cohorts"])
+    # Every figure carries its 95 % interval, in each cohort and pooled (`models.metrics` computes them; here:
+    # that they reach the JSON, are intervals, and hold the ranking figures they are of).
+    for c in [*a["cohorts"], a["pooled"]]:
+        for k in ("roc_auc", "pr_auc", "top_decile_lift", "top20_capture", "brier", "ece"):
+            lo, hi = c[f"{k}_ci"]
+            assert 0 <= lo <= hi, k
+        for k in ("pr_auc", "top_decile_lift", "top20_capture", "brier"):  # not ECE: its interval may lie above it
+            assert c[f"{k}_ci"][0] <= c[k] <= c[f"{k}_ci"][1], k
+    pooled_lift, cohort_lift = (np.diff(c["top_decile_lift_ci"])[0] for c in (a["pooled"], a["cohorts"][-1]))
+    assert pooled_lift < cohort_lift  # nine cohorts' leads measure it more closely than one's
 
     out = _cli("evaluate", "--version", "2", "--json", env=env)
     assert out.returncode == 0, out.stderr
@@ -145,11 +155,18 @@ def test_evaluate_reports_counted_cohorts_and_a_reversed_version_mirrors_them(pr
     assert b["holdout"]["roc_auc"] is None  # imported: no holdout
     assert b["first_honest_day"] == a["first_honest_day"]  # its declared window (--as-of, --horizon-days)
 
-    # The version page shows the newest cohort's figures, once (a second evaluation replaced the line).
-    assert _cli("evaluate", "--json", env=env).returncode == 0
+    # The table shows lift and ECE with their intervals, as it shows the AUC's; the version page shows the newest
+    # cohort's figures, once (a second evaluation replaced the line).
+    table = _cli("evaluate", env=env)
+    assert table.returncode == 0, table.stderr
+    newest = a["cohorts"][-1]
+    [row] = [line for line in table.stdout.splitlines() if line.startswith(newest["as_of"])]
+    lift_lo, lift_hi = newest["top_decile_lift_ci"]
+    ece_lo, ece_hi = newest["ece_ci"]
+    assert f"{newest['top_decile_lift']:.2f} [{lift_lo:.2f}\N{EN DASH}{lift_hi:.2f}]" in row
+    assert f"{newest['ece']:.3f} [{ece_lo:.3f}\N{EN DASH}{ece_hi:.3f}]" in row
     reg: Registry = product["registry"]
     mv = reg.client.get_model_version(reg.model_name, "1")
-    newest = a["cohorts"][-1]
     assert mv.tags["live_as_of"] == newest["as_of"]
     assert float(mv.tags["live_roc_auc"]) == pytest.approx(newest["roc_auc"], abs=1e-6)
     assert int(mv.tags["live_n"]) == newest["n"]
@@ -165,6 +182,11 @@ def test_evaluate_reports_counted_cohorts_and_a_reversed_version_mirrors_them(pr
     assert sorted((m.step, round(m.value, 9)) for m in history) == [
         ((d - epoch).days, round(c["roc_auc"], 9)) for d, c in zip(days, a["cohorts"], strict=True)
     ]
+    logged = runs[0].data.metrics  # each figure's bounds beside it, the newest cohort's and the pooled
+    assert (logged["top_decile_lift_lo"], logged["top_decile_lift_hi"]) == pytest.approx(
+        tuple(newest["top_decile_lift_ci"])
+    )
+    assert (logged["pooled/ece_lo"], logged["pooled/ece_hi"]) == pytest.approx(tuple(a["pooled"]["ece_ci"]))
 
 
 def test_an_early_cohort_is_refused_naming_the_first_honest_day(product: dict[str, Any]) -> None:
@@ -437,6 +459,7 @@ def test_the_daily_run_evaluates_the_matured_cohort_once(product: dict[str, Any]
     m = run.data.metrics
     assert m["live/n"] > 0 and m["live/positives"] > 0
     assert m["live/roc_auc"] > 0.6 and m["live/roc_auc_lo"] < m["live/roc_auc"] < m["live/roc_auc_hi"]
+    assert m["live/top_decile_lift_lo"] < m["live/top_decile_lift"] < m["live/top_decile_lift_hi"]
     assert m["live/degraded"] == 0.0 and "live/failed" not in m
     assert m["live/seconds"] > 0  # what the check added to the run (its budget: docs/live-performance.md)
     note = run.data.tags["mlflow.note.content"]
