@@ -48,12 +48,20 @@ def copy_float8_pairs(conn: sa.Connection, query: sa.Select[Any]) -> np.ndarray:
     """Run ``query`` (two columns, cast to float8 and never NULL) as a binary COPY on ``conn`` (psycopg 3) and
     return its rows as an (n, 2) float64 array."""
     compiled = query.compile(dialect=conn.dialect)
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    statement = f"COPY ({compiled}) TO STDOUT (FORMAT BINARY)"
+    driver = conn.connection.driver_connection
+    dbapi = conn.dialect.loaded_dbapi
+    if not conn.in_transaction():
+        conn.begin()  # the COPY runs in the connection's transaction, which SQLAlchemy then ends (or rolls back)
     data = bytearray()
     try:
-        with cursor.copy(f"COPY ({compiled}) TO STDOUT (FORMAT BINARY)", compiled.params) as copy:
+        with driver.cursor() as cursor, cursor.copy(statement, compiled.params) as copy:  # type: ignore[union-attr]
             for block in copy:
                 data += block
-    finally:
-        cursor.close()
+    except dbapi.Error as exc:
+        # As SQLAlchemy raises a driver's error for a statement it runs, so the store's retries and error kinds
+        # (a lost connection, a cancelled statement, a refused one) apply to this one too.
+        if driver.closed:  # type: ignore[union-attr]
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(statement, compiled.params, exc, dbapi.Error, dialect=conn.dialect) from exc
     return parse_float8_pairs(data)
