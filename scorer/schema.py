@@ -137,7 +137,10 @@ def _plan(*, dialect: str, names: Names, existing: set[str] | None = None) -> li
         # Only the service role (which bypasses row level security) reads or writes the job's own tables.
         out.append(f"ALTER TABLE {checkpoints} ENABLE ROW LEVEL SECURITY;")
         out.append(f"ALTER TABLE {history} ENABLE ROW LEVEL SECURITY;")
-        # The challenger's shadow scores: one row per user and model, never in the users table.
+        # The challenger's shadow scores: one row per user and model, never in the users table. UNLOGGED: its
+        # write-ahead log was most of a challenger's cost at 1M leads (~0.9 GB a run, and the checkpoints it
+        # forced made production's own updates slower). The price: a crash of the database empties it, and
+        # standbys and physical backups do not hold its rows (docs/champion-challenger.md#cost).
         out.append(
             _keyed_table(
                 shadow,
@@ -145,7 +148,16 @@ def _plan(*, dialect: str, names: Names, existing: set[str] | None = None) -> li
                 user_id=n.user_id,
                 rest="model_version text NOT NULL, score double precision NOT NULL, "
                 f"scored_at timestamptz NOT NULL, PRIMARY KEY ({q(n.user_id)}, model_version)",
+                unlogged=True,
             )
+        )
+        # A table an earlier release made logged is rewritten once; checked first, since even a no-op ALTER
+        # TABLE waits for an exclusive lock on it.
+        out.append(
+            "DO $do$\nBEGIN\n"
+            f"    IF (SELECT relpersistence FROM pg_catalog.pg_class WHERE oid = to_regclass('{shadow}')) = 'p' THEN\n"
+            f"        ALTER TABLE {shadow} SET UNLOGGED;\n"
+            "    END IF;\nEND\n$do$;"
         )
         out.append(f"ALTER TABLE {shadow} ENABLE ROW LEVEL SECURITY;")
     else:
@@ -204,15 +216,16 @@ _ID_TYPE = """    SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
      WHERE a.attrelid = '{users}'::regclass AND a.attname = '{col}';"""
 
 
-def _keyed_table(table: str, *, users: str, user_id: str, rest: str) -> str:
+def _keyed_table(table: str, *, users: str, user_id: str, rest: str, unlogged: bool = False) -> str:
     """A job's table whose ``user_id`` has the users key's own type (bigint, uuid or text), read from the
     catalog when the statement runs; ``rest``: the other columns and constraints (quoted names)."""
+    kind = "UNLOGGED TABLE" if unlogged else "TABLE"
     return f"""DO $do$
 DECLARE
     id_type text;
 BEGIN
 {_ID_TYPE.format(users=users, col=user_id)}
-    EXECUTE 'CREATE TABLE IF NOT EXISTS {table} ({quote_ident(user_id)} ' || id_type || ' NOT NULL, {rest})';
+    EXECUTE 'CREATE {kind} IF NOT EXISTS {table} ({quote_ident(user_id)} ' || id_type || ' NOT NULL, {rest})';
 END
 $do$;"""
 

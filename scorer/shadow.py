@@ -201,7 +201,7 @@ class Shadow:
             self.drop(f"it failed to score: {_line(exc)}")
             log.error("challenger_failed", error=self.error, exc_info=exc)
             return None
-        return ShadowWrite(model=self.identity, user_ids=list(user_ids), scores=scores.tolist())
+        return ShadowWrite(model=self.identity, user_ids=list(user_ids), scores=scores)
 
     def drop(self, why: str) -> None:
         """Stop shadow-scoring for the rest of the run, keeping why (the run's description says it)."""

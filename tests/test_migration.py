@@ -165,3 +165,33 @@ def test_a_build_that_times_out_says_so_and_the_next_migrate_finishes_it(pg_url)
     migrate(engine)
     engine.dispose()
     assert _validity(pg_url) == [(EVENTS_INDEX, True), ("users_unscored_idx", True)]
+
+
+def test_the_shadow_table_is_unlogged_and_an_earlier_logged_one_keeps_its_rows(pg_url):
+    """The challenger's shadow table writes no write-ahead log (docs/champion-challenger.md#cost): new, it is
+    made UNLOGGED; one an earlier release made logged is switched by `db migrate` (and by the pasted script)
+    with its rows; applying either again changes nothing, and the table keeps its key."""
+    from scorer.schema import migrate
+
+    make_product(pg_url, users=20, seed=53)
+    persistence = "SELECT relpersistence, relfilenode FROM pg_class WHERE oid = 'lead_score_shadow'::regclass"
+    assert execute(pg_url, persistence)[0][0][0] == "u"
+    # What an earlier release left: a logged table holding a challenger's scores.
+    execute(
+        pg_url,
+        "ALTER TABLE lead_score_shadow SET LOGGED",
+        "INSERT INTO lead_score_shadow SELECT user_id, '2/m-x', 0.25, now() FROM users",
+    )
+    assert execute(pg_url, persistence)[0][0][0] == "p"
+    engine = engine_for(pg_url)
+    migrate(engine)
+    kind, node = execute(pg_url, persistence)[0][0]
+    assert kind == "u"
+    migrate(engine)  # again: no rewrite (the same file on disk)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(schema_sql())  # the pasted script, on an unlogged table: a no-op too
+    engine.dispose()
+    assert execute(pg_url, persistence)[0][0] == ("u", node)
+    assert execute(pg_url, "SELECT count(*), min(score), max(score) FROM lead_score_shadow")[0][0] == (20, 0.25, 0.25)
+    with pytest.raises(sa.exc.IntegrityError):
+        execute(pg_url, "INSERT INTO lead_score_shadow SELECT user_id, '2/m-x', 0.5, now() FROM users LIMIT 1")

@@ -327,6 +327,51 @@ def test_a_shadow_write_the_database_refuses_costs_production_nothing(target, ml
     assert "**Challenger v2 stopped being shadow-scored mid-run**" in note and "no shadow" in note
 
 
+def test_the_population_pairs_are_exactly_the_leads_scored_by_both_to_the_bit(target):
+    """`shadow_pairs` (the run's ``challenger/population_*`` figures; on PostgreSQL one binary COPY): every lead
+    holding production's score and this challenger's shadow score, each pair as written, to the bit; nothing of
+    a user with only one of them, another challenger's rows, or (leads only) a customer."""
+    from scorer.stores.base import ScoreWrite, ShadowWrite
+
+    data = make_product(target.url, users=60, seed=59, with_scores=True)
+    ids = [int(u) for u in data.users["user_id"]]
+    customers = set(data.users.loc[data.users["converted_at"].notna(), "user_id"].astype(int))
+    rng = np.random.default_rng(59)
+    production, challenger = rng.random(len(ids)), rng.random(len(ids))
+    with target.store() as store:
+        # Production scores users 0-39, the challenger shadow-scores 20-59, another challenger 0-29.
+        store.write_scores(
+            ScoreWrite(
+                user_ids=ids[:40],
+                scores=production[:40],
+                model="1/m-a",
+                scored_at=AT,
+                shadow=ShadowWrite(model="2/m-b", user_ids=ids[20:], scores=challenger[20:]),
+            )
+        )
+        store.write_scores(
+            ScoreWrite(
+                user_ids=[],
+                scores=[],
+                model="1/m-a",
+                scored_at=AT,
+                shadow=ShadowWrite(model="3/m-c", user_ids=ids[:30], scores=1 - challenger[:30]),
+            )
+        )
+        everyone = store.shadow_pairs(production="1/m-a", challenger="2/m-b", leads_only=False)
+        leads = store.shadow_pairs(production="1/m-a", challenger="2/m-b", leads_only=True)
+        nobody = store.shadow_pairs(production="1/m-b", challenger="2/m-b", leads_only=False)
+
+    def pairs(got) -> list[tuple[float, float]]:
+        return sorted(zip(got.production.tolist(), got.challenger.tolist(), strict=True))
+
+    both = range(20, 40)
+    assert pairs(everyone) == sorted((production[i], challenger[i]) for i in both)
+    assert pairs(leads) == sorted((production[i], challenger[i]) for i in both if ids[i] not in customers)
+    assert 0 < len(leads.production) < 20 and everyone.production.dtype == np.float64
+    assert len(nobody.production) == len(nobody.challenger) == 0
+
+
 @pytest.mark.parametrize("alias", ["production", "latest", "two words", ""])
 def test_the_challenger_alias_setting_refuses_what_mlflow_or_production_would_not_take(alias):
     with pytest.raises(SettingsError, match="challenger_alias"):

@@ -48,6 +48,7 @@ from scorer.stores.base import (
     VisitorFeatures,
     split_dropped,
 )
+from scorer.stores.pg_copy import copy_float8_pairs
 from scorer.stores.pg_features import DROPPED, feature_sql, fits_packed, unpack
 from scorer.stores.sqlite_files import access_errno, not_writable
 
@@ -158,7 +159,18 @@ def _pg_array(name: str, values: Sequence[Any], item_type: Any) -> sa.ColumnElem
     a sixth of the job's Python time; joining the literal here costs a fraction of that. Every element
     is double-quoted with backslash and quote escaped, the array input syntax's own quoting.
     """
-    literal = _array_literal(values)
+    return _bound_array(name, _array_literal(values), item_type)
+
+
+def _pg_floats(name: str, values: Sequence[float]) -> sa.ColumnElement[Any]:
+    """Scores bound as one ``float8[]`` literal, as `_pg_array` binds a list: each the shortest text that reads
+    back to the same double (Python's repr, which PostgreSQL parses exactly), unquoted, since a number needs no
+    quoting: 1.3 instead of 1.8 ms per 2,000 scores (each ``repr(float(x))`` quoted), on the benchmark machine."""
+    literal = "{" + ",".join(map(repr, np.asarray(values, dtype=np.float64).tolist())) + "}"
+    return _bound_array(name, literal, sa.Float(53))
+
+
+def _bound_array(name: str, literal: str, item_type: Any) -> sa.ColumnElement[Any]:
     # Inside a scalar subquery the cast runs once per statement (an InitPlan). A bare cast is not folded
     # into a constant: with a generic plan, or beside an OR, PostgreSQL kept `= ANY(cast)` as a per-row
     # filter and parsed the whole literal again for every row it fetched (4.5 s instead of 0.09 s per
@@ -1076,7 +1088,7 @@ class SqlStore(Source):
         if self._pg:
             ids = _pg_array("ids", shadow.user_ids, self._id_type)
             v = (
-                sa.func.unnest(ids, _pg_array("scores", [repr(float(x)) for x in shadow.scores], sa.Float(53)))
+                sa.func.unnest(ids, _pg_floats("scores", shadow.scores))
                 .table_valued("uid", "score")
                 .render_derived(name="v")
             )
@@ -1116,12 +1128,18 @@ class SqlStore(Source):
         if leads_only and self.has_converted:
             where.append(u[n.converted_at].is_(None))
         q = (
-            sa.select(u[n.lead_score], s.score)
+            sa.select(sa.cast(u[n.lead_score], sa.Float(53)), sa.cast(s.score, sa.Float(53)))
             .select_from(
                 self.users.join(self.shadow, sa.and_(s[n.user_id] == u[n.user_id], s.model_version == challenger))
             )
             .where(*where)
         )
+        if self._pg:
+            # One binary COPY into numpy (26 bytes a pair, no Python object per row): at 1M leads the pairs as
+            # Python tuples took ~5 s of the run's end, nearly all of it in the client.
+            with self.engine.connect() as conn:
+                pairs = copy_float8_pairs(conn, q)
+            return ShadowPairs(production=pairs[:, 0].copy(), challenger=pairs[:, 1].copy())
         # Streamed in chunks into two float arrays: at 1M leads the rows as Python tuples (with their ids)
         # were ~350 MiB of the run's peak and 12 s of its end; the arrays are 16 MB, read in ~5 s.
         chunks: list[np.ndarray] = []
