@@ -23,11 +23,12 @@ import pandas as pd
 import structlog
 from scipy.stats import rankdata
 
+from models.metrics import wilson_interval
 from registry import LoadedModel, LoadPolicy, Registry, ResolvedVersion
 from scorer.stats import ScoreStats
 from scorer.stores.base import ScoringSource, ShadowWrite
 
-__all__ = ["Shadow", "compare_scores", "load_challenger", "not_shadowed", "rank_corr_interval", "wilson_interval"]
+__all__ = ["Shadow", "compare_scores", "load_challenger", "not_shadowed", "rank_corr_interval"]
 
 log = structlog.get_logger("lead_scorer.shadow")
 
@@ -35,22 +36,6 @@ log = structlog.get_logger("lead_scorer.shadow")
 DISAGREEMENTS = 100
 #: The two-sided 95 % normal quantile.
 _Z = 1.959963984540054
-
-
-def wilson_interval(successes: int, trials: int) -> tuple[float, float]:
-    """Wilson's 95 % score interval for a share: unlike the normal one it stays inside [0, 1] and is honest
-    at shares near 0 or 1, which tier changes between close models are.
-
-    >>> [round(x, 4) for x in wilson_interval(0, 10)]
-    [0.0, 0.2775]
-    """
-    if trials <= 0:
-        return 0.0, 1.0
-    p = successes / trials
-    denom = 1 + _Z**2 / trials
-    centre = (p + _Z**2 / (2 * trials)) / denom
-    half = _Z * math.sqrt(p * (1 - p) / trials + _Z**2 / (4 * trials**2)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def rank_corr_interval(r: float, n: int) -> tuple[float, float]:

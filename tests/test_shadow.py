@@ -18,12 +18,13 @@ from typer.testing import CliRunner
 
 from lead_errors import SettingsError
 from models import FeatureCatalog
+from models.metrics import wilson_interval
 from registry import Registry
 from scorer.app import run_scoring
 from scorer.cli import app
 from scorer.edge import model_source, run_options, train_options
 from scorer.settings import load_settings
-from scorer.shadow import compare_scores, not_shadowed, rank_corr_interval, wilson_interval
+from scorer.shadow import compare_scores, not_shadowed, rank_corr_interval
 from scorer.trainer import import_joblib, train_model
 from tests.support import NOW, execute, make_product, scoring_runs, snapshot
 

@@ -114,7 +114,7 @@ class ShadowWrite:
 
     model: str  # the challenger's identity (`registry.ResolvedVersion.identity`)
     user_ids: Sequence[Any]
-    scores: Sequence[float]
+    scores: Sequence[float] | np.ndarray
 
 
 @dataclass(frozen=True, kw_only=True)

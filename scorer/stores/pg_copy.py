@@ -13,8 +13,6 @@ end, nearly all of it in the client; the same pairs as one ``COPY (SELECT …) T
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import sqlalchemy as sa
 
@@ -44,7 +42,7 @@ def parse_float8_pairs(data: bytes | bytearray | memoryview) -> np.ndarray:
     return out
 
 
-def copy_float8_pairs(conn: sa.Connection, query: sa.Select[Any]) -> np.ndarray:
+def copy_float8_pairs(conn: sa.Connection, query: sa.Select[float, float]) -> np.ndarray:
     """Run ``query`` (two columns, cast to float8 and never NULL) as a binary COPY on ``conn`` (psycopg 3) and
     return its rows as an (n, 2) float64 array."""
     compiled = query.compile(dialect=conn.dialect)
