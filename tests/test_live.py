@@ -84,10 +84,7 @@ def live_product(db_url: str, mlflow_local: Any, tmp_path: Path) -> dict[str, An
     settings = mlflow_local.settings(db_url, evaluation_experiment=f"eval-{tmp_path.name}")
     as_of = midnight(NOW - timedelta(days=TRAINED_DAYS_AGO))
     first = train_model(
-        train_options(settings),
-        as_of=as_of,
-        horizon_days=HORIZON,
-        promote=True,
+        train_options(settings, as_of=as_of, horizon_days=HORIZON, promote=True),
         artifact_location=mlflow_local.artifacts,
     )
     reg = Registry(tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)
@@ -425,10 +422,7 @@ def test_a_daily_run_over_rest_says_its_check_was_skipped(pg_url: str, mlflow_lo
     settings = mlflow_local.settings(pg_url)
     as_of = midnight(NOW - timedelta(days=TRAINED_DAYS_AGO))
     train_model(
-        train_options(settings),
-        as_of=as_of,
-        horizon_days=HORIZON,
-        promote=True,
+        train_options(settings, as_of=as_of, horizon_days=HORIZON, promote=True),
         artifact_location=mlflow_local.artifacts,
     )
     options = run_options(settings)

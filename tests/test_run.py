@@ -37,7 +37,7 @@ def _runs(settings) -> list:
 
 
 def _train(settings, mlflow_local, **kw):
-    return train_model(train_options(settings), artifact_location=mlflow_local.artifacts, **kw)
+    return train_model(train_options(settings, **kw), artifact_location=mlflow_local.artifacts)
 
 
 def test_run_is_tracked_with_version_counts_and_distribution(db_url, mlflow_local):
