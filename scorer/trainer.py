@@ -56,11 +56,12 @@ TOP_EVENT_TYPES = 12
 class TrainOptions:
     """Everything a training run is told: where it reads (the store), registers (the model source: server,
     model, load policy) and in whose name it promotes (``actor``, recorded as ``promoted_by``), and the run's
-    choices, one per flag of `lead-scorer train`.
+    choices, one per flag of `lead-scorer train`. A library call with a 14-day label, made challenger::
 
-    Contradictory choices are refused when the options are made, whoever makes them::
+        train_model(TrainOptions(store=store, model=model, actor="ci", horizon_days=14, challenger=True))
 
-        TrainOptions(store=store, model=model, actor="ci", horizon_days=14, challenger=True)
+    Contradictory choices (``promote`` and ``challenger``, a horizon of 0 days) are refused when the options
+    are made, whoever makes them: a `SettingsError`, exit 2 from the command line.
     """
 
     store: StoreOptions

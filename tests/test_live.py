@@ -283,7 +283,7 @@ def test_served_scores_match_recomputed_until_an_event_arrives_late(product: dic
     from scorer.cohorts import score_cohorts
     from scorer.edge import model_source, store_options
     from scorer.evaluation import EvaluateOptions, evaluate_version
-    from scorer.job import JobOptions, score_users, selector_for
+    from scorer.job import JobOptions, score_users
 
     url, settings, reg = product["url"], product["settings"], product["registry"]
     t = midnight(product["as_of"] + timedelta(days=HORIZON + 14))
@@ -293,8 +293,7 @@ def test_served_scores_match_recomputed_until_an_event_arrives_late(product: dic
     # The daily run of day T, at midnight: it wrote each user's score and a history row at T.
     job = JobOptions(select="all", leads_only=False, history=True)
     with SqlStore(url) as store:
-        selector = selector_for(store, options=job, model=resolved.identity, catalog=catalog, as_of=t)
-        summary = score_users(store=store, model=model, options=job, catalog=catalog, now=t, selector=selector)
+        summary = score_users(store=store, model=model, options=job, catalog=catalog, now=t)
         assert summary.users_scored > 0
 
         def both() -> tuple[dict[Any, float], dict[Any, float]]:
