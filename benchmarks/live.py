@@ -72,10 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     now = datetime.now(UTC)
     as_of = midnight(now - timedelta(days=2 * HORIZON))  # first honest day = the last matured one: one is due
     trained = train_model(
-        train_options(settings),
-        as_of=as_of,
-        horizon_days=HORIZON,
-        promote=True,
+        train_options(settings, as_of=as_of, horizon_days=HORIZON, promote=True),
         artifact_location=(a.workdir / "artifacts").as_uri(),
     )
     reg = Registry(tracking_uri=tracking, model_name=settings.model_name)

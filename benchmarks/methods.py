@@ -276,7 +276,7 @@ def train(url: str, tracking_uri: str, model_name: str, artifacts: str) -> dict[
         model_name=model_name,
         training_experiment=f"bench-training-{model_name}",
     )
-    out = train_model(train_options(settings), promote=False, artifact_location=artifacts)
+    out = train_model(train_options(settings), artifact_location=artifacts)
     return {
         "users": out.users,
         "version": out.version.version,

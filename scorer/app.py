@@ -30,7 +30,7 @@ from registry import (
 )
 from scorer.compare import run_auto_promotion
 from scorer.contract import Names
-from scorer.job import BatchReport, JobOptions, RunSummary, score_users, selector_for
+from scorer.job import BatchReport, JobOptions, RunSummary, score_users
 from scorer.live import LiveCheck, evaluate_matured, live_due
 from scorer.run_record import (
     RecordOptions,
@@ -225,11 +225,8 @@ def run_scoring(
         owned.close()  # a run that stops before scoring leaves no connection (or lock) behind
         raise
     try:
-        # 4. Who is stale, by the catalog's windows and the checkpoint earlier runs of this model left.
-        selector = selector_for(store, options=job, model=resolved.identity, catalog=catalog, as_of=now)
-        if on_start is not None:
-            on_start(store.count_users(selector))
-        # 5. The batch loop.
+        # 4-5. Who is stale (by the catalog's windows and the checkpoint earlier runs of this model left), and
+        # the batch loop over them.
         summary = score_users(
             store=store,
             model=model,
@@ -237,16 +234,16 @@ def run_scoring(
             tracker=record.tracker,
             catalog=catalog,
             now=now,
+            on_start=on_start,
             on_batch=on_batch,
             should_stop=stop,
-            selector=selector,
             shadow=shadow,
         )
         if shadow is not None and not job.dry_run and not summary.store_lost:
             shadow.compare_population(
                 store,
                 production=resolved.identity,
-                leads_only=selector.leads_only,
+                leads_only=summary.leads_only,
                 hot=options.hot_threshold,
                 warm=options.warm_threshold,
             )
@@ -280,7 +277,7 @@ def run_scoring(
     # 6. Totals, distribution, drift, tiers, failed users: the run's record ends as a Spark run's does.
     record.finish(
         summary,
-        leads_only=selector.leads_only,
+        leads_only=summary.leads_only,
         live=live,
         shadow=shadow,
         notes=[promotion.line] if promotion is not None else [],

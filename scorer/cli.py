@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -303,13 +303,15 @@ def train(
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     out = train_model(
-        train_options(settings),
-        as_of=as_of.replace(tzinfo=UTC) if as_of else None,
-        horizon_days=horizon_days,
-        top_event_types=top_event_types,
-        promote=promote,
-        challenger=challenger,
-        seed=seed,
+        train_options(
+            settings,
+            as_of=as_of,
+            horizon_days=horizon_days,
+            top_event_types=top_event_types,
+            promote=promote,
+            challenger=challenger,
+            seed=seed,
+        )
     )
     m = out.result.metrics
     typer.echo(
@@ -575,25 +577,20 @@ def registry_import_joblib(
 ) -> None:
     """Register a legacy joblib pipeline as a new version, re-saved in the safe skops format."""
     with _loading():
-        from scorer.edge import load_policy, model_source
+        from scorer.edge import import_options
         from scorer.trainer import import_joblib
 
-    settings = _settings(mlflow_tracking_uri=tracking_uri)
-    version = import_joblib(
-        model_source(settings),
-        path,
-        experiment=settings.training_experiment,
-        trust=trust,
-        as_of=as_of.replace(tzinfo=UTC) if as_of else None,
-        horizon_days=horizon_days,
+    options = import_options(
+        _settings(mlflow_tracking_uri=tracking_uri), trust=trust, as_of=as_of, horizon_days=horizon_days
     )
+    version = import_joblib(options, path)
     typer.echo(
         f"registered {path.name} as {version.name} version {version.version} (skops); "
         f"promote it with `lead-scorer registry promote {version.version} --force` (it has no holdout metrics)"
     )
     from registry import TAG_TRUSTED_TYPES
 
-    extra = load_policy(settings).untrusted(json.loads(version.tags.get(TAG_TRUSTED_TYPES) or "[]"))
+    extra = options.model.policy.untrusted(json.loads(version.tags.get(TAG_TRUSTED_TYPES) or "[]"))
     if extra:
         typer.echo(
             f"note: it asks to trust types outside the job's allowlist; the job loads it only with "

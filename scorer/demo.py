@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -242,7 +242,7 @@ def run_demo(root: Path, *, promoted_by: str, users: int = 5_000, reset: bool = 
     registry = options.model.registry()
     if not registry.versions():
         as_of = datetime.now(UTC) - timedelta(days=DEMO_TRAINED_DAYS_AGO)
-        out = train_model(training, as_of=as_of, horizon_days=30, promote=True, artifact_location=artifacts)
+        out = train_model(replace(training, as_of=as_of, promote=True), artifact_location=artifacts)
         m = out.result.metrics
         typer.echo(
             f"trained {out.version.name} v{out.version.version} on {out.users:,} users as of {as_of:%Y-%m-%d} "

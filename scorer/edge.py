@@ -8,23 +8,25 @@ from __future__ import annotations
 import getpass
 import os
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import structlog
 
-from registry import LoadPolicy, Registry
+from registry import DEFAULT_HORIZON_DAYS, LoadPolicy, Registry
 from scorer.app import ExplainOptions, LiveOptions, ModelSource, RunOptions, StoreOptions
 from scorer.evaluation import EvaluateOptions
 from scorer.job import JobOptions, batch_cap
 from scorer.promotion import CompareOptions
 from scorer.settings import Settings
 from scorer.stores import Waits
-from scorer.trainer import TrainOptions
+from scorer.trainer import TOP_EVENT_TYPES, ImportOptions, TrainOptions
 
 __all__ = [
     "actor",
     "compare_options",
     "evaluate_options",
     "explain_options",
+    "import_options",
     "job_options",
     "load_policy",
     "migrate_options",
@@ -147,8 +149,20 @@ def explain_options(settings: Settings) -> ExplainOptions:
     return ExplainOptions(store=store_options(settings), model=model)
 
 
-def train_options(settings: Settings, *, promoted_by: str | None = None) -> TrainOptions:
-    """Training's options; a promotion is recorded as ``promoted_by``, else as `actor()` says."""
+def train_options(
+    settings: Settings,
+    *,
+    promoted_by: str | None = None,
+    as_of: datetime | None = None,
+    horizon_days: int = DEFAULT_HORIZON_DAYS,
+    top_event_types: int = TOP_EVENT_TYPES,
+    promote: bool = False,
+    challenger: bool = False,
+    seed: int = 0,
+) -> TrainOptions:
+    """Training's options: the settings, and one argument per flag of `lead-scorer train` (a date without a
+    zone is UTC); a promotion is recorded as ``promoted_by``, else as `actor()` says. ``lead-scorer train
+    --horizon-days 14 --challenger`` is ``train_options(settings, horizon_days=14, challenger=True)``."""
     model = model_source(settings)
     return TrainOptions(
         store=store_options(settings),
@@ -156,7 +170,32 @@ def train_options(settings: Settings, *, promoted_by: str | None = None) -> Trai
         actor=promoted_by or actor(),
         experiment=settings.training_experiment,
         batch_size=settings.batch_size,
+        as_of=_utc(as_of),
+        horizon_days=horizon_days,
+        top_event_types=top_event_types,
+        promote=promote,
+        challenger=challenger,
+        seed=seed,
     )
+
+
+def import_options(
+    settings: Settings, *, trust: bool = False, as_of: datetime | None = None, horizon_days: int | None = None
+) -> ImportOptions:
+    """`lead-scorer registry import-joblib`'s options: the model source, the training experiment, and one
+    argument per flag (a date without a zone is UTC)."""
+    return ImportOptions(
+        model=model_source(settings),
+        experiment=settings.training_experiment,
+        trust=trust,
+        as_of=_utc(as_of),
+        horizon_days=horizon_days,
+    )
+
+
+def _utc(day: datetime | None) -> datetime | None:
+    """A date given on the command line (no zone) is a UTC date; one with a zone is kept."""
+    return day.replace(tzinfo=UTC) if day is not None and day.tzinfo is None else day
 
 
 def evaluate_options(settings: Settings) -> EvaluateOptions:

@@ -102,6 +102,8 @@ class RunSummary:
     store_lost: str | None = None  # the store stayed unreachable beyond its retries: the run stopped here
     #: Users whose own row failed (their batch was split down to them): id and cause, never the row's data.
     failed_users: list[dict[str, str]] = field(default_factory=list)
+    #: The population the run selected: open leads only, or everyone (also when the store has no converted_at).
+    leads_only: bool = True
 
     @property
     def clean(self) -> bool:
@@ -376,6 +378,9 @@ def freshness(
 def selector_for(
     store: ScoringSource, *, options: JobOptions, model: str, catalog: FeatureCatalog, as_of: datetime
 ) -> Selector:
+    """Step 4, the one place a run's selection is made (`score_users`, and Spark's run for its population and
+    checkpoint): the population the options ask for, if the store can tell leads from customers, and which
+    of them are stale for ``model`` at ``as_of``."""
     leads_only = options.leads_only and store.has_converted
     fresh = freshness(store, model=model, catalog=catalog, as_of=as_of, leads_only=leads_only)
     return Selector(select=options.select, leads_only=leads_only, freshness=fresh)
@@ -389,13 +394,14 @@ def score_users(
     tracker: Tracker | None = None,
     catalog: FeatureCatalog | None = None,
     now: datetime | None = None,
+    on_start: Callable[[int | None], None] | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    selector: Selector | None = None,
     shadow: Shadow | None = None,
 ) -> RunSummary:
-    """Score the selected users batch by batch and write what changed, update-only; a ``shadow`` challenger
-    scores the same users from the same features into the shadow table, in the same write.
+    """Select the users (`selector_for`; ``on_start`` gets how many), score them batch by batch and write what
+    changed, update-only; a ``shadow`` challenger scores the same users from the same features into the shadow
+    table, in the same write. The summary says which population was selected (``leads_only``).
 
     A batch that fails (after the store's retries) is counted and skipped; the loop goes on.
     Missing schema or refused credentials stop the run. ``should_stop`` is checked between
@@ -406,8 +412,10 @@ def score_users(
     as_of = now or datetime.now(UTC)
     since = catalog.since(as_of)
     identity = model.resolved.identity
-    selector = selector or selector_for(store, options=options, model=identity, catalog=catalog, as_of=as_of)
-    summary = RunSummary(model_version=model.resolved.version)
+    selector = selector_for(store, options=options, model=identity, catalog=catalog, as_of=as_of)
+    if on_start is not None:
+        on_start(store.count_users(selector))
+    summary = RunSummary(model_version=model.resolved.version, leads_only=selector.leads_only)
     # The checkpoint moves only for runs that check every selected user (not `unscored`, not a dry run) and
     # only over an unbroken prefix of written batches: a user past a failed batch is not known to be done.
     moves_checkpoint = options.select != "unscored" and not options.dry_run and selector.freshness is not None

@@ -1,7 +1,7 @@
 """`lead-scorer train` and `lead-scorer registry import-joblib`: a new registered version, from the database
 (point-in-time features, a holdout evaluation) or from a legacy joblib file. The fitting itself is
 `models.training`; this module reads the store, and registers and promotes through the registry. The CLI's
-``lead-scorer train --promote`` is ``train_model(train_options(load_settings()), promote=True)``.
+``lead-scorer train --promote`` is ``train_model(train_options(load_settings(), promote=True))``.
 """
 
 from __future__ import annotations
@@ -35,15 +35,34 @@ from scorer.cohorts import midnight, point_in_time_pages
 from scorer.stats import ScoreStats
 from scorer.stores import TrainingSource
 
-__all__ = ["TrainOptions", "TrainOutcome", "build_training_set", "import_joblib", "train_model"]
+__all__ = [
+    "TOP_EVENT_TYPES",
+    "ImportOptions",
+    "TrainOptions",
+    "TrainOutcome",
+    "build_training_set",
+    "import_joblib",
+    "train_model",
+]
 
 log = structlog.get_logger("lead_scorer")
 
 
+#: Event types (most frequent first) a trained model counts, unless told otherwise.
+TOP_EVENT_TYPES = 12
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainOptions:
-    """Where training reads (the store), registers (the model source: server, model, load policy) and in
-    whose name it promotes (``actor``, recorded as ``promoted_by``)."""
+    """Everything a training run is told: where it reads (the store), registers (the model source: server,
+    model, load policy) and in whose name it promotes (``actor``, recorded as ``promoted_by``), and the run's
+    choices, one per flag of `lead-scorer train`. A library call with a 14-day label, made challenger::
+
+        train_model(TrainOptions(store=store, model=model, actor="ci", horizon_days=14, challenger=True))
+
+    Contradictory choices (``promote`` and ``challenger``, a horizon of 0 days) are refused when the options
+    are made, whoever makes them: a `SettingsError`, exit 2 from the command line.
+    """
 
     store: StoreOptions
     model: ModelSource
@@ -51,6 +70,42 @@ class TrainOptions:
     experiment: str = "lead-scorer/training"
     #: Users per page read (at least 5,000: training reads everyone once).
     batch_size: int = 2_000
+    #: The cutoff (its UTC midnight): features from before it, labels from the horizon after it.
+    #: None: ``horizon_days`` before today.
+    as_of: datetime | None = None
+    #: The label: converted within this many days after the cutoff.
+    horizon_days: int = DEFAULT_HORIZON_DAYS
+    top_event_types: int = TOP_EVENT_TYPES
+    #: Point the production alias at the new version (``challenger``: the challenger alias); not both.
+    promote: bool = False
+    challenger: bool = False
+    #: The holdout split's and the model's random seed.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.horizon_days <= 0:
+            raise SettingsError("--horizon-days must be positive")
+        if self.promote and self.challenger:
+            raise SettingsError(
+                "--promote and --challenger both given", hint="a new version is either production or the challenger"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportOptions:
+    """Everything `lead-scorer registry import-joblib` is told, but the file: where it registers (the model
+    source), under which experiment, whether the file is trusted (loading a pickle runs its code), and the
+    window it was trained on (``as_of``, ``horizon_days``; see `import_joblib`)."""
+
+    model: ModelSource
+    experiment: str = "lead-scorer/training"
+    trust: bool = False
+    as_of: datetime | None = None
+    horizon_days: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.horizon_days is not None and self.horizon_days <= 0:
+            raise SettingsError("--horizon-days must be positive")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,30 +153,21 @@ def build_training_set(
 def train_model(
     options: TrainOptions,
     *,
-    as_of: datetime | None = None,
-    horizon_days: int = 30,
-    top_event_types: int = 12,
-    promote: bool = False,
-    challenger: bool = False,
-    seed: int = 0,
     store: TrainingSource | None = None,
-    artifact_location: str | None = None,
     catalog: FeatureCatalog | None = None,
+    artifact_location: str | None = None,
 ) -> TrainOutcome:
-    """Train on the configured database and register a new version (promote only when asked; ``challenger``:
-    point the challenger alias at it instead, so the daily run shadow-scores it beside production).
+    """Train on the configured database and register a new version (promote only when ``options.promote``;
+    ``options.challenger``: point the challenger alias at it instead, so the daily run shadow-scores it beside
+    production). ``store`` (a training source already open) and ``catalog`` are collaborators a caller may
+    bring; ``artifact_location`` is where a new experiment keeps its artifacts, as in `run_scoring`.
 
     Nothing moves before the version is registered: a retrain that fails leaves both aliases where they were."""
-    if horizon_days <= 0:
-        raise SettingsError("--horizon-days must be positive")
-    if promote and challenger:
-        raise SettingsError(
-            "--promote and --challenger both given", hint="a new version is either production or the challenger"
-        )
+    horizon_days, top_event_types, seed = options.horizon_days, options.top_event_types, options.seed
     catalog = catalog or FeatureCatalog()
     # A cutoff is a UTC midnight, so "before the cutoff" is whole days for the features and the label alike.
     as_of = (
-        (as_of or (datetime.now(UTC) - timedelta(days=horizon_days)))
+        (options.as_of or (datetime.now(UTC) - timedelta(days=horizon_days)))
         .astimezone(UTC)
         .replace(hour=0, minute=0, second=0, microsecond=0)
     )
@@ -199,7 +245,7 @@ def train_model(
             )
         except Exception as exc:
             log.warning("run_not_renamed", run_id=version.run_id, error=type(exc).__name__)
-    if promote:
+    if options.promote:
         try:
             registry.promote(version.version, actor=options.actor, policy=options.model.policy)
         except PromotionRefused as exc:
@@ -207,7 +253,7 @@ def train_model(
                 f"registered version {version.version}, but did not promote it: {exc.message}",
                 hint=f"promote it anyway with `lead-scorer registry promote {version.version} --force`",
             ) from exc
-    if challenger:
+    if options.challenger:
         try:
             registry.challenge(
                 version.version, actor=options.actor, policy=options.model.policy, check_inputs=catalog.check
@@ -222,8 +268,8 @@ def train_model(
         result=result,
         event_types=event_types,
         users=len(labels),
-        promoted=promote,
-        challenger=challenger,
+        promoted=options.promote,
+        challenger=options.challenger,
     )
 
 
@@ -242,25 +288,23 @@ def _version_description(result: TrainResult, *, as_of: datetime, horizon_days: 
 
 
 def import_joblib(
-    model: ModelSource,
+    options: ImportOptions,
     path: Path,
     *,
-    experiment: str = "lead-scorer/training",
-    trust: bool = False,
     catalog: FeatureCatalog | None = None,
     artifact_location: str | None = None,
-    as_of: datetime | None = None,
-    horizon_days: int | None = None,
 ) -> ResolvedVersion:
     """Register a legacy joblib pipeline (like the original ``lead_scoring_pipeline_v1.joblib``) as a new
     version, re-saved in the skops format. Loading a pickle runs its code, so ``trust`` must be given.
 
-    ``as_of`` and ``horizon_days`` declare the window it was trained on (cutoff, label horizon), which says
-    from which day its live cohorts are honest (`registry.training_window`); without ``as_of`` it counts as
-    trained on everything up to the day it is registered."""
-    if horizon_days is not None and horizon_days <= 0:
-        raise SettingsError("--horizon-days must be positive")
-    if not trust:
+    ``options.as_of`` and ``options.horizon_days`` declare the window it was trained on (cutoff, label horizon),
+    which says from which day its live cohorts are honest (`registry.training_window`); without ``as_of`` it
+    counts as trained on everything up to the day it is registered::
+
+        import_joblib(ImportOptions(model=ModelSource(tracking_uri=uri), trust=True), Path("v1.joblib"))
+    """
+    as_of, horizon_days = options.as_of, options.horizon_days
+    if not options.trust:
         raise SettingsError(
             f"refusing to load {path.name}: loading a joblib/pickle file runs any code it contains",
             hint="pass --trust only for a file you made yourself or got from someone you trust",
@@ -290,10 +334,10 @@ def import_joblib(
         cutoff = midnight(as_of)
         window |= {TAG_AS_OF: cutoff.isoformat(), TAG_HORIZON_DAYS: str(horizon_days or DEFAULT_HORIZON_DAYS)}
         window[TAG_WINDOW] = "declared"
-    version = model.registry().register(
+    version = options.model.registry().register(
         pipeline,
         example=example,
-        experiment=experiment,
+        experiment=options.experiment,
         metrics={},
         params={"imported_from": path.name, **window},
         version_tags={"imported_from": path.name, TAG_TRUSTED_TYPES: json.dumps(untrusted), **window},

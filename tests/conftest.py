@@ -112,7 +112,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, mlflow_local):
     db = f"sqlite:///{tmp_path_factory.mktemp('train') / 'train.db'}"
     make_product(db, users=1500, seed=7)
     settings = mlflow_local.settings(db)
-    train_model(train_options(settings), promote=True, artifact_location=mlflow_local.artifacts)
+    train_model(train_options(settings, promote=True), artifact_location=mlflow_local.artifacts)
     reg = Registry(tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)
     return settings, reg.load(reg.resolve())
 

@@ -18,7 +18,7 @@ from models.metrics import Z95
 from registry import Registry
 from scorer.cohorts import CohortScores, midnight
 from scorer.compare import AUTO_ACTOR, pooled_pair, verdict_of
-from scorer.edge import model_source
+from scorer.edge import import_options
 from scorer.trainer import import_joblib
 from tests.support import NOW, execute
 from tests.test_live import HORIZON, _cli, _count, _scoring_run, live_product
@@ -143,7 +143,9 @@ def _import_same(product: dict[str, Any], tmp_path: Path) -> str:
     settings, reg = product["settings"], product["registry"]
     path = tmp_path / "same.joblib"
     joblib.dump(reg.load(reg.resolve(pin="1")).pipeline, path)
-    return import_joblib(model_source(settings), path, trust=True, as_of=product["as_of"], horizon_days=HORIZON).version
+    return import_joblib(
+        import_options(settings, trust=True, as_of=product["as_of"], horizon_days=HORIZON), path
+    ).version
 
 
 def test_auto_promotion_promotes_a_clearly_better_challenger_and_leaves_a_tie(

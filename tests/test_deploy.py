@@ -650,7 +650,7 @@ def tracked_demo(tmp_path_factory: pytest.TempPathFactory):
         paths = DemoPaths(root / "data")
         build_demo(paths, users=300)
         out = train_model(
-            train_options(load_settings(database_url=paths.database_url, mlflow_tracking_uri=url)), promote=True
+            train_options(load_settings(database_url=paths.database_url, mlflow_tracking_uri=url), promote=True)
         )
         assert out.promoted and str(out.version.version) == "1"
         yield url, paths

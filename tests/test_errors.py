@@ -189,16 +189,21 @@ def test_cli_no_production_model_exits_3_with_its_hint(sqlite_url, mlflow_local)
     assert "registry promote" in result.output and "Traceback" not in result.output
 
 
+def _train_env(url: str, settings) -> dict[str, str]:
+    """`lead-scorer train`'s environment for the test's database and its own model and training experiment."""
+    return {
+        "DATABASE_URL": url,
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "LEAD_SCORER_MODEL_NAME": settings.model_name,
+        "LEAD_SCORER_TRAINING_EXPERIMENT": settings.training_experiment,
+    }
+
+
 def test_cli_train_with_too_few_conversions_exits_3_with_its_reason(sqlite_url, mlflow_local) -> None:
     make_product(sqlite_url, users=200, seed=62)
     execute(sqlite_url, "UPDATE users SET converted_at = NULL")  # nobody converts: nothing to learn
     settings = mlflow_local.settings(sqlite_url)
-    env = {
-        "DATABASE_URL": sqlite_url,
-        "MLFLOW_TRACKING_URI": mlflow_local.tracking_uri,
-        "LEAD_SCORER_MODEL_NAME": settings.model_name,
-        "LEAD_SCORER_TRAINING_EXPERIMENT": settings.training_experiment,
-    }
+    env = _train_env(sqlite_url, settings)
     result = _cli(["train"], env)
     assert result.exit_code == ExitCode.MODEL == 3, result.output
     assert re.search(r"error: 0 of \d+ users converted in the horizon", result.output), result.output
@@ -208,8 +213,60 @@ def test_cli_train_with_too_few_conversions_exits_3_with_its_reason(sqlite_url, 
 def test_cli_rollback_without_a_previous_version_is_refused(sqlite_url, mlflow_local) -> None:
     make_product(sqlite_url, users=200, seed=63)
     settings = mlflow_local.settings(sqlite_url)
-    train_model(train_options(settings), artifact_location=mlflow_local.artifacts, promote=True)
+    train_model(train_options(settings, promote=True), artifact_location=mlflow_local.artifacts)
     env = {"MLFLOW_TRACKING_URI": mlflow_local.tracking_uri, "LEAD_SCORER_MODEL_NAME": settings.model_name}
     result = _cli(["registry", "rollback"], env)
     assert result.exit_code == ExitCode.PROMOTION_REFUSED == 7, result.output
     assert "records no previous production version" in result.output and "hint:" in result.output
+
+
+def test_every_train_choice_reaches_the_version_and_a_bad_one_exits_2(sqlite_url, mlflow_local) -> None:
+    """`lead-scorer train`'s flags become `TrainOptions` at the edge, every one of them, and a library caller
+    building `TrainOptions` itself gets the same run: the version records what was asked. A bad choice is
+    refused where the options are made, for both callers: exit 2 naming the flag, nothing registered."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from mlflow import MlflowClient
+
+    from registry import Registry
+    from scorer.trainer import TrainOptions
+    from tests.support import NOW
+
+    make_product(sqlite_url, users=300, seed=64)
+    settings = mlflow_local.settings(sqlite_url)
+    env = _train_env(sqlite_url, settings)
+    reg = Registry(tracking_uri=mlflow_local.tracking_uri, model_name=settings.model_name)
+    for flags, message in (
+        (["--horizon-days", "0"], "--horizon-days must be positive"),
+        (["--promote", "--challenger"], "--promote and --challenger both given"),
+    ):
+        result = _cli(["train", *flags], env)
+        assert result.exit_code == ExitCode.SETTINGS == 2, result.output
+        assert f"error: {message}" in result.output and "Traceback" not in result.output
+    with pytest.raises(lead_errors.SettingsError, match="--horizon-days must be positive"):
+        replace(train_options(settings), horizon_days=-3)
+    assert reg.versions() == []
+
+    # The library: options made without the edge. (First, so the experiment gets the test's artifact folder.)
+    base = train_options(settings)
+    options = TrainOptions(store=base.store, model=base.model, actor="lib", horizon_days=14, promote=True)
+    assert train_model(options, artifact_location=mlflow_local.artifacts).promoted
+    # The command line: every flag given, none at its default.
+    as_of = (NOW - timedelta(days=20)).date()
+    flags = ["--as-of", f"{as_of:%Y-%m-%d}", "--horizon-days", "10", "--top-event-types", "4", "--seed", "3"]
+    result = _cli(["train", *flags, "--challenger"], env)
+    assert result.exit_code == 0, result.output
+
+    client = MlflowClient(tracking_uri=mlflow_local.tracking_uri)
+    got = {}
+    for v in ("1", "2"):
+        version = client.get_model_version(settings.model_name, v)
+        params = client.get_run(version.run_id).data.params
+        got[v] = {"horizon_tag": version.tags["horizon_days"], **params}
+    assert got["1"]["horizon_tag"] == got["1"]["horizon_days"] == "14"
+    assert (got["1"]["seed"], got["1"]["top_event_types"]) == ("0", "12")
+    assert got["2"]["horizon_tag"] == got["2"]["horizon_days"] == "10"
+    assert (got["2"]["seed"], got["2"]["top_event_types"]) == ("3", "4")
+    assert got["2"]["as_of"] == f"{as_of.isoformat()}T00:00:00+00:00"  # a date on the command line is UTC
+    assert reg.resolve().version == "1" and reg.resolve_challenger().version == "2"

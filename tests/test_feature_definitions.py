@@ -69,7 +69,7 @@ def extended_model(tmp_path_factory: pytest.TempPathFactory, mlflow_local):
     db = f"sqlite:///{tmp_path_factory.mktemp('train-extended') / 'train.db'}"
     make_product(db, users=800, seed=17)
     settings = mlflow_local.settings(db)
-    train_model(train_options(settings), promote=True, artifact_location=mlflow_local.artifacts, catalog=EXTENDED)
+    train_model(train_options(settings, promote=True), artifact_location=mlflow_local.artifacts, catalog=EXTENDED)
     reg = Registry(tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)
     return settings.model_name, reg.load(reg.resolve())
 

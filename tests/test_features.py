@@ -154,7 +154,7 @@ def test_training_is_point_in_time_and_learns_the_products_own_events(db_url, ml
     assert x["evt_quote_requested_7d"].sum() == x.loc[y == 1, "evt_quote_requested_7d"].sum()  # nothing after as_of
 
     settings = mlflow_local.settings(db_url)
-    out = train_model(train_options(settings), as_of=AS_OF, horizon_days=30, artifact_location=mlflow_local.artifacts)
+    out = train_model(train_options(settings, as_of=AS_OF, horizon_days=30), artifact_location=mlflow_local.artifacts)
     assert out.result.metrics["roc_auc"] > 0.9
     reg = Registry(tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)
     model = reg.load(reg.resolve(pin="1"))
@@ -176,7 +176,7 @@ def test_training_refuses_a_horizon_ending_in_the_future(sqlite_url, mlflow_loca
 
     with pytest.raises(SettingsError, match="future"):
         train_model(
-            train_options(mlflow_local.settings(sqlite_url)),
-            as_of=datetime.now(UTC) - timedelta(days=3),
-            horizon_days=30,
+            train_options(
+                mlflow_local.settings(sqlite_url), as_of=datetime.now(UTC) - timedelta(days=3), horizon_days=30
+            )
         )

@@ -86,10 +86,7 @@ def live_product(db_url: str, mlflow_local: Any, tmp_path: Path) -> dict[str, An
     settings = mlflow_local.settings(db_url, evaluation_experiment=f"eval-{tmp_path.name}")
     as_of = midnight(NOW - timedelta(days=TRAINED_DAYS_AGO))
     first = train_model(
-        train_options(settings),
-        as_of=as_of,
-        horizon_days=HORIZON,
-        promote=True,
+        train_options(settings, as_of=as_of, horizon_days=HORIZON, promote=True),
         artifact_location=mlflow_local.artifacts,
     )
     reg = Registry(tracking_uri=settings.mlflow_tracking_uri, model_name=settings.model_name)
@@ -380,7 +377,7 @@ def test_served_scores_match_recomputed_until_an_event_arrives_late(product: dic
     from scorer.cohorts import score_cohorts
     from scorer.edge import model_source, store_options
     from scorer.evaluation import EvaluateOptions, evaluate_version
-    from scorer.job import JobOptions, score_users, selector_for
+    from scorer.job import JobOptions, score_users
 
     url, settings, reg = product["url"], product["settings"], product["registry"]
     t = midnight(product["as_of"] + timedelta(days=HORIZON + 14))
@@ -390,8 +387,7 @@ def test_served_scores_match_recomputed_until_an_event_arrives_late(product: dic
     # The daily run of day T, at midnight: it wrote each user's score and a history row at T.
     job = JobOptions(select="all", leads_only=False, history=True)
     with SqlStore(url) as store:
-        selector = selector_for(store, options=job, model=resolved.identity, catalog=catalog, as_of=t)
-        summary = score_users(store=store, model=model, options=job, catalog=catalog, now=t, selector=selector)
+        summary = score_users(store=store, model=model, options=job, catalog=catalog, now=t)
         assert summary.users_scored > 0
 
         def both() -> tuple[dict[Any, float], dict[Any, float]]:
@@ -523,10 +519,7 @@ def test_a_daily_run_over_rest_says_its_check_was_skipped(pg_url: str, mlflow_lo
     settings = mlflow_local.settings(pg_url)
     as_of = midnight(NOW - timedelta(days=TRAINED_DAYS_AGO))
     train_model(
-        train_options(settings),
-        as_of=as_of,
-        horizon_days=HORIZON,
-        promote=True,
+        train_options(settings, as_of=as_of, horizon_days=HORIZON, promote=True),
         artifact_location=mlflow_local.artifacts,
     )
     options = run_options(settings)

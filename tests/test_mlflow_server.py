@@ -84,14 +84,14 @@ def test_promote_ui_alias_move_and_rollback_each_reach_the_next_run(server, sqli
     assert promoted.exit_code == 0 and "production is now version 1 (was none)" in promoted.output
     summaries = [run_scoring(run_options(settings))]
 
-    train_model(train_options(settings), seed=1, top_event_types=8)
+    train_model(train_options(settings, seed=1, top_event_types=8))
     client.set_model_version_tag(settings.model_name, "2", "holdout_roc_auc", "0.999999")  # a better candidate
     assert _cli(["registry", "promote", "2"], settings).exit_code == 0
     summaries.append(run_scoring(run_options(settings)))
     assert _versions_in_table(sqlite_url) == {"2"}
 
     # Someone trains version 3 and moves the alias in the MLflow UI (the same call the UI makes).
-    train_model(train_options(settings), seed=2, top_event_types=6)
+    train_model(train_options(settings, seed=2, top_event_types=6))
     client.set_registered_model_alias(settings.model_name, "production", "3")
     summaries.append(run_scoring(run_options(settings)))
     assert _versions_in_table(sqlite_url) == {"3"}
@@ -117,8 +117,8 @@ def test_promote_ui_alias_move_and_rollback_each_reach_the_next_run(server, sqli
 def test_a_stage_moved_in_the_ui_after_a_promotion_is_honoured(server, sqlite_url):
     make_product(sqlite_url, users=150, seed=52)
     settings = _settings(server, sqlite_url)
-    train_model(train_options(settings), promote=True)  # alias and stage on version 1
-    train_model(train_options(settings), seed=1)
+    train_model(train_options(settings, promote=True))  # alias and stage on version 1
+    train_model(train_options(settings, seed=1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         MlflowClient(tracking_uri=server).transition_model_version_stage(
@@ -133,7 +133,7 @@ def test_a_stage_moved_in_the_ui_after_a_promotion_is_honoured(server, sqlite_ur
 def test_runs_link_to_their_model_and_log_drift_and_tiers(server, sqlite_url):
     make_product(sqlite_url, users=400, seed=42)
     settings = _settings(server, sqlite_url, hot_threshold=0.6, warm_threshold=0.3)
-    outcome = train_model(train_options(settings), promote=True)
+    outcome = train_model(train_options(settings, promote=True))
     assert outcome.version.source.startswith("models:/m-")
     run_scoring(run_options(settings))
     # Half the visitors go quiet: the next run's scores shift, and the PSI against the first run says so.
@@ -175,8 +175,8 @@ def test_runs_link_to_their_model_and_log_drift_and_tiers(server, sqlite_url):
 def test_lower_holdout_auc_is_refused_unless_forced(server, sqlite_url):
     make_product(sqlite_url, users=300, seed=43)
     settings = _settings(server, sqlite_url)
-    train_model(train_options(settings), promote=True)
-    train_model(train_options(settings), seed=2)
+    train_model(train_options(settings, promote=True))
+    train_model(train_options(settings, seed=2))
     client = MlflowClient(tracking_uri=server)
     v1_auc = float(client.get_model_version(settings.model_name, "1").tags["holdout_roc_auc"])
     client.set_model_version_tag(settings.model_name, "2", "holdout_roc_auc", f"{v1_auc - 0.05:.6f}")
@@ -208,8 +208,8 @@ def test_legacy_stage_set_in_the_ui_is_honoured(server, sqlite_url):
 def test_a_promotion_during_a_run_does_not_change_its_model(server, sqlite_url):
     make_product(sqlite_url, users=600, seed=45)
     settings = _settings(server, sqlite_url, batch_size=100)
-    train_model(train_options(settings), promote=True)
-    train_model(train_options(settings), seed=3)
+    train_model(train_options(settings, promote=True))
+    train_model(train_options(settings, seed=3))
     registry = Registry(tracking_uri=server, model_name=settings.model_name)
 
     def promote_v2_once(report: Any) -> None:
@@ -351,7 +351,7 @@ def test_basic_auth_server_with_right_and_wrong_credentials(tmp_path, sqlite_url
         settings = _settings(url, sqlite_url)
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN_USERNAME)
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
-        train_model(train_options(settings), promote=True)
+        train_model(train_options(settings, promote=True))
         assert run_scoring(run_options(settings)).users_scored == 120
 
         wrong = "not-the-password-5e1d"
@@ -412,7 +412,7 @@ def test_server_lost_mid_run_still_writes_every_score_and_exits_5(tmp_path, sqli
     make_product(sqlite_url, users=users, seed=50, events_per_user=6.0)
     with start_mlflow_server(tmp_path / "doomed-server") as url:
         settings = _settings(url, sqlite_url)
-        train_model(train_options(settings), promote=True)
+        train_model(train_options(settings, promote=True))
         env = job_env(sqlite_url, settings, settings.scoring_experiment) | {
             # Fewer client retries than the default keep the test short; the job's own retry still runs.
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
@@ -485,7 +485,7 @@ def _mlflow_run(
 def test_mlflow_run_score_logs_into_the_run_mlflow_created(server, sqlite_url):
     make_product(sqlite_url, users=300, seed=51)
     settings = _settings(server, sqlite_url)
-    train_model(train_options(settings), promote=True)
+    train_model(train_options(settings, promote=True))
     experiment = f"mlproject-{uuid.uuid4().hex[:8]}"
 
     bad = _mlflow_run(server, settings, experiment, "batch_size=2.5")
@@ -540,7 +540,7 @@ def test_passwords_in_both_urls_appear_in_no_output_and_no_record(tmp_path, pg_u
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN_USERNAME)
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
         settings = _settings(url, pg_url)
-        train_model(train_options(settings), promote=True)
+        train_model(train_options(settings, promote=True))
         with_password = str(url).replace("http://", f"http://{ADMIN_USERNAME}:{ADMIN_PASSWORD}@")
         env = job_env(db_url, settings, settings.scoring_experiment) | {
             "MLFLOW_TRACKING_URI": with_password,

@@ -157,7 +157,7 @@ def test_a_run_whose_lock_session_is_terminated_stops_before_writing_beside_the_
 
     make_product(pg_url, users=1_000, seed=41)
     settings = mlflow_local.settings(pg_url, batch_size=100)
-    train_model(train_options(settings), promote=True, artifact_location=mlflow_local.artifacts)
+    train_model(train_options(settings, promote=True), artifact_location=mlflow_local.artifacts)
     _count_writes(pg_url)
     second: list = []
 

@@ -37,7 +37,7 @@ def _runs(settings) -> list:
 
 
 def _train(settings, mlflow_local, **kw):
-    return train_model(train_options(settings), artifact_location=mlflow_local.artifacts, **kw)
+    return train_model(train_options(settings, **kw), artifact_location=mlflow_local.artifacts)
 
 
 def test_run_is_tracked_with_version_counts_and_distribution(db_url, mlflow_local):
@@ -80,17 +80,23 @@ def test_run_is_tracked_with_version_counts_and_distribution(db_url, mlflow_loca
 def test_promoting_a_new_version_rescores_everyone_once(db_url, mlflow_local):
     make_product(db_url, users=400, seed=22)
     settings = mlflow_local.settings(db_url, batch_size=150)
+    totals: list[int | None] = []  # what each run announced it would score (the progress bar's total)
+
+    def run():
+        return run_scoring(run_options(settings), on_start=totals.append)
+
     _train(settings, mlflow_local, promote=True)
-    assert run_scoring(run_options(settings)).users_scored == 400
-    assert run_scoring(run_options(settings)).users_scored == 0  # stale: nothing changed
+    assert run().users_scored == 400
+    assert run().users_scored == 0  # stale: nothing changed
 
     _train(settings, mlflow_local, seed=1, top_event_types=6)
     _registry(settings).promote("2", force=True, actor="test")
-    second = run_scoring(run_options(settings))
+    second = run()
 
-    assert second.users_scored == 400 and second.model_version == "2"
+    assert second.users_scored == 400 and second.model_version == "2" and not second.leads_only
     assert {v.split("/")[0] for v in snapshot(db_url)["lead_score_model_version"]} == {"2"}
-    assert run_scoring(run_options(settings)).users_scored == 0
+    assert run().users_scored == 0
+    assert totals == [400, 0, 400, 0]
     assert [r.data.tags["model_version"] for r in _runs(settings)] == ["1", "1", "2", "2"]
 
 

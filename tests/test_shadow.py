@@ -22,7 +22,7 @@ from models.metrics import wilson_interval
 from registry import Registry
 from scorer.app import run_scoring
 from scorer.cli import app
-from scorer.edge import model_source, run_options, train_options
+from scorer.edge import import_options, model_source, run_options, train_options
 from scorer.settings import load_settings
 from scorer.shadow import compare_scores, not_shadowed, rank_corr_interval
 from scorer.trainer import import_joblib, train_model
@@ -85,14 +85,10 @@ def _run(settings, target, **kw):
 def test_a_challenger_never_touches_users_and_shadow_scores_what_it_writes_once_promoted(target, mlflow_local):
     make_product(target.url, users=300, seed=31)
     settings = mlflow_local.settings(target.url, batch_size=120)
-    train_model(train_options(settings), promote=True, artifact_location=mlflow_local.artifacts)
+    train_model(train_options(settings, promote=True), artifact_location=mlflow_local.artifacts)
     # A different model (other event types, other seed), made challenger by the retrain the weekly cron runs.
     out = train_model(
-        train_options(settings),
-        challenger=True,
-        seed=1,
-        top_event_types=6,
-        artifact_location=mlflow_local.artifacts,
+        train_options(settings, challenger=True, seed=1, top_event_types=6), artifact_location=mlflow_local.artifacts
     )
     assert out.challenger and _registry(settings).resolve_challenger().version == "2"
     _count_updates(target)
@@ -147,13 +143,13 @@ def test_a_challenger_that_cannot_load_leaves_productions_run_whole(target, mlfl
 
     make_product(target.url, users=150, seed=32)
     settings = mlflow_local.settings(target.url, batch_size=60)
-    train_model(train_options(settings), promote=True, artifact_location=mlflow_local.artifacts)
+    train_model(train_options(settings, promote=True), artifact_location=mlflow_local.artifacts)
     # A version whose skops file asks to trust types the job does not allow: the registry refuses to make it
     # challenger, and one set by hand anyway (--force, or the MLflow UI) is reported, not loaded.
     names = FeatureCatalog().feature_names(event_types=["pricing_view"])
     x = pd.DataFrame(np.random.default_rng(2).poisson(3, (300, len(names))).astype(float), columns=names)
     joblib.dump(sk_pipeline(HistGradientBoostingClassifier(max_iter=5)).fit(x, x[names[0]] > 3), tmp_path / "h.joblib")
-    import_joblib(model_source(settings), tmp_path / "h.joblib", trust=True, artifact_location=mlflow_local.artifacts)
+    import_joblib(import_options(settings, trust=True), tmp_path / "h.joblib", artifact_location=mlflow_local.artifacts)
     reg = _registry(settings)
     with pytest.raises(Exception, match="asks to trust types"):
         reg.challenge("2", actor="test")
@@ -178,7 +174,7 @@ def test_a_challenger_scoring_one_minus_production_is_ranked_backwards(sqlite_ur
     intercept negated, imported from joblib, is shadow-scored; users keep production's scores; rank_corr < 0."""
     make_product(sqlite_url, users=200, seed=33)
     settings = mlflow_local.settings(sqlite_url)
-    train_model(train_options(settings), promote=True, artifact_location=mlflow_local.artifacts)
+    train_model(train_options(settings, promote=True), artifact_location=mlflow_local.artifacts)
     reg = _registry(settings)
     production = reg.load(reg.resolve())
     flipped = copy.deepcopy(production.pipeline)
@@ -212,8 +208,8 @@ def _shadow_sqlite(url: str) -> pd.DataFrame:
 def test_registry_challenge_sets_lists_stamps_and_clears(sqlite_url, mlflow_local):
     make_product(sqlite_url, users=120, seed=34)
     settings = mlflow_local.settings(sqlite_url)
-    train_model(train_options(settings), promote=True, artifact_location=mlflow_local.artifacts)
-    train_model(train_options(settings), seed=1, artifact_location=mlflow_local.artifacts)
+    train_model(train_options(settings, promote=True), artifact_location=mlflow_local.artifacts)
+    train_model(train_options(settings, seed=1), artifact_location=mlflow_local.artifacts)
     env = {"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri, "LEAD_SCORER_MODEL_NAME": settings.model_name}
     cli = CliRunner()
 
@@ -251,7 +247,7 @@ def test_train_challenger_and_promote_together_is_refused(sqlite_url, mlflow_loc
     make_product(sqlite_url, users=60, seed=35)
     settings = mlflow_local.settings(sqlite_url)
     with pytest.raises(Exception, match="--promote and --challenger"):
-        train_model(train_options(settings), promote=True, challenger=True)
+        train_model(train_options(settings, promote=True, challenger=True))
     assert _registry(settings).versions() == []
 
 
@@ -283,8 +279,8 @@ def test_a_failed_retrain_leaves_production_and_challenger_where_they_were(sqlit
     """The weekly cron's command, `lead-scorer train --challenger`, failing on its database: no version, no move."""
     make_product(sqlite_url, users=300, seed=36)
     settings = mlflow_local.settings(sqlite_url)
-    train_model(train_options(settings), promote=True, artifact_location=mlflow_local.artifacts)
-    train_model(train_options(settings), challenger=True, seed=1, artifact_location=mlflow_local.artifacts)
+    train_model(train_options(settings, promote=True), artifact_location=mlflow_local.artifacts)
+    train_model(train_options(settings, challenger=True, seed=1), artifact_location=mlflow_local.artifacts)
     env = {
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "LEAD_SCORER_MODEL_NAME": settings.model_name,
@@ -301,8 +297,8 @@ def test_a_failed_retrain_leaves_production_and_challenger_where_they_were(sqlit
 def test_a_shadow_write_the_database_refuses_costs_production_nothing(target, mlflow_local):
     make_product(target.url, users=150, seed=37)
     settings = mlflow_local.settings(target.url, batch_size=60)
-    train_model(train_options(settings), promote=True, artifact_location=mlflow_local.artifacts)
-    train_model(train_options(settings), challenger=True, seed=1, artifact_location=mlflow_local.artifacts)
+    train_model(train_options(settings, promote=True), artifact_location=mlflow_local.artifacts)
+    train_model(train_options(settings, challenger=True, seed=1), artifact_location=mlflow_local.artifacts)
     # The shadow table refuses every row (a broken table, a policy): the write of production's scores must not.
     if target.kind == "sqlite":
         execute(

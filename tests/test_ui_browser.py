@@ -91,7 +91,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
             training_experiment="lead-scorer/training",
             population="leads",
         )
-        trained = train_model(train_options(settings), promote=True)
+        trained = train_model(train_options(settings, promote=True))
         run_scoring(run_options(settings))
         run_scoring(run_options(settings))  # nothing to do, within the same minute
         execute(db, "DELETE FROM events WHERE visitor_id IN (SELECT visitor_id FROM users WHERE user_id % 2 = 0)")
@@ -104,7 +104,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         )
         execute(db, "DELETE FROM events WHERE visitor_id = (SELECT visitor_id FROM users WHERE user_id = 7)")
         run_scoring(run_options(everyone))
-        train_model(train_options(settings), seed=1)
+        train_model(train_options(settings, seed=1))
         run_scoring(run_options(everyone.model_copy(update={"dry_run": True, "model_version": "2"})))
         # Version 2 as the challenger: the next run of v1 shadow-scores it and says so.
         execute(db, "DROP TRIGGER refuse")

@@ -47,7 +47,7 @@ from scorer.app import (
     store_id,
 )
 from scorer.contract import Names, qualified, quote_ident
-from scorer.job import RunSummary, checkpoint_key
+from scorer.job import RunSummary, checkpoint_key, selector_for
 from scorer.logs import redact_text
 from scorer.run_record import RunRecord
 from scorer.shadow import not_shadowed
@@ -352,19 +352,24 @@ def run_spark(
                 hint="for a Supabase project, use its direct connection string (Settings → Database)",
             )
         store = opened.open()  # connects and learns the schema; closed below, however the run ends
-    # One population for the whole run: what is scored, counted, checkpointed and described.
-    leads_only = job.leads_only
     try:
         # 1. The store, and the run lock.
         if store is not None:
             store.check(scoring=True)
-            leads_only = leads_only and store.has_converted
             if writes_db:
                 store.lock_run(options.model.model_name)  # the same lock as `lead-scorer run`: never both at once
         # 2. The model (no challenger: Spark does not shadow-score, and the run's description says so).
         resolved, model = resolve_and_load(options.model, catalog)
         # 3. One MLflow run, as `lead-scorer run` opens it, with the engine and its sources as tags.
         now = datetime.now(UTC)
+        # One population for the whole run, chosen as `lead-scorer run` chooses it (everyone in it is scored
+        # here, fresh or not): what is scored, counted, checkpointed and described.
+        selector = (
+            selector_for(store, options=replace(job, select="all"), model=resolved.identity, catalog=catalog, as_of=now)
+            if store is not None
+            else Selector(select="all", leads_only=job.leads_only)
+        )
+        leads_only = selector.leads_only
         where = store.describe() if out.kind == "db" and store is not None else f"parquet {out.path}"
         record = RunRecord.open(
             scoring_tracker_for(options, artifact_location=artifact_location),
@@ -408,7 +413,7 @@ def run_spark(
             context.setJobGroup(group, "lead-scorer spark run", interruptOnCancel=True)
         if stop is not None:
             stop.on_stop(lambda: context.cancelJobGroup(group), at_once=True)
-        summary = _stopped(resolved) if stop is not None and stop.requested else None
+        summary = _stopped(resolved, leads_only=leads_only) if stop is not None and stop.requested else None
         if summary is None:
             try:
                 summary = _score(
@@ -423,7 +428,7 @@ def run_spark(
                     model=model,
                     catalog=catalog,
                     as_of=now,
-                    leads_only=leads_only,
+                    selector=selector,
                     parts=parts,
                     fail_once_after_staging=fail_once_after_staging,
                 )
@@ -432,7 +437,7 @@ def run_spark(
                     raise
                 # Cancelled by the stop request: the key ranges whose tasks finished are written.
                 log.warning("stop_requested", engine="spark")
-                summary = _stopped(resolved)
+                summary = _stopped(resolved, leads_only=leads_only)
         if writes_db and store is not None and summary.clean and not summary.stopped:
             # Everyone was checked at `now`: the next stale run of this model rereads only what changes after.
             store.write_scores(
@@ -470,9 +475,9 @@ def run_spark(
     return summary
 
 
-def _stopped(resolved: ResolvedVersion) -> RunSummary:
+def _stopped(resolved: ResolvedVersion, *, leads_only: bool) -> RunSummary:
     """A run a stop request ended before its totals came back: KILLED; what its finished tasks wrote stays."""
-    return RunSummary(model_version=resolved.version, stopped=True)
+    return RunSummary(model_version=resolved.version, stopped=True, leads_only=leads_only)
 
 
 def _database_url(store: StoreOptions) -> str:
@@ -495,18 +500,19 @@ def _score(
     model: Any,
     catalog: FeatureCatalog,
     as_of: datetime,
-    leads_only: bool,
+    selector: Selector,
     parts: int,
     fail_once_after_staging: bool,
 ) -> RunSummary:
     """Steps 4 to 6 on Spark: read, grain, one cogroup per key range, one aggregation back to the driver."""
+    leads_only = selector.leads_only
     since = catalog.since(as_of)
     db = _Db(store, names, leads_only=leads_only) if store is not None else None
     jdbc, props = jdbc_target(_database_url(options.store)) if store is not None else ("", {})
 
     if users_src.kind == "db" and db is not None:
         key = db.key_range()
-        population = store.count_users(Selector(select="all", leads_only=leads_only)) if store is not None else 0
+        population = store.count_users(selector) if store is not None else 0
         users = _users_db(spark, db, jdbc, props, parts=parts, key=key)
     else:
         users = _users_parquet(spark, str(users_src.path), names, leads_only=leads_only)
@@ -624,6 +630,7 @@ def _score(
     failed_count = totals.get("failed", 0)
     summary = RunSummary(
         model_version=model.resolved.version,
+        leads_only=leads_only,
         batches=totals.get("group_batches", 0),
         users_selected=selected,
         users_scored=selected - vanished - failed_count,
