@@ -869,7 +869,7 @@ class Registry:
         return at, str(version)
 
     def versions(self) -> list[dict[str, Any]]:
-        """Every version, newest first, with its stage, aliases and holdout metrics."""
+        """Every version, newest first, with its stage, aliases, holdout ROC AUC and newest live one."""
         with self._calls("listing versions"):
             try:
                 aliases = self.client.get_registered_model(self.model_name).aliases or {}
@@ -889,6 +889,10 @@ class Registry:
                         "stage": mv.current_stage,
                         "aliases": sorted(by_version.get(str(mv.version), [])),
                         "roc_auc": tags.get(f"{METRIC_TAG_PREFIX}roc_auc"),
+                        # The newest live figures (`lead-scorer evaluate`, the daily check), when measured.
+                        "live_roc_auc": tags.get("live_roc_auc"),
+                        "live_roc_auc_ci": tags.get("live_roc_auc_ci"),
+                        "live_as_of": tags.get("live_as_of"),
                         "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC),
                         "promoted_by": tags.get(TAG_PROMOTED_BY),
                         "run_id": mv.run_id,

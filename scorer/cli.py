@@ -398,18 +398,41 @@ def _registry(tracking_uri: str | None, settings: Settings | None = None) -> Any
 
 @registry_app.command("list")
 def registry_list(tracking_uri: TrackingOpt = None) -> None:
-    """Every version with its stage, aliases and holdout ROC AUC."""
+    """Every version with its stage, aliases, holdout ROC AUC and newest live ROC AUC (with its 95 % interval
+    and cohort day: `lead-scorer evaluate` or the daily check measured it)."""
     reg = _registry(tracking_uri)
     rows = reg.versions()
     if not rows:
         typer.echo(f"no versions of {reg.model_name} yet: `lead-scorer train`")
         return
-    typer.echo(f"{'version':>7}  {'aliases':<12} {'stage':<11} {'roc_auc':>8}  created              promoted_by")
+    typer.echo(
+        f"{'version':>7}  {'aliases':<12} {'stage':<11} {'holdout':>7}  {'live roc_auc [95 %], cohort':<32} "
+        "created           promoted_by"
+    )
     for r in rows:
         typer.echo(
             f"{r['version']:>7}  {','.join(r['aliases']) or '-':<12} {_stage(r['stage']):<11} "
-            f"{r['roc_auc'] or '-':>8}  {r['created']:%Y-%m-%d %H:%M}     {r['promoted_by'] or '-'}"
+            f"{_auc(r['roc_auc']):>7}  {_live(r):<32} {r['created']:%Y-%m-%d %H:%M}  {r['promoted_by'] or '-'}"
         )
+
+
+def _auc(raw: str | None) -> str:
+    try:
+        return f"{float(raw):.3f}" if raw else "-"
+    except ValueError:
+        return raw or "-"
+
+
+def _live(row: dict[str, Any]) -> str:
+    """e.g. "0.812 [0.781 to 0.843] 2026-11-05", with an en dash; "-" when never measured live."""
+    if not row.get("live_roc_auc"):
+        return "-"
+    try:
+        ci = json.loads(row.get("live_roc_auc_ci") or "null")
+    except ValueError:
+        ci = None
+    interval = f" [{ci[0]:.3f}\N{EN DASH}{ci[1]:.3f}]" if ci else ""
+    return f"{_auc(row['live_roc_auc'])}{interval} {row.get('live_as_of') or ''}".strip()
 
 
 def _stage(stage: str | None) -> str:

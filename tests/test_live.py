@@ -169,6 +169,11 @@ def test_evaluate_reports_counted_cohorts_and_a_reversed_version_mirrors_them(pr
     assert int(mv.tags["live_n"]) == newest["n"]
     assert mv.description.count("Live on leads open on") == 1
     assert f"Live on leads open on {newest['as_of']}, 30 days on: ROC AUC {newest['roc_auc']:.2f}" in mv.description
+    # `registry list` shows it beside the holdout's: the operator's one-line view of every version.
+    listed = _cli("registry", "list", env=env)
+    [v1] = [line for line in listed.stdout.splitlines() if line.split()[:2] == ["1", "production"]]
+    lo, hi = newest["roc_auc_ci"]
+    assert f"{newest['roc_auc']:.3f} [{lo:.3f}\N{EN DASH}{hi:.3f}] {newest['as_of']}" in v1
 
     # One MLflow run per evaluation, one point per cohort at the cohort's day.
     exp = reg.client.get_experiment_by_name(product["settings"].evaluation_experiment)
