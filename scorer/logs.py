@@ -25,10 +25,12 @@ included, 14 times in one line), and what is left is redacted like the rest.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -189,12 +191,27 @@ class _RedactRecords(logging.Filter):
         return True
 
 
+#: What a ``stamina.retry_context`` block retries: stamina names every such block "<context block>".
+_retrying_what: ContextVar[str | None] = ContextVar("retrying_what", default=None)
+
+
+@contextlib.contextmanager
+def retrying(what: str) -> Iterator[None]:
+    """Name the retried block for its ``retry_scheduled`` lines (``with retrying("SqlStore.write_scores"):``)."""
+    token = _retrying_what.set(what)
+    try:
+        yield
+    finally:
+        _retrying_what.reset(token)
+
+
 def _on_retry(details: stamina.instrumentation.RetryDetails) -> None:
     """stamina's retry line without the call's arguments: a batch's read lists ~1,000 ids (16 KB a line)."""
     first = str(details.caused_by).splitlines()[0] if str(details.caused_by) else ""
+    name = details.name if details.name != "<context block>" else (_retrying_what.get() or details.name)
     structlog.get_logger("lead_scorer.retry").warning(
         "retry_scheduled",
-        callable=".".join(details.name.replace(".<locals>.<lambda>", "").split(".")[-2:]),
+        callable=".".join(name.replace(".<locals>.<lambda>", "").split(".")[-2:]),
         retry_num=details.retry_num,
         wait_for=round(details.wait_for, 2),
         waited_so_far=round(details.waited_so_far, 2),

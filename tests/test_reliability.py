@@ -273,6 +273,9 @@ def test_a_database_restart_within_the_retry_budget_costs_no_batch(trained, tmp_
         assert code == 0, job.output()
         assert job.events("batch_failed") == [] and job.events("store_lost") == [], job.output()
         assert len(job.events("run_lock_retaken")) == 1, job.output()
+        # Each retry line names the store's method it retries (stamina alone says "<context block>").
+        retried = {e["callable"] for e in job.events("retry_scheduled")}
+        assert retried and all(name.startswith("SqlStore.") for name in retried), retried
         assert sum(b["scored"] for b in job.events("batch")) == 3_000, job.output()
         assert snapshot(pg.url)["lead_score"].notna().all()
         client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)

@@ -31,7 +31,7 @@ from sqlalchemy.engine.interfaces import ReflectedColumn
 from lead_errors import AuthError, RunLocked, SchemaError, SettingsError, StoreError, TransientError
 from models import normalize_event_type
 from scorer.contract import Names
-from scorer.logs import redact_text
+from scorer.logs import redact_text, retrying
 from scorer.logs import redact_url as redact_any_url
 from scorer.stores.base import (
     Checkpoint,
@@ -231,19 +231,21 @@ def _retrying(fn: Any) -> Any:
     @functools.wraps(fn)
     def call(store: SqlStore, *args: Any, **kwargs: Any) -> Any:
         left = store._budget_left()
+        attempts = stamina.retry_context(
+            on=store._should_retry,
+            attempts=None if left > 0 else 1,
+            timeout=max(left, RETRY_WAIT_S),
+            wait_initial=RETRY_WAIT_S,
+            wait_max=RETRY_WAIT_MAX_S,
+        )
         try:
-            for attempt in stamina.retry_context(
-                on=store._should_retry,
-                attempts=None if left > 0 else 1,
-                timeout=max(left, RETRY_WAIT_S),
-                wait_initial=RETRY_WAIT_S,
-                wait_max=RETRY_WAIT_MAX_S,
-            ):
-                with attempt:
-                    store._refuse_if_cancelled()
-                    result = fn(store, *args, **kwargs)
-                    store._failing_since = None
-                    return result
+            with retrying(fn.__qualname__):  # its retry lines name the store's method
+                for attempt in attempts:
+                    with attempt:
+                        store._refuse_if_cancelled()
+                        result = fn(store, *args, **kwargs)
+                        store._failing_since = None
+                        return result
         except _TRANSIENT as exc:
             store._failing()
             raise TransientError(f"the database kept failing: {_first(exc)}") from exc
