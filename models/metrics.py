@@ -376,13 +376,16 @@ def ece_interval(
     In each bin ``b`` of `reliability_table` (``n_b`` leads), the gap ``d_b = observed - predicted`` (the mean
     of ``y - p`` there) is about normal with variance ``var_b(y - p) / n_b``. ``draws`` vectors of gaps are
     drawn around the measured ones (numpy's ``default_rng(seed)``: the same cohort gives the same interval,
-    so the figures do not wobble between two evaluations), each gives ``ECE* = Σ (n_b / n) |d*_b|``, and the
-    interval is their 2.5 and 97.5 percentiles. It costs ``draws · bins`` numbers, not a resample of the leads.
+    so the figures do not wobble between two evaluations), each gives ``ECE* = Σ (n_b / n) |d*_b|``. It costs
+    ``draws · bins`` numbers, not a resample of the leads.
 
-    The plug-in ECE is biased upward (``|d_b|`` is positive even where the bin is calibrated, and more so
-    for small bins), and this interval is for that estimator: a perfectly calibrated model's interval does
-    not reach 0. A bin of one lead has no spread to measure; it takes ``1/4``, the largest variance of a
-    0/1 outcome. None for an empty cohort.
+    The plug-in ECE is biased upward (``|d_b|`` is positive even where the bin is calibrated, more so in
+    small bins), and the draws add that bias once more; so the interval is the *basic* bootstrap's,
+    ``[2·ECE - q97.5, 2·ECE - q2.5]`` clipped at 0, which takes the bias off to first order. The percentiles
+    themselves described the estimator, not the true miscalibration, and held the true ECE in 0 % of simulated
+    cohorts of 1,000 leads and 49 % of 10,000; the basic interval holds it in 82 % and 88 %
+    (`benchmarks.coverage`): better, still short of 95 %. A bin of one lead has no spread to measure; it takes
+    ``1/4``, the largest variance of a 0/1 outcome. None for an empty cohort.
 
     >>> y, p = np.array([0] * 10 + [1] * 10), np.array([0.1] * 10 + [0.9] * 10)
     >>> [round(x, 9) for x in ece_interval(y, p, bins=2)]  # no spread inside either bin: the gaps are exact
@@ -410,8 +413,9 @@ def _ece_draws(
     variance = np.where(count > 1, spread / np.maximum(count - 1, 1), 0.25)
     drawn = gap + np.sqrt(variance / count) * np.random.default_rng(seed).standard_normal((draws, len(count)))
     ece = np.abs(drawn) @ (count / n)
+    measured = float(np.abs(gap) @ (count / n))
     lo, hi = np.percentile(ece, [2.5, 97.5])
-    return float(lo), float(hi)
+    return max(0.0, 2 * measured - float(hi)), max(0.0, 2 * measured - float(lo))
 
 
 def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:

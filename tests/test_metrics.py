@@ -184,8 +184,10 @@ def test_ece_interval_by_hand() -> None:
     #   tie in one bin). Low: 600 leads at 0.25, 150 converted: gap 0 (calibrated), var(y - p) = 0.25 · 0.75 ·
     #   600/599, se = √(var / 600) = 0.01769. High: 200 leads at 0.75, all converted: gap 0.25, no spread, exact.
     # ECE = ¾ · 0 + ¼ · 0.25 = 0.0625. Drawn: ECE* = 0.0625 + ¾ |N(0, se²)|, whose 2.5 and 97.5 percentiles are
-    #   0.0625 + ¾ se · [Φ⁻¹(0.5125), Φ⁻¹(0.9875)] = 0.0625 + ¾ se · [0.0313, 2.2414] = [0.06292, 0.09224]:
-    #   an interval above the figure, the plug-in's upward bias at a calibrated bin.
+    #   0.0625 + ¾ se · [Φ⁻¹(0.5125), Φ⁻¹(0.9875)] = 0.0625 + ¾ se · [0.0313, 2.2414]: the draws lie above the
+    #   figure by the plug-in's upward bias at a calibrated bin. The basic bootstrap reflects them about the
+    #   figure, [2 · 0.0625 - q97.5, 2 · 0.0625 - q2.5] = 0.0625 - ¾ se · [2.2414, 0.0313] = [0.03276, 0.06208],
+    #   which takes that bias off (the true ECE here is 0.0625, so it is an interval that covers it).
     y = np.r_[np.ones(150), np.zeros(450), np.ones(200)]
     p = np.r_[np.full(600, 0.25), np.full(200, 0.75)]
     assert expected_calibration_error(y, p, bins=2) == pytest.approx(0.0625)
@@ -193,8 +195,8 @@ def test_ece_interval_by_hand() -> None:
     got = ece_interval(y, p, bins=2)
     assert got is not None
     lo, hi = ((x - 0.0625) / (0.75 * se) for x in got)  # in units of the folded normal: 2,000 draws, so ± a little
-    assert lo == pytest.approx(0.0313, abs=0.015)
-    assert hi == pytest.approx(2.2414, abs=0.2)
+    assert lo == pytest.approx(-2.2414, abs=0.2)
+    assert hi == pytest.approx(-0.0313, abs=0.015)
     assert ece_interval(y, p, bins=2) == got  # a fixed seed: the same cohort, the same interval
     # A bin of one lead has no spread of its own: it takes 1/4, the widest a 0/1 outcome has; no NaN.
     lo1, hi1 = ece_interval(np.array([1]), np.array([0.5]), bins=1) or (math.nan, math.nan)
