@@ -49,10 +49,11 @@ class _ErrorEdge(TyperGroup):
     (`typer.Exit`, a bad flag: 2) and Ctrl-C pass through as they are."""
 
     def invoke(self, ctx: VendoredContext) -> Any:
-        # Before anything can fail and print. This invocation's secrets only: a test runs many in one process.
-        forget_secrets()
-        add_secrets(secrets_in(settings={}, environ=os.environ))
         try:
+            # Before anything can fail and print, and inside the edge: a bug here is a bug like any other.
+            # This invocation's secrets only: a test runs many in one process.
+            forget_secrets()
+            add_secrets(secrets_in(settings={}, environ=os.environ))
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):  # the last: click's usage errors (exit 2)
             raise

@@ -108,6 +108,15 @@ def test_a_bug_in_any_command_exits_70_with_a_redacted_traceback(
     assert "cretXq9" not in result.output and REST_KEY not in result.output
 
 
+def test_a_bug_in_the_edges_own_set_up_is_a_bug_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    def bug(**_kwargs: Any) -> list[str]:
+        raise RuntimeError("injected bug while collecting the secrets")
+
+    monkeypatch.setattr(scorer.cli, "secrets_in", bug)
+    result = _cli(["db", "sql"], {})
+    assert result.exit_code == 70 and "RuntimeError: injected bug" in result.output, result.output
+
+
 def test_a_bug_while_printing_is_a_bug_too(monkeypatch: pytest.MonkeyPatch) -> None:
     import scorer.schema
 
