@@ -23,7 +23,7 @@ import pandas as pd
 import structlog
 from scipy.stats import rankdata
 
-from models.metrics import wilson_interval
+from models.metrics import Z95, wilson_interval
 from registry import LoadedModel, LoadPolicy, Registry, ResolvedVersion
 from scorer.stats import ScoreStats
 from scorer.stores.base import ScoringSource, ShadowWrite
@@ -34,8 +34,6 @@ log = structlog.get_logger("lead_scorer.shadow")
 
 #: How many of the leads on which production and the challenger disagree most the run's artifact lists.
 DISAGREEMENTS = 100
-#: The two-sided 95 % normal quantile.
-_Z = 1.959963984540054
 
 
 def rank_corr_interval(r: float, n: int) -> tuple[float, float]:
@@ -51,7 +49,7 @@ def rank_corr_interval(r: float, n: int) -> tuple[float, float]:
     if abs(r) >= 1.0:
         return r, r
     z = math.atanh(r)
-    half = _Z * math.sqrt((1 + r * r / 2) / (n - 3))
+    half = Z95 * math.sqrt((1 + r * r / 2) / (n - 3))
     return math.tanh(z - half), math.tanh(z + half)
 
 
